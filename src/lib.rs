@@ -1,0 +1,2 @@
+//! Pier: a Kafka operator for Kubernetes whose Envoy front door is driven live over xDS.
+pub mod kafka;
