@@ -1,0 +1,302 @@
+//! A real Apache Kafka cluster in KRaft mode: N combined broker+controller nodes, each on its
+//! own loopback address with the usual ports (9092 broker, 9093 controller), started through
+//! the `kafka-node` launcher that `dev/setup` installs.
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use rand::RngCore;
+
+use crate::net::loopback_ips;
+use crate::paths::{LogDir, program};
+use crate::process::{Process, stop_all};
+use crate::wait_for;
+
+pub const BROKER_PORT: u16 = 9092;
+pub const CONTROLLER_PORT: u16 = 9093;
+
+/// How to build the cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    pub nodes: usize,
+    /// Extra `server.properties` lines for every node (override the defaults).
+    pub properties: Vec<(String, String)>,
+    /// `KAFKA_HEAP_OPTS` for every node.
+    pub heap: String,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            properties: Vec::new(),
+            heap: "-Xms256m -Xmx512m".to_string(),
+        }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug)]
+pub struct KafkaNode {
+    pub id: i32,
+    pub ip: Ipv4Addr,
+    pub properties: PathBuf,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+impl KafkaNode {
+    /// `ip:9092`.
+    pub fn broker_addr(&self) -> String {
+        format!("{}:{BROKER_PORT}", self.ip)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+}
+
+/// A running cluster. Dropping it stops every node.
+#[derive(Debug)]
+pub struct KafkaCluster {
+    nodes: Vec<KafkaNode>,
+    cluster_id: String,
+    heap: String,
+    _logs: Arc<LogDir>,
+}
+
+impl KafkaCluster {
+    /// Starts `nodes` nodes with default settings and waits until every broker is registered.
+    pub async fn start(logs: &Arc<LogDir>, nodes: usize) -> anyhow::Result<Self> {
+        Self::start_with(
+            logs,
+            KafkaOptions {
+                nodes,
+                ..KafkaOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(logs: &Arc<LogDir>, options: KafkaOptions) -> anyhow::Result<Self> {
+        if options.nodes == 0 {
+            bail!("a Kafka cluster needs at least one node");
+        }
+        program("kafka-node")?;
+        let dir = logs.sub("kafka")?;
+        let ips = loopback_ips(options.nodes, &[BROKER_PORT, CONTROLLER_PORT])?;
+        let voters = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("{}@{ip}:{CONTROLLER_PORT}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rf = options.nodes.min(3);
+        let min_isr = options.nodes.min(2);
+        let mut nodes = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let id = i as i32 + 1;
+            let data = logs.data(&format!("kafka-{id}"))?;
+            let mut props = vec![
+                ("process.roles".to_string(), "broker,controller".to_string()),
+                ("node.id".into(), id.to_string()),
+                ("controller.quorum.voters".into(), voters.clone()),
+                (
+                    "listeners".into(),
+                    format!("PLAINTEXT://{ip}:{BROKER_PORT},CONTROLLER://{ip}:{CONTROLLER_PORT}"),
+                ),
+                (
+                    "advertised.listeners".into(),
+                    format!("PLAINTEXT://{ip}:{BROKER_PORT}"),
+                ),
+                ("controller.listener.names".into(), "CONTROLLER".into()),
+                ("inter.broker.listener.name".into(), "PLAINTEXT".into()),
+                (
+                    "listener.security.protocol.map".into(),
+                    "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
+                ),
+                ("log.dirs".into(), data.display().to_string()),
+                ("num.partitions".into(), "1".into()),
+                ("group.initial.rebalance.delay.ms".into(), "0".into()),
+                ("num.network.threads".into(), "2".into()),
+                ("num.io.threads".into(), "2".into()),
+                ("offsets.topic.replication.factor".into(), rf.to_string()),
+                (
+                    "transaction.state.log.replication.factor".into(),
+                    rf.to_string(),
+                ),
+                ("transaction.state.log.min.isr".into(), min_isr.to_string()),
+                (
+                    "share.coordinator.state.topic.replication.factor".into(),
+                    rf.to_string(),
+                ),
+                (
+                    "share.coordinator.state.topic.min.isr".into(),
+                    min_isr.to_string(),
+                ),
+            ];
+            for (k, v) in &options.properties {
+                props.retain(|(pk, _)| pk != k);
+                props.push((k.clone(), v.clone()));
+            }
+            let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            let properties = dir.join(format!("node-{id}.properties"));
+            std::fs::write(&properties, text)
+                .with_context(|| format!("writing {}", properties.display()))?;
+            nodes.push(KafkaNode {
+                id,
+                ip: *ip,
+                properties,
+                log: dir.join(format!("node-{id}.log")),
+                process: None,
+            });
+        }
+        let mut cluster = KafkaCluster {
+            nodes,
+            cluster_id: new_cluster_id(),
+            heap: options.heap,
+            _logs: logs.clone(),
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn_node(i)?;
+        }
+        cluster.wait_for_brokers(cluster.nodes.len()).await?;
+        Ok(cluster)
+    }
+
+    /// `ip1:9092,ip2:9092,…` of the running nodes.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.process.is_some())
+            .map(KafkaNode::broker_addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn nodes(&self) -> &[KafkaNode] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: i32) -> anyhow::Result<&KafkaNode> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no Kafka node {id}"))
+    }
+
+    /// PIDs of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(KafkaNode::pid).collect()
+    }
+
+    /// Stops one node (SIGTERM: a controlled shutdown), keeping its data.
+    pub fn stop_node(&mut self, id: i32) -> anyhow::Result<()> {
+        let node = self.index(id)?;
+        if let Some(mut p) = self.nodes[node].process.take() {
+            p.stop();
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped node again on its data and waits until the cluster lists every running
+    /// node as a broker.
+    pub async fn start_node(&mut self, id: i32) -> anyhow::Result<()> {
+        let node = self.index(id)?;
+        if self.nodes[node].process.is_none() {
+            self.spawn_node(node)?;
+        }
+        let running = self.nodes.iter().filter(|n| n.process.is_some()).count();
+        self.wait_for_brokers(running).await
+    }
+
+    fn index(&self, id: i32) -> anyhow::Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.id == id)
+            .with_context(|| format!("no Kafka node {id}"))
+    }
+
+    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        let mut cmd = Command::new(program("kafka-node")?);
+        cmd.arg(&node.properties)
+            .env("KAFKA_CLUSTER_ID", &self.cluster_id)
+            .env("KAFKA_HEAP_OPTS", &self.heap);
+        if let Some(dir) = node.log.parent() {
+            cmd.env("KAFKA_LOG_DIR", dir);
+        }
+        let process = Process::spawn(
+            &format!("kafka-{}", node.id),
+            cmd,
+            &node.log,
+            Duration::from_secs(15),
+        )?;
+        self.nodes[i].process = Some(process);
+        Ok(())
+    }
+
+    /// Waits until metadata (read with kcat, a real client) lists `count` brokers.
+    async fn wait_for_brokers(&mut self, count: usize) -> anyhow::Result<()> {
+        let kcat = program("kcat")?;
+        let bootstrap = self.bootstrap();
+        let what = format!("{count} Kafka brokers registered at {bootstrap}");
+        let nodes = &mut self.nodes;
+        wait_for(
+            &what,
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || {
+                let exited = nodes
+                    .iter_mut()
+                    .filter_map(|n| n.process.as_mut())
+                    .map(Process::check_running)
+                    .find_map(Result::err);
+                let kcat = kcat.clone();
+                let bootstrap = bootstrap.clone();
+                async move {
+                    if let Some(e) = exited {
+                        return Some(Err(e));
+                    }
+                    let out = tokio::process::Command::new(&kcat)
+                        .args(["-b", &bootstrap, "-L", "-J", "-m", "2"])
+                        .output()
+                        .await
+                        .ok()?;
+                    let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                    let brokers = md.get("brokers")?.as_array()?.len();
+                    (brokers == count).then_some(Ok(()))
+                }
+            },
+        )
+        .await?
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        stop_all(self.nodes.iter_mut().filter_map(|n| n.process.as_mut()));
+    }
+}
+
+/// A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, as Kafka's own
+/// `Uuid.randomUuid()` makes them (never starting with '-', which the tools would take for a flag).
+pub fn new_cluster_id() -> String {
+    let mut rng = rand::rng();
+    loop {
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if !id.starts_with('-') && bytes.iter().any(|b| *b != 0) {
+            return id;
+        }
+    }
+}
