@@ -1,2 +1,4 @@
 //! Pier: a Kafka operator for Kubernetes whose Envoy front door is driven live over xDS.
 pub mod kafka;
+pub mod model;
+pub mod xds;
