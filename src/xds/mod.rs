@@ -1,11 +1,16 @@
 //! Pier's xDS control plane: translation of the external-access model into Envoy resources,
 //! a snapshot cache per node group, and the ADS gRPC server (state-of-the-world and delta) that
 //! streams them to Envoy. Knows nothing of Kubernetes.
+pub mod cache;
 pub mod delta;
+pub mod metrics;
+pub mod server;
 pub mod session;
 pub mod snapshot;
 pub mod sotw;
 pub mod translate;
 
+pub use cache::{GroupStatus, NodeStatus, SnapshotCache};
+pub use server::{AdsServer, node_group, serve};
 pub use snapshot::{Resource, ResourceType, Snapshot, TypeSnapshot};
 pub use translate::{EnvoyResources, translate};

@@ -48,13 +48,32 @@ impl Envoy {
         bootstrap: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_overlay(logs, name, bootstrap, None, extra_args).await
+    }
+
+    /// Like [`Envoy::start_from_file`], merging `overlay` (YAML, what `--config-yaml` takes)
+    /// over the bootstrap.
+    pub async fn start_with_overlay(
+        logs: &Arc<LogDir>,
+        name: &str,
+        bootstrap: &Path,
+        overlay: Option<&str>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = logs.sub(name)?;
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)?));
-        let admin_override = format!(
-            "admin: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}",
+        // Envoy takes one --config-yaml: merge the admin address into the caller's overlay.
+        let mut merged: serde_yaml_ng::Mapping = match overlay {
+            Some(text) => serde_yaml_ng::from_str(text).context("parsing the Envoy overlay")?,
+            None => serde_yaml_ng::Mapping::new(),
+        };
+        let admin_yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&format!(
+            "{{address: {{socket_address: {{address: {}, port_value: {}}}}}}}",
             admin.ip(),
             admin.port()
-        );
+        ))?;
+        merged.insert("admin".into(), admin_yaml);
+        let admin_override = serde_json::to_string(&merged)?;
         let mut cmd = Command::new(program("envoy")?);
         cmd.arg("-c")
             .arg(bootstrap)

@@ -1,0 +1,66 @@
+//! Pier's HTTP admin endpoint: `/status` (every node group's xDS status as JSON), `/metrics`
+//! (Prometheus text format) and `/healthz`.
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+use crate::xds::SnapshotCache;
+use crate::xds::metrics::XdsMetrics;
+
+struct AdminState {
+    cache: Arc<SnapshotCache>,
+    registry: Registry,
+}
+
+/// Serves the admin endpoint until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cache: Arc<SnapshotCache>,
+    metrics: Arc<XdsMetrics>,
+) {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let state = Arc::new(AdminState { cache, registry });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let groups: Vec<_> = state
+        .cache
+        .groups()
+        .iter()
+        .map(|g| state.cache.group_status(g))
+        .collect();
+    axum::Json(groups)
+}
+
+async fn metrics_text(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [(CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
+    }
+    (
+        axum::http::StatusCode::OK,
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}

@@ -1,0 +1,332 @@
+//! `pier xds`: Pier's xDS server without Kubernetes. It serves the translation of a broker list
+//! read from a YAML file, so Envoy can front a Kafka cluster that runs anywhere, and reloads the
+//! file when it changes. A file that does not parse or validate is reported (with the field and
+//! line) and the last good snapshot keeps serving.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::{BrokerRouting, BrokerState, ExposedBroker, ExternalAccess, ModelError};
+use crate::xds::metrics::XdsMetrics;
+use crate::xds::{Snapshot, SnapshotCache, translate};
+
+/// The broker-list file (see README, "Standalone xDS").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokersFile {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub cluster: String,
+    pub listeners: Vec<ListenerSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenerSpec {
+    pub name: String,
+    #[serde(default = "default_bind")]
+    pub bind_address: String,
+    pub bootstrap_port: u16,
+    /// Port-per-broker routing: broker `id` listens on `brokerPortBase + id`.
+    #[serde(default)]
+    pub broker_port_base: Option<u16>,
+    /// SNI routing on the bootstrap port instead.
+    #[serde(default)]
+    pub sni: Option<SniSpec>,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    pub brokers: Vec<BrokerSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SniSpec {
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokerSpec {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_bind() -> String {
+    "0.0.0.0".into()
+}
+fn default_idle_timeout() -> u64 {
+    3600
+}
+
+/// Why a broker-list file cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: listener {listener:?}: {message}")]
+    Listener {
+        path: PathBuf,
+        listener: String,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: ModelError,
+    },
+}
+
+impl BrokersFile {
+    /// Parses the file's text; errors name the field and line.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, FileError> {
+        serde_yaml_ng::from_str(text).map_err(|e| FileError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The model of every listener, validated.
+    pub fn to_model(&self, path: &Path) -> Result<Vec<ExternalAccess>, FileError> {
+        let mut out = Vec::new();
+        for l in &self.listeners {
+            let bad = |message: &str| FileError::Listener {
+                path: path.to_path_buf(),
+                listener: l.name.clone(),
+                message: message.to_string(),
+            };
+            let routing = match (&l.broker_port_base, &l.sni) {
+                (Some(base), None) => BrokerRouting::PortPerBroker { base_port: *base },
+                (None, Some(sni)) => BrokerRouting::Sni {
+                    domain: sni.domain.clone(),
+                },
+                (Some(_), Some(_)) => return Err(bad("set brokerPortBase or sni, not both")),
+                (None, None) => return Err(bad("set brokerPortBase or sni")),
+            };
+            out.push(ExternalAccess {
+                namespace: self.namespace.clone(),
+                cluster: self.cluster.clone(),
+                listener: l.name.clone(),
+                bind_address: l.bind_address.clone(),
+                bootstrap_port: l.bootstrap_port,
+                routing,
+                idle_timeout: Duration::from_secs(l.idle_timeout_seconds),
+                brokers: l
+                    .brokers
+                    .iter()
+                    .map(|b| ExposedBroker {
+                        id: b.id,
+                        host: b.host.clone(),
+                        port: b.port,
+                        state: if b.draining {
+                            BrokerState::Draining
+                        } else {
+                            BrokerState::Serving
+                        },
+                    })
+                    .collect(),
+            });
+        }
+        crate::model::validate_group(&out).map_err(|source| FileError::Model {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(out)
+    }
+}
+
+/// Reads, parses, validates and translates the file into (group, snapshot).
+pub fn load(path: &Path) -> Result<(String, Snapshot), FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file = BrokersFile::parse(path, &text)?;
+    let model = file.to_model(path)?;
+    let group = crate::model::group_name(&file.namespace, &file.cluster);
+    let resources = translate(&model).map_err(|source| FileError::Model {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((group, Snapshot::new(resources)))
+}
+
+/// Runs `pier xds` until Ctrl-C/SIGTERM: serves ADS on `listen`, and status and metrics on
+/// `admin` if given. Fails at start if the file is bad; later bad edits only log.
+pub async fn run(
+    config: PathBuf,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(XdsMetrics::default());
+    let cache = Arc::new(SnapshotCache::new(metrics.clone()));
+    let (group, snapshot) = load(&config)?;
+    cache.set_snapshot(&group, snapshot);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: listen,
+            what: "xDS",
+            source,
+        })?;
+    if let Some(addr) = admin {
+        let admin_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen {
+                addr,
+                what: "admin",
+                source,
+            })?;
+        tokio::spawn(crate::admin::serve(admin_listener, cache.clone(), metrics));
+    }
+    tokio::spawn(watch_file(config, cache.clone(), group));
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    crate::xds::serve(listener, cache, shutdown).await?;
+    Ok(())
+}
+
+/// Reloads the file whenever its content changes.
+async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String) {
+    let mut last = std::fs::read(&path).ok();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = std::fs::read(&path).ok();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match load(&path) {
+            Ok((new_group, snapshot)) => {
+                if new_group != group {
+                    tracing::warn!(old = %group, new = %new_group, "node group changed; Envoys of the old group keep their last config");
+                    group = new_group;
+                }
+                cache.set_snapshot(&group, snapshot);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "invalid broker file; the last good config keeps serving");
+            }
+        }
+    }
+}
+
+/// Why `pier xds` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("xDS server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+cluster: demo
+listeners:
+  - name: external
+    bindAddress: 127.0.0.1
+    bootstrapPort: 29092
+    brokerPortBase: 29100
+    brokers:
+      - {id: 0, host: 127.0.0.2, port: 9092}
+      - {id: 1, host: kafka-1.example, port: 9092, draining: true}
+";
+
+    fn model(text: &str) -> Result<Vec<ExternalAccess>, FileError> {
+        let p = Path::new("brokers.yaml");
+        BrokersFile::parse(p, text)?.to_model(p)
+    }
+
+    #[test]
+    fn a_good_file_becomes_the_model() {
+        let m = model(GOOD).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].group(), "default/demo");
+        assert_eq!(m[0].brokers[1].state, BrokerState::Draining);
+        assert_eq!(m[0].idle_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_line() {
+        let typo = GOOD.replace("bootstrapPort", "bootstrapPrt");
+        let e = model(&typo).unwrap_err().to_string();
+        assert!(e.contains("bootstrapPrt") && e.contains("line 6"), "{e}");
+
+        let missing = GOOD.replace(", port: 9092}", "}");
+        let e = model(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("missing field `port`") && e.contains("line 9"),
+            "{e}"
+        );
+
+        let wrong_type = GOOD.replace("id: 0", "id: zero");
+        let e = model(&wrong_type).unwrap_err().to_string();
+        assert!(e.contains("line 9"), "{e}");
+
+        let dup = GOOD.replace("id: 1", "id: 0");
+        let e = model(&dup).unwrap_err().to_string();
+        assert!(e.contains("broker id 0 appears more than once"), "{e}");
+
+        let neither = GOOD.replace("    brokerPortBase: 29100\n", "");
+        let e = model(&neither).unwrap_err().to_string();
+        assert!(e.contains("set brokerPortBase or sni"), "{e}");
+    }
+
+    #[test]
+    fn sni_files_parse() {
+        let sni = GOOD.replace("brokerPortBase: 29100", "sni: {domain: kafka.example.com}");
+        let m = model(&sni).unwrap();
+        assert_eq!(
+            m[0].routing,
+            BrokerRouting::Sni {
+                domain: "kafka.example.com".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/brokers.yaml");
+        let (group, snapshot) = load(&path).unwrap();
+        assert_eq!(group, "default/my-kafka");
+        assert!(
+            !snapshot
+                .get(crate::xds::ResourceType::Listener)
+                .resources
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! Prometheus metrics of the xDS server.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
+
+/// Counters and histograms the server updates as streams come and go.
+#[derive(Debug)]
+pub struct XdsMetrics {
+    pub connected_streams: Family<GroupLabels, Gauge>,
+    pub snapshot_updates: Family<GroupLabels, Counter>,
+    pub responses: Family<TypeLabels, Counter>,
+    pub acks: Family<TypeLabels, Counter>,
+    pub nacks: Family<TypeLabels, Counter>,
+    pub ack_latency: HistogramFamily,
+}
+
+impl Default for XdsMetrics {
+    fn default() -> Self {
+        fn latency() -> Histogram {
+            // 1 ms … ~33 s
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        }
+        Self {
+            connected_streams: Family::default(),
+            snapshot_updates: Family::default(),
+            responses: Family::default(),
+            acks: Family::default(),
+            nacks: Family::default(),
+            ack_latency: Family::new_with_constructor(latency),
+        }
+    }
+}
+
+impl XdsMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pier_xds_connected_streams",
+            "Open ADS streams per node group",
+            self.connected_streams.clone(),
+        );
+        registry.register(
+            "pier_xds_snapshot_updates",
+            "Snapshots that changed a node group's config",
+            self.snapshot_updates.clone(),
+        );
+        registry.register(
+            "pier_xds_responses",
+            "Discovery responses sent, per type",
+            self.responses.clone(),
+        );
+        registry.register(
+            "pier_xds_acks",
+            "ACKs received, per type",
+            self.acks.clone(),
+        );
+        registry.register(
+            "pier_xds_nacks",
+            "NACKs (rejected configs) received, per type",
+            self.nacks.clone(),
+        );
+        registry.register(
+            "pier_xds_ack_latency_seconds",
+            "From a snapshot being built to an Envoy ACKing it, per type",
+            self.ack_latency.clone(),
+        );
+    }
+
+    pub(crate) fn type_labels(t: super::ResourceType) -> TypeLabels {
+        TypeLabels {
+            r#type: t.short().to_string(),
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Pier's xDS server driving a real Envoy, in state-of-the-world and delta ADS.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pier::model::{BrokerRouting, BrokerState, ExposedBroker, ExternalAccess};
+use pier::xds::{EnvoyResources, Snapshot, SnapshotCache, translate};
+use pier_testenv::{Envoy, LogDir, wait_for};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(100);
+
+/// An in-process xDS server on a free port.
+struct Xds {
+    cache: Arc<SnapshotCache>,
+    addr: SocketAddr,
+    /// Dropping it shuts the server down.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Xds {
+    async fn start() -> anyhow::Result<Self> {
+        let cache = Arc::new(SnapshotCache::default());
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(pier::xds::serve(listener, cache.clone(), async {
+            let _ = rx.await;
+        }));
+        Ok(Xds {
+            cache,
+            addr,
+            _stop: tx,
+        })
+    }
+
+    fn set(&self, group: &[ExternalAccess]) -> Arc<Snapshot> {
+        self.set_resources(&group[0].group(), translate(group).expect("valid model"))
+    }
+
+    fn set_resources(&self, group: &str, resources: EnvoyResources) -> Arc<Snapshot> {
+        self.cache.set_snapshot(group, Snapshot::new(resources))
+    }
+
+    async fn wait_acked(&self, group: &str, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let want = snapshot.version();
+        wait_for(
+            &format!("group {group} to ACK {want}"),
+            WAIT,
+            POLL,
+            || async {
+                let s = self.cache.group_status(group);
+                (s.all_acked && s.version.as_deref() == Some(want.as_str())).then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// A fake broker: says who it is on connect, then echoes.
+async fn backend(id: i32) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(format!("broker-{id}\n").as_bytes())
+                    .await
+                    .is_ok()
+                {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// An open client connection through Envoy that knows which broker answered.
+struct Client {
+    reader: BufReader<TcpStream>,
+    greeting: String,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
+        let mut reader = BufReader::new(stream);
+        let mut greeting = String::new();
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut greeting))
+            .await
+            .context("no greeting through Envoy")??;
+        anyhow::ensure!(!greeting.is_empty(), "connection closed without greeting");
+        Ok(Self {
+            reader,
+            greeting: greeting.trim().to_string(),
+        })
+    }
+
+    async fn echo(&mut self, msg: &str) -> anyhow::Result<()> {
+        self.reader.get_mut().write_all(msg.as_bytes()).await?;
+        let mut back = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), self.reader.read_exact(&mut back))
+            .await
+            .context("echo timed out")??;
+        anyhow::ensure!(back == msg.as_bytes(), "echo mismatch");
+        Ok(())
+    }
+}
+
+/// Reaches broker `id` through Envoy, retrying while Envoy applies its config.
+async fn reaches(addr: SocketAddr, expect: &str) -> anyhow::Result<()> {
+    wait_for(&format!("{addr} to reach {expect}"), WAIT, POLL, || async {
+        let c = Client::connect(addr).await.ok()?;
+        (c.greeting == expect).then_some(())
+    })
+    .await
+}
+
+struct Setup {
+    ip: Ipv4Addr,
+    access: ExternalAccess,
+}
+
+const BOOTSTRAP_PORT: u16 = 29092;
+const BASE_PORT: u16 = 29100;
+
+async fn setup(ids: &[i32]) -> anyhow::Result<Setup> {
+    let ports: Vec<u16> = std::iter::once(BOOTSTRAP_PORT)
+        .chain((0..8).map(|i| BASE_PORT + i))
+        .collect();
+    let ip = pier_testenv::net::loopback_ips(1, &ports)?[0];
+    let mut brokers = Vec::new();
+    for id in ids {
+        let addr = backend(*id).await?;
+        brokers.push(ExposedBroker {
+            id: *id,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            state: BrokerState::Serving,
+        });
+    }
+    Ok(Setup {
+        ip,
+        access: ExternalAccess {
+            namespace: "kafka".into(),
+            cluster: "demo".into(),
+            listener: "external".into(),
+            bind_address: ip.to_string(),
+            bootstrap_port: BOOTSTRAP_PORT,
+            routing: BrokerRouting::PortPerBroker {
+                base_port: BASE_PORT,
+            },
+            idle_timeout: Duration::from_secs(600),
+            brokers,
+        },
+    })
+}
+
+async fn add_broker(access: &mut ExternalAccess, id: i32) -> anyhow::Result<()> {
+    let addr = backend(id).await?;
+    access.brokers.push(ExposedBroker {
+        id,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        state: BrokerState::Serving,
+    });
+    Ok(())
+}
+
+/// Starts Envoy from envoy/bootstrap.yaml pointed at `xds`, as node `node` in `group`.
+async fn envoy(
+    logs: &Arc<LogDir>,
+    xds: &Xds,
+    node: &str,
+    group: &str,
+    delta: bool,
+) -> anyhow::Result<Envoy> {
+    envoy_at(logs, xds.addr.port(), node, group, delta).await
+}
+
+/// Starts Envoy from envoy/bootstrap.yaml pointed at the xDS server on `xds_port`.
+async fn envoy_at(
+    logs: &Arc<LogDir>,
+    xds_port: u16,
+    node: &str,
+    group: &str,
+    delta: bool,
+) -> anyhow::Result<Envoy> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("envoy/bootstrap.yaml"))?;
+    assert!(text.contains("port_value: 18000"));
+    let text = text.replace("port_value: 18000", &format!("port_value: {xds_port}"));
+    let dir = logs.sub(node)?;
+    let bootstrap = dir.join("bootstrap.yaml");
+    std::fs::write(&bootstrap, text)?;
+    let overlay = if delta {
+        Some(std::fs::read_to_string(repo.join("envoy/delta.yaml"))?)
+    } else {
+        None
+    };
+    Envoy::start_with_overlay(
+        logs,
+        node,
+        &bootstrap,
+        overlay.as_deref(),
+        &["--service-node", node, "--service-cluster", group],
+    )
+    .await
+}
+
+fn mode(delta: bool) -> &'static str {
+    if delta { "delta" } else { "sotw" }
+}
+
+async fn forwards_and_updates_live(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-live-{}", mode(delta)))?;
+    let xds = Xds::start().await?;
+    let Setup { ip, mut access } = setup(&[0, 1]).await?;
+    let group = access.group();
+    let snap = xds.set(std::slice::from_ref(&access));
+    let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+    envoy.wait_live(WAIT).await?;
+    xds.wait_acked(&group, &snap).await?;
+    let protocol = xds
+        .cache
+        .node_status("envoy-0")
+        .context("node status")?
+        .protocol;
+    assert_eq!(protocol, mode(delta));
+
+    // Each broker's port reaches that broker; the bootstrap port reaches a serving one.
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    reaches((ip, BASE_PORT + 1).into(), "broker-1").await?;
+    let boot = Client::connect((ip, BOOTSTRAP_PORT).into()).await?;
+    assert!(
+        ["broker-0", "broker-1"].contains(&boot.greeting.as_str()),
+        "{}",
+        boot.greeting
+    );
+
+    // Add a broker: a new listener, the same Envoy process, and old connections live on.
+    let pid = envoy.pid();
+    let uptime_before = envoy.uptime_seconds().await?;
+    let mut held = Client::connect((ip, BASE_PORT).into()).await?;
+    held.echo("before the update\n").await?;
+    add_broker(&mut access, 2).await?;
+    let snap = xds.set(std::slice::from_ref(&access));
+    xds.wait_acked(&group, &snap).await?;
+    let name = format!("{}/broker-2", access.resource_prefix());
+    wait_for("the new listener in /listeners", WAIT, POLL, || async {
+        envoy
+            .listener_names()
+            .await
+            .ok()?
+            .contains(&name)
+            .then_some(())
+    })
+    .await?;
+    reaches((ip, BASE_PORT + 2).into(), "broker-2").await?;
+    held.echo("after the update\n").await?;
+    assert_eq!(envoy.pid(), pid);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        envoy.uptime_seconds().await? > uptime_before,
+        "Envoy was not restarted"
+    );
+    assert_eq!(
+        envoy.stat("listener_manager.lds.update_rejected").await?,
+        Some(0)
+    );
+
+    // Remove broker 1: its listener goes after draining; others are unaffected.
+    access.brokers.retain(|b| b.id != 1);
+    let snap = xds.set(std::slice::from_ref(&access));
+    xds.wait_acked(&group, &snap).await?;
+    let gone = format!("{}/broker-1", access.resource_prefix());
+    wait_for("broker-1's listener to go", WAIT, POLL, || async {
+        (!envoy.listener_names().await.ok()?.contains(&gone)).then_some(())
+    })
+    .await?;
+    held.echo("after a removal\n").await?;
+    reaches((ip, BASE_PORT + 2).into(), "broker-2").await?;
+    assert!(
+        Client::connect((ip, BASE_PORT + 1).into()).await.is_err(),
+        "broker-1's port is closed"
+    );
+    assert_eq!(envoy.pid(), pid);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_forwards_and_updates_live() -> anyhow::Result<()> {
+    forwards_and_updates_live(false).await
+}
+
+#[tokio::test]
+async fn delta_forwards_and_updates_live() -> anyhow::Result<()> {
+    forwards_and_updates_live(true).await
+}
+
+async fn nack_keeps_the_previous_config(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-nack-{}", mode(delta)))?;
+    let xds = Xds::start().await?;
+    let Setup { ip, access } = setup(&[0, 1]).await?;
+    let group = access.group();
+    let good = xds.set(std::slice::from_ref(&access));
+    let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+    envoy.wait_live(WAIT).await?;
+    xds.wait_acked(&group, &good).await?;
+
+    // Two listeners on one port: Envoy must reject the listener update.
+    let mut bad = translate(std::slice::from_ref(&access))?;
+    let port_of_first = bad.listeners[0].address.clone();
+    bad.listeners[1].address = port_of_first;
+    xds.set_resources(&group, bad);
+    let rejection = wait_for("the NACK to be reported", WAIT, POLL, || async {
+        xds.cache.group_status(&group).rejected
+    })
+    .await?;
+    assert_eq!(rejection.r#type, "listener");
+    assert!(!rejection.error.is_empty());
+    let node = xds.cache.node_status("envoy-0").context("node status")?;
+    let nack = node.types["listener"]
+        .nacked
+        .clone()
+        .context("nack recorded")?;
+    assert_eq!(nack.error, rejection.error);
+    assert!(!xds.cache.group_status(&group).all_acked);
+    // Envoy keeps serving the previous listeners.
+    reaches((ip, BASE_PORT + 1).into(), "broker-1").await?;
+    assert!(
+        envoy
+            .stat("listener_manager.lds.update_rejected")
+            .await?
+            .unwrap_or(0)
+            >= 1
+    );
+
+    // The fixed config is ACKed.
+    let mut fixed = access.clone();
+    fixed.idle_timeout = Duration::from_secs(601);
+    let snap = xds.set(&[fixed]);
+    xds.wait_acked(&group, &snap).await?;
+    assert!(xds.cache.group_status(&group).rejected.is_none());
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_nack_keeps_the_previous_config() -> anyhow::Result<()> {
+    nack_keeps_the_previous_config(false).await
+}
+
+#[tokio::test]
+async fn delta_nack_keeps_the_previous_config() -> anyhow::Result<()> {
+    nack_keeps_the_previous_config(true).await
+}
+
+/// The standalone `pier xds` process, with its broker file.
+struct PierXds {
+    process: Option<pier_testenv::Process>,
+    file: std::path::PathBuf,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl PierXds {
+    fn start(logs: &Arc<LogDir>, file_text: &str) -> anyhow::Result<Self> {
+        let dir = logs.sub("pier-xds")?;
+        let ports = pier_testenv::net::free_ports(Ipv4Addr::LOCALHOST, 2)?;
+        let mut x = PierXds {
+            process: None,
+            file: dir.join("brokers.yaml"),
+            listen: (Ipv4Addr::LOCALHOST, ports[0]).into(),
+            admin: (Ipv4Addr::LOCALHOST, ports[1]).into(),
+            log: dir.join("pier.log"),
+        };
+        std::fs::write(&x.file, file_text)?;
+        x.spawn()?;
+        Ok(x)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pier"));
+        cmd.arg("xds")
+            .arg("--config")
+            .arg(&self.file)
+            .arg(format!("--listen={}", self.listen))
+            .arg(format!("--admin={}", self.admin));
+        self.process = Some(pier_testenv::Process::spawn(
+            "pier-xds",
+            cmd,
+            &self.log,
+            Duration::from_secs(5),
+        )?);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.signal(libc::SIGKILL);
+            p.stop();
+        }
+    }
+
+    async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let url = format!("http://{}/status", self.admin);
+        Ok(reqwest::get(&url).await?.json().await?)
+    }
+}
+
+fn brokers_file(access: &ExternalAccess) -> String {
+    let mut text = format!(
+        "namespace: {}\ncluster: {}\nlisteners:\n  - name: {}\n    bindAddress: {}\n    bootstrapPort: {}\n    brokerPortBase: {}\n    brokers:\n",
+        access.namespace,
+        access.cluster,
+        access.listener,
+        access.bind_address,
+        BOOTSTRAP_PORT,
+        BASE_PORT
+    );
+    for b in &access.brokers {
+        text.push_str(&format!(
+            "      - {{id: {}, host: {}, port: {}}}\n",
+            b.id, b.host, b.port
+        ));
+    }
+    text
+}
+
+async fn survives_a_control_plane_restart(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-restart-{}", mode(delta)))?;
+    let Setup { ip, mut access } = setup(&[0]).await?;
+    let group = access.group();
+    let mut pier = PierXds::start(&logs, &brokers_file(&access))?;
+    let xds_port = pier.listen.port();
+    let mut envoy = envoy_at(&logs, xds_port, "envoy-0", &group, delta).await?;
+    envoy.wait_live(WAIT).await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    let status = pier.status().await?;
+    assert_eq!(status[0]["group"], group.as_str());
+    let pid = envoy.pid();
+
+    // An edit of the file reaches Envoy without a restart.
+    add_broker(&mut access, 1).await?;
+    std::fs::write(&pier.file, brokers_file(&access))?;
+    reaches((ip, BASE_PORT + 1).into(), "broker-1").await?;
+
+    // A broken edit is reported and the last good config keeps serving.
+    std::fs::write(&pier.file, brokers_file(&access).replace("port:", "prot:"))?;
+    let log = pier.log.clone();
+    wait_for("pier to report the broken file", WAIT, POLL, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.contains("invalid broker file") && text.contains("prot")).then_some(())
+    })
+    .await?;
+    reaches((ip, BASE_PORT + 1).into(), "broker-1").await?;
+
+    // Kill the xDS server: Envoy keeps forwarding on its last config.
+    pier.kill();
+    wait_for(
+        "Envoy to see the control plane gone",
+        WAIT,
+        POLL,
+        || async { (envoy.stat("control_plane.connected_state").await.ok()?? == 0).then_some(()) },
+    )
+    .await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+
+    // A change made while it is down reaches Envoy once it is back.
+    add_broker(&mut access, 2).await?;
+    std::fs::write(&pier.file, brokers_file(&access))?;
+    pier.spawn()?;
+    wait_for("Envoy to reconnect", WAIT, POLL, || async {
+        (envoy.stat("control_plane.connected_state").await.ok()?? == 1).then_some(())
+    })
+    .await?;
+    reaches((ip, BASE_PORT + 2).into(), "broker-2").await?;
+    reaches((ip, BASE_PORT + 1).into(), "broker-1").await?;
+    assert_eq!(envoy.pid(), pid, "Envoy was never restarted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_survives_a_control_plane_restart() -> anyhow::Result<()> {
+    survives_a_control_plane_restart(false).await
+}
+
+#[tokio::test]
+async fn delta_survives_a_control_plane_restart() -> anyhow::Result<()> {
+    survives_a_control_plane_restart(true).await
+}
+
+async fn groups_are_isolated(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-groups-{}", mode(delta)))?;
+    let xds = Xds::start().await?;
+    let Setup { access, .. } = setup(&[0, 1]).await?;
+    let group = access.group();
+    let snap = xds.set(std::slice::from_ref(&access));
+    let mut a = envoy(&logs, &xds, "envoy-a", &group, delta).await?;
+    let mut b = envoy(&logs, &xds, "envoy-b", &group, delta).await?;
+    // Another group with its own (empty but valid) config.
+    let Setup {
+        access: mut other, ..
+    } = setup(&[]).await?;
+    other.cluster = "other".into();
+    let other_group = other.group();
+    xds.set(std::slice::from_ref(&other));
+    let mut c = envoy(&logs, &xds, "envoy-c", &other_group, delta).await?;
+    for e in [&mut a, &mut b, &mut c] {
+        e.wait_live(WAIT).await?;
+    }
+    xds.wait_acked(&group, &snap).await?;
+    let status = xds.cache.group_status(&group);
+    let nodes: Vec<&str> = status.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(nodes, ["envoy-a", "envoy-b"]);
+
+    let mut names_a = a.listener_names().await?;
+    let mut names_b = b.listener_names().await?;
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b, "one group, one config");
+    assert_eq!(names_a.len(), 3);
+    let names_c = c.listener_names().await?;
+    assert_eq!(names_c, [format!("{}/bootstrap", other.resource_prefix())]);
+    assert!(names_c.iter().all(|n| !names_a.contains(n)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_groups_are_isolated() -> anyhow::Result<()> {
+    groups_are_isolated(false).await
+}
+
+#[tokio::test]
+async fn delta_groups_are_isolated() -> anyhow::Result<()> {
+    groups_are_isolated(true).await
+}
