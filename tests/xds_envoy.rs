@@ -544,3 +544,183 @@ async fn sotw_groups_are_isolated() -> anyhow::Result<()> {
 async fn delta_groups_are_isolated() -> anyhow::Result<()> {
     groups_are_isolated(true).await
 }
+
+mod sni {
+    //! SNI mode: one port, TLS passed through to the broker chosen by the server name.
+    use super::*;
+    use pier_testenv::pki::{Ca, LeafSpec};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    const DOMAIN: &str = "kafka.pier.test";
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// A TLS "broker" with a wildcard certificate: greets with its id after the handshake.
+    async fn tls_backend(ca: &Ca, id: i32) -> anyhow::Result<SocketAddr> {
+        let wildcard = format!("*.{DOMAIN}");
+        let leaf = ca.issue(&LeafSpec {
+            common_name: &wildcard,
+            dns_names: &[&wildcard],
+            server: true,
+            ..LeafSpec::default()
+        })?;
+        let certs = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes())?];
+        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes())?;
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The first byte must be a raw TLS record: Envoy passes TLS through.
+                    let mut first = [0u8; 1];
+                    if s.peek(&mut first).await.ok() != Some(1) || first[0] != 0x16 {
+                        return;
+                    }
+                    let Ok(mut tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    if tls
+                        .write_all(format!("broker-{id}\n").as_bytes())
+                        .await
+                        .is_ok()
+                    {
+                        let (mut r, mut w) = tokio::io::split(tls);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                    }
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    struct TlsClient {
+        reader: BufReader<tokio_rustls::client::TlsStream<TcpStream>>,
+        greeting: String,
+    }
+
+    impl TlsClient {
+        async fn connect(ca: &Ca, addr: SocketAddr, sni: &str) -> anyhow::Result<Self> {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes())?)?;
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let connector = TlsConnector::from(Arc::new(config));
+            let tcp = TcpStream::connect(addr).await?;
+            let name = ServerName::try_from(sni.to_string())?;
+            let tls = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+                .await
+                .context("TLS handshake timed out")??;
+            let mut reader = BufReader::new(tls);
+            let mut greeting = String::new();
+            tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut greeting))
+                .await
+                .context("no greeting")??;
+            Ok(Self {
+                reader,
+                greeting: greeting.trim().to_string(),
+            })
+        }
+
+        async fn echo(&mut self, msg: &str) -> anyhow::Result<()> {
+            self.reader.get_mut().write_all(msg.as_bytes()).await?;
+            self.reader.get_mut().flush().await?;
+            let mut back = vec![0u8; msg.len()];
+            tokio::time::timeout(Duration::from_secs(5), self.reader.read_exact(&mut back))
+                .await
+                .context("echo timed out")??;
+            anyhow::ensure!(back == msg.as_bytes(), "echo mismatch");
+            Ok(())
+        }
+    }
+
+    async fn tls_reaches(ca: &Ca, addr: SocketAddr, sni: &str, expect: &str) -> anyhow::Result<()> {
+        wait_for(&format!("{sni} to reach {expect}"), WAIT, POLL, || async {
+            let c = TlsClient::connect(ca, addr, sni).await.ok()?;
+            (c.greeting == expect).then_some(())
+        })
+        .await
+    }
+
+    async fn broker(ca: &Ca, id: i32) -> anyhow::Result<ExposedBroker> {
+        let addr = tls_backend(ca, id).await?;
+        Ok(ExposedBroker {
+            id,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            state: BrokerState::Serving,
+        })
+    }
+
+    async fn tls_passthrough_by_server_name(delta: bool) -> anyhow::Result<()> {
+        let logs = LogDir::for_current_test(&format!("xds-sni-{}", mode(delta)))?;
+        let ca = Ca::new("pier-sni-test-ca")?;
+        let xds = Xds::start().await?;
+        let ip = pier_testenv::net::loopback_ips(1, &[BOOTSTRAP_PORT])?[0];
+        let mut access = ExternalAccess {
+            namespace: "kafka".into(),
+            cluster: "sni".into(),
+            listener: "tls".into(),
+            bind_address: ip.to_string(),
+            bootstrap_port: BOOTSTRAP_PORT,
+            routing: BrokerRouting::Sni {
+                domain: DOMAIN.into(),
+            },
+            idle_timeout: Duration::from_secs(600),
+            brokers: vec![broker(&ca, 0).await?, broker(&ca, 1).await?],
+        };
+        let group = access.group();
+        let snap = xds.set(std::slice::from_ref(&access));
+        let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+        envoy.wait_live(WAIT).await?;
+        xds.wait_acked(&group, &snap).await?;
+        let port: SocketAddr = (ip, BOOTSTRAP_PORT).into();
+        for id in [0, 1] {
+            let sni = access.broker_sni(id).context("sni name")?;
+            tls_reaches(&ca, port, &sni, &format!("broker-{id}")).await?;
+        }
+        let boot = TlsClient::connect(&ca, port, &format!("bootstrap.{DOMAIN}")).await?;
+        assert!(boot.greeting.starts_with("broker-"), "{}", boot.greeting);
+        assert!(
+            TlsClient::connect(&ca, port, &format!("nobody.{DOMAIN}"))
+                .await
+                .is_err(),
+            "an unknown name matches no chain"
+        );
+
+        // A new broker is a new filter chain: an in-place update that keeps TLS sessions.
+        let mut held = TlsClient::connect(&ca, port, &format!("broker-0.{DOMAIN}")).await?;
+        held.echo("before\n").await?;
+        access.brokers.push(broker(&ca, 2).await?);
+        let snap = xds.set(std::slice::from_ref(&access));
+        xds.wait_acked(&group, &snap).await?;
+        tls_reaches(&ca, port, &format!("broker-2.{DOMAIN}"), "broker-2").await?;
+        held.echo("after\n").await?;
+        let in_place = envoy
+            .stat("listener_manager.listener_in_place_updated")
+            .await?
+            .unwrap_or(0);
+        assert!(in_place >= 1, "the SNI listener was updated in place");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sotw_tls_passthrough_by_server_name() -> anyhow::Result<()> {
+        tls_passthrough_by_server_name(false).await
+    }
+
+    #[tokio::test]
+    async fn delta_tls_passthrough_by_server_name() -> anyhow::Result<()> {
+        tls_passthrough_by_server_name(true).await
+    }
+}

@@ -351,3 +351,101 @@ impl Drop for StreamGuard {
             .dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::per_port;
+    use crate::xds::translate;
+
+    fn snap(ids: &[i32]) -> Snapshot {
+        Snapshot::new(translate(&[per_port(ids)]).unwrap())
+    }
+
+    fn ack_all(cache: &SnapshotCache, node: &str, s: &Snapshot) {
+        for t in ResourceType::ALL {
+            let version = s.get(t).version.clone();
+            cache.record(
+                node,
+                "g",
+                &StreamEvent::Sent {
+                    type_: t,
+                    version: version.clone(),
+                },
+            );
+            cache.record(
+                node,
+                "g",
+                &StreamEvent::Acked {
+                    type_: t,
+                    version,
+                    snapshot_created: Some(s.created),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn setting_the_same_config_twice_changes_nothing() {
+        let cache = Arc::new(SnapshotCache::default());
+        let a = cache.set_snapshot("g", snap(&[0]));
+        let (_, rx) = cache.subscribe("g");
+        let b = cache.set_snapshot("g", snap(&[0]));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!rx.has_changed().unwrap());
+        cache.set_snapshot("g", snap(&[0, 1]));
+        assert!(rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn group_status_follows_acks_and_nacks() {
+        let cache = Arc::new(SnapshotCache::default());
+        let good = cache.set_snapshot("g", snap(&[0]));
+        assert!(!cache.group_status("g").all_acked, "nobody connected");
+        let guard = cache.open_stream("envoy-0", "g", "sotw");
+        ack_all(&cache, "envoy-0", &good);
+        let status = cache.group_status("g");
+        assert!(status.all_acked);
+        assert_eq!(status.version, Some(good.version()));
+        assert_eq!(status.nodes[0].streams, 1);
+
+        let bad = cache.set_snapshot("g", snap(&[0, 1]));
+        let version = bad.get(ResourceType::Listener).version.clone();
+        cache.record(
+            "envoy-0",
+            "g",
+            &StreamEvent::Nacked {
+                type_: ResourceType::Listener,
+                version: version.clone(),
+                error: "boom".into(),
+            },
+        );
+        let status = cache.group_status("g");
+        assert!(!status.all_acked);
+        let rejected = status.rejected.unwrap();
+        assert_eq!(
+            (rejected.r#type, rejected.error.as_str()),
+            ("listener", "boom")
+        );
+        assert_eq!(
+            status.nodes[0].types["listener"].nacked,
+            Some(Nack {
+                version,
+                error: "boom".into()
+            })
+        );
+        // A new Envoy gets the last good config, not the rejected one.
+        let (start, _) = cache.subscribe("g");
+        assert!(Arc::ptr_eq(&start.unwrap(), &good));
+
+        // The next config clears the rejection.
+        let fixed = cache.set_snapshot("g", snap(&[0, 2]));
+        let (start, _) = cache.subscribe("g");
+        assert!(Arc::ptr_eq(&start.unwrap(), &fixed));
+        assert!(cache.group_status("g").rejected.is_none());
+
+        drop(guard);
+        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 0);
+        assert!(!cache.group_status("g").all_acked, "no connected node");
+    }
+}
