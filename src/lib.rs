@@ -1,5 +1,6 @@
 //! Pier: a Kafka operator for Kubernetes whose Envoy front door is driven live over xDS.
 pub mod admin;
+pub mod api;
 pub mod kafka;
 pub mod model;
 pub mod standalone;

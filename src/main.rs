@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the KafkaCluster CustomResourceDefinition (YAML).
+    Crd,
     /// Serve Envoy config over xDS for a broker list in a file (no Kubernetes needed).
     Xds {
         /// The broker-list file (see examples/brokers.yaml); reloaded when it changes.
@@ -35,6 +37,16 @@ fn main() {
         let _ = <Cli as clap::CommandFactory>::command().print_help();
         return;
     };
+    if let Command::Crd = command {
+        match pier::api::crd_yaml() {
+            Ok(yaml) => print!("{yaml}"),
+            Err(e) => {
+                eprintln!("pier: cannot render the CRD: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -51,6 +63,7 @@ fn main() {
         }
     };
     let result = match command {
+        Command::Crd => Ok(()),
         Command::Xds {
             config,
             listen,

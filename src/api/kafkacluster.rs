@@ -1,0 +1,479 @@
+//! `KafkaCluster`: brokers with stable ids, each its own Pod, ConfigMap and PVCs.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, PodSecurityContext, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Default Kafka image (Apache Kafka 4.1, KRaft).
+pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.2";
+/// Default Envoy image.
+pub const DEFAULT_ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
+
+/// A Kafka cluster (KRaft) whose brokers Pier manages one by one, fronted by Envoy.
+// Several printcolumns legitimately repeat `type_ = "string"`.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafka.pier.dev",
+    version = "v1alpha1",
+    kind = "KafkaCluster",
+    plural = "kafkaclusters",
+    shortname = "kc",
+    namespaced,
+    status = "KafkaClusterStatus",
+    derive = "PartialEq",
+    doc = "A Kafka cluster (KRaft) whose brokers Pier manages one by one, fronted by Envoy over xDS.",
+    printcolumn(
+        name = "Brokers",
+        type_ = "integer",
+        json_path = ".status.brokerCount",
+        description = "Brokers in the spec"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the cluster is ready"
+    ),
+    printcolumn(
+        name = "Bootstrap",
+        type_ = "string",
+        json_path = ".status.bootstrapAddress",
+        description = "External bootstrap address through Envoy"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.brokers.all(b, self.brokers.filter(c, c.id == b.id).size() == 1)").message("broker ids must be unique"),
+    validation = Rule::new("self.brokers.exists(b, 'controller' in b.roles)").message("at least one broker must have the controller role"),
+    validation = Rule::new("self.brokers.all(b, !has(b.configGroup) || b.configGroup in self.brokerConfigGroups)").message("every configGroup must name an entry of brokerConfigGroups"),
+    validation = Rule::new("self.listeners.internal.all(l, self.listeners.internal.filter(m, m.port == l.port).size() == 1)").message("internal listener ports must differ"),
+    validation = Rule::new("self.listeners.external.all(e, !self.listeners.internal.exists(i, i.port == e.containerPort) && self.listeners.external.filter(f, f.containerPort == e.containerPort).size() == 1)").message("external listener containerPorts must differ from each other and from internal listener ports"),
+    validation = Rule::new("self.listeners.external.all(e, self.listeners.external.filter(f, f.bootstrapPort == e.bootstrapPort).size() == 1)").message("external listener bootstrapPorts must differ")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterSpec {
+    /// The brokers, by stable id. Removing an entry removes exactly that broker.
+    #[schemars(length(min = 1, max = 200))]
+    pub brokers: Vec<BrokerSpec>,
+    /// Named settings that brokers refer to with `configGroup`.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 32))]
+    pub broker_config_groups: BTreeMap<String, BrokerConfigGroup>,
+    /// Cluster-wide Kafka settings.
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+    /// Listeners inside the cluster and exposed through Envoy.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+    /// The Envoy Deployment in front of the brokers.
+    #[serde(default)]
+    pub envoy: EnvoySpec,
+}
+
+/// The roles of a KRaft node.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Broker,
+    Controller,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::Broker, Role::Controller]
+}
+
+/// One broker (KRaft node).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerSpec {
+    /// Stable node id (node.id); never reused for another broker.
+    #[schemars(range(min = 0, max = 65535))]
+    pub id: i32,
+    /// KRaft roles: broker, controller, or both (the default).
+    #[serde(default = "default_roles")]
+    #[schemars(length(min = 1, max = 2))]
+    pub roles: Vec<Role>,
+    /// Name of an entry of brokerConfigGroups this broker takes its settings from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub config_group: Option<String>,
+    /// Per-broker dynamic Kafka configuration (applied live).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Per-broker read-only Kafka configuration (needs a restart of this broker).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub read_only_config: BTreeMap<String, String>,
+    /// Extra volumes of this broker, added to its config group's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub storage: Vec<StorageSpec>,
+    /// Resources of the Kafka container (overrides the config group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Extra labels of this broker's Pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of this broker's Pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Settings shared by the brokers that name this group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerConfigGroup {
+    /// Kafka image (default: spec.kafka.image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// JVM heap options, e.g. "-Xms1g -Xmx1g" (KAFKA_HEAP_OPTS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_opts: Option<String>,
+    /// Further JVM options (KAFKA_JVM_PERFORMANCE_OPTS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jvm_options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Volumes of every broker of this group; their mount paths become log.dirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub storage: Vec<StorageSpec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A persistent volume of a broker (one PVC each).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Where the volume is mounted; also a Kafka log dir (`<mountPath>/kafka`).
+    #[schemars(length(min = 2, max = 200))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("mountPath must be absolute"))]
+    pub mount_path: String,
+    /// Requested size, e.g. "10Gi".
+    #[schemars(length(min = 1, max = 32))]
+    pub size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Default [ReadWriteOnce].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// Delete the PVC when its broker or the cluster is removed (default: keep the data).
+    #[serde(default)]
+    pub delete_claim_on_removal: bool,
+}
+
+/// Cluster-wide Kafka settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Kafka image of every broker unless its config group says otherwise.
+    #[serde(default = "default_kafka_image")]
+    pub image: String,
+    /// KRaft cluster id; generated once if absent and then kept in status.clusterId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Read-only broker configuration of every broker (a change restarts brokers one by one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub read_only_config: BTreeMap<String, String>,
+    /// Cluster-wide dynamic configuration (applied live to the cluster default).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_wide_config: BTreeMap<String, String>,
+}
+
+fn default_kafka_image() -> String {
+    DEFAULT_KAFKA_IMAGE.to_string()
+}
+
+impl Default for KafkaSpec {
+    fn default() -> Self {
+        Self {
+            image: default_kafka_image(),
+            cluster_id: None,
+            read_only_config: BTreeMap::new(),
+            cluster_wide_config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Listener security protocols.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema, Default,
+)]
+pub enum SecurityProtocol {
+    #[default]
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The name Kafka's listener.security.protocol.map uses.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// All listeners.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Listeners inside Kubernetes. Default: `internal` on 9092 (inter-broker) and
+    /// `controller` on 9093 (KRaft).
+    #[serde(default = "default_internal_listeners")]
+    #[schemars(length(min = 1, max = 8))]
+    pub internal: Vec<InternalListener>,
+    /// Listeners exposed through Envoy and one LoadBalancer (or NodePort) Service.
+    #[serde(default)]
+    #[schemars(length(max = 4))]
+    pub external: Vec<ExternalListener>,
+}
+
+impl Default for ListenersSpec {
+    fn default() -> Self {
+        Self {
+            internal: default_internal_listeners(),
+            external: Vec::new(),
+        }
+    }
+}
+
+fn default_internal_listeners() -> Vec<InternalListener> {
+    vec![
+        InternalListener {
+            name: "internal".into(),
+            port: 9092,
+            protocol: SecurityProtocol::Plaintext,
+            used_for_inter_broker: true,
+            used_for_controller: false,
+        },
+        InternalListener {
+            name: "controller".into(),
+            port: 9093,
+            protocol: SecurityProtocol::Plaintext,
+            used_for_inter_broker: false,
+            used_for_controller: true,
+        },
+    ]
+}
+
+/// A listener reachable inside the cluster (headless Service names).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalListener {
+    /// Listener name (upper-cased in Kafka's config).
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    pub name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default)]
+    pub protocol: SecurityProtocol,
+    /// Brokers replicate over this listener (exactly one should say so).
+    #[serde(default)]
+    pub used_for_inter_broker: bool,
+    /// The KRaft controller quorum uses this listener.
+    #[serde(default)]
+    pub used_for_controller: bool,
+}
+
+/// How the external listener's Service is exposed.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema, Default,
+)]
+pub enum ExternalServiceType {
+    #[default]
+    LoadBalancer,
+    NodePort,
+}
+
+/// A listener for clients outside Kubernetes, through Envoy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.brokerPortBase) != has(self.sni)").message("set exactly one of brokerPortBase and sni"))]
+pub struct ExternalListener {
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    pub name: String,
+    /// The brokers' port for this listener (Envoy connects here).
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i32,
+    #[serde(default, rename = "type")]
+    pub service_type: ExternalServiceType,
+    /// The port clients bootstrap from.
+    #[schemars(range(min = 1, max = 65535))]
+    pub bootstrap_port: i32,
+    /// Port per broker: broker <id> is reached on brokerPortBase + id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub broker_port_base: Option<i32>,
+    /// SNI routing on the bootstrap port: broker-<id>.<domain> (TLS passthrough).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<SniSpec>,
+    /// Host brokers advertise (default: the LoadBalancer's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_host: Option<String>,
+    #[serde(default)]
+    pub protocol: SecurityProtocol,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// Annotations of the LoadBalancer Service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// SNI routing settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SniSpec {
+    /// DNS domain of the broker names; a wildcard record should point at the LoadBalancer.
+    #[schemars(length(min = 1, max = 200))]
+    pub domain: String,
+}
+
+/// The Envoy Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvoySpec {
+    #[serde(default = "default_envoy_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    #[serde(default = "default_envoy_image")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// minAvailable of the Envoy PodDisruptionBudget (default 1 when replicas > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+}
+
+fn default_envoy_replicas() -> i32 {
+    2
+}
+
+fn default_envoy_image() -> String {
+    DEFAULT_ENVOY_IMAGE.to_string()
+}
+
+impl Default for EnvoySpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_envoy_replicas(),
+            image: default_envoy_image(),
+            resources: None,
+            annotations: BTreeMap::new(),
+            pod_disruption_budget: None,
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    #[schemars(range(min = 0))]
+    pub min_available: i32,
+}
+
+/// Observed state, written by Pier.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Reconciling, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub broker_count: i32,
+    /// Per broker, by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// `host:port` of the first external listener's bootstrap through Envoy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsStatus>,
+}
+
+/// Where a broker is in its life.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema, Default,
+)]
+pub enum BrokerPhase {
+    #[default]
+    Pending,
+    Running,
+    Draining,
+    Removed,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    pub id: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Hash of the broker's rendered configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    #[serde(default)]
+    pub phase: BrokerPhase,
+    /// Whether the broker runs its current configuration (InSync, RestartPending, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_state: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XdsStatus {
+    /// Version of the node group's current xDS snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_version: Option<String>,
+    /// Every connected Envoy of the group ACKed that version.
+    #[serde(default)]
+    pub all_acked: bool,
+    /// The latest rejection of that version, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+}
