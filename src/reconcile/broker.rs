@@ -1,0 +1,380 @@
+//! One broker's objects: its Pod, its ConfigMap (server.properties) and its PVCs.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, TCPSocketAction, Toleration,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::names::{
+    self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, COMPONENT_LABEL, MOUNT_PATH_ANNOTATION,
+};
+use super::{PlanError, cluster_labels, owner_reference};
+use crate::api::{KafkaCluster, Role, StorageSpec};
+
+/// Where the rendered server.properties is mounted.
+pub const CONFIG_DIR: &str = "/etc/pier";
+/// Log dir of a broker without volumes (ephemeral).
+pub const EPHEMERAL_DATA: &str = "/var/lib/kafka/data";
+
+/// A broker with its config group merged in: what its objects are made from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EffectiveBroker {
+    pub id: i32,
+    pub roles: Vec<Role>,
+    pub image: String,
+    pub heap_opts: Option<String>,
+    pub jvm_options: Vec<String>,
+    pub resources: Option<ResourceRequirements>,
+    /// The group's volumes, then the broker's own.
+    pub storage: Vec<StorageSpec>,
+    pub node_selector: BTreeMap<String, String>,
+    pub affinity: Option<Affinity>,
+    pub tolerations: Vec<Toleration>,
+    pub priority_class_name: Option<String>,
+    pub service_account_name: Option<String>,
+    pub security_context: Option<PodSecurityContext>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Per-broker dynamic config.
+    pub config: BTreeMap<String, String>,
+    /// Per-broker read-only config.
+    pub read_only_config: BTreeMap<String, String>,
+}
+
+impl EffectiveBroker {
+    pub fn is_broker(&self) -> bool {
+        self.roles.contains(&Role::Broker)
+    }
+
+    pub fn is_controller(&self) -> bool {
+        self.roles.contains(&Role::Controller)
+    }
+
+    /// Kafka log dirs: `<mountPath>/kafka` of every volume (a subdirectory, since a fresh volume
+    /// may hold `lost+found`).
+    pub fn log_dirs(&self) -> Vec<String> {
+        if self.storage.is_empty() {
+            return vec![format!("{EPHEMERAL_DATA}/kafka")];
+        }
+        self.storage
+            .iter()
+            .map(|s| format!("{}/kafka", s.mount_path.trim_end_matches('/')))
+            .collect()
+    }
+}
+
+/// Every broker of the spec, sorted by id, with its config group applied.
+pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, PlanError> {
+    let mut out = Vec::new();
+    for b in &kc.spec.brokers {
+        let group = match &b.config_group {
+            Some(name) => Some(kc.spec.broker_config_groups.get(name).ok_or_else(|| {
+                PlanError::UnknownConfigGroup {
+                    id: b.id,
+                    group: name.clone(),
+                }
+            })?),
+            None => None,
+        };
+        let g = group.cloned().unwrap_or_default();
+        let mut roles = b.roles.clone();
+        roles.sort();
+        roles.dedup();
+        let mut node_selector = g.node_selector.clone();
+        node_selector.extend(b.node_selector.clone());
+        let mut labels = g.labels.clone();
+        labels.extend(b.labels.clone());
+        let mut annotations = g.annotations.clone();
+        annotations.extend(b.annotations.clone());
+        let mut storage = g.storage.clone();
+        storage.extend(b.storage.iter().cloned());
+        let mut tolerations = g.tolerations.clone();
+        tolerations.extend(b.tolerations.iter().cloned());
+        out.push(EffectiveBroker {
+            id: b.id,
+            roles,
+            image: g
+                .image
+                .clone()
+                .unwrap_or_else(|| kc.spec.kafka.image.clone()),
+            heap_opts: g.heap_opts.clone(),
+            jvm_options: g.jvm_options.clone(),
+            resources: b.resources.clone().or(g.resources.clone()),
+            storage,
+            node_selector,
+            affinity: b.affinity.clone().or(g.affinity.clone()),
+            tolerations,
+            priority_class_name: g.priority_class_name.clone(),
+            service_account_name: g.service_account_name.clone(),
+            security_context: g.security_context.clone(),
+            labels,
+            annotations,
+            config: b.config.clone(),
+            read_only_config: b.read_only_config.clone(),
+        });
+    }
+    out.sort_by_key(|b| b.id);
+    Ok(out)
+}
+
+/// Labels of a broker's objects.
+pub fn broker_labels(kc: &KafkaCluster, b: &EffectiveBroker) -> BTreeMap<String, String> {
+    let mut labels = cluster_labels(kc);
+    labels.insert(COMPONENT_LABEL.into(), "broker".into());
+    labels.insert(BROKER_ID_LABEL.into(), b.id.to_string());
+    labels
+}
+
+/// The ConfigMap holding the broker's server.properties.
+pub fn config_map(
+    kc: &KafkaCluster,
+    namespace: &str,
+    b: &EffectiveBroker,
+    properties: &str,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names::broker_config(kc, b.id)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(broker_labels(kc, b)),
+            owner_references: owner_reference(kc).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "server.properties".to_string(),
+            properties.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// One PVC per volume. Owned by the KafkaCluster (so deleted with it) only when the volume
+/// says `deleteClaimOnRemoval`; otherwise the data outlives the cluster.
+pub fn claims(
+    kc: &KafkaCluster,
+    namespace: &str,
+    b: &EffectiveBroker,
+) -> Vec<PersistentVolumeClaim> {
+    b.storage
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut labels = broker_labels(kc, b);
+            labels.insert(COMPONENT_LABEL.into(), "broker-storage".into());
+            PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(names::broker_claim(kc, b.id, i)),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        MOUNT_PATH_ANNOTATION.to_string(),
+                        s.mount_path.clone(),
+                    )])),
+                    owner_references: if s.delete_claim_on_removal {
+                        owner_reference(kc).map(|o| vec![o])
+                    } else {
+                        None
+                    },
+                    ..Default::default()
+                },
+                spec: Some(PersistentVolumeClaimSpec {
+                    access_modes: Some(if s.access_modes.is_empty() {
+                        vec!["ReadWriteOnce".to_string()]
+                    } else {
+                        s.access_modes.clone()
+                    }),
+                    storage_class_name: s.storage_class_name.clone(),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: Some(BTreeMap::from([(
+                            "storage".to_string(),
+                            Quantity(s.size.clone()),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The shell command the Kafka container runs: format the log dirs once (KRaft needs it), then
+/// start the node. Works with the Apache Kafka image's scripts.
+pub fn kafka_command() -> Vec<String> {
+    let props = format!("{CONFIG_DIR}/server.properties");
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && exec /opt/kafka/bin/kafka-server-start.sh {props}"
+        ),
+    ]
+}
+
+/// The broker's Pod.
+pub fn pod(
+    kc: &KafkaCluster,
+    namespace: &str,
+    b: &EffectiveBroker,
+    cluster_id: &str,
+    properties: &str,
+) -> Pod {
+    let mut labels = broker_labels(kc, b);
+    if b.is_broker() {
+        labels.insert(BROKER_ROLE_LABEL.into(), "true".into());
+    }
+    labels.extend(b.labels.clone());
+    let mut annotations = b.annotations.clone();
+    // A new configuration means a new Pod spec: restarts are planned from this hash.
+    annotations.insert(
+        "kafka.pier.dev/config-hash".into(),
+        crate::hash::hex(properties.as_bytes()),
+    );
+
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::broker_config(kc, b.id),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if b.storage.is_empty() {
+        volumes.push(Volume {
+            name: "data-0".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "data-0".into(),
+            mount_path: EPHEMERAL_DATA.into(),
+            ..Default::default()
+        });
+    }
+    for (i, s) in b.storage.iter().enumerate() {
+        volumes.push(Volume {
+            name: format!("data-{i}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: names::broker_claim(kc, b.id, i),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: format!("data-{i}"),
+            mount_path: s.mount_path.clone(),
+            ..Default::default()
+        });
+    }
+
+    let listeners = &kc.spec.listeners;
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for l in &listeners.internal {
+        let serves = if l.used_for_controller {
+            b.is_controller()
+        } else {
+            b.is_broker()
+        };
+        if serves {
+            ports.push(ContainerPort {
+                name: Some(port_name(&l.name)),
+                container_port: l.port,
+                ..Default::default()
+            });
+        }
+    }
+    if b.is_broker() {
+        for l in &listeners.external {
+            ports.push(ContainerPort {
+                name: Some(port_name(&l.name)),
+                container_port: l.container_port,
+                ..Default::default()
+            });
+        }
+    }
+    // Ready once the node accepts connections on its main port.
+    let probe_port = ports.first().map(|p| p.container_port).unwrap_or(9092);
+
+    let mut env = vec![EnvVar {
+        name: "KAFKA_CLUSTER_ID".into(),
+        value: Some(cluster_id.to_string()),
+        ..Default::default()
+    }];
+    if let Some(heap) = &b.heap_opts {
+        env.push(EnvVar {
+            name: "KAFKA_HEAP_OPTS".into(),
+            value: Some(heap.clone()),
+            ..Default::default()
+        });
+    }
+    if !b.jvm_options.is_empty() {
+        env.push(EnvVar {
+            name: "KAFKA_JVM_PERFORMANCE_OPTS".into(),
+            value: Some(b.jvm_options.join(" ")),
+            ..Default::default()
+        });
+    }
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(names::broker_pod(kc, b.id)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner_reference(kc).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            hostname: Some(names::broker_pod(kc, b.id)),
+            subdomain: Some(names::headless_service(kc)),
+            containers: vec![Container {
+                name: "kafka".into(),
+                image: Some(b.image.clone()),
+                command: Some(kafka_command()),
+                env: Some(env),
+                ports: Some(ports),
+                resources: b.resources.clone(),
+                volume_mounts: Some(mounts),
+                readiness_probe: Some(Probe {
+                    tcp_socket: Some(TCPSocketAction {
+                        port: IntOrString::Int(probe_port),
+                        host: None,
+                    }),
+                    period_seconds: Some(5),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            node_selector: (!b.node_selector.is_empty()).then(|| b.node_selector.clone()),
+            affinity: b.affinity.clone(),
+            tolerations: (!b.tolerations.is_empty()).then(|| b.tolerations.clone()),
+            priority_class_name: b.priority_class_name.clone(),
+            service_account_name: b.service_account_name.clone(),
+            security_context: b.security_context.clone(),
+            // Kafka's controlled shutdown moves leadership away first; give it time.
+            termination_grace_period_seconds: Some(120),
+            restart_policy: Some("Always".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Container port names are at most 15 characters.
+pub fn port_name(listener: &str) -> String {
+    listener.chars().take(15).collect()
+}

@@ -1,0 +1,195 @@
+//! The Envoy Deployment in front of the brokers, its bootstrap ConfigMap and its
+//! PodDisruptionBudget. The Pod template holds no config hash: Envoy's Kafka config comes over
+//! xDS, so broker changes never roll Envoy.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use super::names::{self, COMPONENT_LABEL};
+use super::{Settings, cluster_labels, owner_reference};
+use crate::api::KafkaCluster;
+
+/// `envoy/bootstrap.yaml`, the one bootstrap every Pier-driven Envoy uses.
+pub const ENVOY_BOOTSTRAP_TEMPLATE: &str = include_str!("../../envoy/bootstrap.yaml");
+
+/// The bootstrap pointed at Pier's xDS server at `xds_address` (`host:port`).
+pub fn envoy_bootstrap(xds_address: &str) -> String {
+    let (host, port) = xds_address
+        .rsplit_once(':')
+        .unwrap_or((xds_address, "18000"));
+    ENVOY_BOOTSTRAP_TEMPLATE.replace(
+        "address: 127.0.0.1, port_value: 18000",
+        &format!("address: {host}, port_value: {port}"),
+    )
+}
+
+fn envoy_labels(kc: &KafkaCluster) -> BTreeMap<String, String> {
+    let mut labels = cluster_labels(kc);
+    labels.insert(COMPONENT_LABEL.into(), "envoy".into());
+    labels
+}
+
+pub fn bootstrap_config_map(kc: &KafkaCluster, namespace: &str, settings: &Settings) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(names::envoy_bootstrap(kc)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(envoy_labels(kc)),
+            owner_references: owner_reference(kc).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "bootstrap.yaml".to_string(),
+            envoy_bootstrap(&settings.xds_address),
+        )])),
+        ..Default::default()
+    }
+}
+
+pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
+    let spec = &kc.spec.envoy;
+    let labels = envoy_labels(kc);
+    let selector = BTreeMap::from([
+        (names::CLUSTER_LABEL.to_string(), kc.name_any()),
+        (COMPONENT_LABEL.to_string(), "envoy".to_string()),
+    ]);
+    let group = crate::model::group_name(namespace, &kc.name_any());
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for (i, l) in kc.spec.listeners.external.iter().enumerate() {
+        ports.push(ContainerPort {
+            name: Some(format!("l{i}-bootstrap")),
+            container_port: l.bootstrap_port,
+            ..Default::default()
+        });
+    }
+    let probe_port = kc.spec.listeners.external.first().map(|l| l.bootstrap_port);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(names::envoy(kc)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels.clone()),
+            owner_references: owner_reference(kc).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "envoy".into(),
+                        image: Some(spec.image.clone()),
+                        args: Some(vec![
+                            "-c".into(),
+                            "/etc/envoy/bootstrap.yaml".into(),
+                            "--service-node".into(),
+                            "$(POD_NAME)".into(),
+                            "--service-cluster".into(),
+                            group,
+                            // Removed listeners drain this long before they close.
+                            "--drain-time-s".into(),
+                            "30".into(),
+                        ]),
+                        env: Some(vec![EnvVar {
+                            name: "POD_NAME".into(),
+                            value_from: Some(EnvVarSource {
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.name".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                        ports: Some(ports),
+                        resources: spec.resources.clone(),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "bootstrap".into(),
+                            mount_path: "/etc/envoy".into(),
+                            read_only: Some(true),
+                            ..Default::default()
+                        }]),
+                        // Envoy opens its listeners once it has its config over xDS.
+                        readiness_probe: probe_port.map(|port| Probe {
+                            tcp_socket: Some(TCPSocketAction {
+                                port: IntOrString::Int(port),
+                                host: None,
+                            }),
+                            period_seconds: Some(5),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "bootstrap".into(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: names::envoy_bootstrap(kc),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    termination_grace_period_seconds: Some(45),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// minAvailable from the spec, else 1 when there is more than one replica.
+pub fn disruption_budget(kc: &KafkaCluster, namespace: &str) -> Option<PodDisruptionBudget> {
+    let spec = &kc.spec.envoy;
+    let min_available = match &spec.pod_disruption_budget {
+        Some(p) => p.min_available,
+        None if spec.replicas > 1 => 1,
+        None => return None,
+    };
+    Some(PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(names::envoy(kc)),
+            namespace: Some(namespace.to_string()),
+            labels: Some(envoy_labels(kc)),
+            owner_references: owner_reference(kc).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int(min_available)),
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (names::CLUSTER_LABEL.to_string(), kc.name_any()),
+                    (COMPONENT_LABEL.to_string(), "envoy".to_string()),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}

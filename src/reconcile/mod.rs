@@ -1,0 +1,192 @@
+//! Pure planning: from a KafkaCluster and what exists in the cluster to the objects that should
+//! exist. No I/O here; the controller applies the plan.
+mod broker;
+mod envoy;
+pub mod names;
+mod properties;
+mod services;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{KafkaCluster, Role};
+use crate::model::{ExternalAccess, ModelError};
+
+pub use broker::{EffectiveBroker, effective_brokers};
+pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, envoy_bootstrap};
+pub use properties::server_properties;
+
+/// What the controller observed besides the KafkaCluster itself.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Pod IP of each broker's Pod, by broker id, when it has one.
+    pub pod_ips: BTreeMap<i32, String>,
+    /// The external Service's LoadBalancer (or node) address, once the cloud assigned it.
+    pub external_address: Option<String>,
+    /// The KRaft cluster id already chosen (status.clusterId).
+    pub cluster_id: Option<String>,
+}
+
+/// Operator settings that shape the objects.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `host:port` Envoy reaches Pier's xDS server at.
+    pub xds_address: String,
+    /// Kubernetes cluster DNS domain.
+    pub cluster_domain: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            xds_address: "pier-xds.pier-system.svc:18000".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// Every object a KafkaCluster should have.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub config_maps: Vec<ConfigMap>,
+    pub pods: Vec<Pod>,
+    pub claims: Vec<PersistentVolumeClaim>,
+    pub services: Vec<Service>,
+    pub deployments: Vec<Deployment>,
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
+    /// Input of the xDS translation, one entry per external listener.
+    pub external_access: Vec<ExternalAccess>,
+    /// Brokers not created yet because their external address is still unknown.
+    pub waiting_for_address: bool,
+}
+
+/// Why no plan can be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the KafkaCluster has no namespace")]
+    NoNamespace,
+    #[error("broker {id}: configGroup {group:?} does not exist")]
+    UnknownConfigGroup { id: i32, group: String },
+    #[error("no internal listener is marked usedForInterBroker")]
+    NoInterBrokerListener,
+    #[error("no internal listener is marked usedForController")]
+    NoControllerListener,
+    #[error("no broker has the controller role")]
+    NoController,
+    #[error("no cluster id: it must be generated and stored first")]
+    NoClusterId,
+    #[error("listener name {0:?} is used twice (names are compared upper-cased)")]
+    DuplicateListenerName(String),
+    #[error("broker {id}: {key:?} is set by Pier and cannot be configured")]
+    ReservedKey { id: i32, key: String },
+    #[error("external access: {0}")]
+    External(#[from] ModelError),
+}
+
+/// Plans every object of `kc`.
+pub fn plan(
+    kc: &KafkaCluster,
+    observed: &Observed,
+    settings: &Settings,
+) -> Result<Desired, PlanError> {
+    let namespace = kc.namespace().ok_or(PlanError::NoNamespace)?;
+    let brokers = effective_brokers(kc)?;
+    if !brokers.iter().any(|b| b.roles.contains(&Role::Controller)) {
+        return Err(PlanError::NoController);
+    }
+    let cluster_id = kc
+        .spec
+        .kafka
+        .cluster_id
+        .clone()
+        .or_else(|| observed.cluster_id.clone())
+        .ok_or(PlanError::NoClusterId)?;
+    // Ports are checked for every broker of the spec, not only those already running.
+    let mut every_broker = observed.clone();
+    for b in &brokers {
+        every_broker
+            .pod_ips
+            .entry(b.id)
+            .or_insert_with(|| "0.0.0.0".into());
+    }
+    crate::model::validate_group(&services::external_access(
+        kc,
+        &namespace,
+        &brokers,
+        &every_broker,
+    )?)?;
+    let external_access = services::external_access(kc, &namespace, &brokers, observed)?;
+
+    let mut desired = Desired {
+        external_access,
+        ..Desired::default()
+    };
+    let external_hosts = services::advertised_external(kc, observed);
+    // Brokers advertise their external address; without it they would need a restart later.
+    desired.waiting_for_address =
+        !kc.spec.listeners.external.is_empty() && external_hosts.is_none();
+    for b in &brokers {
+        if !desired.waiting_for_address {
+            let props = server_properties(
+                kc,
+                &namespace,
+                b,
+                &brokers,
+                external_hosts.as_ref(),
+                settings,
+            )?;
+            desired
+                .config_maps
+                .push(broker::config_map(kc, &namespace, b, &props));
+            desired
+                .pods
+                .push(broker::pod(kc, &namespace, b, &cluster_id, &props));
+        }
+        desired.claims.extend(broker::claims(kc, &namespace, b));
+        desired
+            .services
+            .push(services::broker_service(kc, &namespace, b));
+    }
+    desired.services.push(services::headless(kc, &namespace));
+    desired.services.push(services::bootstrap(kc, &namespace));
+    if !kc.spec.listeners.external.is_empty() {
+        desired
+            .services
+            .push(services::external(kc, &namespace, &desired.external_access));
+        desired
+            .config_maps
+            .push(envoy::bootstrap_config_map(kc, &namespace, settings));
+        desired.deployments.push(envoy::deployment(kc, &namespace));
+        desired
+            .disruption_budgets
+            .extend(envoy::disruption_budget(kc, &namespace));
+    }
+    Ok(desired)
+}
+
+/// The owner reference every object of `kc` carries (the PVCs only when they are to be deleted
+/// with their broker).
+pub fn owner_reference(kc: &KafkaCluster) -> Option<OwnerReference> {
+    kc.controller_owner_ref(&())
+}
+
+/// Labels of every object of a cluster.
+pub fn cluster_labels(kc: &KafkaCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "kafka".to_string()),
+        ("app.kubernetes.io/instance".to_string(), kc.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "pier".to_string(),
+        ),
+        (names::CLUSTER_LABEL.to_string(), kc.name_any()),
+    ])
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,59 @@
+//! Object names and labels, in one place.
+use crate::api::KafkaCluster;
+use kube::ResourceExt;
+
+pub const CLUSTER_LABEL: &str = "kafka.pier.dev/cluster";
+pub const BROKER_ID_LABEL: &str = "kafka.pier.dev/broker-id";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Set on Pods of brokers with the broker role: the bootstrap Service selects them.
+pub const BROKER_ROLE_LABEL: &str = "kafka.pier.dev/role-broker";
+/// Hash of the applied object, so an unchanged object is never written again.
+pub const APPLIED_HASH_ANNOTATION: &str = "kafka.pier.dev/applied-hash";
+/// Mount path a PVC belongs to.
+pub const MOUNT_PATH_ANNOTATION: &str = "kafka.pier.dev/mount-path";
+
+pub fn broker_pod(kc: &KafkaCluster, id: i32) -> String {
+    format!("{}-broker-{id}", kc.name_any())
+}
+
+pub fn broker_config(kc: &KafkaCluster, id: i32) -> String {
+    format!("{}-broker-{id}-config", kc.name_any())
+}
+
+pub fn broker_service(kc: &KafkaCluster, id: i32) -> String {
+    broker_pod(kc, id)
+}
+
+/// The PVC of the `index`th volume of broker `id`.
+pub fn broker_claim(kc: &KafkaCluster, id: i32, index: usize) -> String {
+    format!("{}-broker-{id}-data-{index}", kc.name_any())
+}
+
+pub fn headless_service(kc: &KafkaCluster) -> String {
+    format!("{}-headless", kc.name_any())
+}
+
+pub fn bootstrap_service(kc: &KafkaCluster) -> String {
+    format!("{}-bootstrap", kc.name_any())
+}
+
+pub fn external_service(kc: &KafkaCluster) -> String {
+    format!("{}-external", kc.name_any())
+}
+
+pub fn envoy(kc: &KafkaCluster) -> String {
+    format!("{}-envoy", kc.name_any())
+}
+
+pub fn envoy_bootstrap(kc: &KafkaCluster) -> String {
+    format!("{}-envoy-bootstrap", kc.name_any())
+}
+
+/// The broker's stable DNS name through the headless Service.
+pub fn broker_host(kc: &KafkaCluster, namespace: &str, id: i32, cluster_domain: &str) -> String {
+    format!(
+        "{}.{}.{namespace}.svc.{cluster_domain}",
+        broker_pod(kc, id),
+        headless_service(kc)
+    )
+}

@@ -1,0 +1,386 @@
+//! Planning tests on the shipped examples and variations of them.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::*;
+use crate::api::KafkaCluster;
+
+pub(crate) fn example(name: &str) -> KafkaCluster {
+    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut kc: KafkaCluster =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    kc.metadata.namespace = Some("kafka".into());
+    kc.metadata.uid = Some("uid-1".into());
+    kc
+}
+
+fn observed() -> Observed {
+    Observed {
+        pod_ips: BTreeMap::from([(0, "10.1.0.10".into()), (1, "10.1.0.11".into())]),
+        external_address: Some("203.0.113.7".into()),
+        cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+    }
+}
+
+fn plan_of(kc: &KafkaCluster) -> Desired {
+    plan(kc, &observed(), &Settings::default()).unwrap()
+}
+
+fn props(d: &Desired, id: i32) -> BTreeMap<String, String> {
+    let name = format!("-broker-{id}-config");
+    let cm = d
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref().unwrap().ends_with(&name))
+        .unwrap_or_else(|| panic!("no ConfigMap for broker {id}"));
+    cm.data.as_ref().unwrap()["server.properties"]
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn names<T: kube::Resource>(objs: &[T]) -> Vec<String> {
+    objs.iter()
+        .map(|o| o.meta().name.clone().unwrap())
+        .collect()
+}
+
+fn pod(d: &Desired, id: i32) -> &Pod {
+    d.pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(&format!("basic-broker-{id}")))
+        .unwrap()
+}
+
+#[test]
+fn the_basic_example_plans_every_object() {
+    let d = plan_of(&example("kafkacluster-basic.yaml"));
+    assert_eq!(
+        names(&d.pods),
+        ["basic-broker-0", "basic-broker-1", "basic-broker-2"]
+    );
+    assert_eq!(
+        names(&d.config_maps),
+        [
+            "basic-broker-0-config",
+            "basic-broker-1-config",
+            "basic-broker-2-config",
+            "basic-envoy-bootstrap"
+        ]
+    );
+    assert_eq!(
+        names(&d.claims),
+        [
+            "basic-broker-0-data-0",
+            "basic-broker-1-data-0",
+            "basic-broker-2-data-0"
+        ]
+    );
+    assert_eq!(
+        names(&d.services),
+        [
+            "basic-broker-0",
+            "basic-broker-1",
+            "basic-broker-2",
+            "basic-headless",
+            "basic-bootstrap",
+            "basic-external"
+        ]
+    );
+    assert_eq!(names(&d.deployments), ["basic-envoy"]);
+    assert!(d.disruption_budgets.is_empty(), "one Envoy replica: no PDB");
+    assert!(!d.waiting_for_address);
+    for p in &d.pods {
+        let labels = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["kafka.pier.dev/cluster"], "basic");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "pier");
+        assert!(labels.contains_key("kafka.pier.dev/broker-id"));
+        assert_eq!(
+            p.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "KafkaCluster"
+        );
+    }
+}
+
+#[test]
+fn server_properties_wire_the_quorum_and_both_addresses() {
+    let d = plan_of(&example("kafkacluster-basic.yaml"));
+    let p = props(&d, 1);
+    assert_eq!(p["node.id"], "1");
+    assert_eq!(p["process.roles"], "broker,controller");
+    assert_eq!(
+        p["listeners"],
+        "INTERNAL://:9092,CONTROLLER://:9093,EXTERNAL://:9094"
+    );
+    assert_eq!(
+        p["advertised.listeners"],
+        "INTERNAL://basic-broker-1.basic-headless.kafka.svc.cluster.local:9092,EXTERNAL://203.0.113.7:29101"
+    );
+    assert_eq!(
+        p["controller.quorum.voters"],
+        "0@basic-broker-0.basic-headless.kafka.svc.cluster.local:9093,\
+         1@basic-broker-1.basic-headless.kafka.svc.cluster.local:9093,\
+         2@basic-broker-2.basic-headless.kafka.svc.cluster.local:9093"
+    );
+    assert_eq!(p["controller.listener.names"], "CONTROLLER");
+    assert_eq!(p["inter.broker.listener.name"], "INTERNAL");
+    assert_eq!(
+        p["listener.security.protocol.map"],
+        "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT"
+    );
+    assert_eq!(p["log.dirs"], "/var/lib/kafka/data0/kafka");
+    assert_eq!(p["min.insync.replicas"], "2");
+    assert_eq!(p["log.retention.ms"], "604800000");
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let kc = example("kafkacluster-basic.yaml");
+    let (a, b) = (plan_of(&kc), plan_of(&kc));
+    assert_eq!(a.config_maps, b.config_maps);
+    assert_eq!(a.pods, b.pods);
+    assert_eq!(a.services, b.services);
+    assert_eq!(a.external_access, b.external_access);
+}
+
+#[test]
+fn a_per_broker_change_touches_only_that_broker() {
+    let kc = example("kafkacluster-basic.yaml");
+    let mut changed = kc.clone();
+    changed.spec.brokers[1]
+        .config
+        .insert("log.cleaner.threads".into(), "2".into());
+    let (a, b) = (plan_of(&kc), plan_of(&changed));
+    for (x, y) in a.config_maps.iter().zip(&b.config_maps) {
+        let is_broker_1 = x.metadata.name.as_deref() == Some("basic-broker-1-config");
+        assert_eq!(x != y, is_broker_1, "{:?}", x.metadata.name);
+    }
+    assert_eq!(props(&b, 1)["log.cleaner.threads"], "2");
+}
+
+#[test]
+fn removing_a_broker_removes_only_its_objects() {
+    let kc = example("kafkacluster-basic.yaml");
+    let mut smaller = kc.clone();
+    smaller.spec.brokers.retain(|b| b.id != 1);
+    let (a, b) = (plan_of(&kc), plan_of(&smaller));
+    assert_eq!(names(&b.pods), ["basic-broker-0", "basic-broker-2"]);
+    assert!(!names(&b.services).contains(&"basic-broker-1".to_string()));
+    // The survivors' Pods are unchanged except for the quorum they are told about, which
+    // lives in their ConfigMap: the Pod objects themselves only differ by config hash.
+    assert_eq!(pod(&a, 0).spec, pod(&b, 0).spec);
+    let ext = b
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("basic-external"))
+        .unwrap();
+    let ports: Vec<i32> = ext
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [29092, 29100, 29102]);
+}
+
+#[test]
+fn brokers_wait_for_the_load_balancer_address() {
+    let kc = example("kafkacluster-basic.yaml");
+    let mut obs = observed();
+    obs.external_address = None;
+    let d = plan(&kc, &obs, &Settings::default()).unwrap();
+    assert!(d.waiting_for_address);
+    assert!(d.pods.is_empty());
+    assert_eq!(
+        names(&d.deployments),
+        ["basic-envoy"],
+        "Envoy and its Service come first"
+    );
+    assert!(names(&d.services).contains(&"basic-external".to_string()));
+}
+
+#[test]
+fn the_xds_model_lists_brokers_with_a_pod_ip() {
+    let d = plan_of(&example("kafkacluster-basic.yaml"));
+    assert_eq!(d.external_access.len(), 1);
+    let a = &d.external_access[0];
+    assert_eq!(a.group(), "kafka/basic");
+    let ids: Vec<(i32, &str, u16)> = a
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.host.as_str(), b.port))
+        .collect();
+    assert_eq!(ids, [(0, "10.1.0.10", 9094), (1, "10.1.0.11", 9094)]);
+    let resources = crate::xds::translate(&d.external_access).unwrap();
+    assert_eq!(
+        resources.listeners.len(),
+        3,
+        "two brokers with IPs plus bootstrap"
+    );
+}
+
+#[test]
+fn jbod_brokers_mount_every_volume_and_list_them_in_log_dirs() {
+    let kc = example("kafkacluster-jbod.yaml");
+    let d = plan(&kc, &observed(), &Settings::default()).unwrap();
+    let claims = names(&d.claims);
+    assert_eq!(
+        claims
+            .iter()
+            .filter(|c| c.starts_with("jbod-broker-0-"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        claims
+            .iter()
+            .filter(|c| c.starts_with("jbod-broker-100-"))
+            .count(),
+        1
+    );
+    let p0 = props(&d, 0);
+    assert_eq!(
+        p0["log.dirs"],
+        "/var/lib/kafka/data0/kafka,/var/lib/kafka/data1/kafka"
+    );
+    assert_eq!(p0["process.roles"], "broker");
+    assert!(p0["controller.quorum.voters"].starts_with("100@jbod-broker-100."));
+    assert!(p0["advertised.listeners"].ends_with("EXTERNAL://kafka.example.com:29100"));
+    let pod0 = d
+        .pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("jbod-broker-0"))
+        .unwrap();
+    let mounts: Vec<&str> = pod0.spec.as_ref().unwrap().containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["/etc/pier", "/var/lib/kafka/data0", "/var/lib/kafka/data1"]
+    );
+    let c = props(&d, 100);
+    assert_eq!(c["process.roles"], "controller");
+    assert_eq!(c["listeners"], "CONTROLLER://:9093");
+    assert!(!c.contains_key("advertised.listeners"));
+    let p1 = props(&d, 1);
+    assert_eq!(p1["log.cleaner.threads"], "2");
+    assert_eq!(p1["num.io.threads"], "16");
+    assert!(!props(&d, 2).contains_key("num.io.threads"));
+    // Only volumes marked deleteClaimOnRemoval are owned (and so garbage-collected).
+    let owned: Vec<bool> = d
+        .claims
+        .iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .unwrap()
+                .starts_with("jbod-broker-0-")
+        })
+        .map(|c| c.metadata.owner_references.is_some())
+        .collect();
+    assert_eq!(owned, [false, true]);
+    // Controllers are not exposed externally.
+    let a = &d.external_access[0];
+    assert!(a.brokers.iter().all(|b| b.id < 100));
+}
+
+#[test]
+fn bad_specs_are_plan_errors() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.brokers[0].config_group = Some("nope".into());
+    assert!(matches!(
+        plan_of_err(&kc),
+        PlanError::UnknownConfigGroup { id: 0, .. }
+    ));
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.brokers[2]
+        .config
+        .insert("node.id".into(), "7".into());
+    let e = plan_of_err(&kc);
+    assert_eq!(
+        e,
+        PlanError::ReservedKey {
+            id: 2,
+            key: "node.id".into()
+        }
+    );
+    assert!(e.to_string().contains("set by Pier"));
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    for b in &mut kc.spec.brokers {
+        b.roles = vec![crate::api::Role::Broker];
+    }
+    assert_eq!(plan_of_err(&kc), PlanError::NoController);
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.listeners.external[0].name = "internal".into();
+    assert!(matches!(
+        plan_of_err(&kc),
+        PlanError::DuplicateListenerName(_)
+    ));
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.listeners.external[0].broker_port_base = Some(29090);
+    assert!(
+        matches!(plan_of_err(&kc), PlanError::External(_)),
+        "29090 + 2 is the bootstrap port"
+    );
+
+    let kc = example("kafkacluster-basic.yaml");
+    let mut obs = observed();
+    obs.cluster_id = None;
+    assert_eq!(
+        plan(&kc, &obs, &Settings::default()).unwrap_err(),
+        PlanError::NoClusterId
+    );
+}
+
+fn plan_of_err(kc: &KafkaCluster) -> PlanError {
+    plan(kc, &observed(), &Settings::default()).unwrap_err()
+}
+
+#[test]
+fn the_envoy_bootstrap_points_at_the_operator() {
+    let text = envoy_bootstrap("pier-xds.pier-system.svc:18000");
+    assert!(text.contains("address: pier-xds.pier-system.svc, port_value: 18000"));
+    assert!(
+        text.contains("address: 127.0.0.1, port_value: 19901"),
+        "admin stays on localhost"
+    );
+    let d = plan_of(&example("kafkacluster-basic.yaml"));
+    let dep = &d.deployments[0];
+    let args = dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--service-cluster" && w[1] == "kafka/basic")
+    );
+    let template = &dep.spec.as_ref().unwrap().template;
+    assert!(
+        template.metadata.as_ref().unwrap().annotations.is_none(),
+        "no config hash in the Envoy pod template"
+    );
+}
