@@ -1,5 +1,5 @@
 //! Pier's HTTP admin endpoint: `/status` (every node group's xDS status as JSON), `/metrics`
-//! (Prometheus text format) and `/healthz`.
+//! (Prometheus text format), `/healthz` and `/readyz`.
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,6 +28,7 @@ pub async fn serve(
     let state = Arc::new(AdminState { cache, registry });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(state);

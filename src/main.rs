@@ -16,6 +16,30 @@ struct Cli {
 enum Command {
     /// Print the KafkaCluster CustomResourceDefinition (YAML).
     Crd,
+    /// Run the operator: the KafkaCluster controller and the xDS server for its Envoys.
+    Operator {
+        /// Kubeconfig file (default: in-cluster config, else ~/.kube/config).
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Watch only this namespace (default: all).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Where the ADS gRPC server for the Envoys listens.
+        #[arg(long, default_value = "0.0.0.0:18000")]
+        xds_listen: SocketAddr,
+        /// host:port the Envoys dial to reach the xDS server (written into their bootstrap).
+        #[arg(long, default_value = "pier-xds.pier-system.svc:18000")]
+        xds_address: String,
+        /// Where /metrics, /healthz, /readyz and /status are served.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_listen: SocketAddr,
+        /// The Kubernetes cluster DNS domain.
+        #[arg(long, default_value = "cluster.local")]
+        cluster_domain: String,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Serve Envoy config over xDS for a broker list in a file (no Kubernetes needed).
     Xds {
         /// The broker-list file (see examples/brokers.yaml); reloaded when it changes.
@@ -28,6 +52,12 @@ enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() {
@@ -47,14 +77,24 @@ fn main() {
         }
         return;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let json = matches!(
+        command,
+        Command::Operator {
+            log_format: LogFormat::Json,
+            ..
+        }
+    );
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,13 +102,35 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = match command {
+    let result: Result<(), String> = match command {
         Command::Crd => Ok(()),
+        Command::Operator {
+            kubeconfig,
+            namespace,
+            xds_listen,
+            xds_address,
+            metrics_listen,
+            cluster_domain,
+            log_format: _,
+        } => runtime
+            .block_on(pier::operator::run(pier::operator::OperatorOptions {
+                kubeconfig,
+                namespace,
+                xds_listen,
+                metrics_listen,
+                settings: pier::reconcile::Settings {
+                    xds_address,
+                    cluster_domain,
+                },
+            }))
+            .map_err(|e| e.to_string()),
         Command::Xds {
             config,
             listen,
             admin,
-        } => runtime.block_on(pier::standalone::run(config, listen, admin)),
+        } => runtime
+            .block_on(pier::standalone::run(config, listen, admin))
+            .map_err(|e| e.to_string()),
     };
     if let Err(message) = result {
         eprintln!("pier: {message}");

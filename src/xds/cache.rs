@@ -142,6 +142,13 @@ impl SnapshotCache {
         snapshot
     }
 
+    /// Forgets a group's config (its cluster is gone). Connected Envoys keep what they have.
+    pub fn remove_group(&self, group: &str) {
+        if self.groups.remove(group).is_some() {
+            tracing::info!(group, "node group removed");
+        }
+    }
+
     /// The group's current snapshot.
     pub fn snapshot(&self, group: &str) -> Option<Arc<Snapshot>> {
         self.groups.get(group).and_then(|e| e.current())

@@ -1,0 +1,81 @@
+//! `pier operator`: the KafkaCluster controller, the xDS server every managed cluster's Envoys
+//! connect to, and the admin endpoint (metrics, health, xDS status), in one process.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::controller::{self, Context};
+use crate::reconcile::Settings;
+use crate::xds::SnapshotCache;
+use crate::xds::metrics::XdsMetrics;
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Kubeconfig file; in-cluster config (or the default kubeconfig) when absent.
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace; all namespaces when absent.
+    pub namespace: Option<String>,
+    pub xds_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub settings: Settings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("cannot load the Kubernetes config: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Connects to Kubernetes and runs until Ctrl-C or SIGTERM.
+pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
+    let client = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                Kubeconfig::read_from(path).map_err(|e| OperatorError::Config(e.to_string()))?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| OperatorError::Config(e.to_string()))?;
+            kube::Client::try_from(config).map_err(|e| OperatorError::Config(e.to_string()))?
+        }
+        None => kube::Client::try_default()
+            .await
+            .map_err(|e| OperatorError::Config(e.to_string()))?,
+    };
+    let metrics = Arc::new(XdsMetrics::default());
+    let cache = Arc::new(SnapshotCache::new(metrics.clone()));
+    let listen = |addr: SocketAddr, what: &'static str| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| OperatorError::Listen { addr, what, source })
+    };
+    let xds_listener = listen(options.xds_listen, "xDS").await?;
+    let admin_listener = listen(options.metrics_listen, "metrics").await?;
+    tokio::spawn(crate::admin::serve(admin_listener, cache.clone(), metrics));
+    let xds_cache = cache.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::xds::serve(xds_listener, xds_cache, std::future::pending()).await {
+            tracing::error!(error = %e, "xDS server failed");
+        }
+    });
+    tracing::info!(
+        namespace = options.namespace.as_deref().unwrap_or("<all>"),
+        xds = %options.xds_listen,
+        metrics = %options.metrics_listen,
+        "operator started"
+    );
+    let ctx = Context::new(client, cache, options.settings);
+    controller::run(ctx, options.namespace).await;
+    tracing::info!("operator stopped");
+    Ok(())
+}

@@ -1,0 +1,618 @@
+//! The KafkaCluster controller against a real kube-apiserver (+ controller-manager). There is
+//! no kubelet: the tests play it (Pod IPs) and the cloud (LoadBalancer address) where needed.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pier::api::KafkaCluster;
+use pier::controller::{self, Context};
+use pier::reconcile::Settings;
+use pier::xds::{ResourceType, SnapshotCache};
+use pier_testenv::control_plane::ControlPlaneOptions;
+use pier_testenv::{ControlPlane, LogDir, wait_for};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(200);
+const NS: &str = "default";
+
+struct Operator {
+    ctx: Arc<Context>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(client: Client) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pier=info")
+            .with_test_writer()
+            .try_init();
+        let ctx = Context::new(
+            client,
+            Arc::new(SnapshotCache::default()),
+            Settings::default(),
+        );
+        let task = tokio::spawn(controller::run(ctx.clone(), Some(NS.into())));
+        Self { ctx, task }
+    }
+
+    fn writes(&self) -> u64 {
+        self.ctx.writes.load(Ordering::Relaxed)
+    }
+
+    fn reconciles(&self) -> u64 {
+        self.ctx.reconciles.load(Ordering::Relaxed)
+    }
+
+    /// Listener names of the cluster's xDS snapshot.
+    fn listeners(&self, group: &str) -> Vec<String> {
+        self.ctx
+            .cache
+            .snapshot(group)
+            .map(|s| {
+                s.get(ResourceType::Listener)
+                    .resources
+                    .keys()
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
+    let logs = LogDir::for_current_test(name)?;
+    ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            scheduler: false,
+            ..ControlPlaneOptions::default()
+        },
+    )
+    .await
+}
+
+fn example(file: &str) -> anyhow::Result<KafkaCluster> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
+    Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+/// Objects of a cluster; for Pods only the brokers (the Envoy Deployment's Pods carry the
+/// cluster label too).
+fn selector(cluster: &str) -> ListParams {
+    ListParams::default().labels(&format!("kafka.pier.dev/cluster={cluster}"))
+}
+
+fn selector_for<K: kube::Resource<DynamicType = ()>>(cluster: &str) -> ListParams {
+    if K::kind(&()) == "Pod" {
+        ListParams::default().labels(&format!(
+            "kafka.pier.dev/cluster={cluster},app.kubernetes.io/component=broker"
+        ))
+    } else {
+        selector(cluster)
+    }
+}
+
+async fn names<K>(client: &Client, cluster: &str) -> anyhow::Result<Vec<String>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), NS);
+    let mut names: Vec<String> = api
+        .list(&selector_for::<K>(cluster))
+        .await?
+        .items
+        .iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| o.name_any())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+async fn wait_names<K>(client: &Client, cluster: &str, want: &[&str]) -> anyhow::Result<()>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let what = format!("{} {want:?}", K::kind(&()));
+    wait_for(&what, WAIT, POLL, || async {
+        (names::<K>(client, cluster).await.ok()? == want).then_some(())
+    })
+    .await
+}
+
+fn properties(cm: &ConfigMap) -> BTreeMap<String, String> {
+    cm.data
+        .as_ref()
+        .map(|d| d["server.properties"].clone())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Plays the kubelet: gives every broker Pod of the cluster an IP.
+async fn assign_pod_ips(client: &Client, cluster: &str) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    for p in pods.list(&selector_for::<Pod>(cluster)).await?.items {
+        let id: u8 = p.labels()["kafka.pier.dev/broker-id"].parse()?;
+        if p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some() {
+            continue;
+        }
+        let ip = format!("10.1.0.{}", 10 + id);
+        pods.patch_status(
+            &p.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn pod_uids(client: &Client, cluster: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    Ok(pods
+        .list(&selector_for::<Pod>(cluster))
+        .await?
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default()))
+        .collect())
+}
+
+async fn set_brokers(
+    api: &Api<KafkaCluster>,
+    name: &str,
+    brokers: serde_json::Value,
+) -> anyhow::Result<()> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"brokers": brokers}})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
+    let plane = start_plane("controller-basic").await?;
+    let client = plane.client();
+    let op = Operator::start(client.clone());
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    kcs.create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
+        .await?;
+
+    // Without a LoadBalancer address brokers cannot be configured: Envoy and Services first.
+    wait_names::<Deployment>(&client, "basic", &["basic-envoy"]).await?;
+    wait_names::<Service>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0",
+            "basic-broker-1",
+            "basic-broker-2",
+            "basic-bootstrap",
+            "basic-external",
+            "basic-headless",
+        ],
+    )
+    .await?;
+    assert!(names::<Pod>(&client, "basic").await?.is_empty());
+    let status = wait_for("status to explain the wait", WAIT, POLL, || async {
+        let kc = kcs.get("basic").await.ok()?;
+        let ready = kc
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        ready.message.contains("LoadBalancer").then_some(ready)
+    })
+    .await?;
+    assert_eq!(status.status, "False");
+
+    // Play the cloud: the LoadBalancer gets an address; the brokers follow.
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    services
+        .patch_status(
+            "basic-external",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}),
+            ),
+        )
+        .await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &["basic-broker-0", "basic-broker-1", "basic-broker-2"],
+    )
+    .await?;
+    wait_names::<ConfigMap>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0-config",
+            "basic-broker-1-config",
+            "basic-broker-2-config",
+            "basic-envoy-bootstrap",
+        ],
+    )
+    .await?;
+    wait_names::<PersistentVolumeClaim>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0-data-0",
+            "basic-broker-1-data-0",
+            "basic-broker-2-data-0",
+        ],
+    )
+    .await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    for id in 0..3 {
+        let p = properties(&cms.get(&format!("basic-broker-{id}-config")).await?);
+        assert_eq!(p["node.id"], id.to_string());
+        assert_eq!(p["process.roles"], "broker,controller");
+        assert_eq!(
+            p["listeners"],
+            "INTERNAL://:9092,CONTROLLER://:9093,EXTERNAL://:9094"
+        );
+        assert_eq!(
+            p["advertised.listeners"],
+            format!(
+                "INTERNAL://basic-broker-{id}.basic-headless.default.svc.cluster.local:9092,EXTERNAL://203.0.113.10:{}",
+                29100 + id
+            )
+        );
+    }
+    let ext = services.get("basic-external").await?;
+    let spec = ext.spec.context("spec")?;
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    let ports: Vec<i32> = spec
+        .ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [29092, 29100, 29101, 29102]);
+
+    // Play the kubelet: Pod IPs reach the xDS snapshot.
+    assert_eq!(
+        op.listeners("default/basic"),
+        ["pier/default/basic/external/bootstrap"]
+    );
+    assign_pod_ips(&client, "basic").await?;
+    wait_for(
+        "a listener per broker in the xDS snapshot",
+        WAIT,
+        POLL,
+        || async { (op.listeners("default/basic").len() == 4).then_some(()) },
+    )
+    .await?;
+    let kc = kcs.get("basic").await?;
+    let status = kc.status.context("status")?;
+    assert_eq!(status.broker_count, 3);
+    assert!(status.cluster_id.is_some());
+    assert_eq!(
+        status.bootstrap_address.as_deref(),
+        Some("203.0.113.10:29092")
+    );
+
+    // Nothing to change: reconciles keep running (Pods never become Ready here) but write nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (writes, reconciles) = (op.writes(), op.reconciles());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        op.reconciles() > reconciles,
+        "the controller kept reconciling"
+    );
+    assert_eq!(
+        op.writes(),
+        writes,
+        "a reconcile with nothing to change writes nothing"
+    );
+
+    // A per-broker config change touches only that broker's ConfigMap.
+    let versions = |list: Vec<ConfigMap>| -> BTreeMap<String, String> {
+        list.into_iter()
+            .map(|c| {
+                (
+                    c.name_any(),
+                    c.metadata.resource_version.unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let before = versions(cms.list(&selector("basic")).await?.items);
+    let uids = pod_uids(&client, "basic").await?;
+    set_brokers(
+        &kcs,
+        "basic",
+        json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default", "config": {"log.cleaner.threads": "2"}},
+            {"id": 2, "configGroup": "default"}
+        ]),
+    )
+    .await?;
+    wait_for("broker 1's ConfigMap to change", WAIT, POLL, || async {
+        let p = properties(&cms.get("basic-broker-1-config").await.ok()?);
+        (p.get("log.cleaner.threads").map(String::as_str) == Some("2")).then_some(())
+    })
+    .await?;
+    let after = versions(cms.list(&selector("basic")).await?.items);
+    for (name, v) in &before {
+        assert_eq!(after[name] != *v, name == "basic-broker-1-config", "{name}");
+    }
+
+    // Add broker 3: only its objects appear, the Service gains its port, xDS its listener.
+    set_brokers(
+        &kcs,
+        "basic",
+        json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default", "config": {"log.cleaner.threads": "2"}},
+            {"id": 2, "configGroup": "default"},
+            {"id": 3, "configGroup": "default"}
+        ]),
+    )
+    .await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0",
+            "basic-broker-1",
+            "basic-broker-2",
+            "basic-broker-3",
+        ],
+    )
+    .await?;
+    let now = pod_uids(&client, "basic").await?;
+    for (name, uid) in &uids {
+        assert_eq!(&now[name], uid, "{name} was not replaced");
+    }
+    wait_for(
+        "the external Service to gain port 29103",
+        WAIT,
+        POLL,
+        || async {
+            let svc = services.get("basic-external").await.ok()?;
+            svc.spec?
+                .ports?
+                .iter()
+                .any(|p| p.port == 29103)
+                .then_some(())
+        },
+    )
+    .await?;
+    assign_pod_ips(&client, "basic").await?;
+    wait_for("broker 3's listener", WAIT, POLL, || async {
+        op.listeners("default/basic")
+            .contains(&"pier/default/basic/external/broker-3".to_string())
+            .then_some(())
+    })
+    .await?;
+
+    // Remove broker 1: only its objects go (its PVC stays: deleteClaimOnRemoval is off).
+    set_brokers(
+        &kcs,
+        "basic",
+        json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 2, "configGroup": "default"},
+            {"id": 3, "configGroup": "default"}
+        ]),
+    )
+    .await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &["basic-broker-0", "basic-broker-2", "basic-broker-3"],
+    )
+    .await?;
+    wait_names::<ConfigMap>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0-config",
+            "basic-broker-2-config",
+            "basic-broker-3-config",
+            "basic-envoy-bootstrap",
+        ],
+    )
+    .await?;
+    assert!(
+        !names::<Service>(&client, "basic")
+            .await?
+            .contains(&"basic-broker-1".to_string())
+    );
+    assert!(
+        names::<PersistentVolumeClaim>(&client, "basic")
+            .await?
+            .contains(&"basic-broker-1-data-0".to_string())
+    );
+    let last = pod_uids(&client, "basic").await?;
+    for name in ["basic-broker-0", "basic-broker-2", "basic-broker-3"] {
+        assert_eq!(last[name], now[name], "{name} kept its Pod");
+    }
+    wait_for("broker 1's listener to leave xDS", WAIT, POLL, || async {
+        (!op.listeners("default/basic")
+            .contains(&"pier/default/basic/external/broker-1".to_string()))
+        .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
+    let plane = start_plane("controller-jbod").await?;
+    let client = plane.client();
+    let _op = Operator::start(client.clone());
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    kcs.create(&PostParams::default(), &example("kafkacluster-jbod.yaml")?)
+        .await?;
+
+    // advertisedHost is set, so brokers need not wait for the LoadBalancer.
+    wait_names::<Pod>(
+        &client,
+        "jbod",
+        &[
+            "jbod-broker-0",
+            "jbod-broker-1",
+            "jbod-broker-100",
+            "jbod-broker-101",
+            "jbod-broker-102",
+            "jbod-broker-2",
+        ],
+    )
+    .await?;
+    let claims = names::<PersistentVolumeClaim>(&client, "jbod").await?;
+    for id in [0, 1, 2] {
+        let mine: Vec<&String> = claims
+            .iter()
+            .filter(|c| c.starts_with(&format!("jbod-broker-{id}-")))
+            .collect();
+        assert_eq!(mine.len(), 2, "{claims:?}");
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = pods.get("jbod-broker-0").await?;
+    let mounts: Vec<String> = pod.spec.context("spec")?.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_path)
+        .collect();
+    assert!(mounts.contains(&"/var/lib/kafka/data0".to_string()));
+    assert!(mounts.contains(&"/var/lib/kafka/data1".to_string()));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let p = properties(&cms.get("jbod-broker-0-config").await?);
+    assert_eq!(
+        p["log.dirs"],
+        "/var/lib/kafka/data0/kafka,/var/lib/kafka/data1/kafka"
+    );
+    assert_eq!(p["process.roles"], "broker");
+
+    // A spec the apiserver accepts but Pier cannot realise: Degraded, and nothing is deleted.
+    let before = names::<Pod>(&client, "jbod").await?;
+    kcs.patch(
+        "jbod",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"kafka": {"readOnlyConfig": {"log.dirs": "/tmp/elsewhere"}}}}),
+        ),
+    )
+    .await?;
+    let degraded = wait_for("Degraded condition", WAIT, POLL, || async {
+        let kc = kcs.get("jbod").await.ok()?;
+        kc.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await?;
+    assert!(
+        degraded.message.contains("\"log.dirs\" is set by Pier"),
+        "{}",
+        degraded.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(names::<Pod>(&client, "jbod").await?, before);
+
+    // Fixing the spec clears it.
+    kcs.patch(
+        "jbod",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"kafka": {"readOnlyConfig": {"log.dirs": null}}}})),
+    )
+    .await?;
+    wait_for("Degraded to clear", WAIT, POLL, || async {
+        let kc = kcs.get("jbod").await.ok()?;
+        kc.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "False")
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_interrupted_operator_converges_without_duplicates() -> anyhow::Result<()> {
+    let plane = start_plane("controller-restart").await?;
+    let client = plane.client();
+    let mut kc = example("kafkacluster-basic.yaml")?;
+    kc.spec.listeners.external[0].advertised_host = Some("kafka.example.com".into());
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    kcs.create(&PostParams::default(), &kc).await?;
+
+    // Stop the first operator in the middle of creating the cluster.
+    let first = Operator::start(client.clone());
+    wait_for(
+        "the first writes",
+        WAIT,
+        Duration::from_millis(5),
+        || async { (first.writes() >= 4).then_some(()) },
+    )
+    .await?;
+    drop(first);
+    let partial = names::<Pod>(&client, "basic").await?.len()
+        + names::<ConfigMap>(&client, "basic").await?.len();
+    println!("objects when the first operator stopped: {partial}");
+
+    let second = Operator::start(client.clone());
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &["basic-broker-0", "basic-broker-1", "basic-broker-2"],
+    )
+    .await?;
+    wait_names::<ConfigMap>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0-config",
+            "basic-broker-1-config",
+            "basic-broker-2-config",
+            "basic-envoy-bootstrap",
+        ],
+    )
+    .await?;
+    wait_names::<Deployment>(&client, "basic", &["basic-envoy"]).await?;
+    // Converged: a further reconcile writes nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (writes, reconciles) = (second.writes(), second.reconciles());
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(second.reconciles() > reconciles);
+    assert_eq!(second.writes(), writes);
+    Ok(())
+}
