@@ -1,6 +1,7 @@
 //! Pier's HTTP admin endpoint: `/status` (every node group's xDS status as JSON), `/metrics`
 //! (Prometheus text format), `/healthz` and `/readyz`.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,25 +16,41 @@ use crate::xds::metrics::XdsMetrics;
 struct AdminState {
     cache: Arc<SnapshotCache>,
     registry: Registry,
+    ready: Arc<AtomicBool>,
 }
 
-/// Serves the admin endpoint until the process ends.
+/// Serves the admin endpoint until the process ends. `/readyz` answers 200 only while `ready`
+/// is set (an operator replica is ready when it leads: only then does its xDS server have
+/// config to give, so its Service must route Envoys to it alone).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
     metrics: Arc<XdsMetrics>,
+    ready: Arc<AtomicBool>,
 ) {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let state = Arc::new(AdminState { cache, registry });
+    let state = Arc::new(AdminState {
+        cache,
+        registry,
+        ready,
+    });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Relaxed) {
+        (axum::http::StatusCode::OK, "ok")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not leading")
     }
 }
 

@@ -39,6 +39,12 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else "default").
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        leader_election_namespace: String,
+        /// Run without leader election (only ever one replica).
+        #[arg(long)]
+        no_leader_election: bool,
     },
     /// Serve Envoy config over xDS for a broker list in a file (no Kubernetes needed).
     Xds {
@@ -112,6 +118,8 @@ fn main() {
             metrics_listen,
             cluster_domain,
             log_format: _,
+            leader_election_namespace,
+            no_leader_election,
         } => runtime
             .block_on(pier::operator::run(pier::operator::OperatorOptions {
                 kubeconfig,
@@ -122,6 +130,14 @@ fn main() {
                     xds_address,
                     cluster_domain,
                 },
+                leader_election: (!no_leader_election).then(|| {
+                    let identity = std::env::var("POD_NAME")
+                        .unwrap_or_else(|_| format!("pier-{}", std::process::id()));
+                    pier::controller::leader::LeaseConfig::new(
+                        &leader_election_namespace,
+                        &identity,
+                    )
+                }),
             }))
             .map_err(|e| e.to_string()),
         Command::Xds {

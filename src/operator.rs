@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::controller::leader::{self, LeaseConfig};
 use crate::controller::{self, Context};
 use crate::reconcile::Settings;
 use crate::xds::SnapshotCache;
@@ -21,12 +23,16 @@ pub struct OperatorOptions {
     pub xds_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub settings: Settings,
+    /// Compete for a Lease before reconciling; `None` runs as the only replica.
+    pub leader_election: Option<LeaseConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error("cannot load the Kubernetes config: {0}")]
     Config(String),
+    #[error("lost leadership; exiting so that a restart campaigns again")]
+    LostLeadership,
     #[error("cannot listen on {addr} ({what}): {source}")]
     Listen {
         addr: SocketAddr,
@@ -61,7 +67,13 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     };
     let xds_listener = listen(options.xds_listen, "xDS").await?;
     let admin_listener = listen(options.metrics_listen, "metrics").await?;
-    tokio::spawn(crate::admin::serve(admin_listener, cache.clone(), metrics));
+    let ready = Arc::new(AtomicBool::new(options.leader_election.is_none()));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        cache.clone(),
+        metrics,
+        ready.clone(),
+    ));
     let xds_cache = cache.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::xds::serve(xds_listener, xds_cache, std::future::pending()).await {
@@ -74,8 +86,19 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         metrics = %options.metrics_listen,
         "operator started"
     );
-    let ctx = Context::new(client, cache, options.settings);
-    controller::run(ctx, options.namespace).await;
+    if let Some(lease) = &options.leader_election {
+        leader::acquire(&client, lease).await;
+        ready.store(true, Ordering::Relaxed);
+    }
+    let ctx = Context::new(client.clone(), cache, options.settings);
+    let controller = controller::run(ctx, options.namespace);
+    match &options.leader_election {
+        Some(lease) => tokio::select! {
+            _ = controller => {}
+            _ = leader::keep(&client, lease) => return Err(OperatorError::LostLeadership),
+        },
+        None => controller.await,
+    }
     tracing::info!("operator stopped");
     Ok(())
 }

@@ -192,7 +192,12 @@ pub async fn run(
                 what: "admin",
                 source,
             })?;
-        tokio::spawn(crate::admin::serve(admin_listener, cache.clone(), metrics));
+        tokio::spawn(crate::admin::serve(
+            admin_listener,
+            cache.clone(),
+            metrics,
+            Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        ));
     }
     tokio::spawn(watch_file(config, cache.clone(), group));
     let shutdown = async {

@@ -616,3 +616,104 @@ async fn an_interrupted_operator_converges_without_duplicates() -> anyhow::Resul
     assert_eq!(second.writes(), writes);
     Ok(())
 }
+
+/// `pier operator` as a process.
+struct OperatorProcess {
+    process: pier_testenv::Process,
+    metrics: std::net::SocketAddr,
+}
+
+impl OperatorProcess {
+    fn start(plane: &ControlPlane, name: &str) -> anyhow::Result<Self> {
+        let ports = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 2)?;
+        let metrics: std::net::SocketAddr = (std::net::Ipv4Addr::LOCALHOST, ports[1]).into();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pier"));
+        cmd.arg("operator")
+            .arg("--kubeconfig")
+            .arg(plane.kubeconfig())
+            .args(["--namespace", NS])
+            .arg(format!("--xds-listen=127.0.0.1:{}", ports[0]))
+            .arg(format!("--metrics-listen={metrics}"))
+            .args(["--log-format", "json"])
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", NS);
+        let log = plane.logs().sub("operators")?.join(format!("{name}.log"));
+        let process = pier_testenv::Process::spawn(name, cmd, &log, Duration::from_secs(5))?;
+        Ok(Self { process, metrics })
+    }
+
+    async fn ready(&self) -> bool {
+        match reqwest::get(format!("http://{}/readyz", self.metrics)).await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_operator_replicas_elect_one_leader() -> anyhow::Result<()> {
+    let plane = start_plane("controller-leader").await?;
+    let client = plane.client();
+    let a = OperatorProcess::start(&plane, "op-a")?;
+    let b = OperatorProcess::start(&plane, "op-b")?;
+    let (leader, follower) = wait_for("one replica to lead", WAIT, POLL, || async {
+        match (a.ready().await, b.ready().await) {
+            (true, false) => Some((&a, &b)),
+            (false, true) => Some((&b, &a)),
+            _ => None,
+        }
+    })
+    .await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), NS);
+    let holder =
+        |l: k8s_openapi::api::coordination::v1::Lease| l.spec.and_then(|s| s.holder_identity);
+    let first = holder(leases.get("pier-operator").await?).context("holder")?;
+    assert_eq!(first, leader.process.name());
+
+    let mut kc = example("kafkacluster-basic.yaml")?;
+    kc.spec.listeners.external[0].advertised_host = Some("kafka.example.com".into());
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &["basic-broker-0", "basic-broker-1", "basic-broker-2"],
+    )
+    .await?;
+    assert!(!follower.ready().await, "the follower stays unready");
+
+    // The leader dies without a goodbye: the follower takes over once the Lease expires.
+    leader.process.signal(libc::SIGKILL);
+    wait_for("the follower to take over", WAIT, POLL, || async {
+        follower.ready().await.then_some(())
+    })
+    .await?;
+    let second = holder(leases.get("pier-operator").await?).context("holder")?;
+    assert_eq!(second, follower.process.name());
+    // And it reconciles: a new broker appears.
+    set_brokers(
+        &Api::namespaced(client.clone(), NS),
+        "basic",
+        json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default"},
+            {"id": 2, "configGroup": "default"},
+            {"id": 3, "configGroup": "default"}
+        ]),
+    )
+    .await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &[
+            "basic-broker-0",
+            "basic-broker-1",
+            "basic-broker-2",
+            "basic-broker-3",
+        ],
+    )
+    .await?;
+    Ok(())
+}

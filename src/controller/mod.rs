@@ -4,6 +4,7 @@
 //! hash annotation matches the plan is not written again, so a reconcile with nothing to change
 //! makes zero write calls.
 mod apply;
+pub mod leader;
 mod status;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,8 @@ pub struct Context {
     pub writes: AtomicU64,
     /// Reconciles run.
     pub reconciles: AtomicU64,
+    /// Consecutive failed reconciles per cluster (`namespace/name`), for backoff.
+    failures: dashmap::DashMap<String, u32>,
 }
 
 impl Context {
@@ -70,6 +73,7 @@ impl Context {
             recorder,
             writes: AtomicU64::new(0),
             reconciles: AtomicU64::new(0),
+            failures: dashmap::DashMap::new(),
         })
     }
 
@@ -127,9 +131,22 @@ where
     }
 }
 
-fn error_policy(kc: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(cluster = %kc.name_any(), error = %err, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy(kc: Arc<KafkaCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", kc.namespace().unwrap_or_default(), kc.name_any());
+    let failures = {
+        let mut n = ctx.failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = retry_delay(failures);
+    tracing::warn!(cluster = %kc.name_any(), error = %err, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Exponential backoff: 1 s, 2 s, 4 s, … up to 5 minutes.
+pub fn retry_delay(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
 }
 
 async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -137,6 +154,7 @@ async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<A
     let ns = kc.namespace().unwrap_or_default();
     let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
     let had_finalizer = kc.finalizers().iter().any(|f| f == FINALIZER);
+    let kc_name = kc.name_any();
     let result = finalizer(&api, FINALIZER, kc, |event| async {
         match event {
             FinalizerEvent::Apply(kc) => apply_cluster(&kc, &ctx).await,
@@ -146,6 +164,9 @@ async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<A
     .await;
     if !had_finalizer {
         ctx.wrote();
+    }
+    if result.is_ok() {
+        ctx.failures.remove(&format!("{ns}/{}", kc_name));
     }
     result.map_err(|e| Error::Finalizer(e.to_string()))
 }
@@ -375,4 +396,27 @@ pub(crate) fn by_name<K: Resource>(items: Vec<K>) -> BTreeMap<String, K> {
         .into_iter()
         .map(|o| (o.meta().name.clone().unwrap_or_default(), o))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=12).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafka_uuids() {
+        let id = new_cluster_id().unwrap();
+        assert_eq!(id.len(), 22);
+        assert!(!id.starts_with('-'));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(id, new_cluster_id().unwrap());
+    }
 }
