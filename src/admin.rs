@@ -11,7 +11,6 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 
 use crate::xds::SnapshotCache;
-use crate::xds::metrics::XdsMetrics;
 
 struct AdminState {
     cache: Arc<SnapshotCache>,
@@ -25,11 +24,9 @@ struct AdminState {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
-    metrics: Arc<XdsMetrics>,
+    registry: Registry,
     ready: Arc<AtomicBool>,
 ) {
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
     let state = Arc::new(AdminState {
         cache,
         registry,

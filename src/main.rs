@@ -21,9 +21,9 @@ enum Command {
         /// Kubeconfig file (default: in-cluster config, else ~/.kube/config).
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
-        /// Watch only this namespace (default: all).
-        #[arg(long)]
-        namespace: Option<String>,
+        /// Watch only this namespace; repeat for several (default: all namespaces).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
         /// Where the ADS gRPC server for the Envoys listens.
         #[arg(long, default_value = "0.0.0.0:18000")]
         xds_listen: SocketAddr,
@@ -112,7 +112,7 @@ fn main() {
         Command::Crd => Ok(()),
         Command::Operator {
             kubeconfig,
-            namespace,
+            namespaces,
             xds_listen,
             xds_address,
             metrics_listen,
@@ -123,7 +123,7 @@ fn main() {
         } => runtime
             .block_on(pier::operator::run(pier::operator::OperatorOptions {
                 kubeconfig,
-                namespace,
+                namespaces,
                 xds_listen,
                 metrics_listen,
                 settings: pier::reconcile::Settings {

@@ -18,8 +18,8 @@ use crate::xds::metrics::XdsMetrics;
 pub struct OperatorOptions {
     /// Kubeconfig file; in-cluster config (or the default kubeconfig) when absent.
     pub kubeconfig: Option<PathBuf>,
-    /// Watch only this namespace; all namespaces when absent.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; all namespaces when empty.
+    pub namespaces: Vec<String>,
     pub xds_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub settings: Settings,
@@ -68,10 +68,14 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let xds_listener = listen(options.xds_listen, "xDS").await?;
     let admin_listener = listen(options.metrics_listen, "metrics").await?;
     let ready = Arc::new(AtomicBool::new(options.leader_election.is_none()));
+    let ctx = Context::new(client.clone(), cache.clone(), options.settings);
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    ctx.register(&mut registry);
     tokio::spawn(crate::admin::serve(
         admin_listener,
         cache.clone(),
-        metrics,
+        registry,
         ready.clone(),
     ));
     let xds_cache = cache.clone();
@@ -81,7 +85,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         }
     });
     tracing::info!(
-        namespace = options.namespace.as_deref().unwrap_or("<all>"),
+        namespaces = ?options.namespaces,
         xds = %options.xds_listen,
         metrics = %options.metrics_listen,
         "operator started"
@@ -90,14 +94,25 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         leader::acquire(&client, lease).await;
         ready.store(true, Ordering::Relaxed);
     }
-    let ctx = Context::new(client.clone(), cache, options.settings);
-    let controller = controller::run(ctx, options.namespace);
+    // One controller per watched namespace (or one for all).
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controller = futures::future::join_all(
+        scopes
+            .into_iter()
+            .map(|ns| controller::run(ctx.clone(), ns)),
+    );
     match &options.leader_election {
         Some(lease) => tokio::select! {
             _ = controller => {}
             _ = leader::keep(&client, lease) => return Err(OperatorError::LostLeadership),
         },
-        None => controller.await,
+        None => {
+            controller.await;
+        }
     }
     tracing::info!("operator stopped");
     Ok(())

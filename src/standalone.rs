@@ -192,10 +192,12 @@ pub async fn run(
                 what: "admin",
                 source,
             })?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
         tokio::spawn(crate::admin::serve(
             admin_listener,
             cache.clone(),
-            metrics,
+            registry,
             Arc::new(std::sync::atomic::AtomicBool::new(true)),
         ));
     }

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -44,11 +43,11 @@ impl Operator {
     }
 
     fn writes(&self) -> u64 {
-        self.ctx.writes.load(Ordering::Relaxed)
+        self.ctx.writes.get()
     }
 
     fn reconciles(&self) -> u64 {
-        self.ctx.reconciles.load(Ordering::Relaxed)
+        self.ctx.reconciles.get()
     }
 
     /// Listener names of the cluster's xDS snapshot.

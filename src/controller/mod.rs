@@ -7,9 +7,9 @@ mod apply;
 pub mod leader;
 mod status;
 
+use prometheus_client::metrics::counter::Counter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -50,9 +50,11 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
-    pub writes: AtomicU64,
+    pub writes: Counter,
     /// Reconciles run.
-    pub reconciles: AtomicU64,
+    pub reconciles: Counter,
+    /// Reconciles that failed (and are retried with backoff).
+    pub reconcile_errors: Counter,
     /// Consecutive failed reconciles per cluster (`namespace/name`), for backoff.
     failures: dashmap::DashMap<String, u32>,
 }
@@ -71,14 +73,34 @@ impl Context {
             cache,
             settings,
             recorder,
-            writes: AtomicU64::new(0),
-            reconciles: AtomicU64::new(0),
+            writes: Counter::default(),
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
             failures: dashmap::DashMap::new(),
         })
     }
 
     pub(crate) fn wrote(&self) {
-        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.writes.inc();
+    }
+
+    /// Registers the controller's metrics.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "pier_kube_writes",
+            "Write calls made to the Kubernetes API",
+            self.writes.clone(),
+        );
+        registry.register(
+            "pier_reconciles",
+            "KafkaCluster reconciles run",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "pier_reconcile_errors",
+            "KafkaCluster reconciles that failed",
+            self.reconcile_errors.clone(),
+        );
     }
 
     async fn event(&self, kc: &KafkaCluster, type_: EventType, reason: &str, note: String) {
@@ -133,6 +155,7 @@ where
 
 fn error_policy(kc: Arc<KafkaCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", kc.namespace().unwrap_or_default(), kc.name_any());
+    ctx.reconcile_errors.inc();
     let failures = {
         let mut n = ctx.failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
@@ -150,7 +173,7 @@ pub fn retry_delay(failures: u32) -> Duration {
 }
 
 async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.reconciles.fetch_add(1, Ordering::Relaxed);
+    ctx.reconciles.inc();
     let ns = kc.namespace().unwrap_or_default();
     let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
     let had_finalizer = kc.finalizers().iter().any(|f| f == FINALIZER);
