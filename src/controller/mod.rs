@@ -8,14 +8,12 @@ pub mod leader;
 mod status;
 
 use prometheus_client::metrics::counter::Counter;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -26,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::api::KafkaCluster;
 use crate::reconcile::{self, Observed, PlanError, Settings, names};
 use crate::xds::{Snapshot, SnapshotCache, translate};
+use apply::Mode;
 
 pub const FIELD_MANAGER: &str = "pier";
 pub const FINALIZER: &str = "kafka.pier.dev/cleanup";
@@ -254,95 +253,33 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
         Err(e) => return degraded(kc, ctx, &e).await,
     };
 
-    let mut changes = apply::Changes::default();
-    apply::sync(
+    let mut writer = apply::Writer {
         ctx,
-        &ns,
-        &lp,
-        desired.config_maps.clone(),
-        &mut changes,
-        apply::Mode::Update,
-    )
-    .await?;
-    apply::sync(
-        ctx,
-        &ns,
-        &lp,
-        desired.claims.clone(),
-        &mut changes,
-        apply::Mode::CreateOnly,
-    )
-    .await?;
-    apply::sync(
-        ctx,
-        &ns,
-        &lp,
-        desired.services.clone(),
-        &mut changes,
-        apply::Mode::Update,
-    )
-    .await?;
-    apply::sync(
-        ctx,
-        &ns,
-        &lp,
-        desired.deployments.clone(),
-        &mut changes,
-        apply::Mode::Update,
-    )
-    .await?;
-    apply::sync(
-        ctx,
-        &ns,
-        &lp,
-        desired.disruption_budgets.clone(),
-        &mut changes,
-        apply::Mode::Update,
-    )
-    .await?;
-    apply::sync(
-        ctx,
-        &ns,
-        &lp,
-        desired.pods.clone(),
-        &mut changes,
-        apply::Mode::CreateOnly,
-    )
-    .await?;
-    // Whatever a removed broker left behind (its PVCs only when they are owned).
-    apply::remove_unwanted::<Pod>(
-        ctx,
-        &ns,
-        &lp,
-        &desired.pods,
-        &mut changes,
-        desired.waiting_for_address,
-    )
-    .await?;
-    apply::remove_unwanted::<ConfigMap>(
-        ctx,
-        &ns,
-        &lp,
-        &desired.config_maps,
-        &mut changes,
-        desired.waiting_for_address,
-    )
-    .await?;
-    apply::remove_unwanted::<Service>(ctx, &ns, &lp, &desired.services, &mut changes, false)
+        namespace: &ns,
+        selector: lp,
+        changes: Vec::new(),
+    };
+    // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
+    let waiting = desired.waiting_for_address;
+    writer
+        .converge(&desired.config_maps, Mode::Update, waiting)
         .await?;
-    apply::remove_unwanted::<Deployment>(ctx, &ns, &lp, &desired.deployments, &mut changes, false)
+    writer
+        .converge(&desired.claims, Mode::CreateOnly, false)
         .await?;
-    apply::remove_unwanted::<PodDisruptionBudget>(
-        ctx,
-        &ns,
-        &lp,
-        &desired.disruption_budgets,
-        &mut changes,
-        false,
-    )
-    .await?;
-    apply::remove_owned_claims(ctx, &ns, &lp, &desired.claims, &mut changes).await?;
-    for line in &changes.lines {
+    writer
+        .converge(&desired.services, Mode::Update, false)
+        .await?;
+    writer
+        .converge(&desired.deployments, Mode::Update, false)
+        .await?;
+    writer
+        .converge(&desired.disruption_budgets, Mode::Update, false)
+        .await?;
+    writer
+        .converge(&desired.pods, Mode::CreateOnly, waiting)
+        .await?;
+    for line in &writer.changes {
         ctx.event(kc, EventType::Normal, "Applied", line.clone())
             .await;
     }
@@ -411,14 +348,6 @@ pub fn new_cluster_id() -> std::io::Result<String> {
             return Ok(id);
         }
     }
-}
-
-/// Objects Pier owns, by name, for diffing.
-pub(crate) fn by_name<K: Resource>(items: Vec<K>) -> BTreeMap<String, K> {
-    items
-        .into_iter()
-        .map(|o| (o.meta().name.clone().unwrap_or_default(), o))
-        .collect()
 }
 
 #[cfg(test)]
