@@ -10,23 +10,43 @@ use std::time::Duration;
 use anyhow::bail;
 use rand::Rng;
 
-/// A free TCP port on `ip`, as the kernel picks it. The port is released before it is returned,
-/// so a concurrent test could in theory take it: callers use it at once.
+/// Ports handed out below the kernel's ephemeral range (32768–60999 by default): outgoing
+/// connections take ephemeral ports, so a port the kernel picked with bind(0) and released can
+/// be taken by some client's connection before the server that was meant to get it binds.
+const PORT_RANGE: std::ops::Range<u16> = 15000..32000;
+
+/// Every port handed out by this process, so concurrent tests never get the same one.
+static PORTS_TAKEN: Mutex<Option<HashSet<(Ipv4Addr, u16)>>> = Mutex::new(None);
+
+/// A free TCP port on `ip`: random below the ephemeral range, bindable right now, and never
+/// handed out twice by this process. It is released before it is returned: use it at once.
 pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((ip, 0))?;
-    Ok(listener.local_addr()?.port())
+    Ok(free_ports(ip, 1)?[0])
 }
 
-/// `n` distinct free ports on `ip`.
+/// `n` distinct free ports on `ip` (see [`free_port`]).
 pub fn free_ports(ip: Ipv4Addr, n: usize) -> anyhow::Result<Vec<u16>> {
-    // Hold every listener until all are chosen so the kernel does not hand out one twice.
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((ip, 0)))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    let mut rng = rand::rng();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..10_000 {
+        if out.len() == n {
+            break;
+        }
+        let port = rng.random_range(PORT_RANGE);
+        if taken.contains(&(ip, port)) || out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(SocketAddr::from((ip, port))).is_ok() {
+            out.push(port);
+        }
+    }
+    if out.len() < n {
+        bail!("no {n} free ports on {ip} in {PORT_RANGE:?}");
+    }
+    taken.extend(out.iter().map(|p| (ip, *p)));
+    Ok(out)
 }
 
 /// `n` loopback addresses no other user of this module in this process holds, and on which
