@@ -7,6 +7,7 @@
 //! and the kernel kills it if the test process itself dies (see [`process`]). All output lands
 //! under `target/test-logs/<test-name>/`.
 pub mod control_plane;
+pub mod devlet;
 pub mod envoy;
 pub mod kafka;
 pub mod monitoring;

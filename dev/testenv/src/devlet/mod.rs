@@ -1,0 +1,53 @@
+//! `pier-devlet`, the dev-only node agent that stands in for a kubelet (and a cloud) on machines
+//! without one. This first part registers a Node and keeps it alive (Ready condition and Lease
+//! heartbeat), and provisions PersistentVolumes as local directories for the StorageClass
+//! `pier-dev-local` (kube-controller-manager's PV binder then binds them). Running Pods as local
+//! processes comes next.
+mod node;
+mod volumes;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use node::{heartbeat, register_node};
+pub use volumes::{STORAGE_CLASS, ensure_storage_class, provision_volumes};
+
+/// What this node is.
+#[derive(Debug, Clone)]
+pub struct DevletOptions {
+    pub node_name: String,
+    /// `topology.kubernetes.io/zone`, so several devlets can stand for racks.
+    pub zone: Option<String>,
+    /// Where volumes and pod files live.
+    pub root: PathBuf,
+    pub cpu: String,
+    pub memory: String,
+    pub pods: String,
+    /// How often the Lease and the Ready condition are renewed.
+    pub heartbeat_every: Duration,
+}
+
+impl DevletOptions {
+    pub fn new(node_name: &str, root: PathBuf) -> Self {
+        Self {
+            node_name: node_name.into(),
+            zone: None,
+            root,
+            cpu: "8".into(),
+            memory: "16Gi".into(),
+            pods: "110".into(),
+            heartbeat_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the devlet's parts until one fails.
+pub async fn run(client: kube::Client, options: DevletOptions) -> anyhow::Result<()> {
+    register_node(&client, &options).await?;
+    ensure_storage_class(&client).await?;
+    tokio::try_join!(
+        heartbeat(client.clone(), options.clone()),
+        provision_volumes(client.clone(), options.clone()),
+    )?;
+    Ok(())
+}
