@@ -1,15 +1,17 @@
 //! `pier-devlet`, the dev-only node agent that stands in for a kubelet (and a cloud) on machines
 //! without one. This first part registers a Node and keeps it alive (Ready condition and Lease
 //! heartbeat), and provisions PersistentVolumes as local directories for the StorageClass
-//! `pier-dev-local` (kube-controller-manager's PV binder then binds them). Running Pods as local
-//! processes comes next.
+//! `pier-dev-local` (kube-controller-manager's PV binder then binds them), and runs the Pods
+//! bound to it as local processes (Kafka and Envoy images).
 mod node;
+mod pods;
 mod volumes;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use node::{heartbeat, register_node};
+pub use pods::{rewrite_kafka_properties, run_pods};
 pub use volumes::{STORAGE_CLASS, ensure_storage_class, provision_volumes};
 
 /// What this node is.
@@ -45,9 +47,11 @@ impl DevletOptions {
 pub async fn run(client: kube::Client, options: DevletOptions) -> anyhow::Result<()> {
     register_node(&client, &options).await?;
     ensure_storage_class(&client).await?;
+    std::fs::create_dir_all(&options.root)?;
     tokio::try_join!(
         heartbeat(client.clone(), options.clone()),
         provision_volumes(client.clone(), options.clone()),
+        run_pods(client.clone(), options.clone()),
     )?;
     Ok(())
 }

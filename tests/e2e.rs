@@ -1,0 +1,158 @@
+//! End to end with real brokers: a KafkaCluster becomes Kafka processes run by the dev node
+//! agent, Envoy (also run by it) gets its config over xDS from the operator, and a client that
+//! knows only the bootstrap address through Envoy produces and consumes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, PostParams};
+use pier::api::KafkaCluster;
+use pier::controller::{self, Context};
+use pier::reconcile::Settings;
+use pier::xds::SnapshotCache;
+use pier_testenv::devlet::{self, DevletOptions, STORAGE_CLASS};
+use pier_testenv::{ControlPlane, LogDir, wait_for};
+
+const NS: &str = "default";
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("e2e")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pier=info,pier_testenv=info")
+        .with_test_writer()
+        .try_init();
+
+    // The operator's xDS server and controller, in this process.
+    let cache = Arc::new(SnapshotCache::default());
+    let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let xds_addr = xds_listener.local_addr()?;
+    tokio::spawn(pier::xds::serve(
+        xds_listener,
+        cache.clone(),
+        std::future::pending(),
+    ));
+    let settings = Settings {
+        xds_address: xds_addr.to_string(),
+        ..Settings::default()
+    };
+    let ctx = Context::new(client.clone(), cache.clone(), settings);
+    let operator = tokio::spawn(controller::run(ctx, Some(NS.into())));
+    let devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkacluster-basic.yaml");
+    let mut kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
+    for g in kc.spec.broker_config_groups.values_mut() {
+        for s in &mut g.storage {
+            s.storage_class_name = Some(STORAGE_CLASS.into());
+        }
+    }
+    kc.spec.listeners.external[0].advertised_host = Some("127.0.0.1".into());
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    wait_for(
+        "3 brokers and Envoy to be Ready",
+        Duration::from_secs(240),
+        Duration::from_secs(1),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("kafka.pier.dev/cluster=basic"))
+                .await
+                .ok()?;
+            let ready_count = list.items.iter().filter(|p| ready(p)).count();
+            (ready_count == 4).then_some(())
+        },
+    )
+    .await?;
+
+    // A client that knows only the bootstrap address through Envoy sees 3 brokers, all
+    // advertised through Envoy.
+    let kcat = pier_testenv::program("kcat")?;
+    let md = wait_for(
+        "metadata through Envoy",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args(["-b", "127.0.0.1:29092", "-L", "-J", "-m", "5"])
+                .output()
+                .await
+                .ok()?;
+            let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (md["brokers"].as_array()?.len() == 3).then_some(md)
+        },
+    )
+    .await?;
+    let mut addrs: Vec<String> = md["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    addrs.sort();
+    assert_eq!(
+        addrs,
+        ["127.0.0.1:29100", "127.0.0.1:29101", "127.0.0.1:29102"]
+    );
+
+    // Produce (acks=all, RF=3 by the example's defaults) and consume everything back, all
+    // through Envoy.
+    let records: String = (0..1000).map(|i| format!("record-{i}\n")).collect();
+    let mut produce = tokio::process::Command::new(&kcat)
+        .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = produce.stdin.take().expect("stdin");
+        stdin.write_all(records.as_bytes()).await?;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), produce.wait()).await??;
+    assert!(status.success(), "produce through Envoy failed");
+    let consumed = wait_for(
+        "all 1000 records back through Envoy",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args([
+                    "-b",
+                    "127.0.0.1:29092",
+                    "-C",
+                    "-t",
+                    "e2e",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                ])
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (text.lines().count() == 1000).then_some(text)
+        },
+    )
+    .await?;
+    assert!(consumed.lines().any(|l| l == "record-999"));
+
+    operator.abort();
+    devlet.abort();
+    Ok(())
+}
