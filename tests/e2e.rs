@@ -60,7 +60,6 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
             s.storage_class_name = Some(STORAGE_CLASS.into());
         }
     }
-    kc.spec.listeners.external[0].advertised_host = Some("127.0.0.1".into());
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &kc)
         .await?;
@@ -151,6 +150,130 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     )
     .await?;
     assert!(consumed.lines().any(|l| l == "record-999"));
+
+    // A consumer connected through Envoy before the next change keeps consuming across it.
+    let envoy_pod = pods
+        .list(
+            &ListParams::default()
+                .labels("kafka.pier.dev/cluster=basic,app.kubernetes.io/component=envoy"),
+        )
+        .await?
+        .items
+        .remove(0);
+    let envoy_ip = envoy_pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("Envoy pod IP");
+    let uptime = || async {
+        let info: serde_json::Value = reqwest::get(format!("http://{envoy_ip}:19901/server_info"))
+            .await?
+            .json()
+            .await?;
+        let secs = info["uptime_current_epoch"]
+            .as_str()
+            .unwrap_or("0s")
+            .trim_end_matches('s')
+            .parse::<f64>()?;
+        anyhow::Ok(secs)
+    };
+    let uptime_before = uptime().await?;
+    let mut consumer = tokio::process::Command::new(&kcat)
+        .args([
+            "-b",
+            "127.0.0.1:29092",
+            "-C",
+            "-t",
+            "e2e",
+            "-o",
+            "end",
+            "-u",
+            "-q",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = {
+        use tokio::io::AsyncBufReadExt;
+        tokio::io::BufReader::new(consumer.stdout.take().expect("stdout")).lines()
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Add a broker: 4 brokers through Envoy, and Envoy is the same process.
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(
+            "basic",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"brokers": [
+                {"id": 0, "configGroup": "default"},
+                {"id": 1, "configGroup": "default"},
+                {"id": 2, "configGroup": "default"},
+                {"id": 3, "configGroup": "default"}
+            ]}})),
+        )
+        .await?;
+    wait_for(
+        "4 brokers through Envoy",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args(["-b", "127.0.0.1:29092", "-L", "-J", "-m", "5"])
+                .output()
+                .await
+                .ok()?;
+            let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (md["brokers"].as_array()?.len() == 4).then_some(())
+        },
+    )
+    .await?;
+    let reached = tokio::process::Command::new(&kcat)
+        .args(["-b", "127.0.0.1:29103", "-L", "-J", "-m", "5"])
+        .output()
+        .await?;
+    assert!(
+        reached.status.success(),
+        "broker 3 is reachable on its own port through Envoy"
+    );
+    assert!(uptime().await? > uptime_before, "Envoy was not restarted");
+    let envoy_now = pods
+        .get(&envoy_pod.metadata.name.clone().unwrap_or_default())
+        .await?;
+    assert_eq!(envoy_now.metadata.uid, envoy_pod.metadata.uid);
+
+    let more: String = (1000..1100).map(|i| format!("record-{i}\n")).collect();
+    let mut produce = tokio::process::Command::new(&kcat)
+        .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = produce.stdin.take().expect("stdin");
+        stdin.write_all(more.as_bytes()).await?;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), produce.wait())
+            .await??
+            .success()
+    );
+    let mut seen = 0;
+    while seen < 100 {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the consumer stopped receiving after {seen} records")
+            })??;
+        match line {
+            Some(l) if l.starts_with("record-1") => seen += 1,
+            Some(_) => {}
+            None => anyhow::bail!("the consumer ended"),
+        }
+    }
+    assert!(
+        consumer.try_wait()?.is_none(),
+        "the consumer is still running"
+    );
 
     operator.abort();
     devlet.abort();

@@ -2,7 +2,9 @@
 //! without one. This first part registers a Node and keeps it alive (Ready condition and Lease
 //! heartbeat), and provisions PersistentVolumes as local directories for the StorageClass
 //! `pier-dev-local` (kube-controller-manager's PV binder then binds them), and runs the Pods
-//! bound to it as local processes (Kafka and Envoy images).
+//! bound to it as local processes (Kafka and Envoy images); it also plays the cloud's
+//! LoadBalancer provider.
+mod loadbalancer;
 mod node;
 mod pods;
 mod volumes;
@@ -10,6 +12,7 @@ mod volumes;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use loadbalancer::{INGRESS_IP, provide_load_balancers};
 pub use node::{heartbeat, register_node};
 pub use pods::{rewrite_kafka_properties, run_pods};
 pub use volumes::{STORAGE_CLASS, ensure_storage_class, provision_volumes};
@@ -52,6 +55,7 @@ pub async fn run(client: kube::Client, options: DevletOptions) -> anyhow::Result
         heartbeat(client.clone(), options.clone()),
         provision_volumes(client.clone(), options.clone()),
         run_pods(client.clone(), options.clone()),
+        provide_load_balancers(client.clone()),
     )?;
     Ok(())
 }
