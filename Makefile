@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both install what is missing first.
+# `make test` runs the demo's smoke check before the test suite, so the suite's summary comes last.
 .PHONY: setup test demo
 
 setup:
@@ -7,6 +8,7 @@ setup:
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	dev/demo --smoke
 	cargo test --workspace --locked
 
 demo:

@@ -10,7 +10,7 @@ use pier::api::KafkaCluster;
 use pier::controller::{self, Context};
 use pier::reconcile::Settings;
 use pier::xds::SnapshotCache;
-use pier_testenv::devlet::{self, DevletOptions, STORAGE_CLASS};
+use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 
 const NS: &str = "default";
@@ -54,12 +54,8 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
 
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkacluster-basic.yaml");
-    let mut kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
-    for g in kc.spec.broker_config_groups.values_mut() {
-        for s in &mut g.storage {
-            s.storage_class_name = Some(STORAGE_CLASS.into());
-        }
-    }
+    // The example as it is: its volumes get the devlet's (default) StorageClass.
+    let kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &kc)
         .await?;

@@ -1,13 +1,19 @@
-//! `pier-testenv up`: starts a real control plane and a 3-node Kafka cluster on this machine,
-//! prints how to reach them, and keeps them running until Ctrl-C (or SIGTERM), when it stops
-//! everything it started. `--smoke` checks both with kubectl and kcat, then exits 0 or 1.
-//! `make demo` runs this through `dev/demo`.
+//! The local environment behind `make demo`.
+//!
+//! * `pier-testenv demo --pier target/debug/pier`: a real control plane, the dev node agent and
+//!   the Pier operator; applies `examples/kafkacluster-basic.yaml`, shows progress until the
+//!   cluster is Ready, prints the bootstrap address through Envoy and kcat commands, and runs
+//!   until Ctrl-C (or SIGTERM), when it stops everything it started. `--smoke` makes one
+//!   produce/consume round trip through Envoy instead and exits 0 or 1.
+//! * `pier-testenv up`: just a control plane and a Kafka cluster (no operator).
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use pier_testenv::{ControlPlane, KafkaCluster, LogDir, program};
+use pier_testenv::devlet::{self, DevletOptions};
+use pier_testenv::{ControlPlane, KafkaCluster, LogDir, Process, program};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,12 +28,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Start the control plane and a Kafka cluster and keep them running until Ctrl-C.
+    /// The operator demo: control plane, dev node agent, Pier, and a KafkaCluster.
+    Demo {
+        /// The pier binary to run as the operator.
+        #[arg(long)]
+        pier: PathBuf,
+        /// The KafkaCluster to apply.
+        #[arg(long, default_value = "examples/kafkacluster-basic.yaml")]
+        example: PathBuf,
+        /// One produce/consume round trip through Envoy, then stop and exit.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// A control plane and a Kafka cluster, no operator.
     Up {
-        /// Kafka nodes (combined broker + controller).
         #[arg(long, default_value_t = 3)]
         kafka_nodes: usize,
-        /// Check everything once with kubectl and kcat, then stop and exit.
         #[arg(long)]
         smoke: bool,
     },
@@ -37,6 +53,11 @@ enum Cmd {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Demo {
+            pier,
+            example,
+            smoke,
+        } => demo(pier, example, smoke).await,
         Cmd::Up { kafka_nodes, smoke } => up(kafka_nodes, smoke).await,
     };
     if let Err(e) = result {
@@ -45,39 +66,7 @@ async fn main() {
     }
 }
 
-async fn up(kafka_nodes: usize, smoke: bool) -> anyhow::Result<()> {
-    let logs = LogDir::named("demo")?;
-    println!("Logs and configs: {}", logs.path().display());
-    println!("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler…");
-    let plane = ControlPlane::start(&logs).await?;
-    println!("Starting a {kafka_nodes}-node Kafka cluster (KRaft)…");
-    let kafka = KafkaCluster::start(&logs, kafka_nodes).await?;
-    let kubeconfig = plane.kubeconfig().display().to_string();
-    let bootstrap = kafka.bootstrap();
-    let bin = pier_testenv::paths::cache_dir().join("bin");
-    println!(
-        "
-Ready.
-  Kubernetes API   {server}
-  kubeconfig       {kubeconfig}
-  Kafka bootstrap  {bootstrap}   (cluster id {cid})
-
-Try:
-  export PATH={bin}:$PATH KUBECONFIG={kubeconfig}
-  kubectl get namespaces
-  kcat -b {bootstrap} -L
-  echo hello | kcat -b {bootstrap} -P -t demo
-  kcat -b {bootstrap} -C -t demo -o beginning -e
-",
-        server = plane.server_url(),
-        cid = kafka.cluster_id(),
-        bin = bin.display(),
-    );
-    if smoke {
-        smoke_check(&kubeconfig, &bootstrap)?;
-        println!("Smoke check passed; stopping.");
-        return Ok(());
-    }
+async fn until_stopped() -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop everything.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -85,36 +74,170 @@ Try:
         _ = term.recv() => {}
     }
     println!("Stopping…");
+    Ok(())
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn demo(pier: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()> {
+    let logs = LogDir::named("demo")?;
+    println!("Logs and configs: {}", logs.path().display());
+    println!("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler…");
+    let plane = ControlPlane::start(&logs).await?;
+    let kubeconfig = plane.kubeconfig().to_path_buf();
+
+    println!("Starting the dev node agent (runs Pods as local processes)…");
+    let devlet = tokio::spawn(devlet::run(
+        plane.client(),
+        DevletOptions::new("pier-dev", logs.data("devlet")?),
+    ));
+
+    println!("Starting the Pier operator…");
+    let ports = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 2)?;
+    let xds = format!("127.0.0.1:{}", ports[0]);
+    let metrics = format!("127.0.0.1:{}", ports[1]);
+    let mut cmd = Command::new(&pier);
+    cmd.arg("operator")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg(format!("--xds-listen={xds}"))
+        .arg(format!("--xds-address={xds}"))
+        .arg(format!("--metrics-listen={metrics}"))
+        .arg("--no-leader-election");
+    let operator_log = logs.sub("operator")?.join("pier.log");
+    let mut operator = Process::spawn("pier-operator", cmd, &operator_log, Duration::from_secs(5))?;
+
+    let name = kubectl(
+        &kubeconfig,
+        &["apply", "-f", &example.display().to_string(), "-o", "name"],
+    )?;
+    println!(
+        "Applied {} ({name}); waiting until it is Ready…",
+        example.display()
+    );
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    loop {
+        operator.check_running()?;
+        if devlet.is_finished() {
+            bail!(
+                "the dev node agent stopped; see the logs in {}",
+                logs.path().display()
+            );
+        }
+        let ready = kubectl(&kubeconfig, &["get", &name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].message}"]).unwrap_or_default();
+        if ready != last {
+            println!(
+                "  [{:>3}s] {}",
+                started.elapsed().as_secs(),
+                if ready.is_empty() {
+                    "reconciling"
+                } else {
+                    &ready
+                }
+            );
+            last = ready.clone();
+        }
+        if ready.starts_with("True") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "not Ready after 5 minutes; see the logs in {}",
+                logs.path().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let bootstrap = kubectl(
+        &kubeconfig,
+        &["get", &name, "-o", "jsonpath={.status.bootstrapAddress}"],
+    )?;
+    let bin = pier_testenv::paths::cache_dir().join("bin");
+    println!(
+        "
+Ready: a Kafka cluster run by Pier, reachable through Envoy at {bootstrap}.
+
+Try (in another terminal):
+  export PATH={bin}:$PATH KUBECONFIG={kubeconfig}
+  kubectl get kafkaclusters,pods,svc
+  kcat -b {bootstrap} -L
+  seq 1 100 | kcat -b {bootstrap} -P -t demo
+  kcat -b {bootstrap} -C -t demo -o beginning -e
+  curl -s http://{metrics}/status     # the Envoys' xDS status
+",
+        bin = bin.display(),
+        kubeconfig = kubeconfig.display(),
+    );
+    if smoke {
+        round_trip(&bootstrap)?;
+        println!("Smoke check passed: produced and consumed through Envoy. Stopping.");
+    } else {
+        until_stopped().await?;
+    }
+    devlet.abort();
+    let _ = devlet.await;
+    operator.stop();
+    drop(plane);
+    println!("Stopped.");
+    Ok(())
+}
+
+async fn up(kafka_nodes: usize, smoke: bool) -> anyhow::Result<()> {
+    let logs = LogDir::named("up")?;
+    println!("Logs and configs: {}", logs.path().display());
+    println!("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler…");
+    let plane = ControlPlane::start(&logs).await?;
+    println!("Starting a {kafka_nodes}-node Kafka cluster (KRaft)…");
+    let kafka = KafkaCluster::start(&logs, kafka_nodes).await?;
+    let kubeconfig = plane.kubeconfig().display().to_string();
+    let bootstrap = kafka.bootstrap();
+    println!(
+        "
+Ready.
+  Kubernetes API   {server}
+  kubeconfig       {kubeconfig}
+  Kafka bootstrap  {bootstrap}   (cluster id {cid})
+",
+        server = plane.server_url(),
+        cid = kafka.cluster_id(),
+    );
+    if smoke {
+        round_trip(&bootstrap)?;
+        println!("Smoke check passed; stopping.");
+    } else {
+        until_stopped().await?;
+    }
     drop(kafka);
     drop(plane);
     println!("Stopped.");
     Ok(())
 }
 
-/// One kubectl call and one produce/consume round trip with kcat.
-fn smoke_check(kubeconfig: &str, bootstrap: &str) -> anyhow::Result<()> {
-    let out = Command::new(program("kubectl")?)
-        .args([
-            "--kubeconfig",
-            kubeconfig,
-            "get",
-            "namespace",
-            "default",
-            "-o",
-            "name",
-        ])
-        .output()
-        .context("running kubectl")?;
-    if String::from_utf8_lossy(&out.stdout).trim() != "namespace/default" {
-        bail!("kubectl get namespace default: {out:?}");
-    }
+/// One produce/consume round trip with kcat.
+fn round_trip(bootstrap: &str) -> anyhow::Result<()> {
+    use std::io::Write;
     let kcat = program("kcat")?;
     let mut produce = Command::new(&kcat)
         .args(["-b", bootstrap, "-P", "-t", "demo-smoke", "-X", "acks=all"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .context("running kcat")?;
-    use std::io::Write;
     produce
         .stdin
         .take()
@@ -123,8 +246,8 @@ fn smoke_check(kubeconfig: &str, bootstrap: &str) -> anyhow::Result<()> {
     if !produce.wait()?.success() {
         bail!("kcat could not produce to {bootstrap}");
     }
-    // The topic is auto-created by the produce; give the consumer a few tries.
-    for _ in 0..10 {
+    // The topic is created by the produce; give the consumer a few tries.
+    for _ in 0..20 {
         let out = Command::new(&kcat)
             .args([
                 "-b",

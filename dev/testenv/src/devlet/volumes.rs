@@ -16,13 +16,14 @@ use super::DevletOptions;
 pub const STORAGE_CLASS: &str = "pier-dev-local";
 const PROVISIONER: &str = "pier.dev/local";
 
-/// Creates the StorageClass if it is missing.
+/// Creates the StorageClass (the cluster's default) if it is missing.
 pub async fn ensure_storage_class(client: &kube::Client) -> anyhow::Result<()> {
     let classes: Api<StorageClass> = Api::all(client.clone());
     let class = json!({
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS},
+        // The default class: claims that name none (like the examples') get local volumes.
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Retain",
         "volumeBindingMode": "Immediate",
