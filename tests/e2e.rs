@@ -205,7 +205,8 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
                 {"id": 0, "configGroup": "default"},
                 {"id": 1, "configGroup": "default"},
                 {"id": 2, "configGroup": "default"},
-                {"id": 3, "configGroup": "default"}
+                // A broker only: the static KRaft quorum of 0, 1, 2 stays as it is.
+                {"id": 3, "configGroup": "default", "roles": ["broker"]}
             ]}})),
         )
         .await?;

@@ -3,7 +3,9 @@
 mod connection;
 mod error;
 mod metadata;
+mod reassign;
 
 pub use connection::{BrokerConnection, ConnectOptions};
 pub use error::KafkaError;
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicInfo};
+pub use reassign::{Reassignment, plan_drain};

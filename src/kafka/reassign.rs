@@ -1,0 +1,227 @@
+//! Moving partition replicas: AlterPartitionReassignments and ListPartitionReassignments, and
+//! the pure planning of "move every replica off these brokers".
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{BrokerConnection, ClusterMetadata, KafkaError};
+
+/// A partition and the replicas it should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+}
+
+/// Moves every replica on `leaving` to the remaining brokers, keeping each partition's
+/// replication factor and replacing a leaving replica with the least-loaded broker that does
+/// not hold the partition yet. Fails if too few brokers remain.
+pub fn plan_drain(md: &ClusterMetadata, leaving: &[i32]) -> Result<Vec<Reassignment>, String> {
+    let remaining: Vec<i32> = md
+        .brokers
+        .iter()
+        .map(|b| b.id)
+        .filter(|id| !leaving.contains(id))
+        .collect();
+    let mut load: BTreeMap<i32, usize> = remaining.iter().map(|id| (*id, 0)).collect();
+    for t in &md.topics {
+        for p in &t.partitions {
+            for r in &p.replicas {
+                if let Some(n) = load.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for t in &md.topics {
+        for p in &t.partitions {
+            if !p.replicas.iter().any(|r| leaving.contains(r)) {
+                continue;
+            }
+            let mut replicas = p.replicas.clone();
+            for i in 0..replicas.len() {
+                if !leaving.contains(&replicas[i]) {
+                    continue;
+                }
+                // The least-loaded remaining broker that does not hold this partition yet.
+                let pick = load
+                    .iter()
+                    .filter(|(id, _)| !replicas.contains(id))
+                    .min_by_key(|(id, n)| (**n, **id))
+                    .map(|(id, _)| *id)
+                    .ok_or_else(|| {
+                        format!(
+                            "{}-{}: not enough brokers left for {} replicas",
+                            t.name,
+                            p.index,
+                            p.replicas.len()
+                        )
+                    })?;
+                replicas[i] = pick;
+                *load.entry(pick).or_default() += 1;
+            }
+            out.push(Reassignment {
+                topic: t.name.clone(),
+                partition: p.index,
+                replicas,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl BrokerConnection {
+    /// Starts moving partitions to the given replicas. Per-partition errors are reported.
+    pub async fn alter_partition_reassignments(
+        &mut self,
+        moves: &[Reassignment],
+    ) -> Result<(), KafkaError> {
+        let mut topics: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+        for m in moves {
+            topics.entry(&m.topic).or_default().push(
+                ReassignablePartition::default()
+                    .with_partition_index(m.partition)
+                    .with_replicas(Some(m.replicas.iter().map(|r| BrokerId(*r)).collect())),
+            );
+        }
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        ReassignableTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            );
+        let response = self.send(&request).await?;
+        let api = "AlterPartitionReassignments";
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(KafkaError::broker(
+                self.addr(),
+                api,
+                response.error_code,
+                message,
+            ));
+        }
+        for t in response.responses {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    let message = Some(format!(
+                        "{}-{}: {}",
+                        t.name.0,
+                        p.partition_index,
+                        p.error_message.map(|m| m.to_string()).unwrap_or_default()
+                    ));
+                    return Err(KafkaError::broker(self.addr(), api, p.error_code, message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions whose reassignment is still in progress, as (topic, partition).
+    pub async fn list_partition_reassignments(&mut self) -> Result<Vec<(String, i32)>, KafkaError> {
+        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000);
+        let response = self.send(&request).await?;
+        if response.error_code != 0 {
+            let message = response.error_message.map(|m| m.to_string());
+            return Err(KafkaError::broker(
+                self.addr(),
+                "ListPartitionReassignments",
+                response.error_code,
+                message,
+            ));
+        }
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partitions
+                    .into_iter()
+                    .map(move |p| (name.clone(), p.partition_index))
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::{BrokerInfo, PartitionInfo, TopicInfo};
+
+    fn md(brokers: &[i32], partitions: &[&[i32]]) -> ClusterMetadata {
+        ClusterMetadata {
+            cluster_id: None,
+            controller_id: brokers[0],
+            brokers: brokers
+                .iter()
+                .map(|id| BrokerInfo {
+                    id: *id,
+                    host: "h".into(),
+                    port: 9092,
+                    rack: None,
+                })
+                .collect(),
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                internal: false,
+                error_code: 0,
+                partitions: partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| PartitionInfo {
+                        index: i as i32,
+                        leader: r[0],
+                        replicas: r.to_vec(),
+                        isr: r.to_vec(),
+                        offline_replicas: vec![],
+                        error_code: 0,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn draining_moves_only_the_leaving_replicas_to_the_least_loaded_brokers() {
+        let m = md(&[0, 1, 2, 3], &[&[0, 1, 2], &[1, 2, 3], &[2, 3, 0]]);
+        let plan = plan_drain(&m, &[1]).unwrap();
+        assert_eq!(plan.len(), 2, "only partitions with a replica on broker 1");
+        assert_eq!(
+            plan[0],
+            Reassignment {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![0, 3, 2]
+            }
+        );
+        assert_eq!(plan[1].replicas[1..], [2, 3]);
+        assert!(!plan[1].replicas.contains(&1));
+        for r in &plan {
+            let mut unique = r.replicas.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), 3, "replication factor kept: {r:?}");
+        }
+    }
+
+    #[test]
+    fn draining_fails_when_too_few_brokers_remain() {
+        let m = md(&[0, 1, 2], &[&[0, 1, 2]]);
+        let err = plan_drain(&m, &[1]).unwrap_err();
+        assert!(err.contains("not enough brokers"), "{err}");
+    }
+}
