@@ -90,6 +90,98 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(node_name, "dev-a");
+
+    // An Envoy Pod runs as a local process on its own loopback address, becomes Ready by its
+    // TCP probe, and is restarted when it dies.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    let bootstrap = "static_resources:
+  listeners:
+  - name: probe
+    address: {socket_address: {address: 0.0.0.0, port_value: 24000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: probe
+          cluster: none
+  clusters:
+  - {name: none, type: STATIC, connect_timeout: 1s, load_assignment: {cluster_name: none}}
+";
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": "envoy-cfg"}, "data": {"bootstrap.yaml": bootstrap},
+        }))?,
+    )
+    .await?;
+    let envoy: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "envoy"},
+        "spec": {
+            "containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1.40.0",
+                "args": ["-c", "/etc/envoy/bootstrap.yaml", "--service-node", "$(POD_NAME)"],
+                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "ports": [{"containerPort": 24000}],
+                "readinessProbe": {"tcpSocket": {"port": 24000}, "periodSeconds": 1},
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/envoy"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "envoy-cfg"}}],
+        },
+    }))?;
+    pods.create(&PostParams::default(), &envoy).await?;
+    let ready_pod = |restarts: i32| {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("envoy").await.ok()?;
+            let status = p.status?;
+            let ready = status
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let count = status.container_statuses?.first()?.restart_count;
+            (ready && count == restarts).then_some(status.pod_ip?)
+        }
+    };
+    let ip = wait_for("the Envoy Pod to be Ready", WAIT, POLL, || ready_pod(0)).await?;
+    let ip: std::net::Ipv4Addr = ip.parse()?;
+    assert!(
+        ip.is_loopback() && ip != std::net::Ipv4Addr::LOCALHOST,
+        "its own loopback address: {ip}"
+    );
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "envoy-cfg|/volumes/cfg/bootstrap.yaml"])
+        .status()?;
+    assert!(killed.success(), "the Envoy process was found");
+    wait_for("Envoy to be restarted and Ready again", WAIT, POLL, || {
+        ready_pod(1)
+    })
+    .await?;
+
+    // An image without a local launcher fails the Pod with a clear reason.
+    let unknown: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "mystery"},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/mystery:1"}]},
+    }))?;
+    pods.create(&PostParams::default(), &unknown).await?;
+    let message = wait_for("the unknown image to fail", WAIT, POLL, || async {
+        let s = pods.get("mystery").await.ok()?.status?;
+        (s.phase.as_deref() == Some("Failed")).then_some(s.message.unwrap_or_default())
+    })
+    .await?;
+    assert!(message.contains("no local launcher"), "{message}");
+
+    // Deleting a Pod stops its process and removes it.
+    pods.delete("envoy", &kube::api::DeleteParams::default())
+        .await?;
+    wait_for("the Envoy Pod to be gone", WAIT, POLL, || async {
+        matches!(pods.get_opt("envoy").await, Ok(None)).then_some(())
+    })
+    .await?;
+    assert!(
+        std::net::TcpStream::connect_timeout(&(ip, 24000).into(), Duration::from_millis(500))
+            .is_err(),
+        "its listener is closed"
+    );
     assert!(!devlet.is_finished(), "the devlet keeps running");
     devlet.abort();
     Ok(())

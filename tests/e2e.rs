@@ -108,7 +108,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
 
     // Produce (acks=all, RF=3 by the example's defaults) and consume everything back, all
     // through Envoy.
-    let records: String = (0..1000).map(|i| format!("record-{i}\n")).collect();
+    let records: String = (0..10_000).map(|i| format!("record-{i}\n")).collect();
     let mut produce = tokio::process::Command::new(&kcat)
         .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
         .stdin(std::process::Stdio::piped())
@@ -121,7 +121,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     let status = tokio::time::timeout(Duration::from_secs(60), produce.wait()).await??;
     assert!(status.success(), "produce through Envoy failed");
     let consumed = wait_for(
-        "all 1000 records back through Envoy",
+        "all 10,000 records back through Envoy",
         Duration::from_secs(60),
         Duration::from_secs(1),
         || async {
@@ -141,11 +141,11 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
                 .await
                 .ok()?;
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            (text.lines().count() == 1000).then_some(text)
+            (text.lines().count() == 10_000).then_some(text)
         },
     )
     .await?;
-    assert!(consumed.lines().any(|l| l == "record-999"));
+    assert!(consumed.lines().any(|l| l == "record-9999"));
 
     // A consumer connected through Envoy before the next change keeps consuming across it.
     let envoy_pod = pods
@@ -239,7 +239,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         .await?;
     assert_eq!(envoy_now.metadata.uid, envoy_pod.metadata.uid);
 
-    let more: String = (1000..1100).map(|i| format!("record-{i}\n")).collect();
+    let more: String = (10_000..10_100).map(|i| format!("record-{i}\n")).collect();
     let mut produce = tokio::process::Command::new(&kcat)
         .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
         .stdin(std::process::Stdio::piped())
@@ -262,7 +262,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
                 anyhow::anyhow!("the consumer stopped receiving after {seen} records")
             })??;
         match line {
-            Some(l) if l.starts_with("record-1") => seen += 1,
+            Some(l) if l.starts_with("record-100") && l.len() == 12 => seen += 1,
             Some(_) => {}
             None => anyhow::bail!("the consumer ended"),
         }

@@ -132,6 +132,15 @@ impl Process {
         Ok(())
     }
 
+    /// The exit status, once the process has exited (reaping it).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.try_wait().ok().flatten();
+        if status.is_some() {
+            self.stopped = true;
+        }
+        status
+    }
+
     /// Sends a signal to the whole process group.
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill(2) with our own child's process group id.

@@ -27,14 +27,49 @@ use crate::process::Process;
 
 /// A Pod this node runs.
 struct RunningPod {
+    pod: Pod,
     name: String,
-    namespace: String,
     ip: Ipv4Addr,
+    dir: PathBuf,
     /// hostname.subdomain, for the hosts file.
     dns_names: Vec<String>,
-    processes: Vec<(String, Process)>,
-    ready_port: Option<u16>,
+    containers: Vec<RunningContainer>,
+    readiness: Readiness,
     ready: bool,
+    restart_policy: String,
+}
+
+struct RunningContainer {
+    spec: Container,
+    mounts: Vec<(String, PathBuf)>,
+    process: Option<Process>,
+    restarts: u32,
+    grace: Duration,
+}
+
+/// How readiness is probed (the first container's readinessProbe).
+#[derive(Debug, Clone)]
+enum Readiness {
+    Always,
+    Tcp(u16),
+    Http(u16, String),
+    Exec(Vec<String>),
+}
+
+impl RunningContainer {
+    fn spawn(
+        &mut self,
+        o: &DevletOptions,
+        pod: &Pod,
+        ip: Ipv4Addr,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        let cmd = launcher(o, pod, &self.spec, ip, &self.mounts, dir)?;
+        let log = dir.join(format!("{}.log", self.spec.name));
+        let name = format!("{}/{}", pod.name_any(), self.spec.name);
+        self.process = Some(Process::spawn(&name, cmd, &log, self.grace)?);
+        Ok(())
+    }
 }
 
 type Pods = Arc<Mutex<BTreeMap<String, RunningPod>>>;
@@ -43,7 +78,7 @@ type Pods = Arc<Mutex<BTreeMap<String, RunningPod>>>;
 pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let running: Pods = Arc::new(Mutex::new(BTreeMap::new()));
-    tokio::spawn(probe_loop(client.clone(), running.clone()));
+    tokio::spawn(probe_loop(client.clone(), o.clone(), running.clone()));
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", o.node_name));
     let mut stream = watcher(pods, config).applied_objects().boxed();
     while let Some(pod) = stream.try_next().await? {
@@ -66,7 +101,7 @@ async fn handle(
     if pod.metadata.deletion_timestamp.is_some() {
         let stopped = running.lock().await.remove(&uid);
         if let Some(mut p) = stopped {
-            crate::process::stop_all(p.processes.iter_mut().map(|(_, p)| p));
+            crate::process::stop_all(p.containers.iter_mut().filter_map(|c| c.process.as_mut()));
             write_hosts(o, running).await?;
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -86,7 +121,7 @@ async fn handle(
     let ip = started.ip;
     running.lock().await.insert(uid, started);
     write_hosts(o, running).await?;
-    report_running(client, pod, ip, false).await?;
+    report_running(client, pod, ip, false, &BTreeMap::new()).await?;
     Ok(())
 }
 
@@ -153,6 +188,20 @@ async fn start_pod(
                 .path;
             volumes.insert(v.name.clone(), PathBuf::from(path));
             continue;
+        } else if let Some(d) = &v.downward_api {
+            std::fs::create_dir_all(&vdir)?;
+            for item in d.items.clone().unwrap_or_default() {
+                let field = item.field_ref.map(|f| f.field_path).unwrap_or_default();
+                let value = match field.as_str() {
+                    "metadata.name" => pod.name_any(),
+                    "metadata.namespace" => ns.clone(),
+                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+                    "metadata.labels" => format_map(pod.labels()),
+                    "metadata.annotations" => format_map(pod.annotations()),
+                    _ => String::new(),
+                };
+                std::fs::write(vdir.join(&item.path), value)?;
+            }
         } else {
             // emptyDir and anything else: a fresh directory.
             std::fs::create_dir_all(&vdir)?;
@@ -166,7 +215,12 @@ async fn start_pod(
         dns_names.push(format!("{hostname}.{sub}.{ns}.svc.cluster.local"));
         dns_names.push(format!("{hostname}.{sub}.{ns}.svc"));
     }
-    let mut processes = Vec::new();
+    let grace = Duration::from_secs(
+        spec.termination_grace_period_seconds
+            .unwrap_or(30)
+            .clamp(1, 120) as u64,
+    );
+    let mut containers = Vec::new();
     for c in &spec.containers {
         let mounts: Vec<(String, PathBuf)> = c
             .volume_mounts
@@ -175,37 +229,57 @@ async fn start_pod(
             .into_iter()
             .filter_map(|m| volumes.get(&m.name).map(|d| (m.mount_path, d.clone())))
             .collect();
-        let cmd = launcher(o, pod, c, ip, &mounts, &dir)?;
-        let log = dir.join(format!("{}.log", c.name));
-        processes.push((
-            c.name.clone(),
-            Process::spawn(
-                &format!("{name}/{}", c.name),
-                cmd,
-                &log,
-                Duration::from_secs(20),
-            )?,
-        ));
+        let mut rc = RunningContainer {
+            spec: c.clone(),
+            mounts,
+            process: None,
+            restarts: 0,
+            grace,
+        };
+        rc.spawn(o, pod, ip, &dir)?;
+        containers.push(rc);
     }
-    let ready_port = spec.containers.iter().find_map(|c| {
-        let probe = c.readiness_probe.as_ref()?.tcp_socket.as_ref()?;
-        match &probe.port {
-            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => {
-                u16::try_from(*p).ok()
+    let readiness = spec
+        .containers
+        .first()
+        .and_then(|c| c.readiness_probe.clone())
+        .map(|probe| {
+            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+            let port = |p: &IntOrString| match p {
+                IntOrString::Int(n) => u16::try_from(*n).unwrap_or(0),
+                IntOrString::String(_) => 0,
+            };
+            if let Some(t) = &probe.tcp_socket {
+                Readiness::Tcp(port(&t.port))
+            } else if let Some(h) = &probe.http_get {
+                Readiness::Http(port(&h.port), h.path.clone().unwrap_or_else(|| "/".into()))
+            } else if let Some(e) = &probe.exec {
+                Readiness::Exec(e.command.clone().unwrap_or_default())
+            } else {
+                Readiness::Always
             }
-            _ => None,
-        }
-    });
+        })
+        .unwrap_or(Readiness::Always);
     tracing::info!(pod = %name, %ip, "started");
     Ok(RunningPod {
+        pod: pod.clone(),
         name,
-        namespace: ns,
         ip,
+        dir,
         dns_names,
-        processes,
-        ready_port,
+        containers,
+        readiness,
         ready: false,
+        restart_policy: spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into()),
     })
+}
+
+/// `key="value"` lines, as the kubelet writes labels and annotations.
+fn format_map(m: &BTreeMap<String, String>) -> String {
+    m.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect()
 }
 
 /// Rewrites a path of the container's filesystem to the local directory it is mounted from.
@@ -302,7 +376,22 @@ fn launcher(
             .envs(&env);
         return Ok(cmd);
     }
-    bail!("image {image:?} has no local launcher (known: Kafka, Envoy)")
+    if image.contains("pier") {
+        let pier = std::env::var_os("PIER_BINARY")
+            .map(PathBuf::from)
+            .context("the Pier image needs PIER_BINARY (the pier binary to run)")?;
+        let mut cmd = Command::new(pier);
+        cmd.args(
+            c.args
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| expand(a, &env)),
+        )
+        .envs(&env);
+        return Ok(cmd);
+    }
+    bail!("image {image:?} has no local launcher (known: Kafka, Envoy, Pier)")
 }
 
 /// Binds every listener to the Pod's address and maps log dirs to local directories.
@@ -340,6 +429,7 @@ async fn report_running(
     pod: &Pod,
     ip: Ipv4Addr,
     ready: bool,
+    restarts: &BTreeMap<String, u32>,
 ) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -353,7 +443,7 @@ async fn report_running(
         .map(|c| {
             json!({
                 "name": c.name, "image": c.image, "imageID": "", "ready": ready, "started": true,
-                "restartCount": 0, "state": {"running": {"startedAt": now}},
+                "restartCount": restarts.get(&c.name).copied().unwrap_or(0), "state": {"running": {"startedAt": now}},
             })
         })
         .collect();
@@ -391,39 +481,82 @@ async fn fail_pod(client: &kube::Client, pod: &Pod, message: &str) -> anyhow::Re
     Ok(())
 }
 
-/// Readiness (TCP probes) and restarts, every second.
-async fn probe_loop(client: kube::Client, running: Pods) {
+/// Restarts (per restartPolicy) and readiness probes, every second.
+async fn probe_loop(client: kube::Client, o: DevletOptions, running: Pods) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut changes = Vec::new();
         {
             let mut pods = running.lock().await;
             for p in pods.values_mut() {
-                for (_, proc_) in p.processes.iter_mut() {
-                    if proc_.check_running().is_err() {
-                        tracing::warn!(pod = %p.name, "container exited");
+                let mut restarted = false;
+                for c in p.containers.iter_mut() {
+                    let Some(status) = c.process.as_mut().and_then(Process::try_exit) else {
+                        continue;
+                    };
+                    let again = match p.restart_policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => !status.success(),
+                        _ => true,
+                    };
+                    tracing::warn!(pod = %p.name, container = %c.spec.name, %status, restart = again, "container exited");
+                    c.process = None;
+                    if again {
+                        c.restarts += 1;
+                        if let Err(e) = c.spawn(&o, &p.pod, p.ip, &p.dir) {
+                            tracing::warn!(pod = %p.name, error = %e, "cannot restart container");
+                        }
+                        restarted = true;
                     }
                 }
-                let ready = match p.ready_port {
-                    Some(port) => std::net::TcpStream::connect_timeout(
-                        &(p.ip, port).into(),
-                        Duration::from_millis(200),
-                    )
-                    .is_ok(),
-                    None => true,
-                };
-                if ready != p.ready {
+                let alive = p.containers.iter().all(|c| c.process.is_some());
+                let ready = alive && probe(&p.readiness, p.ip);
+                if ready != p.ready || restarted {
                     p.ready = ready;
-                    changes.push((p.namespace.clone(), p.name.clone(), p.ip, ready));
+                    let restarts = p
+                        .containers
+                        .iter()
+                        .map(|c| (c.spec.name.clone(), c.restarts))
+                        .collect();
+                    changes.push((p.pod.clone(), p.ip, ready, restarts));
                 }
             }
         }
-        for (ns, name, ip, ready) in changes {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            if let Ok(pod) = api.get(&name).await {
-                let _ = report_running(&client, &pod, ip, ready).await;
-            }
+        for (pod, ip, ready, restarts) in changes {
+            let _ = report_running(&client, &pod, ip, ready, &restarts).await;
         }
+    }
+}
+
+fn probe(readiness: &Readiness, ip: Ipv4Addr) -> bool {
+    let timeout = Duration::from_millis(500);
+    match readiness {
+        Readiness::Always => true,
+        Readiness::Tcp(port) => {
+            std::net::TcpStream::connect_timeout(&(ip, *port).into(), timeout).is_ok()
+        }
+        Readiness::Http(port, path) => {
+            use std::io::{Read, Write};
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&(ip, *port).into(), timeout)
+            else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(timeout));
+            if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+                .is_err()
+            {
+                return false;
+            }
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).is_ok() && (head[9] == b'2' || head[9] == b'3')
+        }
+        Readiness::Exec(cmd) => match cmd.split_first() {
+            Some((prog, args)) => Command::new(prog)
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => false,
+        },
     }
 }
 
