@@ -271,6 +271,95 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         consumer.try_wait()?.is_none(),
         "the consumer is still running"
     );
+    drop(consumer);
+
+    // Remove broker 1 after moving its partitions away with the admin API: no record is lost
+    // and no other broker restarts.
+    let mut conn =
+        pier::kafka::BrokerConnection::connect("127.0.0.1:29092", Default::default()).await?;
+    let md = conn.metadata(None).await?;
+    let moves = pier::kafka::plan_drain(&md, &[1]).map_err(anyhow::Error::msg)?;
+    assert!(!moves.is_empty(), "broker 1 holds replicas");
+    conn.alter_partition_reassignments(&moves).await?;
+    wait_for(
+        "the reassignment to finish",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let mut c =
+                pier::kafka::BrokerConnection::connect("127.0.0.1:29092", Default::default())
+                    .await
+                    .ok()?;
+            if !c.list_partition_reassignments().await.ok()?.is_empty() {
+                return None;
+            }
+            let md = c.metadata(None).await.ok()?;
+            md.topics
+                .iter()
+                .all(|t| t.partitions.iter().all(|p| !p.replicas.contains(&1)))
+                .then_some(())
+        },
+    )
+    .await?;
+    let broker_pods = ListParams::default()
+        .labels("kafka.pier.dev/cluster=basic,app.kubernetes.io/component=broker");
+    let uids = |list: Vec<Pod>| -> std::collections::BTreeMap<String, Option<String>> {
+        list.into_iter()
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid))
+            .collect()
+    };
+    let before = uids(pods.list(&broker_pods).await?.items);
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(
+            "basic",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"brokers": [
+                {"id": 0, "configGroup": "default"},
+                {"id": 2, "configGroup": "default"},
+                {"id": 3, "configGroup": "default", "roles": ["broker"]}
+            ]}})),
+        )
+        .await?;
+    wait_for(
+        "broker 1's Pod to go",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let list = pods.list(&broker_pods).await.ok()?;
+            (list.items.len() == 3).then_some(())
+        },
+    )
+    .await?;
+    let after = uids(pods.list(&broker_pods).await?.items);
+    for name in ["basic-broker-0", "basic-broker-2", "basic-broker-3"] {
+        assert_eq!(after[name], before[name], "{name} was not restarted");
+    }
+    let everything = wait_for(
+        "all 10,100 records back after the removal",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args([
+                    "-b",
+                    "127.0.0.1:29092",
+                    "-C",
+                    "-t",
+                    "e2e",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                ])
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (text.lines().count() == 10_100).then_some(text)
+        },
+    )
+    .await?;
+    assert!(everything.lines().any(|l| l == "record-10099"));
 
     operator.abort();
     devlet.abort();
