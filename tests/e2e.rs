@@ -15,6 +15,55 @@ use pier_testenv::{ControlPlane, LogDir, wait_for};
 
 const NS: &str = "default";
 
+/// The one address the client knows: Envoy's bootstrap port on the LoadBalancer address.
+const BOOTSTRAP: &str = "127.0.0.1:29092";
+
+/// Produces `records` to topic e2e through Envoy with kcat (acks=all).
+async fn produce(records: std::ops::Range<u32>) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let text: String = records.map(|i| format!("record-{i}\n")).collect();
+    let mut kcat = tokio::process::Command::new(pier_testenv::program("kcat")?)
+        .args(["-b", BOOTSTRAP, "-P", "-t", "e2e", "-X", "acks=all"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = kcat.stdin.take().expect("stdin");
+    stdin.write_all(text.as_bytes()).await?;
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(60), kcat.wait()).await??;
+    anyhow::ensure!(status.success(), "produce through Envoy failed");
+    Ok(())
+}
+
+/// Consumes topic e2e from the beginning through Envoy until it holds `count` records.
+async fn consume_all(count: usize) -> anyhow::Result<String> {
+    let kcat = pier_testenv::program("kcat")?;
+    wait_for(
+        &format!("all {count} records back through Envoy"),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args([
+                    "-b",
+                    BOOTSTRAP,
+                    "-C",
+                    "-t",
+                    "e2e",
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                ])
+                .output()
+                .await
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (text.lines().count() == count).then_some(text)
+        },
+    )
+    .await
+}
+
 fn ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -85,7 +134,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         Duration::from_secs(1),
         || async {
             let out = tokio::process::Command::new(&kcat)
-                .args(["-b", "127.0.0.1:29092", "-L", "-J", "-m", "5"])
+                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
                 .output()
                 .await
                 .ok()?;
@@ -108,43 +157,8 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
 
     // Produce (acks=all, RF=3 by the example's defaults) and consume everything back, all
     // through Envoy.
-    let records: String = (0..10_000).map(|i| format!("record-{i}\n")).collect();
-    let mut produce = tokio::process::Command::new(&kcat)
-        .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = produce.stdin.take().expect("stdin");
-        stdin.write_all(records.as_bytes()).await?;
-    }
-    let status = tokio::time::timeout(Duration::from_secs(60), produce.wait()).await??;
-    assert!(status.success(), "produce through Envoy failed");
-    let consumed = wait_for(
-        "all 10,000 records back through Envoy",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args([
-                    "-b",
-                    "127.0.0.1:29092",
-                    "-C",
-                    "-t",
-                    "e2e",
-                    "-o",
-                    "beginning",
-                    "-e",
-                    "-q",
-                ])
-                .output()
-                .await
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            (text.lines().count() == 10_000).then_some(text)
-        },
-    )
-    .await?;
+    produce(0..10_000).await?;
+    let consumed = consume_all(10_000).await?;
     assert!(consumed.lines().any(|l| l == "record-9999"));
 
     // A consumer connected through Envoy before the next change keeps consuming across it.
@@ -175,17 +189,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     };
     let uptime_before = uptime().await?;
     let mut consumer = tokio::process::Command::new(&kcat)
-        .args([
-            "-b",
-            "127.0.0.1:29092",
-            "-C",
-            "-t",
-            "e2e",
-            "-o",
-            "end",
-            "-u",
-            "-q",
-        ])
+        .args(["-b", BOOTSTRAP, "-C", "-t", "e2e", "-o", "end", "-u", "-q"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -216,7 +220,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         Duration::from_secs(1),
         || async {
             let out = tokio::process::Command::new(&kcat)
-                .args(["-b", "127.0.0.1:29092", "-L", "-J", "-m", "5"])
+                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
                 .output()
                 .await
                 .ok()?;
@@ -239,21 +243,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         .await?;
     assert_eq!(envoy_now.metadata.uid, envoy_pod.metadata.uid);
 
-    let more: String = (10_000..10_100).map(|i| format!("record-{i}\n")).collect();
-    let mut produce = tokio::process::Command::new(&kcat)
-        .args(["-b", "127.0.0.1:29092", "-P", "-t", "e2e", "-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = produce.stdin.take().expect("stdin");
-        stdin.write_all(more.as_bytes()).await?;
-    }
-    assert!(
-        tokio::time::timeout(Duration::from_secs(60), produce.wait())
-            .await??
-            .success()
-    );
+    produce(10_000..10_100).await?;
     let mut seen = 0;
     while seen < 100 {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -275,8 +265,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
 
     // Remove broker 1 after moving its partitions away with the admin API: no record is lost
     // and no other broker restarts.
-    let mut conn =
-        pier::kafka::BrokerConnection::connect("127.0.0.1:29092", Default::default()).await?;
+    let mut conn = pier::kafka::BrokerConnection::connect(BOOTSTRAP, Default::default()).await?;
     let md = conn.metadata(None).await?;
     let moves = pier::kafka::plan_drain(&md, &[1]).map_err(anyhow::Error::msg)?;
     assert!(!moves.is_empty(), "broker 1 holds replicas");
@@ -286,10 +275,9 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         Duration::from_secs(120),
         Duration::from_secs(1),
         || async {
-            let mut c =
-                pier::kafka::BrokerConnection::connect("127.0.0.1:29092", Default::default())
-                    .await
-                    .ok()?;
+            let mut c = pier::kafka::BrokerConnection::connect(BOOTSTRAP, Default::default())
+                .await
+                .ok()?;
             if !c.list_partition_reassignments().await.ok()?.is_empty() {
                 return None;
             }
@@ -334,31 +322,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     for name in ["basic-broker-0", "basic-broker-2", "basic-broker-3"] {
         assert_eq!(after[name], before[name], "{name} was not restarted");
     }
-    let everything = wait_for(
-        "all 10,100 records back after the removal",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args([
-                    "-b",
-                    "127.0.0.1:29092",
-                    "-C",
-                    "-t",
-                    "e2e",
-                    "-o",
-                    "beginning",
-                    "-e",
-                    "-q",
-                ])
-                .output()
-                .await
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
-            (text.lines().count() == 10_100).then_some(text)
-        },
-    )
-    .await?;
+    let everything = consume_all(10_100).await?;
     assert!(everything.lines().any(|l| l == "record-10099"));
 
     operator.abort();

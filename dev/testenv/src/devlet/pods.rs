@@ -431,7 +431,6 @@ async fn report_running(
     ready: bool,
     restarts: &BTreeMap<String, u32>,
 ) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let ready_s = if ready { "True" } else { "False" };
     let statuses: Vec<serde_json::Value> = pod
@@ -459,19 +458,21 @@ async fn report_running(
         ],
         "containerStatuses": statuses,
     }});
-    api.patch_status(
-        &pod.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(status),
-    )
-    .await?;
-    Ok(())
+    patch_status(client, pod, status).await
 }
 
 async fn fail_pod(client: &kube::Client, pod: &Pod, message: &str) -> anyhow::Result<()> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let status =
         json!({"status": {"phase": "Failed", "reason": "DevletCannotRun", "message": message}});
+    patch_status(client, pod, status).await
+}
+
+async fn patch_status(
+    client: &kube::Client,
+    pod: &Pod,
+    status: serde_json::Value,
+) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     api.patch_status(
         &pod.name_any(),
         &PatchParams::default(),
