@@ -33,6 +33,7 @@ pub struct PartitionInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     pub name: String,
+    pub id: uuid::Uuid,
     pub internal: bool,
     pub error_code: i16,
     pub partitions: Vec<PartitionInfo>,
@@ -80,6 +81,7 @@ impl From<MetadataResponse> for ClusterMetadata {
                 partitions.sort_by_key(|p| p.index);
                 TopicInfo {
                     name: t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                    id: t.topic_id,
                     internal: t.is_internal,
                     error_code: t.error_code,
                     partitions,
@@ -97,6 +99,14 @@ impl From<MetadataResponse> for ClusterMetadata {
 }
 
 impl ClusterMetadata {
+    /// How produce and fetch name the topic.
+    pub fn topic_ref(&self, name: &str) -> Option<super::TopicRef> {
+        self.topic(name).map(|t| super::TopicRef {
+            name: t.name.clone(),
+            id: t.id,
+        })
+    }
+
     /// The named topic, if the answer has it.
     pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
         self.topics.iter().find(|t| t.name == name)

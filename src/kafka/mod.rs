@@ -4,8 +4,10 @@ mod connection;
 mod error;
 mod metadata;
 mod reassign;
+mod records;
 
 pub use connection::{BrokerConnection, ConnectOptions};
 pub use error::KafkaError;
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicInfo};
 pub use reassign::{Reassignment, plan_drain};
+pub use records::TopicRef;

@@ -177,6 +177,7 @@ mod tests {
                 .collect(),
             topics: vec![TopicInfo {
                 name: "t".into(),
+                id: uuid::Uuid::nil(),
                 internal: false,
                 error_code: 0,
                 partitions: partitions
