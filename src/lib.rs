@@ -4,6 +4,7 @@ pub mod api;
 pub mod controller;
 pub mod hash;
 pub mod kafka;
+pub mod listen;
 pub mod model;
 pub mod operator;
 pub mod reconcile;

@@ -33,13 +33,8 @@ pub enum OperatorError {
     Config(String),
     #[error("lost leadership; exiting so that a restart campaigns again")]
     LostLeadership,
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Listen {
-        addr: SocketAddr,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
 }
 
 /// Connects to Kubernetes and runs until Ctrl-C or SIGTERM.
@@ -60,13 +55,8 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     };
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
-    let listen = |addr: SocketAddr, what: &'static str| async move {
-        tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| OperatorError::Listen { addr, what, source })
-    };
-    let xds_listener = listen(options.xds_listen, "xDS").await?;
-    let admin_listener = listen(options.metrics_listen, "metrics").await?;
+    let xds_listener = crate::listen::bind(options.xds_listen, "xDS").await?;
+    let admin_listener = crate::listen::bind(options.metrics_listen, "metrics").await?;
     let ready = Arc::new(AtomicBool::new(options.leader_election.is_none()));
     let ctx = Context::new(client.clone(), cache.clone(), options.settings);
     let mut registry = prometheus_client::registry::Registry::default();

@@ -177,21 +177,9 @@ pub async fn run(
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
     let (group, snapshot) = load(&config)?;
     cache.set_snapshot(&group, snapshot);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: listen,
-            what: "xDS",
-            source,
-        })?;
+    let listener = crate::listen::bind(listen, "xDS").await?;
     if let Some(addr) = admin {
-        let admin_listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| RunError::Listen {
-                addr,
-                what: "admin",
-                source,
-            })?;
+        let admin_listener = crate::listen::bind(addr, "admin").await?;
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
         tokio::spawn(crate::admin::serve(
@@ -245,13 +233,8 @@ async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String)
 pub enum RunError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Listen {
-        addr: SocketAddr,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
     #[error("xDS server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }

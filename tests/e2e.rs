@@ -187,21 +187,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     // A client that knows only the bootstrap address through Envoy sees 3 brokers, all
     // advertised through Envoy.
     let kcat = pier_testenv::program("kcat")?;
-    let md = wait_for(
-        "metadata through Envoy",
-        Duration::from_secs(120),
-        Duration::from_secs(1),
-        || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
-                .output()
-                .await
-                .ok()?;
-            let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            (md["brokers"].as_array()?.len() == 3).then_some(md)
-        },
-    )
-    .await?;
+    let md = brokers_through_envoy(3, Duration::from_secs(120)).await?;
     let mut addrs: Vec<String> = md["brokers"]
         .as_array()
         .unwrap()
@@ -264,34 +250,18 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Add a broker: 4 brokers through Envoy, and Envoy is the same process.
-    Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .patch(
-            "basic",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"brokers": [
-                {"id": 0, "configGroup": "default"},
-                {"id": 1, "configGroup": "default"},
-                {"id": 2, "configGroup": "default"},
-                // A broker only: the static KRaft quorum of 0, 1, 2 stays as it is.
-                {"id": 3, "configGroup": "default", "roles": ["broker"]}
-            ]}})),
-        )
-        .await?;
-    wait_for(
-        "4 brokers through Envoy",
-        Duration::from_secs(180),
-        Duration::from_secs(1),
-        || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
-                .output()
-                .await
-                .ok()?;
-            let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            (md["brokers"].as_array()?.len() == 4).then_some(())
-        },
+    set_brokers(
+        &client,
+        serde_json::json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default"},
+            {"id": 2, "configGroup": "default"},
+            // A broker only: the static KRaft quorum of 0, 1, 2 stays as it is.
+            {"id": 3, "configGroup": "default", "roles": ["broker"]}
+        ]),
     )
     .await?;
+    brokers_through_envoy(4, Duration::from_secs(180)).await?;
     let reached = tokio::process::Command::new(&kcat)
         .args(["-b", "127.0.0.1:29103", "-L", "-J", "-m", "5"])
         .output()
@@ -360,17 +330,15 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
             .collect()
     };
     let before = uids(pods.list(&broker_pods).await?.items);
-    Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .patch(
-            "basic",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"spec": {"brokers": [
-                {"id": 0, "configGroup": "default"},
-                {"id": 2, "configGroup": "default"},
-                {"id": 3, "configGroup": "default", "roles": ["broker"]}
-            ]}})),
-        )
-        .await?;
+    set_brokers(
+        &client,
+        serde_json::json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 2, "configGroup": "default"},
+            {"id": 3, "configGroup": "default", "roles": ["broker"]}
+        ]),
+    )
+    .await?;
     wait_for(
         "broker 1's Pod to go",
         Duration::from_secs(120),
@@ -391,4 +359,39 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     operator.abort();
     devlet.abort();
     Ok(())
+}
+
+/// Replaces the cluster's broker list.
+async fn set_brokers(client: &kube::Client, brokers: serde_json::Value) -> anyhow::Result<()> {
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(
+            "basic",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"brokers": brokers}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until metadata read through Envoy lists `count` brokers, and returns it.
+async fn brokers_through_envoy(
+    count: usize,
+    within: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let kcat = pier_testenv::program("kcat")?;
+    wait_for(
+        &format!("{count} brokers through Envoy"),
+        within,
+        Duration::from_secs(1),
+        || async {
+            let out = tokio::process::Command::new(&kcat)
+                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
+                .output()
+                .await
+                .ok()?;
+            let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (md["brokers"].as_array()?.len() == count).then_some(md)
+        },
+    )
+    .await
 }
