@@ -351,6 +351,7 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
     };
     let before = versions(cms.list(&selector("basic")).await?.items);
     let uids = pod_uids(&client, "basic").await?;
+    // A dynamic key is applied live (Kafka is not running here): no ConfigMap, no Pod changes.
     set_brokers(
         &kcs,
         "basic",
@@ -361,15 +362,54 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
         ]),
     )
     .await?;
+    wait_for(
+        "broker 1 to wait for its live config",
+        WAIT,
+        POLL,
+        || async {
+            let kc = kcs.get("basic").await.ok()?;
+            let b = kc.status?.brokers.into_iter().find(|b| b.id == 1)?;
+            (b.configuration_state.as_deref() == Some("DynamicConfigPending")).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(versions(cms.list(&selector("basic")).await?.items), before);
+    assert_eq!(pod_uids(&client, "basic").await?, uids);
+
+    // A read-only key on broker 1 changes only its ConfigMap and replaces only its Pod (not
+    // ready, so without health gates).
+    set_brokers(
+        &kcs,
+        "basic",
+        json!([
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default", "config": {"log.cleaner.threads": "2"},
+             "readOnlyConfig": {"num.partitions": "2"}},
+            {"id": 2, "configGroup": "default"}
+        ]),
+    )
+    .await?;
     wait_for("broker 1's ConfigMap to change", WAIT, POLL, || async {
         let p = properties(&cms.get("basic-broker-1-config").await.ok()?);
-        (p.get("log.cleaner.threads").map(String::as_str) == Some("2")).then_some(())
+        (p.get("num.partitions").map(String::as_str) == Some("2")).then_some(())
     })
     .await?;
     let after = versions(cms.list(&selector("basic")).await?.items);
     for (name, v) in &before {
         assert_eq!(after[name] != *v, name == "basic-broker-1-config", "{name}");
     }
+    wait_for("broker 1's Pod to be replaced", WAIT, POLL, || async {
+        let now = pod_uids(&client, "basic").await.ok()?;
+        let replaced = now.get("basic-broker-1")? != &uids["basic-broker-1"];
+        replaced.then_some(())
+    })
+    .await?;
+    assign_pod_ips(&client, "basic").await?;
+    let now = pod_uids(&client, "basic").await?;
+    for name in ["basic-broker-0", "basic-broker-2"] {
+        assert_eq!(now[name], uids[name], "{name} was not replaced");
+    }
+    let uids = now;
 
     // Add broker 3: only its objects appear, the Service gains its port, xDS its listener.
     set_brokers(
@@ -377,7 +417,8 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
         "basic",
         json!([
             {"id": 0, "configGroup": "default"},
-            {"id": 1, "configGroup": "default", "config": {"log.cleaner.threads": "2"}},
+            {"id": 1, "configGroup": "default", "config": {"log.cleaner.threads": "2"},
+             "readOnlyConfig": {"num.partitions": "2"}},
             {"id": 2, "configGroup": "default"},
             {"id": 3, "configGroup": "default"}
         ]),

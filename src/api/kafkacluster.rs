@@ -75,6 +75,42 @@ pub struct KafkaClusterSpec {
     /// The Envoy Deployment in front of the brokers.
     #[serde(default)]
     pub envoy: EnvoySpec,
+    /// How brokers are restarted when a change needs it.
+    #[serde(default)]
+    pub rolling_upgrade: RollingUpgradeSpec,
+}
+
+/// Rolling restarts: one broker at a time, only while the cluster is healthy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpgradeSpec {
+    /// Failed health gates (and restarted brokers not back in time) tolerated before the roll
+    /// pauses with a Degraded condition; it resumes by itself once the cluster is healthy.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: i32,
+    /// How long a restarted broker may take to be back: running, unfenced and in the ISR of
+    /// all its partitions. Longer counts as a failure.
+    #[serde(default = "default_broker_ready_timeout")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub broker_ready_timeout_seconds: i32,
+}
+
+fn default_failure_threshold() -> i32 {
+    3
+}
+
+fn default_broker_ready_timeout() -> i32 {
+    600
+}
+
+impl Default for RollingUpgradeSpec {
+    fn default() -> Self {
+        Self {
+            failure_threshold: default_failure_threshold(),
+            broker_ready_timeout_seconds: default_broker_ready_timeout(),
+        }
+    }
 }
 
 /// The roles of a KRaft node.
@@ -432,6 +468,37 @@ pub struct KafkaClusterStatus {
     pub bootstrap_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xds: Option<XdsStatus>,
+    /// Keys of the spec that are not applied the way their section suggests (unknown keys are
+    /// treated as read-only; read-only keys in a dynamic section need a restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_notices: Vec<String>,
+    /// The rolling restart in progress, if any; kept here so an operator restart resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_upgrade: Option<RollingUpgradeStatus>,
+}
+
+/// Durable state of a rolling restart.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpgradeStatus {
+    /// The broker Pier restarted last and waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarting: Option<i32>,
+    /// When that restart began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_started_at: Option<String>,
+    /// Failed health gates and late brokers since the roll last made progress.
+    #[serde(default)]
+    pub failures: i32,
+    /// When the last failure was counted (RFC 3339); a failing gate counts once per 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_at: Option<String>,
+    /// The failure threshold was reached: no broker is restarted until the cluster is healthy.
+    #[serde(default)]
+    pub paused: bool,
+    /// Why the roll is waiting, blocked or paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where a broker is in its life.
@@ -454,14 +521,18 @@ pub struct BrokerStatus {
     pub pod_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
-    /// Hash of the broker's rendered configuration.
+    /// Hash of what needs a restart to change (read-only config and Pod spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_hash: Option<String>,
+    pub restart_hash: Option<String>,
     #[serde(default)]
     pub phase: BrokerPhase,
-    /// Whether the broker runs its current configuration (InSync, RestartPending, …).
+    /// Whether the broker runs its current configuration: InSync, Pending (no Pod yet),
+    /// RestartPending, Restarting, DynamicConfigPending or DynamicConfigFailed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_state: Option<String>,
+    /// Why the live (dynamic) configuration could not be applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]

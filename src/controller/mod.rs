@@ -5,6 +5,7 @@
 //! makes zero write calls.
 mod apply;
 pub mod leader;
+mod operations;
 mod status;
 
 use prometheus_client::metrics::counter::Counter;
@@ -54,8 +55,14 @@ pub struct Context {
     pub reconciles: Counter,
     /// Reconciles that failed (and are retried with backoff).
     pub reconcile_errors: Counter,
+    /// Broker Pods deleted by rolling restarts.
+    pub broker_restarts: Counter,
+    /// IncrementalAlterConfigs calls that changed live configuration.
+    pub dynamic_config_changes: Counter,
     /// Consecutive failed reconciles per cluster (`namespace/name`), for backoff.
     failures: dashmap::DashMap<String, u32>,
+    /// Kafka admin client per cluster (`namespace/name`), with its cached connections.
+    admins: dashmap::DashMap<String, Arc<crate::kafka::AdminClient>>,
 }
 
 impl Context {
@@ -75,8 +82,35 @@ impl Context {
             writes: Counter::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
+            broker_restarts: Counter::default(),
+            dynamic_config_changes: Counter::default(),
             failures: dashmap::DashMap::new(),
+            admins: dashmap::DashMap::new(),
         })
+    }
+
+    /// The cluster's admin client, pointed at `nodes` (broker id → `host:port`).
+    pub(crate) fn admin(
+        &self,
+        cluster: &str,
+        nodes: std::collections::BTreeMap<i32, String>,
+    ) -> Arc<crate::kafka::AdminClient> {
+        let admin = self
+            .admins
+            .entry(cluster.to_string())
+            .or_insert_with(|| {
+                // Short: a hung broker must not stall the whole reconcile for minutes.
+                let options = crate::kafka::AdminOptions {
+                    call_timeout: Duration::from_secs(10),
+                    max_attempts: 3,
+                    deadline: Duration::from_secs(20),
+                    ..Default::default()
+                };
+                Arc::new(crate::kafka::AdminClient::new(nodes.clone(), options))
+            })
+            .clone();
+        admin.set_nodes(nodes);
+        admin
     }
 
     pub(crate) fn wrote(&self) {
@@ -99,6 +133,16 @@ impl Context {
             "pier_reconcile_errors",
             "KafkaCluster reconciles that failed",
             self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "pier_broker_restarts",
+            "Broker Pods deleted by rolling restarts",
+            self.broker_restarts.clone(),
+        );
+        registry.register(
+            "pier_dynamic_config_changes",
+            "Live configuration changes applied through the Kafka admin protocol",
+            self.dynamic_config_changes.clone(),
         );
     }
 
@@ -198,6 +242,11 @@ async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<A
 async fn cleanup(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let group = crate::model::group_name(&kc.namespace().unwrap_or_default(), &kc.name_any());
     ctx.cache.remove_group(&group);
+    ctx.admins.remove(&format!(
+        "{}/{}",
+        kc.namespace().unwrap_or_default(),
+        kc.name_any()
+    ));
     tracing::info!(cluster = %kc.name_any(), %group, "cluster deleted; xDS snapshot removed");
     Ok(Action::await_change())
 }
@@ -297,17 +346,48 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
         ctx.cache.remove_group(&group);
     }
 
-    let new_status = status::compute(
+    // Live configuration and rolling restarts, through the Kafka admin protocol.
+    let brokers = match reconcile::effective_brokers(kc) {
+        Ok(b) => b,
+        Err(e) => return degraded(kc, ctx, &e).await,
+    };
+    for notice in &desired.config.notices {
+        let known = kc
+            .status
+            .as_ref()
+            .is_some_and(|s| s.config_notices.iter().any(|n| n == &notice.to_string()));
+        if !known {
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "ConfigClassified",
+                notice.to_string(),
+            )
+            .await;
+        }
+    }
+    let outcome = operations::run(kc, ctx, &pods, &brokers, &desired).await?;
+
+    let mut new_status = status::compute(
         kc,
         &pods,
         &desired,
         &observed,
         &ctx.cache.group_status(&group),
         &cluster_id,
-        None,
+        &outcome,
     );
+    new_status.config_notices = desired
+        .config
+        .notices
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     status::write_if_changed(kc, ctx, new_status.clone()).await?;
-    if status::is_ready(&new_status) {
+    if outcome.rolling || outcome.dynamic.values().any(|d| !d.in_sync) {
+        // A roll moves on as soon as its broker is back; failed live config is retried.
+        Ok(Action::requeue(Duration::from_secs(5)))
+    } else if status::is_ready(&new_status) {
         Ok(Action::requeue(Duration::from_secs(300)))
     } else {
         // Pods starting and Envoys ACKing are not all watched: look again soon.

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 
+use super::operations::Outcome;
 use super::{Context, Error};
 use crate::api::{BrokerPhase, BrokerStatus, KafkaCluster, KafkaClusterStatus, XdsStatus};
 use crate::reconcile::{Desired, Observed, names};
@@ -56,7 +57,7 @@ pub fn compute(
     observed: &Observed,
     xds: &GroupStatus,
     cluster_id: &str,
-    _note: Option<&str>,
+    ops: &Outcome,
 ) -> KafkaClusterStatus {
     let generation = kc.metadata.generation;
     let mut brokers = Vec::new();
@@ -70,24 +71,35 @@ pub fn compute(
         }
         let planned = desired.pods.iter().find(|p| p.name_any() == name);
         let planned_hash =
-            planned.and_then(|p| p.annotations().get("kafka.pier.dev/config-hash").cloned());
-        let running_hash =
-            pod.and_then(|p| p.annotations().get("kafka.pier.dev/config-hash").cloned());
+            planned.and_then(|p| p.annotations().get(names::RESTART_HASH_ANNOTATION).cloned());
+        let dynamic = ops.dynamic.get(&b.id);
+        let restarting = ops.roll.as_ref().and_then(|r| r.restarting) == Some(b.id);
+        let state = if restarting {
+            "Restarting"
+        } else if pod.is_none() {
+            "Pending"
+        } else if ops.restart_due.contains(&b.id) {
+            "RestartPending"
+        } else {
+            match dynamic {
+                Some(d) if d.error.is_some() => "DynamicConfigFailed",
+                Some(d) if d.in_sync => "InSync",
+                // Not reachable yet: the live configuration is still to be applied.
+                _ => "DynamicConfigPending",
+            }
+        };
         brokers.push(BrokerStatus {
             id: b.id,
             pod_name: pod.map(|p| p.name_any()),
             pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
-            config_hash: planned_hash.clone(),
+            restart_hash: planned_hash,
             phase: if ready {
                 BrokerPhase::Running
             } else {
                 BrokerPhase::Pending
             },
-            configuration_state: Some(match (&planned_hash, &running_hash) {
-                (Some(p), Some(r)) if p != r => "RestartPending".into(),
-                (_, None) => "Pending".into(),
-                _ => "InSync".into(),
-            }),
+            configuration_state: Some(state.into()),
+            configuration_error: dynamic.and_then(|d| d.error.clone()),
         });
     }
     let total = kc.spec.brokers.len();
@@ -102,6 +114,7 @@ pub fn compute(
     let has_external = !kc.spec.listeners.external.is_empty();
     let xds_ok = !has_external || xds.all_acked;
     let all_ready = ready_brokers == total && xds_ok && !desired.waiting_for_address;
+    let settled = all_ready && !ops.rolling;
     let ready_message = if desired.waiting_for_address {
         "waiting for the external LoadBalancer address".to_string()
     } else if ready_brokers < total {
@@ -111,8 +124,18 @@ pub fn compute(
     } else {
         format!("{total} brokers ready")
     };
+    let roll_message = ops
+        .roll
+        .as_ref()
+        .and_then(|r| r.message.clone())
+        .or_else(|| {
+            (!ops.restart_due.is_empty())
+                .then(|| format!("restart due for brokers {:?}", ops.restart_due))
+        });
     KafkaClusterStatus {
         observed_generation: generation,
+        rolling_upgrade: ops.roll.clone(),
+        config_notices: Vec::new(),
         conditions: vec![
             condition(
                 "Ready",
@@ -123,12 +146,21 @@ pub fn compute(
             ),
             condition(
                 "Reconciling",
-                !all_ready,
-                if all_ready { "Done" } else { "Progressing" },
-                &ready_message,
+                !settled,
+                if settled {
+                    "Done"
+                } else if ops.rolling {
+                    "RollingRestart"
+                } else {
+                    "Progressing"
+                },
+                &roll_message.unwrap_or(ready_message.clone()),
                 generation,
             ),
-            condition("Degraded", false, "Valid", "the spec is valid", generation),
+            match &ops.paused {
+                Some(why) => condition("Degraded", true, "RollPaused", why, generation),
+                None => condition("Degraded", false, "Valid", "the spec is valid", generation),
+            },
         ],
         broker_count: total as i32,
         brokers,
@@ -158,7 +190,7 @@ pub fn degraded(kc: &KafkaCluster, message: &str) -> KafkaClusterStatus {
     status
 }
 
-fn pod_ready(p: &Pod) -> bool {
+pub(super) fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -190,9 +222,74 @@ pub async fn write_if_changed(
     api.patch_status(
         &kc.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": new })),
+        &Patch::Merge(serde_json::json!({ "status": merge_patch(&old, &new)? })),
     )
     .await?;
     ctx.wrote();
     Ok(())
+}
+
+/// The status as a JSON merge patch over `old`: fields `new` no longer has, at any depth of
+/// nested objects (a finished roll, a broker no longer restarting, cleared notices), become
+/// `null`, since a merge patch keeps whatever it does not mention. Arrays are replaced whole.
+fn merge_patch(
+    old: &KafkaClusterStatus,
+    new: &KafkaClusterStatus,
+) -> Result<serde_json::Value, Error> {
+    let mut patch = serde_json::to_value(new)?;
+    null_removed(&serde_json::to_value(old)?, &mut patch);
+    Ok(patch)
+}
+
+fn null_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
+    if let (serde_json::Value::Object(old), serde_json::Value::Object(new)) = (old, new) {
+        for (key, old_value) in old {
+            match new.get_mut(key) {
+                Some(new_value) => null_removed(old_value, new_value),
+                None => {
+                    new.insert(key.clone(), serde_json::Value::Null);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RollingUpgradeStatus;
+
+    #[test]
+    fn fields_gone_from_the_status_are_nulled_in_the_patch() {
+        let old = KafkaClusterStatus {
+            rolling_upgrade: Some(RollingUpgradeStatus {
+                restarting: Some(2),
+                ..Default::default()
+            }),
+            config_notices: vec!["x".into()],
+            broker_count: 3,
+            ..Default::default()
+        };
+        let new = KafkaClusterStatus {
+            broker_count: 3,
+            ..Default::default()
+        };
+        let patch = merge_patch(&old, &new).unwrap();
+        assert_eq!(patch["rollingUpgrade"], serde_json::Value::Null);
+        let still_rolling = KafkaClusterStatus {
+            rolling_upgrade: Some(RollingUpgradeStatus {
+                failures: 1,
+                ..Default::default()
+            }),
+            ..new.clone()
+        };
+        let patch = merge_patch(&old, &still_rolling).unwrap();
+        assert_eq!(
+            patch["rollingUpgrade"]["restarting"],
+            serde_json::Value::Null
+        );
+        assert_eq!(patch["rollingUpgrade"]["failures"], 1);
+        assert_eq!(patch["configNotices"], serde_json::Value::Null);
+        assert_eq!(patch["brokerCount"], 3);
+    }
 }

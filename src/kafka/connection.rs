@@ -1,8 +1,12 @@
-//! One TCP connection to one Kafka broker: ApiVersions negotiation on connect, then typed
+//! One connection to one Kafka broker: ApiVersions negotiation on connect, then typed
 //! request/response round trips with size-prefixed frames, timeouts and correlation checks.
 //! A connection that saw an I/O error, a timeout or a malformed frame is marked broken: its
 //! stream may be mid-frame, so every later call fails fast until the caller reconnects.
+//!
+//! The byte stream is boxed behind [`Transport`], so TLS can be added without touching the
+//! framing; today the only transport is plaintext TCP.
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -10,16 +14,22 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::KafkaError;
+use super::error::codes::UNSUPPORTED_VERSION;
 
 /// Largest response frame accepted; Kafka's own clients default `max.response.size` lower.
 const MAX_FRAME_BYTES: i64 = 100 * 1024 * 1024;
-/// Kafka's error code for a request version the broker does not speak.
-const UNSUPPORTED_VERSION: i16 = 35;
+
+/// How bytes reach the broker. Only plaintext TCP today; TLS will be another variant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Transport {
+    #[default]
+    Plaintext,
+}
 
 /// How to reach and talk to a broker.
 #[derive(Debug, Clone)]
@@ -27,6 +37,7 @@ pub struct ConnectOptions {
     pub client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub transport: Transport,
 }
 
 impl Default for ConnectOptions {
@@ -35,15 +46,19 @@ impl Default for ConnectOptions {
             client_id: "pier".to_string(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            transport: Transport::Plaintext,
         }
     }
 }
 
+/// Any byte stream a connection can run over (a TCP stream today, a TLS stream later).
+trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
+
 /// A negotiated connection to a single broker.
-#[derive(Debug)]
 pub struct BrokerConnection {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn ByteStream>,
     options: ConnectOptions,
     next_correlation_id: i32,
     /// api key → (min, max) version the broker accepts.
@@ -51,27 +66,22 @@ pub struct BrokerConnection {
     broken: bool,
 }
 
+impl std::fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConnection")
+            .field("addr", &self.addr)
+            .field("transport", &self.options.transport)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
 impl BrokerConnection {
     /// Connects to `addr` (`host:port`) and negotiates API versions.
     pub async fn connect(addr: &str, options: ConnectOptions) -> Result<Self, KafkaError> {
-        let stream = match timeout(options.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => {
-                return Err(KafkaError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                });
-            }
-            Err(_) => {
-                return Err(KafkaError::Timeout {
-                    addr: addr.to_string(),
-                    api: "connect".to_string(),
-                    after: options.connect_timeout,
-                });
-            }
+        let stream: Box<dyn ByteStream> = match options.transport {
+            Transport::Plaintext => Box::new(connect_tcp(addr, options.connect_timeout).await?),
         };
-        // Nagle only delays small admin requests.
-        let _ = stream.set_nodelay(true);
         let mut conn = BrokerConnection {
             addr: addr.to_string(),
             stream,
@@ -84,6 +94,24 @@ impl BrokerConnection {
         Ok(conn)
     }
 
+    /// Whether an earlier error left the stream unusable (every call then fails fast).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// How long one request may take before the connection gives up on it.
+    pub fn request_timeout(&self) -> Duration {
+        self.options.request_timeout
+    }
+
+    /// The `timeout_ms` to put into requests that make the broker wait (CreateTopics,
+    /// ElectLeaders, …): three quarters of the request timeout, so the broker answers
+    /// REQUEST_TIMED_OUT before the connection gives up and has to be dropped.
+    pub(crate) fn operation_timeout_ms(&self) -> i32 {
+        let ms = self.options.request_timeout.as_millis() * 3 / 4;
+        i32::try_from(ms).unwrap_or(i32::MAX).max(1)
+    }
+
     /// The `host:port` this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -94,9 +122,9 @@ impl BrokerConnection {
         self.broker_versions.get(&(api as i16)).copied()
     }
 
-    /// Sends `request` at the highest version both sides speak and returns the decoded answer.
-    /// Error codes inside the response body are the caller's to interpret.
-    pub async fn send<R: Request>(&mut self, request: &R) -> Result<R::Response, KafkaError> {
+    /// The version of `R` this connection sends: the highest both sides speak. Callers that
+    /// set version-dependent fields build their request for it.
+    pub fn version_for<R: Request>(&self) -> Result<i16, KafkaError> {
         let api = api_name(R::KEY);
         let (min, max) = self.broker_versions(api_key(R::KEY)?).ok_or_else(|| {
             KafkaError::UnsupportedVersion {
@@ -115,6 +143,13 @@ impl BrokerConnection {
                 theirs: format!("{min}..{max}"),
             });
         }
+        Ok(version)
+    }
+
+    /// Sends `request` at the highest version both sides speak and returns the decoded answer.
+    /// Error codes inside the response body are the caller's to interpret.
+    pub async fn send<R: Request>(&mut self, request: &R) -> Result<R::Response, KafkaError> {
+        let version = self.version_for::<R>()?;
         self.round_trip(request, version).await
     }
 
@@ -192,7 +227,7 @@ impl BrokerConnection {
                 return Err(KafkaError::Io {
                     addr: self.addr.clone(),
                     api,
-                    source,
+                    source: Arc::new(source),
                 });
             }
             Err(_) => {
@@ -210,6 +245,28 @@ impl BrokerConnection {
         }
         decoded.map_err(|e| e.into_error(&self.addr, &api))
     }
+}
+
+async fn connect_tcp(addr: &str, after: Duration) -> Result<TcpStream, KafkaError> {
+    let stream = match timeout(after, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => {
+            return Err(KafkaError::Connect {
+                addr: addr.to_string(),
+                source: Arc::new(source),
+            });
+        }
+        Err(_) => {
+            return Err(KafkaError::Timeout {
+                addr: addr.to_string(),
+                api: "connect".to_string(),
+                after,
+            });
+        }
+    };
+    // Nagle only delays small admin requests.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Why a response body could not be turned into a typed answer.
@@ -301,22 +358,31 @@ fn api_key(key: i16) -> Result<ApiKey, KafkaError> {
     })
 }
 
-fn api_name(key: i16) -> String {
+pub(crate) fn api_name(key: i16) -> String {
     ApiKey::try_from(key)
         .map(|k| format!("{k:?}"))
         .unwrap_or_else(|_| format!("api key {key}"))
 }
 
+/// A scriptable fake broker for the unit tests of this module and its siblings: it answers
+/// ApiVersions with the APIs it is given, and hands every other request to a handler.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::api_versions_response::ApiVersion;
-    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-    use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
-    use kafka_protocol::protocol::decode_request_header_from_buffer;
+    use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
+    use kafka_protocol::protocol::{
+        Decodable, Encodable, HeaderVersion, decode_request_header_from_buffer,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    fn encode_response<R: Encodable + HeaderVersion>(
+    /// A response body with its header, unframed.
+    pub(crate) fn encode_response<R: Encodable + HeaderVersion>(
         response: &R,
         version: i16,
         correlation_id: i32,
@@ -329,6 +395,149 @@ mod tests {
         response.encode(&mut body, version).unwrap();
         body.to_vec()
     }
+
+    /// What the fake broker does with one request.
+    pub(crate) enum Reply {
+        /// Frames and sends this header + body.
+        Body(Vec<u8>),
+        /// Announces a frame of `announced` bytes, sends `bytes` (fewer) and closes.
+        Partial { announced: i32, bytes: Vec<u8> },
+        /// Closes the connection without answering.
+        Close,
+        /// Announces a frame far beyond any sane size.
+        HugeFrame,
+        /// Never answers.
+        Silent,
+    }
+
+    /// One request the fake broker received (ApiVersions excluded).
+    pub(crate) struct Received {
+        pub key: i16,
+        pub version: i16,
+        pub correlation_id: i32,
+        pub body: Bytes,
+        /// 0 for the first request to this fake broker, across all its connections.
+        pub index: usize,
+    }
+
+    impl Received {
+        pub(crate) fn decode<R: Decodable>(&self) -> R {
+            R::decode(&mut self.body.clone(), self.version).unwrap()
+        }
+
+        pub(crate) fn respond<R: Encodable + HeaderVersion>(&self, response: &R) -> Reply {
+            Reply::Body(encode_response(response, self.version, self.correlation_id))
+        }
+    }
+
+    pub(crate) struct FakeBroker {
+        pub addr: String,
+        requests: Arc<AtomicUsize>,
+        connections: Arc<AtomicUsize>,
+    }
+
+    impl FakeBroker {
+        /// Requests answered so far (ApiVersions excluded).
+        pub(crate) fn requests(&self) -> usize {
+            self.requests.load(Ordering::SeqCst)
+        }
+
+        /// Connections accepted so far.
+        pub(crate) fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Starts a fake broker that speaks ApiVersions v0..4 and the `apis` (key, max version).
+    pub(crate) async fn fake_broker<F>(apis: &[(ApiKey, i16)], handler: F) -> FakeBroker
+    where
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut versions = vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::ApiVersions as i16)
+                .with_max_version(4),
+        ];
+        versions.extend(apis.iter().map(|(key, max)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_max_version(*max)
+        }));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let (reqs, conns) = (requests.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (handler, versions, reqs) = (handler.clone(), versions.clone(), reqs.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(size) = s.read_i32().await else { return };
+                        let mut buf = vec![0u8; size as usize];
+                        if s.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        let mut req = Bytes::from(buf);
+                        let header = decode_request_header_from_buffer(&mut req).unwrap();
+                        let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
+                            let r = ApiVersionsResponse::default().with_api_keys(versions.clone());
+                            Reply::Body(encode_response(
+                                &r,
+                                header.request_api_version,
+                                header.correlation_id,
+                            ))
+                        } else {
+                            handler(&Received {
+                                key: header.request_api_key,
+                                version: header.request_api_version,
+                                correlation_id: header.correlation_id,
+                                body: req,
+                                index: reqs.fetch_add(1, Ordering::SeqCst),
+                            })
+                        };
+                        match reply {
+                            Reply::Body(out) => {
+                                let _ = s.write_i32(out.len() as i32).await;
+                                let _ = s.write_all(&out).await;
+                            }
+                            Reply::Partial { announced, bytes } => {
+                                let _ = s.write_i32(announced).await;
+                                let _ = s.write_all(&bytes).await;
+                                return;
+                            }
+                            Reply::Close => return,
+                            Reply::HugeFrame => {
+                                let _ = s.write_i32(i32::MAX).await;
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                                return;
+                            }
+                            Reply::Silent => {
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        FakeBroker {
+            addr,
+            requests,
+            connections,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Reply, encode_response, fake_broker};
+    use super::*;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
+    use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+    use kafka_protocol::protocol::decode_request_header_from_buffer;
 
     fn metadata_response() -> MetadataResponse {
         MetadataResponse::default()
@@ -397,55 +606,31 @@ mod tests {
     enum Behaviour {
         AnswerMetadata,
         Close,
+        CloseMidAnswer,
+        Truncated,
         HugeFrame,
         Silent,
     }
 
-    /// A one-connection fake broker: answers ApiVersions (Metadata v0..12 only), then behaves.
-    async fn fake_broker(behaviour: Behaviour) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            loop {
-                let Ok(size) = s.read_i32().await else { return };
-                let mut buf = vec![0u8; size as usize];
-                s.read_exact(&mut buf).await.unwrap();
-                let mut req = bytes::Bytes::from(buf);
-                let header = decode_request_header_from_buffer(&mut req).unwrap();
-                let v = header.request_api_version;
-                let out = if header.request_api_key == ApiKey::ApiVersions as i16 {
-                    let r = ApiVersionsResponse::default().with_api_keys(vec![
-                        ApiVersion::default()
-                            .with_api_key(ApiKey::ApiVersions as i16)
-                            .with_max_version(4),
-                        ApiVersion::default()
-                            .with_api_key(ApiKey::Metadata as i16)
-                            .with_max_version(12),
-                    ]);
-                    encode_response(&r, v, header.correlation_id)
-                } else {
-                    match behaviour {
-                        Behaviour::AnswerMetadata => {
-                            encode_response(&metadata_response(), v, header.correlation_id)
-                        }
-                        Behaviour::Close => return,
-                        Behaviour::HugeFrame => {
-                            s.write_i32(i32::MAX).await.unwrap();
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            return;
-                        }
-                        Behaviour::Silent => {
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            return;
-                        }
-                    }
-                };
-                s.write_i32(out.len() as i32).await.unwrap();
-                s.write_all(&out).await.unwrap();
+    /// A fake broker that speaks Metadata v0..12 only and behaves.
+    async fn metadata_broker(behaviour: Behaviour) -> String {
+        let broker = fake_broker(&[(ApiKey::Metadata, 12)], move |req| {
+            assert_eq!(req.key, ApiKey::Metadata as i16);
+            let full = encode_response(&metadata_response(), req.version, req.correlation_id);
+            match behaviour {
+                Behaviour::AnswerMetadata => req.respond(&metadata_response()),
+                Behaviour::Close => Reply::Close,
+                Behaviour::CloseMidAnswer => Reply::Partial {
+                    announced: full.len() as i32,
+                    bytes: full[..full.len() / 2].to_vec(),
+                },
+                Behaviour::Truncated => Reply::Body(full[..full.len() - 3].to_vec()),
+                Behaviour::HugeFrame => Reply::HugeFrame,
+                Behaviour::Silent => Reply::Silent,
             }
-        });
-        addr
+        })
+        .await;
+        broker.addr
     }
 
     fn quick() -> ConnectOptions {
@@ -457,18 +642,20 @@ mod tests {
 
     #[tokio::test]
     async fn negotiates_and_reads_metadata_from_a_fake_broker() {
-        let addr = fake_broker(Behaviour::AnswerMetadata).await;
+        let addr = metadata_broker(Behaviour::AnswerMetadata).await;
         let mut conn = BrokerConnection::connect(&addr, quick()).await.unwrap();
         assert_eq!(conn.broker_versions(ApiKey::Metadata), Some((0, 12)));
+        assert_eq!(conn.version_for::<MetadataRequest>().unwrap(), 12);
         let md = conn.metadata(None).await.unwrap();
         assert_eq!(md.controller_id, 2);
         let ids: Vec<i32> = md.brokers.iter().map(|b| b.id).collect();
         assert_eq!(ids, vec![1, 2], "brokers are sorted by id");
+        assert!(!conn.is_broken());
     }
 
     #[tokio::test]
     async fn an_api_the_broker_lacks_is_a_clear_error() {
-        let addr = fake_broker(Behaviour::AnswerMetadata).await;
+        let addr = metadata_broker(Behaviour::AnswerMetadata).await;
         let mut conn = BrokerConnection::connect(&addr, quick()).await.unwrap();
         let err = conn.create_topic("t", 1, 1).await.unwrap_err();
         assert!(
@@ -476,23 +663,30 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("CreateTopics"), "{err}");
+        assert!(!err.is_retriable());
+        assert!(!conn.is_broken(), "nothing was sent");
     }
 
     #[tokio::test]
     async fn broken_answers_are_errors_and_poison_the_connection() {
-        for (behaviour, expect) in [
-            (Behaviour::Close, "connection failed"),
-            (Behaviour::HugeFrame, "out of bounds"),
-            (Behaviour::Silent, "timed out"),
+        for (behaviour, expect, retriable) in [
+            (Behaviour::Close, "connection failed", true),
+            (Behaviour::CloseMidAnswer, "connection failed", true),
+            (Behaviour::Truncated, "malformed Metadata response", false),
+            (Behaviour::HugeFrame, "out of bounds", false),
+            (Behaviour::Silent, "timed out", true),
         ] {
-            let addr = fake_broker(behaviour).await;
+            let addr = metadata_broker(behaviour).await;
             let mut conn = BrokerConnection::connect(&addr, quick()).await.unwrap();
             let err = conn.metadata(None).await.unwrap_err();
             assert!(err.to_string().contains(expect), "{err}");
+            assert!(err.to_string().contains("Metadata"), "names the API: {err}");
             assert!(
                 err.to_string().contains(&addr),
                 "error names the broker: {err}"
             );
+            assert_eq!(err.is_retriable(), retriable, "{err}");
+            assert!(conn.is_broken());
             let again = conn.metadata(None).await.unwrap_err();
             assert!(matches!(again, KafkaError::Broken { .. }), "{again}");
         }
@@ -505,5 +699,6 @@ mod tests {
         drop(listener);
         let err = BrokerConnection::connect(&addr, quick()).await.unwrap_err();
         assert!(matches!(err, KafkaError::Connect { .. }), "{err}");
+        assert!(err.is_retriable());
     }
 }

@@ -1,14 +1,19 @@
-//! Errors of the Kafka admin client. Each names the broker address and the API involved.
+//! Errors of the Kafka admin client. Each names the broker address (or node) and the API
+//! involved, and says whether trying again may help ([`KafkaError::is_retriable`]).
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Something went wrong talking to a Kafka broker.
-#[derive(Debug, thiserror::Error)]
+use kafka_protocol::ResponseError;
+
+/// Something went wrong talking to a Kafka broker. Cheap to clone (I/O sources are shared), so
+/// one failure can be reported for several topics or partitions.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KafkaError {
     #[error("cannot connect to Kafka broker {addr}: {source}")]
     Connect {
         addr: String,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error("Kafka broker {addr}: {api} timed out after {after:?}")]
     Timeout {
@@ -21,7 +26,7 @@ pub enum KafkaError {
         addr: String,
         api: String,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error("Kafka broker {addr}: connection is broken by an earlier error; reconnect")]
     Broken { addr: String },
@@ -63,16 +68,17 @@ pub enum KafkaError {
         name: String,
         message: Option<String>,
     },
+    #[error("{api}: no address known for Kafka node {node}")]
+    UnknownNode { api: String, node: i32 },
+    #[error("{api}: no Kafka node addresses known")]
+    NoNodes { api: String },
 }
 
 impl KafkaError {
     /// Builds [`KafkaError::Broker`] from a non-zero Kafka error code.
     pub(crate) fn broker(addr: &str, api: &str, code: i16, message: Option<String>) -> Self {
-        use kafka_protocol::error::ParseResponseErrorCode;
-        let name = match code.err() {
-            Some(kafka_protocol::ResponseError::Unknown(_)) | None => {
-                "unknown error code".to_string()
-            }
+        let name = match ResponseError::try_from_code(code) {
+            Some(ResponseError::Unknown(_)) | None => "unknown error code".to_string(),
             Some(e) => format!("{e:?}"),
         };
         KafkaError::Broker {
@@ -80,7 +86,133 @@ impl KafkaError {
             api: api.to_string(),
             code,
             name,
-            message,
+            message: message.filter(|m| !m.is_empty()),
         }
+    }
+
+    /// A response that does not say what it should (a missing result, a wrong resource).
+    pub(crate) fn malformed(addr: &str, api: &str, message: impl Into<String>) -> Self {
+        KafkaError::Decode {
+            addr: addr.to_string(),
+            api: api.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The Kafka error code, if the broker answered with one.
+    pub fn code(&self) -> Option<i16> {
+        match self {
+            KafkaError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The message the broker sent with its error code, if any.
+    pub fn broker_message(&self) -> Option<&str> {
+        match self {
+            KafkaError::Broker { message, .. } => message.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The broker address involved, if any.
+    pub fn addr(&self) -> Option<&str> {
+        match self {
+            KafkaError::Connect { addr, .. }
+            | KafkaError::Timeout { addr, .. }
+            | KafkaError::Io { addr, .. }
+            | KafkaError::Broken { addr }
+            | KafkaError::Decode { addr, .. }
+            | KafkaError::FrameSize { addr, .. }
+            | KafkaError::CorrelationMismatch { addr, .. }
+            | KafkaError::UnsupportedVersion { addr, .. }
+            | KafkaError::Broker { addr, .. } => Some(addr),
+            KafkaError::Encode { .. }
+            | KafkaError::UnknownNode { .. }
+            | KafkaError::NoNodes { .. } => None,
+        }
+    }
+
+    /// Whether the same call may succeed later: connection failures, timeouts and the Kafka
+    /// error codes the protocol marks retriable (NOT_CONTROLLER, REQUEST_TIMED_OUT,
+    /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes and
+    /// every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do not know) are final.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            KafkaError::Connect { .. }
+            | KafkaError::Timeout { .. }
+            | KafkaError::Io { .. }
+            | KafkaError::Broken { .. } => true,
+            KafkaError::Broker { code, .. } => {
+                ResponseError::try_from_code(*code).is_some_and(|e| e.is_retriable())
+            }
+            KafkaError::Encode { .. }
+            | KafkaError::Decode { .. }
+            | KafkaError::FrameSize { .. }
+            | KafkaError::CorrelationMismatch { .. }
+            | KafkaError::UnsupportedVersion { .. }
+            | KafkaError::UnknownNode { .. }
+            | KafkaError::NoNodes { .. } => false,
+        }
+    }
+}
+
+/// Kafka error codes Pier looks at by number.
+pub mod codes {
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const UNSUPPORTED_VERSION: i16 = 35;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const NOT_CONTROLLER: i16 = 41;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retriable_follows_the_protocol_and_io() {
+        let b = |code| KafkaError::broker("b:9092", "X", code, None);
+        assert!(b(codes::NOT_CONTROLLER).is_retriable());
+        assert!(b(codes::REQUEST_TIMED_OUT).is_retriable());
+        assert!(b(codes::LEADER_NOT_AVAILABLE).is_retriable());
+        assert!(!b(codes::INVALID_REQUEST).is_retriable());
+        assert!(!b(codes::POLICY_VIOLATION).is_retriable());
+        assert!(!b(9999).is_retriable());
+        assert!(!b(-1).is_retriable(), "UNKNOWN_SERVER_ERROR");
+        let io = KafkaError::Io {
+            addr: "b:9092".into(),
+            api: "Metadata".into(),
+            source: Arc::new(std::io::ErrorKind::UnexpectedEof.into()),
+        };
+        assert!(io.is_retriable());
+        assert!(
+            !KafkaError::malformed("b:9092", "Metadata", "short").is_retriable(),
+            "malformed answers are final"
+        );
+    }
+
+    #[test]
+    fn broker_errors_name_broker_api_code_and_message() {
+        let e = KafkaError::broker("b:9092", "DescribeConfigs", 9999, Some("odd".into()));
+        let text = e.to_string();
+        for part in [
+            "b:9092",
+            "DescribeConfigs",
+            "9999",
+            "unknown error code",
+            "odd",
+        ] {
+            assert!(text.contains(part), "{text}");
+        }
+        assert_eq!(e.code(), Some(9999));
+        assert_eq!(e.broker_message(), Some("odd"));
+        let e = KafkaError::broker("b:9092", "X", codes::NOT_CONTROLLER, Some(String::new()));
+        assert!(e.to_string().ends_with("(NotController)"), "{e}");
     }
 }

@@ -1,12 +1,55 @@
 //! What a Metadata answer says about a cluster, in Pier's own types, and the admin calls that
-//! read or shape it (Metadata, CreateTopics).
+//! read or shape it (Metadata, CreateTopics, DeleteTopics).
+//!
+//! The broker addresses in a Metadata answer are the advertised ones; Pier's
+//! [`AdminClient`](super::AdminClient) never dials them, it is told where each node is.
+use std::collections::HashMap;
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
-    create_topics_request::CreatableTopic, metadata_request::MetadataRequestTopic,
+    CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
+    metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{BrokerConnection, KafkaError};
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: the broker's `num.partitions`.
+    pub partitions: i32,
+    /// -1: the broker's `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Topic configs set at creation, e.g. `min.insync.replicas`.
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i16) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    /// Adds a topic config.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// What happened to one topic of a CreateTopics or DeleteTopics call.
+#[derive(Debug, Clone)]
+pub struct TopicOutcome {
+    pub name: String,
+    pub result: Result<(), KafkaError>,
+}
 
 /// A broker as the cluster advertises it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,29 +184,119 @@ impl BrokerConnection {
         partitions: i32,
         replication_factor: i16,
     ) -> Result<(), KafkaError> {
-        let timeout_ms = 30_000;
-        let request = CreateTopicsRequest::default()
-            .with_timeout_ms(timeout_ms)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(replication_factor),
-            ]);
-        let response = self.send(&request).await?;
-        let result = response.topics.first().ok_or_else(|| KafkaError::Decode {
-            addr: self.addr().to_string(),
-            api: "CreateTopics".to_string(),
-            message: format!("no result for topic {name}"),
-        })?;
-        if result.error_code != 0 {
-            return Err(KafkaError::broker(
+        let topic = NewTopic::new(name, partitions, replication_factor);
+        let mut outcomes = self.create_topics(std::slice::from_ref(&topic)).await?;
+        match outcomes.pop() {
+            Some(outcome) => outcome.result,
+            None => Err(KafkaError::malformed(
                 self.addr(),
                 "CreateTopics",
-                result.error_code,
-                result.error_message.as_ref().map(|m| m.to_string()),
-            ));
+                format!("no result for topic {name}"),
+            )),
         }
-        Ok(())
     }
+
+    /// Creates topics; one outcome per requested topic, in the order given. Fails as a whole
+    /// only when there is no usable answer.
+    pub async fn create_topics(
+        &mut self,
+        topics: &[NewTopic],
+    ) -> Result<Vec<TopicOutcome>, KafkaError> {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(self.operation_timeout_ms())
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(topic_name(&t.name))
+                            .with_num_partitions(t.partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(StrBytes::from_string(k.clone()))
+                                            .with_value(Some(StrBytes::from_string(v.clone())))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let response = self.send(&request).await?;
+        let results = response
+            .topics
+            .into_iter()
+            .map(|r| {
+                let message = r.error_message.map(|m| m.to_string());
+                (r.name.0.to_string(), (r.error_code, message))
+            })
+            .collect();
+        Ok(self.outcomes("CreateTopics", topics.iter().map(|t| &t.name), results))
+    }
+
+    /// Deletes topics by name; one outcome per name, in the order given (a topic that does
+    /// not exist is UNKNOWN_TOPIC_OR_PARTITION). Fails as a whole only when there is no usable
+    /// answer.
+    pub async fn delete_topics(&mut self, names: &[&str]) -> Result<Vec<TopicOutcome>, KafkaError> {
+        let mut request =
+            DeleteTopicsRequest::default().with_timeout_ms(self.operation_timeout_ms());
+        if self.version_for::<DeleteTopicsRequest>()? >= 6 {
+            request.topics = names
+                .iter()
+                .map(|n| DeleteTopicState::default().with_name(Some(topic_name(n))))
+                .collect();
+        } else {
+            request.topic_names = names.iter().map(|n| topic_name(n)).collect();
+        }
+        let response = self.send(&request).await?;
+        let results = response
+            .responses
+            .into_iter()
+            .filter_map(|r| {
+                let message = r.error_message.map(|m| m.to_string());
+                Some((r.name?.0.to_string(), (r.error_code, message)))
+            })
+            .collect();
+        Ok(self.outcomes("DeleteTopics", names.iter(), results))
+    }
+
+    /// Matches per-topic (code, message) answers to the requested names.
+    fn outcomes<'a, S: AsRef<str> + 'a>(
+        &self,
+        api: &str,
+        requested: impl Iterator<Item = S>,
+        mut results: HashMap<String, (i16, Option<String>)>,
+    ) -> Vec<TopicOutcome> {
+        requested
+            .map(|name| {
+                let name = name.as_ref();
+                let result = match results.remove(name) {
+                    Some((0, _)) => Ok(()),
+                    Some((code, message)) => {
+                        let message = match message {
+                            Some(m) if !m.is_empty() => format!("topic {name}: {m}"),
+                            _ => format!("topic {name}"),
+                        };
+                        Err(KafkaError::broker(self.addr(), api, code, Some(message)))
+                    }
+                    None => Err(KafkaError::malformed(
+                        self.addr(),
+                        api,
+                        format!("no result for topic {name}"),
+                    )),
+                };
+                TopicOutcome {
+                    name: name.to_string(),
+                    result,
+                }
+            })
+            .collect()
+    }
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
 }

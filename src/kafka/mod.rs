@@ -1,13 +1,41 @@
-//! The Kafka admin protocol, spoken directly with the `kafka-protocol` crate: connections to
-//! brokers, API-version negotiation, framing, and typed answers. Knows nothing of Kubernetes.
+//! The Kafka admin protocol, spoken directly with the `kafka-protocol` crate. Knows nothing of
+//! Kubernetes.
+//!
+//! - [`BrokerConnection`]: one connection to one broker (ApiVersions negotiation, framing,
+//!   timeouts; a boxed byte stream chosen by [`Transport`], plaintext today) with the typed
+//!   calls as methods: Metadata, CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum,
+//!   DescribeConfigs, IncrementalAlterConfigs, partition reassignments, ElectLeaders, Produce
+//!   and Fetch.
+//! - [`AdminClient`]: what the operator uses: node id → address map supplied by the caller
+//!   (never the advertised addresses), one cached connection per node, a timeout per attempt,
+//!   retries with exponential backoff on retriable failures only, broker-specific calls sent
+//!   to that broker.
+//! - [`ConfigClasses`]: which broker configs are read-only, per-broker or cluster-wide, as data
+//!   generated from a real broker (`config-classes/*.tsv`).
+//! - [`plan_drain`]: pure planning of moving every replica off some brokers.
+mod admin;
+mod cluster;
+mod config_classes;
+mod configs;
 mod connection;
 mod error;
 mod metadata;
 mod reassign;
 mod records;
 
-pub use connection::{BrokerConnection, ConnectOptions};
-pub use error::KafkaError;
-pub use metadata::{BrokerInfo, ClusterMetadata, PartitionInfo, TopicInfo};
-pub use reassign::{Reassignment, plan_drain};
+pub use admin::{AdminClient, AdminOptions};
+pub use cluster::{ClusterBroker, ClusterDescription, METADATA_TOPIC, QuorumInfo, ReplicaState};
+pub use config_classes::{
+    CLUSTER_LEVEL_LISTENER_CONFIGS, ConfigClasses, LISTENER_PREFIX_ONLY, TABLE_DIR, UpdateMode,
+    listener_prefixed, major_minor, needs_listener_prefix, parse_table, render_table,
+    table_file_name,
+};
+pub use configs::{
+    ConfigEntry, ConfigOp, ConfigOpKind, ConfigResource, ConfigSource, ConfigSynonym,
+    DescribeConfigsOptions,
+};
+pub use connection::{BrokerConnection, ConnectOptions, Transport};
+pub use error::{KafkaError, codes};
+pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
+pub use reassign::{ElectionOutcome, Reassignment, plan_drain};
 pub use records::TopicRef;

@@ -1,16 +1,29 @@
-//! Moving partition replicas: AlterPartitionReassignments and ListPartitionReassignments, and
-//! the pure planning of "move every replica off these brokers".
+//! Moving partition replicas and leadership: AlterPartitionReassignments,
+//! ListPartitionReassignments and ElectLeaders (preferred), and the pure planning of "move
+//! every replica off these brokers".
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest, TopicName,
+    AlterPartitionReassignmentsRequest, BrokerId, ElectLeadersRequest,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::error::codes::ELECTION_NOT_NEEDED;
 use super::{BrokerConnection, ClusterMetadata, KafkaError};
+
+/// What a preferred-leader election did for one partition. A partition whose preferred
+/// replica already leads (ELECTION_NOT_NEEDED) counts as a success.
+#[derive(Debug, Clone)]
+pub struct ElectionOutcome {
+    pub topic: String,
+    pub partition: i32,
+    pub result: Result<(), KafkaError>,
+}
 
 /// A partition and the replicas it should have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +106,7 @@ impl BrokerConnection {
             );
         }
         let request = AlterPartitionReassignmentsRequest::default()
-            .with_timeout_ms(30_000)
+            .with_timeout_ms(self.operation_timeout_ms())
             .with_topics(
                 topics
                     .into_iter()
@@ -133,7 +146,8 @@ impl BrokerConnection {
 
     /// Partitions whose reassignment is still in progress, as (topic, partition).
     pub async fn list_partition_reassignments(&mut self) -> Result<Vec<(String, i32)>, KafkaError> {
-        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000);
+        let request = ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.operation_timeout_ms());
         let response = self.send(&request).await?;
         if response.error_code != 0 {
             let message = response.error_message.map(|m| m.to_string());
@@ -154,6 +168,69 @@ impl BrokerConnection {
                     .map(move |p| (name.clone(), p.partition_index))
             })
             .collect())
+    }
+
+    /// Moves leadership of the given partitions (`None`: every partition) to their preferred
+    /// replica (the first of the replica list). One outcome per partition the controller
+    /// answered for, sorted; fails as a whole only when there is no usable answer.
+    pub async fn elect_leaders(
+        &mut self,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<ElectionOutcome>, KafkaError> {
+        let api = "ElectLeaders";
+        let topic_partitions = partitions.map(|ps| {
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (topic, partition) in ps {
+                by_topic.entry(topic).or_default().push(*partition);
+            }
+            by_topic
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect()
+        });
+        // Election type 0 is PREFERRED, the only kind v0 knows.
+        let request = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_topic_partitions(topic_partitions)
+            .with_timeout_ms(self.operation_timeout_ms());
+        let response = self.send(&request).await?;
+        if response.error_code != 0 {
+            return Err(KafkaError::broker(
+                self.addr(),
+                api,
+                response.error_code,
+                None,
+            ));
+        }
+        let mut out = Vec::new();
+        for t in response.replica_election_results {
+            let topic = t.topic.0.to_string();
+            for p in t.partition_result {
+                let result = match p.error_code {
+                    0 | ELECTION_NOT_NEEDED => Ok(()),
+                    code => {
+                        let message = match p.error_message {
+                            Some(m) if !m.is_empty() => {
+                                format!("{topic}-{}: {}", p.partition_id, m.as_str())
+                            }
+                            _ => format!("{topic}-{}", p.partition_id),
+                        };
+                        Err(KafkaError::broker(self.addr(), api, code, Some(message)))
+                    }
+                };
+                out.push(ElectionOutcome {
+                    topic: topic.clone(),
+                    partition: p.partition_id,
+                    result,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
     }
 }
 

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 
 use super::names::{
     self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, COMPONENT_LABEL, MOUNT_PATH_ANNOTATION,
@@ -231,12 +232,7 @@ pub fn pod(
         labels.insert(BROKER_ROLE_LABEL.into(), "true".into());
     }
     labels.extend(b.labels.clone());
-    let mut annotations = b.annotations.clone();
-    // A new configuration means a new Pod spec: restarts are planned from this hash.
-    annotations.insert(
-        "kafka.pier.dev/config-hash".into(),
-        crate::hash::hex(properties.as_bytes()),
-    );
+    let annotations = b.annotations.clone();
 
     let mut volumes = vec![Volume {
         name: "config".into(),
@@ -328,7 +324,7 @@ pub fn pod(
         });
     }
 
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(names::broker_pod(kc, b.id)),
             namespace: Some(namespace.to_string()),
@@ -371,7 +367,32 @@ pub fn pod(
             ..Default::default()
         }),
         ..Default::default()
+    };
+    let hash = restart_hash(kc, &pod, properties);
+    pod.annotations_mut()
+        .insert(names::RESTART_HASH_ANNOTATION.into(), hash);
+    pod
+}
+
+/// What a broker's restart hash covers: its Pod (image, resources, JVM options, volumes,
+/// labels…), its `server.properties` (read-only configuration only: dynamic keys are applied
+/// live and never rendered) and the cluster's restart annotation. Not the static KRaft voter
+/// list: adding or removing a controller changes it on every node, and rolling every node for
+/// that cannot change a static quorum's membership anyway (that needs KIP-853's dynamic
+/// quorum); restarted nodes read the current list.
+fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> String {
+    let mut input = serde_json::to_vec(pod).unwrap_or_default();
+    for line in properties.lines() {
+        if !line.starts_with("controller.quorum.voters=") {
+            input.extend_from_slice(line.as_bytes());
+            input.push(b'\n');
+        }
     }
+    if let Some(token) = kc.annotations().get(names::RESTART_ANNOTATION) {
+        input.extend_from_slice(b"\0restart=");
+        input.extend_from_slice(token.as_bytes());
+    }
+    crate::hash::hex(&input)
 }
 
 /// Container port names are at most 15 characters.

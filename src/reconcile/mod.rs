@@ -1,9 +1,11 @@
 //! Pure planning: from a KafkaCluster and what exists in the cluster to the objects that should
 //! exist. No I/O here; the controller applies the plan.
 mod broker;
+pub mod config;
 mod envoy;
 pub mod names;
 mod properties;
+pub mod roll;
 mod services;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,8 @@ pub struct Desired {
     pub external_access: Vec<ExternalAccess>,
     /// Brokers not created yet because their external address is still unknown.
     pub waiting_for_address: bool,
+    /// Every configuration key, split into file (restart) and live (dynamic) parts.
+    pub config: config::ConfigPlan,
 }
 
 /// Why no plan can be made.
@@ -124,6 +128,7 @@ pub fn plan(
 
     let mut desired = Desired {
         external_access,
+        config: config::plan_config(kc, &brokers),
         ..Desired::default()
     };
     let external_hosts = services::advertised_external(kc, observed);
@@ -139,6 +144,12 @@ pub fn plan(
                 &brokers,
                 external_hosts.as_ref(),
                 settings,
+                &desired
+                    .config
+                    .brokers
+                    .get(&b.id)
+                    .map(|c| c.file.clone())
+                    .unwrap_or_default(),
             )?;
             desired
                 .config_maps

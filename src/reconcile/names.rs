@@ -9,6 +9,12 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const BROKER_ROLE_LABEL: &str = "kafka.pier.dev/role-broker";
 /// Hash of the applied object, so an unchanged object is never written again.
 pub const APPLIED_HASH_ANNOTATION: &str = "kafka.pier.dev/applied-hash";
+/// On a broker Pod: hash of everything whose change needs that broker restarted (its read-only
+/// configuration and its Pod spec). A plan with a different hash means a restart is due.
+pub const RESTART_HASH_ANNOTATION: &str = "kafka.pier.dev/restart-hash";
+/// Set by users: on the KafkaCluster, any new value restarts every broker (one at a time); on a
+/// broker Pod, that broker is restarted (gated like any other restart).
+pub const RESTART_ANNOTATION: &str = "kafka.pier.dev/restart";
 /// Mount path a PVC belongs to.
 pub const MOUNT_PATH_ANNOTATION: &str = "kafka.pier.dev/mount-path";
 

@@ -24,7 +24,8 @@ pub const RESERVED_KEYS: &[&str] = &[
     "log.dir",
 ];
 
-/// Renders broker `b`'s configuration.
+/// Renders broker `b`'s configuration: what Pier derives plus the spec's keys that need a
+/// restart (`read_only`, from [`super::config::plan_config`]).
 pub fn server_properties(
     kc: &KafkaCluster,
     namespace: &str,
@@ -32,6 +33,7 @@ pub fn server_properties(
     all: &[EffectiveBroker],
     external: Option<&ExternalHosts>,
     settings: &Settings,
+    read_only: &BTreeMap<String, String>,
 ) -> Result<String, PlanError> {
     let listeners = &kc.spec.listeners;
     let inter = listeners
@@ -125,22 +127,18 @@ pub fn server_properties(
         derived.push(("inter.broker.listener.name", inter.name.to_uppercase()));
     }
 
-    // Later layers win: cluster read-only, cluster-wide dynamic, broker read-only, broker dynamic.
-    let mut user: BTreeMap<&String, &String> = BTreeMap::new();
+    // Every section is checked, though only read-only keys are rendered.
     for layer in [
         &kc.spec.kafka.read_only_config,
         &kc.spec.kafka.cluster_wide_config,
         &b.read_only_config,
         &b.config,
     ] {
-        for (k, v) in layer {
-            if RESERVED_KEYS.contains(&k.trim()) {
-                return Err(PlanError::ReservedKey {
-                    id: b.id,
-                    key: k.clone(),
-                });
-            }
-            user.insert(k, v);
+        if let Some(k) = layer.keys().find(|k| RESERVED_KEYS.contains(&k.trim())) {
+            return Err(PlanError::ReservedKey {
+                id: b.id,
+                key: k.clone(),
+            });
         }
     }
 
@@ -152,10 +150,10 @@ pub fn server_properties(
     for (k, v) in derived {
         text.push_str(&format!("{k}={}\n", escape(&v)));
     }
-    if !user.is_empty() {
-        text.push_str("# From the KafkaCluster spec\n");
-        for (k, v) in user {
-            text.push_str(&format!("{}={}\n", k.trim(), escape(v)));
+    if !read_only.is_empty() {
+        text.push_str("# From the KafkaCluster spec (read-only keys; dynamic ones are set live)\n");
+        for (k, v) in read_only {
+            text.push_str(&format!("{k}={}\n", escape(v)));
         }
     }
     Ok(text)

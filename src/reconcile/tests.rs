@@ -132,8 +132,12 @@ fn server_properties_wire_the_quorum_and_both_addresses() {
         "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT,EXTERNAL:PLAINTEXT"
     );
     assert_eq!(p["log.dirs"], "/var/lib/kafka/data0/kafka");
-    assert_eq!(p["min.insync.replicas"], "2");
-    assert_eq!(p["log.retention.ms"], "604800000");
+    assert_eq!(p["default.replication.factor"], "3");
+    // Dynamic keys are set live, never rendered: the file holds read-only keys only.
+    assert!(!p.contains_key("min.insync.replicas"));
+    assert!(!p.contains_key("log.retention.ms"));
+    assert_eq!(d.config.cluster_default["min.insync.replicas"], "2");
+    assert_eq!(d.config.cluster_default["log.retention.ms"], "604800000");
 }
 
 #[test]
@@ -147,18 +151,75 @@ fn planning_is_deterministic() {
 }
 
 #[test]
-fn a_per_broker_change_touches_only_that_broker() {
+fn a_per_broker_read_only_change_touches_only_that_broker() {
     let kc = example("kafkacluster-basic.yaml");
     let mut changed = kc.clone();
     changed.spec.brokers[1]
-        .config
-        .insert("log.cleaner.threads".into(), "2".into());
+        .read_only_config
+        .insert("num.partitions".into(), "2".into());
     let (a, b) = (plan_of(&kc), plan_of(&changed));
     for (x, y) in a.config_maps.iter().zip(&b.config_maps) {
         let is_broker_1 = x.metadata.name.as_deref() == Some("basic-broker-1-config");
         assert_eq!(x != y, is_broker_1, "{:?}", x.metadata.name);
     }
-    assert_eq!(props(&b, 1)["log.cleaner.threads"], "2");
+    assert_eq!(props(&b, 1)["num.partitions"], "2");
+    for id in 0..3 {
+        assert_eq!(
+            restart_hash(pod(&a, id)) != restart_hash(pod(&b, id)),
+            id == 1,
+            "broker {id}"
+        );
+    }
+}
+
+fn restart_hash(p: &Pod) -> &str {
+    &p.metadata.annotations.as_ref().unwrap()[names::RESTART_HASH_ANNOTATION]
+}
+
+#[test]
+fn dynamic_changes_never_change_files_or_restart_hashes() {
+    let kc = example("kafkacluster-basic.yaml");
+    let mut changed = kc.clone();
+    changed.spec.brokers[1]
+        .config
+        .insert("log.cleaner.threads".into(), "2".into());
+    changed
+        .spec
+        .kafka
+        .cluster_wide_config
+        .insert("log.retention.ms".into(), "1000".into());
+    let (a, b) = (plan_of(&kc), plan_of(&changed));
+    assert_eq!(a.config_maps, b.config_maps);
+    assert_eq!(a.pods, b.pods);
+    assert_eq!(b.config.brokers[&1].live["log.cleaner.threads"], "2");
+    assert!(b.config.brokers[&0].live.is_empty());
+    assert_eq!(b.config.cluster_default["log.retention.ms"], "1000");
+}
+
+#[test]
+fn pod_spec_changes_and_the_restart_annotation_change_restart_hashes() {
+    let kc = example("kafkacluster-basic.yaml");
+    let base = plan_of(&kc);
+    let mut image = kc.clone();
+    image.spec.kafka.image = "apache/kafka:4.1.3".into();
+    let mut heap = kc.clone();
+    heap.spec
+        .broker_config_groups
+        .get_mut("default")
+        .unwrap()
+        .heap_opts = Some("-Xmx1g".into());
+    let mut token = kc.clone();
+    token
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(names::RESTART_ANNOTATION.into(), "2026-11-26".into());
+    for changed in [image, heap, token] {
+        let d = plan_of(&changed);
+        for id in 0..3 {
+            assert_ne!(restart_hash(pod(&base, id)), restart_hash(pod(&d, id)));
+        }
+    }
 }
 
 #[test]
@@ -274,9 +335,10 @@ fn jbod_brokers_mount_every_volume_and_list_them_in_log_dirs() {
     assert_eq!(c["listeners"], "CONTROLLER://:9093");
     assert!(!c.contains_key("advertised.listeners"));
     let p1 = props(&d, 1);
-    assert_eq!(p1["log.cleaner.threads"], "2");
-    assert_eq!(p1["num.io.threads"], "16");
-    assert!(!props(&d, 2).contains_key("num.io.threads"));
+    assert_eq!(p1["queued.max.requests"], "1000");
+    assert!(!props(&d, 2).contains_key("queued.max.requests"));
+    assert!(!p1.contains_key("num.io.threads"), "dynamic: applied live");
+    assert_eq!(d.config.brokers[&1].live["num.io.threads"], "16");
     // Only volumes marked deleteClaimOnRemoval are owned (and so garbage-collected).
     let owned: Vec<bool> = d
         .claims

@@ -1,0 +1,928 @@
+//! [`AdminClient`]: the Kafka admin calls the operator makes, over one cached connection per
+//! node, with a timeout per attempt and retries with exponential backoff.
+//!
+//! The caller says where each node is (`node id → host:port`, e.g. from Pod IPs) and keeps
+//! that map current with [`AdminClient::set_nodes`]; the addresses brokers advertise in
+//! Metadata are never dialled. Calls about one broker (its configs, its loggers) go to that
+//! broker; every other call goes to any node, trying the nodes in turn, starting with the one
+//! that answered last.
+//!
+//! Only failures that may pass are retried ([`KafkaError::is_retriable`]): connection
+//! failures, timeouts, broken connections and the Kafka error codes the protocol marks
+//! retriable. Anything else (a malformed answer, an unsupported version, INVALID_REQUEST,
+//! POLICY_VIOLATION, an unknown code, …) is returned at once.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
+use super::{
+    BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOp, ConfigResource,
+    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, KafkaError, NewTopic, QuorumInfo,
+    Reassignment, TopicOutcome,
+};
+
+/// Timeouts and retries of an [`AdminClient`].
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    /// Client id, connect timeout and transport. Its `request_timeout` is replaced by
+    /// `call_timeout`.
+    pub connect: ConnectOptions,
+    /// One attempt on one node: connecting (if needed), the request and its answer.
+    pub call_timeout: Duration,
+    /// Rounds per call; a round of an "any node" call tries every node once.
+    pub max_attempts: u32,
+    /// Wait before the second round; doubles per round up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// No round starts (and no attempt runs) past this time after the call began.
+    pub deadline: Duration,
+}
+
+impl Default for AdminOptions {
+    fn default() -> Self {
+        AdminOptions {
+            connect: ConnectOptions::default(),
+            call_timeout: Duration::from_secs(30),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which node(s) may answer a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Any,
+    Node(i32),
+}
+
+impl Target {
+    fn for_resource(resource: &ConfigResource) -> Self {
+        resource.node().map_or(Target::Any, Target::Node)
+    }
+}
+
+/// One node's address and its cached connection (`None` until first used, or after a failure
+/// left it unusable).
+#[derive(Debug)]
+struct Slot {
+    node: i32,
+    addr: String,
+    conn: tokio::sync::Mutex<Option<BrokerConnection>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: BTreeMap<i32, Arc<Slot>>,
+    /// The node that last answered an "any node" call.
+    preferred: Option<i32>,
+}
+
+/// The Kafka admin client Pier's operator uses. Cheap to share (`&self` everywhere); calls
+/// to different nodes run in parallel, calls to one node take turns on its connection.
+#[derive(Debug)]
+pub struct AdminClient {
+    options: AdminOptions,
+    state: Mutex<State>,
+}
+
+/// A call on one connection, as the retry machinery runs it.
+type Attempt<'c, T> = BoxFuture<'c, Result<T, KafkaError>>;
+
+impl AdminClient {
+    /// A client for the nodes at these addresses (`node id → host:port`). Connects lazily.
+    pub fn new(nodes: impl IntoIterator<Item = (i32, String)>, options: AdminOptions) -> Self {
+        let client = AdminClient {
+            options,
+            state: Mutex::new(State::default()),
+        };
+        client.set_nodes(nodes);
+        client
+    }
+
+    /// Replaces the node addresses. Connections of removed nodes and of nodes whose address
+    /// changed are dropped (a call running on one finishes first); the others are kept.
+    pub fn set_nodes(&self, nodes: impl IntoIterator<Item = (i32, String)>) {
+        let mut state = self.lock();
+        let mut old = std::mem::take(&mut state.slots);
+        for (node, addr) in nodes {
+            let slot = match old.remove(&node) {
+                Some(slot) if slot.addr == addr => slot,
+                _ => Arc::new(Slot {
+                    node,
+                    addr,
+                    conn: tokio::sync::Mutex::new(None),
+                }),
+            };
+            state.slots.insert(node, slot);
+        }
+        if state
+            .preferred
+            .is_some_and(|p| !state.slots.contains_key(&p))
+        {
+            state.preferred = None;
+        }
+    }
+
+    /// The current node addresses.
+    pub fn nodes(&self) -> BTreeMap<i32, String> {
+        self.lock()
+            .slots
+            .iter()
+            .map(|(id, slot)| (*id, slot.addr.clone()))
+            .collect()
+    }
+
+    pub fn options(&self) -> &AdminOptions {
+        &self.options
+    }
+
+    /// Cluster metadata (all topics, or just those named) from any node. Its broker
+    /// addresses are the advertised ones.
+    pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata, KafkaError> {
+        let topics: Option<Vec<String>> = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
+        self.call("Metadata", Target::Any, |c| {
+            let topics = topics.clone();
+            Box::pin(async move {
+                let names: Option<Vec<&str>> = topics
+                    .as_ref()
+                    .map(|t| t.iter().map(String::as_str).collect());
+                c.metadata(names.as_deref()).await
+            })
+        })
+        .await
+    }
+
+    /// The cluster id, controller and registered brokers (fenced ones included on Kafka 4+).
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, KafkaError> {
+        self.call("DescribeCluster", Target::Any, |c| {
+            Box::pin(c.describe_cluster())
+        })
+        .await
+    }
+
+    /// The KRaft controller quorum.
+    pub async fn describe_quorum(&self) -> Result<QuorumInfo, KafkaError> {
+        self.call("DescribeQuorum", Target::Any, |c| {
+            Box::pin(c.describe_quorum())
+        })
+        .await
+    }
+
+    /// Every config of one resource, sorted by name, without synonyms; a broker's (or its
+    /// loggers') from that broker, the cluster-wide default's and topics' from any node.
+    pub async fn describe_configs(
+        &self,
+        resource: &ConfigResource,
+    ) -> Result<Vec<ConfigEntry>, KafkaError> {
+        self.describe_configs_with(resource, &DescribeConfigsOptions::default())
+            .await
+    }
+
+    /// Like [`AdminClient::describe_configs`], as `options` ask (some keys only, synonyms).
+    pub async fn describe_configs_with(
+        &self,
+        resource: &ConfigResource,
+        options: &DescribeConfigsOptions,
+    ) -> Result<Vec<ConfigEntry>, KafkaError> {
+        self.call("DescribeConfigs", Target::for_resource(resource), |c| {
+            let (resource, options) = (resource.clone(), options.clone());
+            Box::pin(async move { c.describe_configs_with(&resource, &options).await })
+        })
+        .await
+    }
+
+    /// Sets and deletes configs of one resource (IncrementalAlterConfigs; never the legacy
+    /// AlterConfigs). A broker's go to that broker, the rest to any node. With
+    /// `validate_only` the broker only checks the change.
+    pub async fn incremental_alter_configs(
+        &self,
+        resource: &ConfigResource,
+        ops: &[ConfigOp],
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        self.call(
+            "IncrementalAlterConfigs",
+            Target::for_resource(resource),
+            |c| {
+                let (resource, ops) = (resource.clone(), ops.to_vec());
+                Box::pin(async move {
+                    c.incremental_alter_configs(&resource, &ops, validate_only)
+                        .await
+                })
+            },
+        )
+        .await
+    }
+
+    /// Partitions whose reassignment is in progress, as (topic, partition).
+    pub async fn list_partition_reassignments(&self) -> Result<Vec<(String, i32)>, KafkaError> {
+        self.call("ListPartitionReassignments", Target::Any, |c| {
+            Box::pin(c.list_partition_reassignments())
+        })
+        .await
+    }
+
+    /// Starts moving partitions to the given replicas (resubmitting the same target on a
+    /// retry is harmless).
+    pub async fn alter_partition_reassignments(
+        &self,
+        moves: &[Reassignment],
+    ) -> Result<(), KafkaError> {
+        self.call("AlterPartitionReassignments", Target::Any, |c| {
+            let moves = moves.to_vec();
+            Box::pin(async move { c.alter_partition_reassignments(&moves).await })
+        })
+        .await
+    }
+
+    /// Moves leadership to the preferred replica for the given partitions (`None`: all).
+    /// Per-partition failures are in the outcomes (not retried); ELECTION_NOT_NEEDED is a
+    /// success.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<ElectionOutcome>, KafkaError> {
+        let partitions: Option<Vec<(String, i32)>> = partitions.map(<[_]>::to_vec);
+        self.call("ElectLeaders", Target::Any, |c| {
+            let partitions = partitions.clone();
+            Box::pin(async move { c.elect_leaders(partitions.as_deref()).await })
+        })
+        .await
+    }
+
+    /// Moves leadership of every partition to its preferred replica; the first partition
+    /// that failed (ELECTION_NOT_NEEDED is no failure) is the error.
+    pub async fn elect_preferred_leaders(&self) -> Result<(), KafkaError> {
+        self.elect_leaders(None)
+            .await?
+            .into_iter()
+            .try_for_each(|o| o.result)
+    }
+
+    /// Creates topics: one outcome per topic, in the order given. Topics that failed with a
+    /// retriable error are retried on their own (so one that was created by an attempt that
+    /// timed out may end as TOPIC_ALREADY_EXISTS).
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+    ) -> Result<Vec<TopicOutcome>, KafkaError> {
+        self.topic_call(
+            "CreateTopics",
+            topics,
+            |t| &t.name,
+            |c, batch| Box::pin(async move { c.create_topics(&batch).await }),
+        )
+        .await
+    }
+
+    /// Creates one topic.
+    pub async fn create_topic(&self, topic: &NewTopic) -> Result<(), KafkaError> {
+        let mut outcomes = self.create_topics(std::slice::from_ref(topic)).await?;
+        match outcomes.pop() {
+            Some(o) => o.result,
+            None => Err(KafkaError::malformed(
+                "any node",
+                "CreateTopics",
+                format!("no result for topic {}", topic.name),
+            )),
+        }
+    }
+
+    /// Deletes topics by name: one outcome per name, in the order given; a topic that does not
+    /// exist fails with UNKNOWN_TOPIC_OR_PARTITION (not retried).
+    pub async fn delete_topics(&self, names: &[&str]) -> Result<Vec<TopicOutcome>, KafkaError> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        self.topic_call(
+            "DeleteTopics",
+            &names,
+            |n| n,
+            |c, batch| {
+                Box::pin(async move {
+                    let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+                    c.delete_topics(&refs).await
+                })
+            },
+        )
+        .await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement; a panic elsewhere cannot tear it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The nodes to try, in order.
+    fn candidates(&self, api: &str, target: Target) -> Result<Vec<Arc<Slot>>, KafkaError> {
+        let state = self.lock();
+        match target {
+            Target::Node(node) => {
+                state
+                    .slots
+                    .get(&node)
+                    .map(|s| vec![s.clone()])
+                    .ok_or_else(|| KafkaError::UnknownNode {
+                        api: api.to_string(),
+                        node,
+                    })
+            }
+            Target::Any => {
+                if state.slots.is_empty() {
+                    return Err(KafkaError::NoNodes {
+                        api: api.to_string(),
+                    });
+                }
+                // The preferred node first, then the others in id order after it.
+                let start = state.preferred.unwrap_or(i32::MIN);
+                let (before, after): (Vec<_>, Vec<_>) =
+                    state.slots.values().cloned().partition(|s| s.node < start);
+                Ok(after.into_iter().chain(before).collect())
+            }
+        }
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or the retries are used up.
+    async fn call<T, F>(&self, api: &str, target: Target, f: F) -> Result<T, KafkaError>
+    where
+        F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
+        T: Send,
+    {
+        let mut retry = Retry::new(&self.options);
+        loop {
+            match self.round(api, target, &f, &retry).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if !retry.again(api, &e).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: every candidate node once, until one answers or one fails for good.
+    async fn round<T, F>(
+        &self,
+        api: &str,
+        target: Target,
+        f: &F,
+        retry: &Retry,
+    ) -> Result<T, KafkaError>
+    where
+        F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
+        T: Send,
+    {
+        let mut last = None;
+        for slot in self.candidates(api, target)? {
+            let Some(remaining) = retry.remaining() else {
+                break;
+            };
+            let after = remaining.min(self.options.call_timeout);
+            match self.attempt(&slot, api, after, f).await {
+                Ok(v) => {
+                    if target == Target::Any {
+                        self.lock().preferred = Some(slot.node);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.is_retriable() && target == Target::Any => {
+                    tracing::debug!(api, node = slot.node, error = %e, "trying the next Kafka node");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| KafkaError::Timeout {
+            addr: "any node".to_string(),
+            api: api.to_string(),
+            after: self.options.deadline,
+        }))
+    }
+
+    /// One attempt on one node, on its cached connection (connecting if there is none or it
+    /// is broken). A connection interrupted by the timeout is dropped, never reused.
+    async fn attempt<T, F>(
+        &self,
+        slot: &Slot,
+        api: &str,
+        after: Duration,
+        f: &F,
+    ) -> Result<T, KafkaError>
+    where
+        F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
+        T: Send,
+    {
+        let work = async {
+            let mut cached = slot.conn.lock().await;
+            let mut conn = match cached.take() {
+                Some(c) if !c.is_broken() => c,
+                _ => {
+                    let options = ConnectOptions {
+                        request_timeout: self.options.call_timeout,
+                        ..self.options.connect.clone()
+                    };
+                    BrokerConnection::connect(&slot.addr, options).await?
+                }
+            };
+            let result = f(&mut conn).await;
+            if !conn.is_broken() {
+                *cached = Some(conn);
+            }
+            result
+        };
+        match tokio::time::timeout(after, work).await {
+            Ok(result) => result,
+            Err(_) => Err(KafkaError::Timeout {
+                addr: slot.addr.clone(),
+                api: api.to_string(),
+                after,
+            }),
+        }
+    }
+
+    /// A per-topic call: topics that failed with a retriable error are sent again on their
+    /// own; topics that succeeded or failed for good keep their outcome. A whole-call failure
+    /// is the result only while no topic has an outcome yet.
+    async fn topic_call<I, N, F>(
+        &self,
+        api: &str,
+        items: &[I],
+        name: N,
+        send: F,
+    ) -> Result<Vec<TopicOutcome>, KafkaError>
+    where
+        I: Clone + Send + Sync,
+        N: Fn(&I) -> &str,
+        F: for<'c> Fn(&'c mut BrokerConnection, Vec<I>) -> Attempt<'c, Vec<TopicOutcome>> + Sync,
+    {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let retriable =
+            |e: &KafkaError| e.is_retriable() && e.code() != Some(UNKNOWN_TOPIC_OR_PARTITION);
+        let mut settled: HashMap<String, Result<(), KafkaError>> = HashMap::new();
+        let mut pending: Vec<I> = items.to_vec();
+        let mut answered = false;
+        let mut retry = Retry::new(&self.options);
+        loop {
+            let batch = pending.clone();
+            let round = self
+                .round(api, Target::Any, &|c| send(c, batch.clone()), &retry)
+                .await;
+            let err = match round {
+                Ok(outcomes) => {
+                    answered = true;
+                    let mut again = None;
+                    for o in outcomes {
+                        if let Err(e) = &o.result
+                            && retriable(e)
+                        {
+                            again.get_or_insert_with(|| e.clone());
+                        }
+                        settled.insert(o.name, o.result);
+                    }
+                    pending.retain(|i| match settled.get(name(i)) {
+                        Some(Err(e)) => retriable(e),
+                        Some(Ok(())) => false,
+                        None => true,
+                    });
+                    match again {
+                        None if pending.is_empty() => break,
+                        None => KafkaError::malformed(
+                            "any node",
+                            api,
+                            "the answer left out some topics",
+                        ),
+                        Some(e) => e,
+                    }
+                }
+                Err(e) if !answered => {
+                    if retry.again(api, &e).await {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    for i in &pending {
+                        settled.insert(name(i).to_string(), Err(e.clone()));
+                    }
+                    e
+                }
+            };
+            if !retry.again(api, &err).await {
+                break;
+            }
+        }
+        Ok(items
+            .iter()
+            .map(|i| {
+                let name = name(i).to_string();
+                let result = settled.remove(&name).unwrap_or_else(|| {
+                    Err(KafkaError::malformed(
+                        "any node",
+                        api,
+                        format!("no result for topic {name}"),
+                    ))
+                });
+                TopicOutcome { name, result }
+            })
+            .collect())
+    }
+}
+
+/// The retry budget of one call.
+struct Retry {
+    start: Instant,
+    rounds: u32,
+    backoff: Duration,
+    options: AdminOptions,
+}
+
+impl Retry {
+    fn new(options: &AdminOptions) -> Self {
+        Retry {
+            start: Instant::now(),
+            rounds: 1,
+            backoff: options.initial_backoff,
+            options: options.clone(),
+        }
+    }
+
+    /// Time left before the deadline, if any.
+    fn remaining(&self) -> Option<Duration> {
+        self.options
+            .deadline
+            .checked_sub(self.start.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Whether another round fits in the budget.
+    fn can_retry(&self) -> bool {
+        self.rounds < self.options.max_attempts
+            && self.remaining().is_some_and(|r| r > self.backoff)
+    }
+
+    /// Waits before the next round if `err` is worth retrying and the budget allows.
+    async fn again(&mut self, api: &str, err: &KafkaError) -> bool {
+        if !err.is_retriable() || !self.can_retry() {
+            return false;
+        }
+        tracing::debug!(api, round = self.rounds, backoff = ?self.backoff, error = %err, "retrying Kafka call");
+        tokio::time::sleep(self.backoff).await;
+        self.rounds += 1;
+        self.backoff = (self.backoff * 2).min(self.options.max_backoff);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::connection::testing::{FakeBroker, Reply, fake_broker};
+    use crate::kafka::error::codes;
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+    use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+    use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+    use kafka_protocol::messages::{
+        ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse,
+        DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn quick() -> AdminOptions {
+        AdminOptions {
+            call_timeout: Duration::from_millis(500),
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            deadline: Duration::from_secs(5),
+            ..AdminOptions::default()
+        }
+    }
+
+    fn cluster(error_code: i16) -> DescribeClusterResponse {
+        DescribeClusterResponse::default()
+            .with_error_code(error_code)
+            .with_cluster_id(StrBytes::from_static_str("c"))
+            .with_brokers(vec![
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(1))
+                    .with_host(StrBytes::from_static_str("advertised-only"))
+                    .with_port(1),
+            ])
+    }
+
+    /// A fake broker answering DescribeCluster with these error codes in turn (0 after them).
+    async fn cluster_broker(codes: &'static [i16]) -> FakeBroker {
+        fake_broker(&[(ApiKey::DescribeCluster, 2)], move |req| {
+            req.respond(&cluster(codes.get(req.index).copied().unwrap_or(0)))
+        })
+        .await
+    }
+
+    fn dead_addr() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    /// The operator shares one client between tasks and spawns its calls.
+    #[test]
+    fn the_client_is_shareable_and_its_calls_can_be_spawned() {
+        fn shareable<T: Send + Sync>() {}
+        fn spawnable<T: Send>(_: T) {}
+        shareable::<AdminClient>();
+        let admin = AdminClient::new([], AdminOptions::default());
+        let resource = ConfigResource::Broker(1);
+        spawnable(admin.metadata(None));
+        spawnable(admin.describe_cluster());
+        spawnable(admin.describe_quorum());
+        spawnable(admin.describe_configs(&resource));
+        spawnable(admin.incremental_alter_configs(&resource, &[], true));
+        spawnable(admin.list_partition_reassignments());
+        spawnable(admin.alter_partition_reassignments(&[]));
+        spawnable(admin.elect_leaders(None));
+        spawnable(admin.elect_preferred_leaders());
+        spawnable(admin.create_topics(&[]));
+        spawnable(admin.delete_topics(&[]));
+    }
+
+    #[tokio::test]
+    async fn retriable_codes_are_retried_until_success() {
+        let broker = cluster_broker(&[codes::NOT_CONTROLLER, codes::REQUEST_TIMED_OUT]).await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let d = admin.describe_cluster().await.unwrap();
+        assert_eq!(d.brokers[0].host, "advertised-only");
+        assert_eq!(broker.requests(), 3);
+        assert_eq!(
+            broker.connections(),
+            1,
+            "a Kafka error keeps the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn non_retriable_codes_fail_at_once() {
+        for code in [codes::INVALID_REQUEST, codes::POLICY_VIOLATION, 9999] {
+            let codes: &'static [i16] = Box::leak(Box::new([code]));
+            let broker = cluster_broker(codes).await;
+            let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+            let err = admin.describe_cluster().await.unwrap_err();
+            assert_eq!(err.code(), Some(code));
+            assert!(err.to_string().contains(&broker.addr), "{err}");
+            assert_eq!(broker.requests(), 1, "no retry for {code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let always: &'static [i16] = &[codes::NOT_CONTROLLER; 100];
+        let broker = cluster_broker(always).await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let err = admin.describe_cluster().await.unwrap_err();
+        assert_eq!(err.code(), Some(codes::NOT_CONTROLLER));
+        assert_eq!(broker.requests(), 4, "max_attempts");
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_replaced() {
+        let broker = fake_broker(&[(ApiKey::DescribeCluster, 2)], |req| {
+            if req.index == 0 {
+                Reply::Close
+            } else {
+                req.respond(&cluster(0))
+            }
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        admin.describe_cluster().await.unwrap();
+        assert_eq!(broker.connections(), 2);
+        admin.describe_cluster().await.unwrap();
+        assert_eq!(broker.connections(), 2, "the good connection is cached");
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_fail_at_once() {
+        let broker = fake_broker(&[(ApiKey::DescribeCluster, 2)], |req| {
+            let Reply::Body(full) = req.respond(&cluster(0)) else {
+                unreachable!()
+            };
+            Reply::Body(full[..full.len() - 4].to_vec())
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let err = admin.describe_cluster().await.unwrap_err();
+        assert!(matches!(err, KafkaError::Decode { .. }), "{err}");
+        assert!(err.to_string().contains("DescribeCluster"), "{err}");
+        assert_eq!(broker.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_broker_times_out_per_call() {
+        let broker = fake_broker(&[(ApiKey::DescribeCluster, 2)], |_| Reply::Silent).await;
+        let options = AdminOptions {
+            call_timeout: Duration::from_millis(100),
+            max_attempts: 2,
+            ..quick()
+        };
+        let admin = AdminClient::new([(1, broker.addr.clone())], options);
+        let started = std::time::Instant::now();
+        let err = admin.describe_cluster().await.unwrap_err();
+        assert!(matches!(err, KafkaError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(broker.requests(), 2);
+        assert_eq!(
+            broker.connections(),
+            2,
+            "a timed-out connection is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn any_node_calls_skip_dead_nodes_and_stick_to_the_live_one() {
+        let live = cluster_broker(&[]).await;
+        let admin = AdminClient::new([(1, dead_addr()), (2, live.addr.clone())], quick());
+        admin.describe_cluster().await.unwrap();
+        admin.describe_cluster().await.unwrap();
+        assert_eq!(live.requests(), 2);
+        assert_eq!(admin.lock().preferred, Some(2));
+    }
+
+    fn configs_broker(
+        id: i32,
+        seen: Arc<AtomicUsize>,
+    ) -> impl Fn(&crate::kafka::connection::testing::Received) -> Reply {
+        move |req| {
+            let r: DescribeConfigsRequest = req.decode();
+            let name = r.resources[0].resource_name.to_string();
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Like Kafka: a broker resource is answered only by that broker.
+            let code = if name.is_empty() || name == id.to_string() {
+                0
+            } else {
+                codes::INVALID_REQUEST
+            };
+            req.respond(&DescribeConfigsResponse::default().with_results(vec![
+                DescribeConfigsResult::default()
+                    .with_error_code(code)
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_string(name)),
+            ]))
+        }
+    }
+
+    #[tokio::test]
+    async fn broker_resources_go_to_their_broker() {
+        let (seen1, seen2) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let b1 = fake_broker(
+            &[(ApiKey::DescribeConfigs, 4)],
+            configs_broker(1, seen1.clone()),
+        )
+        .await;
+        let b2 = fake_broker(
+            &[(ApiKey::DescribeConfigs, 4)],
+            configs_broker(2, seen2.clone()),
+        )
+        .await;
+        let admin = AdminClient::new([(1, b1.addr.clone()), (2, b2.addr.clone())], quick());
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .unwrap();
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .unwrap();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            (seen1.load(Ordering::SeqCst), seen2.load(Ordering::SeqCst)),
+            (1, 2)
+        );
+        admin
+            .describe_configs(&ConfigResource::BrokerDefault)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen1.load(Ordering::SeqCst) + seen2.load(Ordering::SeqCst),
+            4
+        );
+        let err = admin
+            .describe_configs(&ConfigResource::Broker(3))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, KafkaError::UnknownNode { node: 3, .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_target_broker_fails_after_the_retries_with_its_address() {
+        let live = cluster_broker(&[]).await;
+        let dead = dead_addr();
+        let admin = AdminClient::new([(1, live.addr.clone()), (2, dead.clone())], quick());
+        let err = admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KafkaError::Connect { .. }), "{err}");
+        assert!(err.to_string().contains(&dead), "{err}");
+        assert_eq!(live.requests(), 0, "never asked another broker");
+    }
+
+    #[tokio::test]
+    async fn set_nodes_drops_connections_whose_address_changed() {
+        let a = cluster_broker(&[]).await;
+        let b = cluster_broker(&[]).await;
+        let admin = AdminClient::new([(1, a.addr.clone())], quick());
+        admin.describe_cluster().await.unwrap();
+        admin.set_nodes([(1, a.addr.clone())]);
+        admin.describe_cluster().await.unwrap();
+        assert_eq!(a.connections(), 1, "same address: connection kept");
+        admin.set_nodes([(1, b.addr.clone())]);
+        admin.describe_cluster().await.unwrap();
+        assert_eq!((a.requests(), b.requests()), (2, 1));
+        assert_eq!(admin.nodes(), BTreeMap::from([(1, b.addr.clone())]));
+        admin.set_nodes([]);
+        let err = admin.describe_cluster().await.unwrap_err();
+        assert!(matches!(err, KafkaError::NoNodes { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn topics_with_retriable_errors_are_retried_alone() {
+        let broker = fake_broker(&[(ApiKey::CreateTopics, 7)], |req| {
+            let r: CreateTopicsRequest = req.decode();
+            assert!(r.timeout_ms > 0 && r.timeout_ms < 500, "{}", r.timeout_ms);
+            let names: Vec<String> = r.topics.iter().map(|t| t.name.0.to_string()).collect();
+            let results = names
+                .iter()
+                .map(|n| {
+                    let code = match (n.as_str(), req.index) {
+                        ("a", 0) => codes::REQUEST_TIMED_OUT,
+                        ("a", _) => 0,
+                        ("b", _) => codes::TOPIC_ALREADY_EXISTS,
+                        _ => {
+                            assert_eq!(req.index, 0, "c is not sent again");
+                            0
+                        }
+                    };
+                    CreatableTopicResult::default()
+                        .with_name(TopicName(StrBytes::from_string(n.clone())))
+                        .with_error_code(code)
+                })
+                .collect();
+            req.respond(&CreateTopicsResponse::default().with_topics(results))
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let topics: Vec<NewTopic> = ["a", "b", "c"]
+            .iter()
+            .map(|n| NewTopic::new(*n, 1, 1))
+            .collect();
+        let out = admin.create_topics(&topics).await.unwrap();
+        assert_eq!(broker.requests(), 2);
+        let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(out[0].result.is_ok());
+        let b = out[1].result.as_ref().unwrap_err();
+        assert_eq!(b.code(), Some(codes::TOPIC_ALREADY_EXISTS));
+        assert!(b.to_string().contains("topic b"), "{b}");
+        assert!(out[2].result.is_ok());
+    }
+
+    #[tokio::test]
+    async fn deleting_an_unknown_topic_is_not_retried() {
+        let broker = fake_broker(&[(ApiKey::DeleteTopics, 6)], |req| {
+            req.respond(&DeleteTopicsResponse::default().with_responses(vec![
+                DeletableTopicResult::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("gone"))))
+                    .with_error_code(codes::UNKNOWN_TOPIC_OR_PARTITION),
+            ]))
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let out = admin.delete_topics(&["gone"]).await.unwrap();
+        assert_eq!(
+            out[0].result.as_ref().unwrap_err().code(),
+            Some(codes::UNKNOWN_TOPIC_OR_PARTITION)
+        );
+        assert_eq!(broker.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_topic_call_with_no_answer_at_all_is_an_error() {
+        let admin = AdminClient::new([(1, dead_addr())], quick());
+        let err = admin.delete_topics(&["t"]).await.unwrap_err();
+        assert!(matches!(err, KafkaError::Connect { .. }), "{err}");
+    }
+}

@@ -1,0 +1,382 @@
+//! Which broker configuration goes where. Every key of the spec is classified by Kafka's own
+//! update mode (the table in `kafka::config_classes`), whatever section of the spec it sits in:
+//! read-only keys (and keys the table does not know) are rendered into `server.properties`
+//! and change by a rolling restart; cluster-wide keys are set live on the cluster default;
+//! per-broker keys are set live on each broker. Dynamic keys are never rendered into the file,
+//! so deleting one live falls back to Kafka's default and not to a stale file value. Also the
+//! diff of desired against live dynamic configuration, as IncrementalAlterConfigs operations.
+use std::collections::BTreeMap;
+
+use super::broker::EffectiveBroker;
+use crate::api::KafkaCluster;
+use crate::kafka::{ConfigClasses, UpdateMode};
+
+/// Dynamic keys other tools own (Cruise Control's and kafka-reassign-partitions' throttles):
+/// never deleted because the spec lacks them.
+pub const EXTERNALLY_MANAGED: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
+/// Where a spec section's key ended up, when that is not what the section promises.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Notice {
+    /// Not in Kafka's table for this version: treated as read-only (restart).
+    Unknown { key: String },
+    /// Read-only in Kafka, though given in a dynamic section: applied by a restart.
+    ReadOnlyInDynamicSection { key: String },
+    /// No table for this image's Kafka version: the newest table is used.
+    NoTableForImage { image: String, table: String },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::Unknown { key } => write!(
+                f,
+                "{key:?} is not a known Kafka broker config: treated as read-only (applied by a rolling restart)"
+            ),
+            Notice::ReadOnlyInDynamicSection { key } => write!(
+                f,
+                "{key:?} is read-only in Kafka: applied by a rolling restart, not live"
+            ),
+            Notice::NoTableForImage { image, table } => write!(
+                f,
+                "no config table for the Kafka version of image {image:?}: classified with Kafka {table}'s"
+            ),
+        }
+    }
+}
+
+/// One broker's configuration, split by how it is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Rendered into server.properties (restart to change).
+    pub file: BTreeMap<String, String>,
+    /// Set live on this broker's BROKER resource.
+    pub live: BTreeMap<String, String>,
+}
+
+/// The whole cluster's configuration, split by how it is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigPlan {
+    /// Set live on the cluster default (BROKER resource "").
+    pub cluster_default: BTreeMap<String, String>,
+    pub brokers: BTreeMap<i32, BrokerConfig>,
+    pub notices: Vec<Notice>,
+}
+
+/// The Kafka version of an image reference (`repo/kafka:4.1.2` → `4.1.2`); the newest table is
+/// used when the tag says nothing.
+pub fn kafka_version(image: &str) -> &str {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    // A ':' followed by a '/' belongs to a registry port, not a tag.
+    let tag = no_digest
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'))
+        .unwrap_or("");
+    // Tags like "4.1.2-scala" or "4.1": the leading digits and dots.
+    let end = tag
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(tag.len());
+    &tag[..end]
+}
+
+/// Splits every broker's configuration by update mode.
+pub fn plan_config(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> ConfigPlan {
+    let mut plan = ConfigPlan::default();
+    let mut notices = std::collections::BTreeSet::new();
+    // Cluster sections: readOnlyConfig, then clusterWideConfig (later wins, as rendered).
+    let mut cluster: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
+    for (section_dynamic, section) in [
+        (false, &kc.spec.kafka.read_only_config),
+        (true, &kc.spec.kafka.cluster_wide_config),
+    ] {
+        for (k, v) in section {
+            cluster.insert(k.trim(), (v.as_str(), section_dynamic));
+        }
+    }
+    for b in brokers {
+        let classes = ConfigClasses::for_version(kafka_version(&b.image));
+        if classes.is_fallback() {
+            notices.insert(Notice::NoTableForImage {
+                image: b.image.clone(),
+                table: classes.table_version().to_string(),
+            });
+        }
+        let mut out = BrokerConfig::default();
+        let mut note = |key: &str, mode: Option<UpdateMode>, in_dynamic_section: bool| match mode {
+            None => {
+                notices.insert(Notice::Unknown { key: key.into() });
+            }
+            Some(UpdateMode::ReadOnly) if in_dynamic_section => {
+                notices.insert(Notice::ReadOnlyInDynamicSection { key: key.into() });
+            }
+            _ => {}
+        };
+        for (&k, &(v, dynamic_section)) in &cluster {
+            let mode = classes.lookup(k);
+            note(k, mode, dynamic_section);
+            match mode {
+                Some(UpdateMode::ClusterWide) => {
+                    plan.cluster_default.insert(k.into(), v.into());
+                }
+                // Kafka refuses per-broker keys at the cluster default: set them on each broker.
+                // Controller-only nodes cannot be reached through a broker listener: file.
+                Some(UpdateMode::PerBroker) if b.is_broker() => {
+                    out.live.insert(k.into(), v.into());
+                }
+                _ => {
+                    out.file.insert(k.into(), v.into());
+                }
+            }
+        }
+        let mut own: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
+        for (section_dynamic, section) in [(false, &b.read_only_config), (true, &b.config)] {
+            for (k, v) in section {
+                own.insert(k.trim(), (v.as_str(), section_dynamic));
+            }
+        }
+        for (k, (v, dynamic_section)) in own {
+            let mode = classes.lookup(k);
+            note(k, mode, dynamic_section);
+            // The broker's own value overrides the cluster's, wherever that went.
+            out.file.remove(k);
+            out.live.remove(k);
+            match mode {
+                Some(UpdateMode::ClusterWide | UpdateMode::PerBroker) if b.is_broker() => {
+                    out.live.insert(k.into(), v.into());
+                }
+                _ => {
+                    out.file.insert(k.into(), v.into());
+                }
+            }
+        }
+        // A cluster-wide value in the file would be shadowed by the default anyway; a broker's
+        // own read-only value of a cluster-wide key (controller-only node) stays in its file.
+        plan.brokers.insert(b.id, out);
+    }
+    plan.notices = notices.into_iter().collect();
+    plan
+}
+
+/// A change to one dynamic config resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    Set { key: String, value: String },
+    Delete { key: String },
+}
+
+/// The changes that make the live dynamic configs of one resource (`current`: key → value as
+/// DescribeConfigs reports it, `None` for sensitive values Kafka does not reveal) what the spec
+/// says. Keys the spec lacks are deleted, except those other tools own. Sensitive values cannot
+/// be compared and are set only when absent.
+pub fn config_changes(
+    desired: &BTreeMap<String, String>,
+    current: &BTreeMap<String, Option<String>>,
+) -> Vec<ConfigChange> {
+    let mut changes = Vec::new();
+    for (k, v) in desired {
+        let same = match current.get(k) {
+            Some(None) => true,
+            Some(Some(cur)) => same_value(cur, v),
+            None => false,
+        };
+        if !same {
+            changes.push(ConfigChange::Set {
+                key: k.clone(),
+                value: v.clone(),
+            });
+        }
+    }
+    for k in current.keys() {
+        if !desired.contains_key(k) && !EXTERNALLY_MANAGED.contains(&k.as_str()) {
+            changes.push(ConfigChange::Delete { key: k.clone() });
+        }
+    }
+    changes
+}
+
+/// Kafka normalises values it stores: compare numbers numerically and lists without spaces.
+fn same_value(live: &str, wanted: &str) -> bool {
+    let (a, b) = (live.trim(), wanted.trim());
+    if a == b {
+        return true;
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return x == y;
+    }
+    let norm = |s: &str| {
+        s.split(',')
+            .map(|p| p.trim().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BrokerSpec, KafkaSpec, Role};
+    use crate::reconcile::effective_brokers;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn cluster(kafka: KafkaSpec, brokers: Vec<BrokerSpec>) -> KafkaCluster {
+        let mut kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
+        kc.spec.kafka = kafka;
+        kc.spec.brokers = brokers;
+        kc
+    }
+
+    fn broker(id: i32, roles: &[Role]) -> BrokerSpec {
+        BrokerSpec {
+            id,
+            roles: roles.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn versions_come_from_image_tags() {
+        assert_eq!(kafka_version("apache/kafka:4.1.2"), "4.1.2");
+        assert_eq!(kafka_version("registry:5000/kafka:4.0.1-rc1"), "4.0.1");
+        assert_eq!(kafka_version("apache/kafka@sha256:abcd"), "");
+        assert_eq!(kafka_version("apache/kafka"), "");
+        assert_eq!(kafka_version("registry:5000/kafka"), "");
+        assert_eq!(kafka_version("apache/kafka:latest"), "");
+    }
+
+    #[test]
+    fn keys_go_where_kafka_can_apply_them_whatever_the_section() {
+        let kafka = KafkaSpec {
+            read_only_config: map(&[
+                ("num.partitions", "6"),
+                ("log.retention.ms", "1000"), // cluster-wide, though in readOnlyConfig
+            ]),
+            cluster_wide_config: map(&[
+                ("min.insync.replicas", "2"),
+                ("auto.create.topics.enable", "false"), // read-only
+                ("com.example.plugin.key", "x"),        // unknown
+            ]),
+            ..Default::default()
+        };
+        let mut b1 = broker(1, &[Role::Broker, Role::Controller]);
+        b1.config = map(&[
+            ("listener.name.internal.ssl.keystore.location", "/k"),
+            ("min.insync.replicas", "3"),
+        ]);
+        b1.read_only_config = map(&[("num.partitions", "9")]);
+        let b2 = broker(2, &[Role::Broker]);
+        let kc = cluster(kafka, vec![b1, b2]);
+        let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
+
+        assert_eq!(
+            plan.cluster_default,
+            map(&[("log.retention.ms", "1000"), ("min.insync.replicas", "2")])
+        );
+        let one = &plan.brokers[&1];
+        assert_eq!(
+            one.file,
+            map(&[
+                ("auto.create.topics.enable", "false"),
+                ("com.example.plugin.key", "x"),
+                ("num.partitions", "9"),
+            ])
+        );
+        assert_eq!(
+            one.live,
+            map(&[
+                ("listener.name.internal.ssl.keystore.location", "/k"),
+                ("min.insync.replicas", "3"),
+            ])
+        );
+        assert_eq!(plan.brokers[&2].live, BTreeMap::new());
+        assert_eq!(plan.brokers[&2].file["num.partitions"], "6");
+        assert_eq!(
+            plan.notices,
+            vec![
+                Notice::Unknown {
+                    key: "com.example.plugin.key".into()
+                },
+                Notice::ReadOnlyInDynamicSection {
+                    key: "auto.create.topics.enable".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn per_broker_keys_of_cluster_sections_go_to_each_broker_and_controllers_use_files() {
+        let kafka = KafkaSpec {
+            cluster_wide_config: map(&[("listener.name.internal.ssl.keystore.location", "/k")]),
+            ..Default::default()
+        };
+        let mut controller = broker(9, &[Role::Controller]);
+        controller.config = map(&[("num.io.threads", "4")]);
+        let kc = cluster(kafka, vec![broker(1, &[Role::Broker]), controller]);
+        let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
+        assert!(plan.cluster_default.is_empty());
+        assert_eq!(
+            plan.brokers[&1].live,
+            map(&[("listener.name.internal.ssl.keystore.location", "/k")])
+        );
+        assert_eq!(
+            plan.brokers[&9].file,
+            map(&[
+                ("listener.name.internal.ssl.keystore.location", "/k"),
+                ("num.io.threads", "4"),
+            ])
+        );
+        assert!(plan.brokers[&9].live.is_empty());
+    }
+
+    #[test]
+    fn an_image_without_a_table_is_classified_with_the_newest_and_said_so() {
+        let mut kc = cluster(
+            KafkaSpec::default(),
+            vec![broker(1, &[Role::Broker, Role::Controller])],
+        );
+        kc.spec.kafka.image = "example/kafka:latest".into();
+        let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
+        assert!(matches!(
+            plan.notices.as_slice(),
+            [Notice::NoTableForImage { image, .. }] if image == "example/kafka:latest"
+        ));
+    }
+
+    #[test]
+    fn changes_set_what_differs_and_delete_what_the_spec_dropped() {
+        let desired = map(&[("a", "1"), ("b", "2"), ("c", "x,y"), ("secret", "s")]);
+        let current: BTreeMap<String, Option<String>> = [
+            ("a", Some("1.0")),
+            ("b", Some("3")),
+            ("c", Some("x, y")),
+            ("secret", None),
+            ("old", Some("1")),
+            ("leader.replication.throttled.rate", Some("100")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect();
+        assert_eq!(
+            config_changes(&desired, &current),
+            vec![
+                ConfigChange::Set {
+                    key: "b".into(),
+                    value: "2".into()
+                },
+                ConfigChange::Delete { key: "old".into() },
+            ]
+        );
+        assert!(config_changes(&BTreeMap::new(), &BTreeMap::new()).is_empty());
+    }
+}
