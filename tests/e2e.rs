@@ -1,17 +1,16 @@
 //! End to end with real brokers: a KafkaCluster becomes Kafka processes run by the dev node
 //! agent, Envoy (also run by it) gets its config over xDS from the operator, and a client that
 //! knows only the bootstrap address through Envoy produces and consumes.
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
 use pier::api::KafkaCluster;
-use pier::controller::{self, Context};
-use pier::reconcile::Settings;
-use pier::xds::SnapshotCache;
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
+use support::{Operator, ready};
+
+mod support;
 
 const NS: &str = "default";
 
@@ -123,13 +122,6 @@ async fn rust_client_round_trip(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 #[tokio::test]
 async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     let logs = LogDir::for_current_test("e2e")?;
@@ -141,20 +133,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         .try_init();
 
     // The operator's xDS server and controller, in this process.
-    let cache = Arc::new(SnapshotCache::default());
-    let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let xds_addr = xds_listener.local_addr()?;
-    tokio::spawn(pier::xds::serve(
-        xds_listener,
-        cache.clone(),
-        std::future::pending(),
-    ));
-    let settings = Settings {
-        xds_address: xds_addr.to_string(),
-        ..Settings::default()
-    };
-    let ctx = Context::new(client.clone(), cache.clone(), settings);
-    let operator = tokio::spawn(controller::run(ctx, Some(NS.into())));
+    let operator = Operator::start(client.clone(), NS).await?;
     let devlet = tokio::spawn(devlet::run(
         client.clone(),
         DevletOptions::new("dev-a", logs.data("devlet")?),
@@ -356,7 +335,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     let everything = consume_all(10_100).await?;
     assert!(everything.lines().any(|l| l == "record-10099"));
 
-    operator.abort();
+    drop(operator);
     devlet.abort();
     Ok(())
 }

@@ -3,20 +3,19 @@
 //! acks=all producer keeps every send, and a broker frozen mid-roll pauses the roll at the
 //! failure threshold (kept across an operator restart) until it is back.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pier::api::KafkaCluster;
-use pier::controller::{self, Context};
 use pier::kafka::{AdminClient, AdminOptions, ConfigResource, ConfigSource};
-use pier::reconcile::Settings;
-use pier::xds::SnapshotCache;
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
+use support::{Operator, ready};
+
+mod support;
 
 const NS: &str = "default";
 const NAME: &str = "roll";
@@ -56,66 +55,6 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
             "rollingUpgrade": {"failureThreshold": 2, "brokerReadyTimeoutSeconds": 120}
         }
     }))?)
-}
-
-/// The operator (xDS server + controller) in this process; restartable.
-struct Operator {
-    client: Client,
-    cache: Arc<SnapshotCache>,
-    settings: Settings,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Operator {
-    async fn start(client: Client) -> anyhow::Result<Self> {
-        let cache = Arc::new(SnapshotCache::default());
-        let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let settings = Settings {
-            xds_address: xds_listener.local_addr()?.to_string(),
-            ..Settings::default()
-        };
-        tokio::spawn(pier::xds::serve(
-            xds_listener,
-            cache.clone(),
-            std::future::pending(),
-        ));
-        let mut op = Operator {
-            client,
-            cache,
-            settings,
-            task: None,
-        };
-        op.restart();
-        Ok(op)
-    }
-
-    /// Stops the controller and starts a fresh one: nothing survives but the cluster's state.
-    fn restart(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-        let ctx = Context::new(
-            self.client.clone(),
-            self.cache.clone(),
-            self.settings.clone(),
-        );
-        self.task = Some(tokio::spawn(controller::run(ctx, Some(NS.into()))));
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn broker_pods() -> ListParams {
@@ -182,6 +121,44 @@ async fn broker_config(
         .find(|e| e.name == key)
         .ok_or_else(|| anyhow::anyhow!("broker {id} does not report {key}"))?;
     Ok((e.value, e.source))
+}
+
+/// Waits until every broker of `ids` reports `key` as `want` says (value, source).
+async fn wait_config(
+    client: &Client,
+    ids: &[i32],
+    key: &str,
+    what: &str,
+    want: impl Fn(Option<&str>, ConfigSource) -> bool,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{key} {what} on brokers {ids:?}"),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            for id in ids {
+                let (v, s) = broker_config(client, *id, key).await.ok()?;
+                if !want(v.as_deref(), s) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await
+}
+
+/// Replaces the broker list; `broker_2_config` is broker 2's dynamic `config`.
+async fn set_broker_2_config(client: &Client, config: serde_json::Value) -> anyhow::Result<()> {
+    patch_spec(
+        client,
+        json!({"spec": {"brokers": [
+            {"id": 0, "configGroup": "default"},
+            {"id": 1, "configGroup": "default"},
+            {"id": 2, "configGroup": "default", "config": config}
+        ]}}),
+    )
+    .await
 }
 
 async fn patch_spec(client: &Client, patch: serde_json::Value) -> anyhow::Result<()> {
@@ -389,7 +366,7 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
         .with_env_filter("pier=info,pier_testenv=info")
         .with_test_writer()
         .try_init();
-    let mut operator = Operator::start(client.clone()).await?;
+    let mut operator = Operator::start(client.clone(), NS).await?;
     let devlet = tokio::spawn(devlet::run(
         client.clone(),
         DevletOptions::new("dev-a", logs.data("devlet")?),
@@ -426,19 +403,12 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
         json!({"spec": {"kafka": {"clusterWideConfig": {"log.retention.ms": "3600000"}}}}),
     )
     .await?;
-    wait_for(
-        "log.retention.ms live on every broker",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            for id in 0..3 {
-                let (v, _) = broker_config(&client, id, "log.retention.ms").await.ok()?;
-                if v.as_deref() != Some("3600000") {
-                    return None;
-                }
-            }
-            Some(())
-        },
+    wait_config(
+        &client,
+        &[0, 1, 2],
+        "log.retention.ms",
+        "= 3600000",
+        |v, s| v == Some("3600000") && s == ConfigSource::DynamicDefaultBrokerConfig,
     )
     .await?;
     assert_eq!(
@@ -448,57 +418,28 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
     );
 
     // 2. A per-broker key on broker 2 changes only broker 2; removing it deletes it live.
-    patch_spec(
+    set_broker_2_config(&client, json!({"log.cleaner.threads": "2"})).await?;
+    wait_config(&client, &[2], "log.cleaner.threads", "= 2", |v, s| {
+        v == Some("2") && s == ConfigSource::DynamicBrokerConfig
+    })
+    .await?;
+    wait_config(
         &client,
-        json!({"spec": {"brokers": [
-            {"id": 0, "configGroup": "default"},
-            {"id": 1, "configGroup": "default"},
-            {"id": 2, "configGroup": "default", "config": {"log.cleaner.threads": "2"}}
-        ]}}),
+        &[0, 1],
+        "log.cleaner.threads",
+        "default",
+        |v, s| v == Some("1") && s == ConfigSource::DefaultConfig,
     )
     .await?;
-    wait_for(
-        "log.cleaner.threads=2 on broker 2",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            let (v, s) = broker_config(&client, 2, "log.cleaner.threads")
-                .await
-                .ok()?;
-            (v.as_deref() == Some("2") && s == ConfigSource::DynamicBrokerConfig).then_some(())
-        },
-    )
-    .await?;
-    for id in [0, 1] {
-        let (v, s) = broker_config(&client, id, "log.cleaner.threads").await?;
-        assert_eq!(v.as_deref(), Some("1"), "broker {id} keeps the default");
-        assert_eq!(s, ConfigSource::DefaultConfig);
-    }
     assert_eq!(
         uids(&brokers(&client).await?),
         start_uids,
         "no Pod restarted"
     );
-    patch_spec(
-        &client,
-        json!({"spec": {"brokers": [
-            {"id": 0, "configGroup": "default"},
-            {"id": 1, "configGroup": "default"},
-            {"id": 2, "configGroup": "default"}
-        ]}}),
-    )
-    .await?;
-    wait_for(
-        "log.cleaner.threads deleted on broker 2",
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        || async {
-            let (_, s) = broker_config(&client, 2, "log.cleaner.threads")
-                .await
-                .ok()?;
-            (s == ConfigSource::DefaultConfig).then_some(())
-        },
-    )
+    set_broker_2_config(&client, json!({})).await?;
+    wait_config(&client, &[2], "log.cleaner.threads", "deleted", |_, s| {
+        s == ConfigSource::DefaultConfig
+    })
     .await?;
     wait_settled(&client, Duration::from_secs(60)).await?;
 

@@ -115,109 +115,96 @@ async fn apply_dynamic(
     if reachable.is_empty() {
         return states;
     }
-    let cluster_error = match converge_resource(
+    let cluster_error = converge_resource(
+        kc,
         ctx,
         admin,
         ConfigResource::BrokerDefault,
-        ConfigSource::DynamicDefaultBrokerConfig,
         &desired.config.cluster_default,
     )
     .await
-    {
-        Ok(changes) => {
-            if !changes.is_empty() {
-                ctx.event(
-                    kc,
-                    EventType::Normal,
-                    "ConfigApplied",
-                    format!("cluster-wide config changed live: {}", describe(&changes)),
-                )
-                .await;
-            }
-            None
-        }
-        Err(e) => {
-            let message = format!("cluster-wide config: {e}");
-            warn_once(kc, ctx, "ConfigFailed", &message).await;
-            Some(message)
-        }
-    };
+    .err();
     for (id, config) in &desired.config.brokers {
         if !reachable.contains_key(id) {
             continue;
         }
-        let result = converge_resource(
-            ctx,
-            admin,
-            ConfigResource::Broker(*id),
-            ConfigSource::DynamicBrokerConfig,
-            &config.live,
-        )
-        .await;
-        let state = match result {
-            Ok(changes) => {
-                if !changes.is_empty() {
-                    ctx.event(
-                        kc,
-                        EventType::Normal,
-                        "ConfigApplied",
-                        format!("broker {id} config changed live: {}", describe(&changes)),
-                    )
-                    .await;
-                }
-                DynamicState {
-                    in_sync: cluster_error.is_none(),
-                    error: cluster_error.clone(),
-                }
-            }
-            Err(e) => {
-                let message = format!("broker {id} config: {e}");
-                warn_once(kc, ctx, "ConfigFailed", &message).await;
-                DynamicState {
-                    in_sync: false,
-                    error: Some(message),
-                }
-            }
-        };
-        states.insert(*id, state);
+        let result =
+            converge_resource(kc, ctx, admin, ConfigResource::Broker(*id), &config.live).await;
+        let error = result.err().or_else(|| cluster_error.clone());
+        states.insert(
+            *id,
+            DynamicState {
+                in_sync: error.is_none(),
+                error,
+            },
+        );
     }
     states
 }
 
-/// Describe → diff → validate-only → apply, for one config resource. Returns what changed.
+/// Describe → diff → validate-only → apply, for one config resource (the cluster default or
+/// one broker), with an Event naming the keys changed. A failure is returned as the message
+/// for status, after a Warning Event (once per message).
 async fn converge_resource(
+    kc: &KafkaCluster,
     ctx: &Context,
     admin: &AdminClient,
     resource: ConfigResource,
-    source: ConfigSource,
     desired: &BTreeMap<String, String>,
-) -> Result<Vec<ConfigChange>, crate::kafka::KafkaError> {
-    let entries = admin.describe_configs(&resource).await?;
-    let current: BTreeMap<String, Option<String>> = entries
-        .into_iter()
-        .filter(|e| e.source == source)
-        .map(|e| (e.name, e.value))
-        .collect();
-    let changes = config_changes(desired, &current);
-    if changes.is_empty() {
-        return Ok(changes);
+) -> Result<(), String> {
+    let (what, source) = match &resource {
+        ConfigResource::Broker(id) => (
+            format!("broker {id} config"),
+            ConfigSource::DynamicBrokerConfig,
+        ),
+        _ => (
+            "cluster-wide config".to_string(),
+            ConfigSource::DynamicDefaultBrokerConfig,
+        ),
+    };
+    let result = async {
+        let entries = admin.describe_configs(&resource).await?;
+        let current: BTreeMap<String, Option<String>> = entries
+            .into_iter()
+            .filter(|e| e.source == source)
+            .map(|e| (e.name, e.value))
+            .collect();
+        let changes = config_changes(desired, &current);
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        let ops: Vec<ConfigOp> = changes
+            .iter()
+            .map(|c| match c {
+                ConfigChange::Set { key, value } => ConfigOp::set(key, value),
+                ConfigChange::Delete { key } => ConfigOp::delete(key),
+            })
+            .collect();
+        admin
+            .incremental_alter_configs(&resource, &ops, true)
+            .await?;
+        admin
+            .incremental_alter_configs(&resource, &ops, false)
+            .await?;
+        Ok::<_, crate::kafka::KafkaError>(changes)
     }
-    let ops: Vec<ConfigOp> = changes
-        .iter()
-        .map(|c| match c {
-            ConfigChange::Set { key, value } => ConfigOp::set(key, value),
-            ConfigChange::Delete { key } => ConfigOp::delete(key),
-        })
-        .collect();
-    admin
-        .incremental_alter_configs(&resource, &ops, true)
-        .await?;
-    admin
-        .incremental_alter_configs(&resource, &ops, false)
-        .await?;
-    ctx.dynamic_config_changes.inc();
-    tracing::info!(resource = ?resource, changes = %describe(&changes), "dynamic config applied");
-    Ok(changes)
+    .await;
+    match result {
+        Ok(changes) if changes.is_empty() => Ok(()),
+        Ok(changes) => {
+            ctx.dynamic_config_changes.inc();
+            tracing::info!(cluster = %kc.name_any(), resource = ?resource, changes = %describe(&changes), "dynamic config applied");
+            let note = format!("{what} changed live: {}", describe(&changes));
+            ctx.event(kc, EventType::Normal, "ConfigApplied", note)
+                .await;
+            Ok(())
+        }
+        Err(e) => {
+            let message = format!("{what}: {e}");
+            warn_once(kc, ctx, "ConfigFailed", &message).await;
+            Err(message)
+        }
+    }
 }
 
 fn describe(changes: &[ConfigChange]) -> String {

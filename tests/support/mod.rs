@@ -1,0 +1,77 @@
+//! Shared by the integration tests that run the operator with real brokers (`e2e.rs`,
+//! `rolling.rs`): the operator in the test process, and small Pod and record helpers.
+#![allow(dead_code)]
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use pier::controller::{self, Context};
+use pier::reconcile::Settings;
+use pier::xds::SnapshotCache;
+
+/// The operator (xDS server + controller) in this process; restartable.
+pub struct Operator {
+    client: Client,
+    cache: Arc<SnapshotCache>,
+    settings: Settings,
+    namespace: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Starts the xDS server and the controller for `namespace`.
+    pub async fn start(client: Client, namespace: &str) -> anyhow::Result<Self> {
+        let cache = Arc::new(SnapshotCache::default());
+        let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let settings = Settings {
+            xds_address: xds_listener.local_addr()?.to_string(),
+            ..Settings::default()
+        };
+        tokio::spawn(pier::xds::serve(
+            xds_listener,
+            cache.clone(),
+            std::future::pending(),
+        ));
+        let mut op = Operator {
+            client,
+            cache,
+            settings,
+            namespace: namespace.to_string(),
+            task: None,
+        };
+        op.restart();
+        Ok(op)
+    }
+
+    /// Stops the controller and starts a fresh one: nothing survives but the cluster's state.
+    pub fn restart(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let ctx = Context::new(
+            self.client.clone(),
+            self.cache.clone(),
+            self.settings.clone(),
+        );
+        self.task = Some(tokio::spawn(controller::run(
+            ctx,
+            Some(self.namespace.clone()),
+        )));
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The Pod reports Ready.
+pub fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
