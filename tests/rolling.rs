@@ -232,7 +232,8 @@ async fn watch_roll(
 }
 
 /// A kcat producer writing `seq-<n>` lines at a steady pace, acks=all, idempotent, with a
-/// 60 s delivery timeout: a failed send is reported on stderr and in the exit status.
+/// 60 s delivery timeout: a failed delivery is reported on stderr ("Delivery failed") and in
+/// the exit status.
 struct Producer {
     child: tokio::process::Child,
     stop: tokio::sync::watch::Sender<bool>,
@@ -255,6 +256,14 @@ impl Producer {
                 "enable.idempotence=true",
                 "-X",
                 "message.timeout.ms=60000",
+                // kcat exits when every broker connection is down at once. With sparse
+                // connections librdkafka leaves idle brokers disconnected after their restart,
+                // so the third restart of a roll would look like "all down" although two
+                // brokers are up: keep a connection to every broker instead.
+                "-X",
+                "enable.sparse.connections=false",
+                "-X",
+                "reconnect.backoff.max.ms=1000",
             ])
             .stdin(std::process::Stdio::piped())
             .stderr(stderr)
@@ -449,7 +458,11 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
     tokio::time::sleep(Duration::from_secs(3)).await;
     patch_spec(
         &client,
-        json!({"spec": {"kafka": {"readOnlyConfig": {"num.partitions": "2"}}}}),
+        json!({"spec": {"kafka": {
+            "readOnlyConfig": {"num.partitions": "2"},
+            // Not a Kafka config (a plugin's, say): treated as read-only, and said so.
+            "clusterWideConfig": {"pier.example.plugin.setting": "x"}
+        }}}),
     )
     .await?;
     let seen = watch_roll(&client, Duration::from_secs(420), async |now| {
@@ -558,6 +571,34 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
     wait_settled(&client, Duration::from_secs(180)).await?;
     let s = status(&client).await?;
     assert_eq!(condition(&s, "Degraded").map(|c| c.0), Some("False".into()));
+    assert!(
+        s.config_notices
+            .iter()
+            .any(|n| n.contains("pier.example.plugin.setting") && n.contains("read-only")),
+        "{:?}",
+        s.config_notices
+    );
+
+    // 5. The restart annotation on one broker's Pod restarts that broker only.
+    let before = uids(&brokers(&client).await?);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .patch(
+            "roll-broker-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"kafka.pier.dev/restart": "now"}}})),
+        )
+        .await?;
+    watch_roll(&client, Duration::from_secs(180), async |now| {
+        now.len() == 3
+            && now.values().all(|(_, ready, _)| *ready)
+            && now.get("roll-broker-2").map(|b| &b.0) != before.get("roll-broker-2")
+    })
+    .await?;
+    wait_settled(&client, Duration::from_secs(120)).await?;
+    let after = uids(&brokers(&client).await?);
+    for name in ["roll-broker-0", "roll-broker-1"] {
+        assert_eq!(after[name], before[name], "{name} was not restarted");
+    }
 
     drop(operator);
     devlet.abort();

@@ -228,24 +228,14 @@ impl BrokerConnection {
                     })),
             ]);
         let response = self.send(&request).await?;
-        let name = resource.resource_name();
-        let result = response
-            .results
-            .into_iter()
-            .find(|r| {
-                r.resource_type == resource.resource_type() && r.resource_name.as_str() == name
-            })
-            .ok_or_else(|| {
-                KafkaError::malformed(self.addr(), DESCRIBE, format!("no result for {resource}"))
-            })?;
-        if result.error_code != 0 {
-            return Err(self.resource_error(
-                DESCRIBE,
-                resource,
-                result.error_code,
-                result.error_message,
-            ));
-        }
+        let result = self.resource_result(DESCRIBE, resource, response.results, |r| {
+            (
+                r.resource_type,
+                r.resource_name.as_str(),
+                r.error_code,
+                r.error_message.as_ref(),
+            )
+        })?;
         let mut entries: Vec<ConfigEntry> = result
             .configs
             .into_iter()
@@ -303,25 +293,41 @@ impl BrokerConnection {
                     ),
             ]);
         let response = self.send(&request).await?;
+        self.resource_result(ALTER, resource, response.responses, |r| {
+            (
+                r.resource_type,
+                r.resource_name.as_str(),
+                r.error_code,
+                r.error_message.as_ref(),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The answer's entry for `resource` (`fields` gives an entry's type, name, error code and
+    /// message), or the error it carries, or a malformed-answer error when there is none.
+    fn resource_result<T>(
+        &self,
+        api: &str,
+        resource: &ConfigResource,
+        results: Vec<T>,
+        fields: impl Fn(&T) -> (i8, &str, i16, Option<&StrBytes>),
+    ) -> Result<T, KafkaError> {
         let name = resource.resource_name();
-        let result = response
-            .responses
+        let result = results
             .into_iter()
             .find(|r| {
-                r.resource_type == resource.resource_type() && r.resource_name.as_str() == name
+                let (type_, n, _, _) = fields(r);
+                type_ == resource.resource_type() && n == name
             })
             .ok_or_else(|| {
-                KafkaError::malformed(self.addr(), ALTER, format!("no result for {resource}"))
+                KafkaError::malformed(self.addr(), api, format!("no result for {resource}"))
             })?;
-        if result.error_code != 0 {
-            return Err(self.resource_error(
-                ALTER,
-                resource,
-                result.error_code,
-                result.error_message,
-            ));
+        let (_, _, code, message) = fields(&result);
+        if code != 0 {
+            return Err(self.resource_error(api, resource, code, message.cloned()));
         }
-        Ok(())
+        Ok(result)
     }
 
     fn resource_error(
