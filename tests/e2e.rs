@@ -332,6 +332,22 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     for name in ["basic-broker-0", "basic-broker-2", "basic-broker-3"] {
         assert_eq!(after[name], before[name], "{name} was not restarted");
     }
+    // Broker 1 was a KRaft voter: the static quorum keeps it, and Pier says so.
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    wait_for(
+        "a notice that the static quorum still has voter 1",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let status = kcs.get("basic").await.ok()?.status?;
+            status
+                .config_notices
+                .iter()
+                .any(|n| n.contains("voters are [0, 1, 2]") && n.contains("static quorum"))
+                .then_some(())
+        },
+    )
+    .await?;
     let everything = consume_all(10_100).await?;
     assert!(everything.lines().any(|l| l == "record-10099"));
 

@@ -351,22 +351,24 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
         Ok(b) => b,
         Err(e) => return degraded(kc, ctx, &e).await,
     };
-    for notice in &desired.config.notices {
+    let outcome = operations::run(kc, ctx, &pods, &brokers, &desired).await?;
+    let notices: Vec<String> = desired
+        .config
+        .notices
+        .iter()
+        .map(|n| n.to_string())
+        .chain(outcome.quorum_notice.clone())
+        .collect();
+    for notice in &notices {
         let known = kc
             .status
             .as_ref()
-            .is_some_and(|s| s.config_notices.iter().any(|n| n == &notice.to_string()));
+            .is_some_and(|s| s.config_notices.contains(notice));
         if !known {
-            ctx.event(
-                kc,
-                EventType::Normal,
-                "ConfigClassified",
-                notice.to_string(),
-            )
-            .await;
+            ctx.event(kc, EventType::Warning, "ConfigNotice", notice.clone())
+                .await;
         }
     }
-    let outcome = operations::run(kc, ctx, &pods, &brokers, &desired).await?;
 
     let mut new_status = status::compute(
         kc,
@@ -377,12 +379,7 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
         &cluster_id,
         &outcome,
     );
-    new_status.config_notices = desired
-        .config
-        .notices
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
+    new_status.config_notices = notices;
     status::write_if_changed(kc, ctx, new_status.clone()).await?;
     if outcome.rolling || outcome.dynamic.values().any(|d| !d.in_sync) {
         // A roll moves on as soon as its broker is back; failed live config is retried.

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub paused: Option<String>,
     /// A roll is in progress (due, restarting or blocked).
     pub rolling: bool,
+    /// The KRaft quorum's voters differ from the spec's controllers.
+    pub quorum_notice: Option<String>,
 }
 
 /// Runs the live configuration and the roll for one cluster.
@@ -61,6 +63,9 @@ pub async fn run(
     let mut outcome = Outcome::default();
     if !desired.waiting_for_address {
         outcome.dynamic = apply_dynamic(kc, ctx, &admin, desired).await;
+    }
+    if !admin.nodes().is_empty() {
+        outcome.quorum_notice = quorum_notice(&admin, brokers).await;
     }
     roll(kc, ctx, &admin, pods, brokers, desired, &mut outcome).await?;
     Ok(outcome)
@@ -140,6 +145,30 @@ async fn apply_dynamic(
         );
     }
     states
+}
+
+/// Pier writes a static quorum (`controller.quorum.voters`): adding or removing a controller in
+/// the spec does not change the voters of a running cluster (that needs KIP-853's dynamic
+/// quorum, not supported yet). Says so when Kafka's voters and the spec's controllers differ.
+async fn quorum_notice(admin: &AdminClient, brokers: &[EffectiveBroker]) -> Option<String> {
+    let quorum = admin.describe_quorum().await.ok()?;
+    let voters: Vec<i32> = {
+        let mut v: Vec<i32> = quorum.voters.iter().map(|v| v.replica_id).collect();
+        v.sort();
+        v
+    };
+    let controllers: Vec<i32> = brokers
+        .iter()
+        .filter(|b| b.is_controller())
+        .map(|b| b.id)
+        .collect();
+    (voters != controllers).then(|| {
+        format!(
+            "the KRaft quorum's voters are {voters:?} but the spec's controllers are {controllers:?}: \
+             Pier runs a static quorum and cannot change its membership; nodes restarted later \
+             read the spec's list"
+        )
+    })
 }
 
 /// Describe → diff → validate-only → apply, for one config resource (the cluster default or
