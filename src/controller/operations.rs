@@ -13,7 +13,7 @@ use kube::runtime::events::EventType;
 use super::status::pod_ready;
 use super::{Context, Error};
 use crate::api::{KafkaCluster, RollingUpgradeStatus};
-use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource};
+use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource, DescribeConfigsOptions};
 use crate::reconcile::config::{ConfigChange, config_changes};
 use crate::reconcile::roll::{
     Health, NodeState, PartitionHealth, PodState, Quorum, RollAction, RollPolicy, RollState, Voter,
@@ -382,9 +382,12 @@ async fn read_health(admin: &AdminClient) -> Result<Health, crate::kafka::KafkaE
         .and_then(|e| e.value.as_deref()?.parse::<usize>().ok())
         .unwrap_or(1);
     let mut partitions = Vec::new();
+    // One small call per topic (only the key needed); a batched DescribeConfigs would be
+    // cheaper for clusters with thousands of topics.
+    let only_min_isr = DescribeConfigsOptions::keys(&["min.insync.replicas"]);
     for t in &md.topics {
         let min_isr = admin
-            .describe_configs(&ConfigResource::Topic(t.name.clone()))
+            .describe_configs_with(&ConfigResource::Topic(t.name.clone()), &only_min_isr)
             .await?
             .into_iter()
             .find(|e| e.name == "min.insync.replicas")
