@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams, PostParams};
 use pier::api::KafkaCluster;
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
-use support::{Operator, ready};
+use support::{Operator, read_topic, ready};
 
 mod support;
 
@@ -35,28 +35,12 @@ async fn produce(records: std::ops::Range<u32>) -> anyhow::Result<()> {
 
 /// Consumes topic e2e from the beginning through Envoy until it holds `count` records.
 async fn consume_all(count: usize) -> anyhow::Result<String> {
-    let kcat = pier_testenv::program("kcat")?;
     wait_for(
         &format!("all {count} records back through Envoy"),
         Duration::from_secs(60),
         Duration::from_secs(1),
         || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args([
-                    "-b",
-                    BOOTSTRAP,
-                    "-C",
-                    "-t",
-                    "e2e",
-                    "-o",
-                    "beginning",
-                    "-e",
-                    "-q",
-                ])
-                .output()
-                .await
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let text = read_topic(BOOTSTRAP, "e2e").await?;
             (text.lines().count() == count).then_some(text)
         },
     )

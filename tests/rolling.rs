@@ -13,7 +13,7 @@ use pier::kafka::{AdminClient, AdminOptions, ConfigResource, ConfigSource};
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
-use support::{Operator, ready};
+use support::{Operator, read_topic, ready};
 
 mod support;
 
@@ -309,28 +309,12 @@ impl Producer {
 
 /// Every `seq-<n>` for n < count is in the topic.
 async fn consume_all(count: u64) -> anyhow::Result<()> {
-    let kcat = pier_testenv::program("kcat")?;
     wait_for(
         &format!("all {count} records back"),
         Duration::from_secs(60),
         Duration::from_secs(2),
         || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args([
-                    "-b",
-                    BOOTSTRAP,
-                    "-C",
-                    "-t",
-                    TOPIC,
-                    "-o",
-                    "beginning",
-                    "-e",
-                    "-q",
-                ])
-                .output()
-                .await
-                .ok()?;
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text = read_topic(BOOTSTRAP, TOPIC).await?;
             let got: std::collections::BTreeSet<&str> = text.lines().collect();
             (0..count)
                 .all(|n| got.contains(format!("seq-{n}").as_str()))

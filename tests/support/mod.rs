@@ -75,3 +75,25 @@ pub fn ready(p: &Pod) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+/// Everything in `topic` right now, one record per line, read with kcat from the beginning
+/// through `bootstrap`; `None` when kcat fails.
+pub async fn read_topic(bootstrap: &str, topic: &str) -> Option<String> {
+    let kcat = pier_testenv::program("kcat").ok()?;
+    let out = tokio::process::Command::new(kcat)
+        .args([
+            "-b",
+            bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ])
+        .output()
+        .await
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
