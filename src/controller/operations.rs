@@ -30,7 +30,8 @@ const QUORUM_FETCH_TIMEOUT_MS: i64 = 2_000;
 /// Per-broker outcome of the live configuration.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DynamicState {
-    /// Applied and described back as the spec says.
+    /// The live configuration was already as the spec says, or was just changed to it
+    /// (validate-only first); the next reconcile describes it again.
     pub in_sync: bool,
     pub error: Option<String>,
 }
