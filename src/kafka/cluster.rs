@@ -79,14 +79,12 @@ impl BrokerConnection {
         let version = self.version_for::<DescribeClusterRequest>()?;
         let request = DescribeClusterRequest::default().with_include_fenced_brokers(version >= 2);
         let response = self.send(&request).await?;
-        if response.error_code != 0 {
-            return Err(KafkaError::broker(
-                self.addr(),
-                "DescribeCluster",
-                response.error_code,
-                response.error_message.map(|m| m.to_string()),
-            ));
-        }
+        KafkaError::check(
+            self.addr(),
+            "DescribeCluster",
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
         let mut brokers: Vec<ClusterBroker> = response
             .brokers
             .into_iter()
@@ -115,14 +113,12 @@ impl BrokerConnection {
                 .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
         ]);
         let response = self.send(&request).await?;
-        if response.error_code != 0 {
-            return Err(KafkaError::broker(
-                self.addr(),
-                api,
-                response.error_code,
-                response.error_message.map(|m| m.to_string()),
-            ));
-        }
+        KafkaError::check(
+            self.addr(),
+            api,
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
         let partition = response
             .topics
             .into_iter()
@@ -135,14 +131,12 @@ impl BrokerConnection {
                     format!("no {METADATA_TOPIC}-0 in the answer"),
                 )
             })?;
-        if partition.error_code != 0 {
-            return Err(KafkaError::broker(
-                self.addr(),
-                api,
-                partition.error_code,
-                partition.error_message.map(|m| m.to_string()),
-            ));
-        }
+        KafkaError::check(
+            self.addr(),
+            api,
+            partition.error_code,
+            partition.error_message.as_ref(),
+        )?;
         Ok(QuorumInfo {
             leader_id: partition.leader_id.0,
             leader_epoch: partition.leader_epoch,

@@ -170,14 +170,7 @@ impl BrokerConnection {
             version = theirs.min(version);
             response = self.round_trip(&request, version).await?;
         }
-        if response.error_code != 0 {
-            return Err(KafkaError::broker(
-                &self.addr,
-                "ApiVersions",
-                response.error_code,
-                None,
-            ));
-        }
+        KafkaError::check(&self.addr, "ApiVersions", response.error_code, None)?;
         self.broker_versions = response
             .api_keys
             .iter()

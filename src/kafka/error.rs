@@ -90,6 +90,24 @@ impl KafkaError {
         }
     }
 
+    /// `Ok` for error code 0, else [`KafkaError::Broker`] with the message Kafka sent.
+    pub(crate) fn check(
+        addr: &str,
+        api: &str,
+        code: i16,
+        message: Option<&kafka_protocol::protocol::StrBytes>,
+    ) -> Result<(), Self> {
+        if code == 0 {
+            return Ok(());
+        }
+        Err(Self::broker(
+            addr,
+            api,
+            code,
+            message.map(|m| m.to_string()),
+        ))
+    }
+
     /// A response that does not say what it should (a missing result, a wrong resource).
     pub(crate) fn malformed(addr: &str, api: &str, message: impl Into<String>) -> Self {
         KafkaError::Decode {

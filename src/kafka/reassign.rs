@@ -119,15 +119,12 @@ impl BrokerConnection {
             );
         let response = self.send(&request).await?;
         let api = "AlterPartitionReassignments";
-        if response.error_code != 0 {
-            let message = response.error_message.map(|m| m.to_string());
-            return Err(KafkaError::broker(
-                self.addr(),
-                api,
-                response.error_code,
-                message,
-            ));
-        }
+        KafkaError::check(
+            self.addr(),
+            api,
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
         for t in response.responses {
             for p in t.partitions {
                 if p.error_code != 0 {
@@ -149,15 +146,12 @@ impl BrokerConnection {
         let request = ListPartitionReassignmentsRequest::default()
             .with_timeout_ms(self.operation_timeout_ms());
         let response = self.send(&request).await?;
-        if response.error_code != 0 {
-            let message = response.error_message.map(|m| m.to_string());
-            return Err(KafkaError::broker(
-                self.addr(),
-                "ListPartitionReassignments",
-                response.error_code,
-                message,
-            ));
-        }
+        KafkaError::check(
+            self.addr(),
+            "ListPartitionReassignments",
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
         Ok(response
             .topics
             .into_iter()
@@ -198,14 +192,7 @@ impl BrokerConnection {
             .with_topic_partitions(topic_partitions)
             .with_timeout_ms(self.operation_timeout_ms());
         let response = self.send(&request).await?;
-        if response.error_code != 0 {
-            return Err(KafkaError::broker(
-                self.addr(),
-                api,
-                response.error_code,
-                None,
-            ));
-        }
+        KafkaError::check(self.addr(), api, response.error_code, None)?;
         let mut out = Vec::new();
         for t in response.replica_election_results {
             let topic = t.topic.0.to_string();

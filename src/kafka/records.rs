@@ -129,22 +129,13 @@ impl BrokerConnection {
                     ]),
             ]);
         let response = self.send(&request).await?;
-        if response.error_code != 0 {
-            return Err(KafkaError::broker(
-                self.addr(),
-                "Fetch",
-                response.error_code,
-                None,
-            ));
-        }
+        KafkaError::check(self.addr(), "Fetch", response.error_code, None)?;
         let p = response
             .responses
             .first()
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| self.malformed("Fetch", "no partition in the answer"))?;
-        if p.error_code != 0 {
-            return Err(KafkaError::broker(self.addr(), "Fetch", p.error_code, None));
-        }
+        KafkaError::check(self.addr(), "Fetch", p.error_code, None)?;
         let mut out = Vec::new();
         if let Some(mut bytes) = p.records.clone() {
             let sets = RecordBatchDecoder::decode_all(&mut bytes)
