@@ -2,7 +2,6 @@
 //! no kubelet: the tests play it (Pod IPs) and the cloud (LoadBalancer address) where needed.
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,66 +10,16 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service}
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pier::api::KafkaCluster;
-use pier::controller::{self, Context};
-use pier::reconcile::Settings;
-use pier::xds::{ResourceType, SnapshotCache};
 use pier_testenv::control_plane::ControlPlaneOptions;
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
+use support::Operator;
+
+mod support;
 
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 const NS: &str = "default";
-
-struct Operator {
-    ctx: Arc<Context>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Operator {
-    fn start(client: Client) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("pier=info")
-            .with_test_writer()
-            .try_init();
-        let ctx = Context::new(
-            client,
-            Arc::new(SnapshotCache::default()),
-            Settings::default(),
-        );
-        let task = tokio::spawn(controller::run(ctx.clone(), Some(NS.into())));
-        Self { ctx, task }
-    }
-
-    fn writes(&self) -> u64 {
-        self.ctx.writes.get()
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.ctx.reconciles.get()
-    }
-
-    /// Listener names of the cluster's xDS snapshot.
-    fn listeners(&self, group: &str) -> Vec<String> {
-        self.ctx
-            .cache
-            .snapshot(group)
-            .map(|s| {
-                s.get(ResourceType::Listener)
-                    .resources
-                    .keys()
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
     let logs = LogDir::for_current_test(name)?;
@@ -203,7 +152,7 @@ async fn set_brokers(
 async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
     let plane = start_plane("controller-basic").await?;
     let client = plane.client();
-    let op = Operator::start(client.clone());
+    let op = Operator::start(client.clone(), NS).await?;
     let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     kcs.create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
         .await?;
@@ -516,7 +465,7 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
 async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
     let plane = start_plane("controller-jbod").await?;
     let client = plane.client();
-    let _op = Operator::start(client.clone());
+    let _op = Operator::start(client.clone(), NS).await?;
     let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     kcs.create(&PostParams::default(), &example("kafkacluster-jbod.yaml")?)
         .await?;
@@ -616,7 +565,7 @@ async fn an_interrupted_operator_converges_without_duplicates() -> anyhow::Resul
     kcs.create(&PostParams::default(), &kc).await?;
 
     // Stop the first operator in the middle of creating the cluster.
-    let first = Operator::start(client.clone());
+    let first = Operator::start(client.clone(), NS).await?;
     wait_for(
         "the first writes",
         WAIT,
@@ -629,7 +578,7 @@ async fn an_interrupted_operator_converges_without_duplicates() -> anyhow::Resul
         + names::<ConfigMap>(&client, "basic").await?.len();
     println!("objects when the first operator stopped: {partial}");
 
-    let second = Operator::start(client.clone());
+    let second = Operator::start(client.clone(), NS).await?;
     wait_names::<Pod>(
         &client,
         "basic",

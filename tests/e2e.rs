@@ -111,10 +111,6 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     let logs = LogDir::for_current_test("e2e")?;
     let plane = ControlPlane::start(&logs).await?;
     let client = plane.client();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("pier=info,pier_testenv=info")
-        .with_test_writer()
-        .try_init();
 
     // The operator's xDS server and controller, in this process.
     let operator = Operator::start(client.clone(), NS).await?;

@@ -355,10 +355,6 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
     let logs = LogDir::for_current_test("rolling")?;
     let plane = ControlPlane::start(&logs).await?;
     let client = plane.client();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("pier=info,pier_testenv=info")
-        .with_test_writer()
-        .try_init();
     let mut operator = Operator::start(client.clone(), NS).await?;
     let devlet = tokio::spawn(devlet::run(
         client.clone(),

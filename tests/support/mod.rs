@@ -1,4 +1,4 @@
-//! Shared by the integration tests that run the operator with real brokers (`e2e.rs`,
+//! Shared by the integration tests that run the operator (`controller.rs`, `e2e.rs`,
 //! `rolling.rs`): the operator in the test process, and small Pod and record helpers.
 #![allow(dead_code)]
 use std::sync::Arc;
@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use pier::controller::{self, Context};
 use pier::reconcile::Settings;
-use pier::xds::SnapshotCache;
+use pier::xds::{ResourceType, SnapshotCache};
 
 /// The operator (xDS server + controller) in this process; restartable.
 pub struct Operator {
@@ -15,12 +15,19 @@ pub struct Operator {
     cache: Arc<SnapshotCache>,
     settings: Settings,
     namespace: String,
+    /// The running controller's context (its counters and xDS cache).
+    ctx: Arc<Context>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Operator {
     /// Starts the xDS server and the controller for `namespace`.
     pub async fn start(client: Client, namespace: &str) -> anyhow::Result<Self> {
+        // A test that set up its own subscriber first keeps it.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pier=info,pier_testenv=info")
+            .with_test_writer()
+            .try_init();
         let cache = Arc::new(SnapshotCache::default());
         let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let settings = Settings {
@@ -32,11 +39,13 @@ impl Operator {
             cache.clone(),
             std::future::pending(),
         ));
+        let ctx = Context::new(client.clone(), cache.clone(), settings.clone());
         let mut op = Operator {
             client,
             cache,
             settings,
             namespace: namespace.to_string(),
+            ctx,
             task: None,
         };
         op.restart();
@@ -47,16 +56,41 @@ impl Operator {
     pub fn restart(&mut self) {
         if let Some(t) = self.task.take() {
             t.abort();
+            self.ctx = Context::new(
+                self.client.clone(),
+                self.cache.clone(),
+                self.settings.clone(),
+            );
         }
-        let ctx = Context::new(
-            self.client.clone(),
-            self.cache.clone(),
-            self.settings.clone(),
-        );
         self.task = Some(tokio::spawn(controller::run(
-            ctx,
+            self.ctx.clone(),
             Some(self.namespace.clone()),
         )));
+    }
+
+    /// Write calls the running controller made to the API server.
+    pub fn writes(&self) -> u64 {
+        self.ctx.writes.get()
+    }
+
+    /// Reconciles the running controller ran.
+    pub fn reconciles(&self) -> u64 {
+        self.ctx.reconciles.get()
+    }
+
+    /// Listener names of a node group's xDS snapshot.
+    pub fn listeners(&self, group: &str) -> Vec<String> {
+        self.ctx
+            .cache
+            .snapshot(group)
+            .map(|s| {
+                s.get(ResourceType::Listener)
+                    .resources
+                    .keys()
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
