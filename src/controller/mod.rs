@@ -347,11 +347,7 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     }
 
     // Live configuration and rolling restarts, through the Kafka admin protocol.
-    let brokers = match reconcile::effective_brokers(kc) {
-        Ok(b) => b,
-        Err(e) => return degraded(kc, ctx, &e).await,
-    };
-    let outcome = operations::run(kc, ctx, &pods, &brokers, &desired).await?;
+    let outcome = operations::run(kc, ctx, &pods, &desired).await?;
     let notices: Vec<String> = desired
         .config
         .notices

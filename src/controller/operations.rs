@@ -13,7 +13,9 @@ use kube::runtime::events::EventType;
 use super::status::pod_ready;
 use super::{Context, Error};
 use crate::api::{KafkaCluster, RollingUpgradeStatus};
-use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource, DescribeConfigsOptions};
+use crate::kafka::{
+    AdminClient, ConfigOp, ConfigResource, ConfigSource, DescribeConfigsOptions, QuorumInfo,
+};
 use crate::reconcile::config::{ConfigChange, config_changes};
 use crate::reconcile::roll::{
     Health, NodeState, PartitionHealth, PodState, Quorum, RollAction, RollPolicy, RollState, Voter,
@@ -56,19 +58,25 @@ pub async fn run(
     kc: &KafkaCluster,
     ctx: &Context,
     pods: &[Pod],
-    brokers: &[EffectiveBroker],
     desired: &Desired,
 ) -> Result<Outcome, Error> {
     let key = format!("{}/{}", kc.namespace().unwrap_or_default(), kc.name_any());
-    let admin = ctx.admin(&key, reachable_nodes(kc, pods, brokers));
+    let admin = ctx.admin(&key, reachable_nodes(kc, pods, &desired.brokers));
     let mut outcome = Outcome::default();
     if !desired.waiting_for_address {
         outcome.dynamic = apply_dynamic(kc, ctx, &admin, desired).await;
     }
-    if !admin.nodes().is_empty() {
-        outcome.quorum_notice = quorum_notice(&admin, brokers).await;
-    }
-    roll(kc, ctx, &admin, pods, brokers, desired, &mut outcome).await?;
+    // Asked once per reconcile: for the voter notice here and for the roll's quorum gate.
+    let quorum = if admin.nodes().is_empty() {
+        None
+    } else {
+        Some(admin.describe_quorum().await)
+    };
+    outcome.quorum_notice = quorum
+        .as_ref()
+        .and_then(|q| q.as_ref().ok())
+        .and_then(|q| quorum_notice(q, &desired.brokers));
+    roll(kc, ctx, &admin, pods, desired, quorum, &mut outcome).await?;
     Ok(outcome)
 }
 
@@ -151,13 +159,9 @@ async fn apply_dynamic(
 /// Pier writes a static quorum (`controller.quorum.voters`): adding or removing a controller in
 /// the spec does not change the voters of a running cluster (that needs KIP-853's dynamic
 /// quorum, not supported yet). Says so when Kafka's voters and the spec's controllers differ.
-async fn quorum_notice(admin: &AdminClient, brokers: &[EffectiveBroker]) -> Option<String> {
-    let quorum = admin.describe_quorum().await.ok()?;
-    let voters: Vec<i32> = {
-        let mut v: Vec<i32> = quorum.voters.iter().map(|v| v.replica_id).collect();
-        v.sort();
-        v
-    };
+fn quorum_notice(quorum: &QuorumInfo, brokers: &[EffectiveBroker]) -> Option<String> {
+    // Both sorted by id: QuorumInfo's voters are, and so are the effective brokers.
+    let voters: Vec<i32> = quorum.voters.iter().map(|v| v.replica_id).collect();
     let controllers: Vec<i32> = brokers
         .iter()
         .filter(|b| b.is_controller())
@@ -372,7 +376,10 @@ fn from_state(s: &RollState, message: Option<String>) -> RollingUpgradeStatus {
 }
 
 /// Reads partitions, min ISR, quorum and registered brokers from Kafka.
-async fn read_health(admin: &AdminClient) -> Result<Health, crate::kafka::KafkaError> {
+async fn read_health(
+    admin: &AdminClient,
+    quorum: QuorumInfo,
+) -> Result<Health, crate::kafka::KafkaError> {
     let md = admin.metadata(None).await?;
     let defaults = admin
         .describe_configs(&ConfigResource::BrokerDefault)
@@ -405,7 +412,6 @@ async fn read_health(admin: &AdminClient) -> Result<Health, crate::kafka::KafkaE
             });
         }
     }
-    let quorum = admin.describe_quorum().await?;
     let cluster = admin.describe_cluster().await?;
     Ok(Health {
         partitions,
@@ -438,12 +444,13 @@ async fn roll(
     ctx: &Context,
     admin: &AdminClient,
     pods: &[Pod],
-    brokers: &[EffectiveBroker],
     desired: &Desired,
+    quorum: Option<Result<QuorumInfo, crate::kafka::KafkaError>>,
     outcome: &mut Outcome,
 ) -> Result<(), Error> {
     let now = now_ms();
-    let nodes: Vec<NodeState> = brokers
+    let nodes: Vec<NodeState> = desired
+        .brokers
         .iter()
         .map(|b| {
             let running = broker_pod(kc, pods, b.id);
@@ -481,10 +488,10 @@ async fn roll(
         return Ok(());
     }
     outcome.rolling = true;
-    let health = if admin.nodes().is_empty() {
-        Err("no broker is reachable".to_string())
-    } else {
-        read_health(admin).await.map_err(|e| e.to_string())
+    let health = match quorum {
+        None => Err("no broker is reachable".to_string()),
+        Some(Err(e)) => Err(e.to_string()),
+        Some(Ok(q)) => read_health(admin, q).await.map_err(|e| e.to_string()),
     };
     if let Err(e) = &health {
         tracing::warn!(cluster = %kc.name_any(), error = %e, "cannot read cluster health");
@@ -681,6 +688,42 @@ mod tests {
         assert_eq!(
             pod_state(Some(&pod_with(&[], PodStatus::default())), 7),
             PodState::Starting { since_ms: 7 }
+        );
+    }
+
+    #[test]
+    fn a_voter_set_other_than_the_spec_controllers_is_a_notice() {
+        let voter = |id| crate::kafka::ReplicaState {
+            replica_id: id,
+            log_end_offset: 0,
+            last_fetch_timestamp: None,
+            last_caught_up_timestamp: None,
+        };
+        let quorum = QuorumInfo {
+            leader_id: 0,
+            leader_epoch: 1,
+            high_watermark: 0,
+            voters: vec![voter(0), voter(1), voter(2)],
+            observers: vec![],
+        };
+        let node = |id, roles: &[crate::api::Role]| EffectiveBroker {
+            id,
+            roles: roles.to_vec(),
+            ..Default::default()
+        };
+        use crate::api::Role::{Broker, Controller};
+        let same = [
+            node(0, &[Controller]),
+            node(1, &[Controller]),
+            node(2, &[Broker, Controller]),
+            node(3, &[Broker]),
+        ];
+        assert_eq!(quorum_notice(&quorum, &same), None);
+        let removed = [node(0, &[Controller]), node(2, &[Controller])];
+        let notice = quorum_notice(&quorum, &removed).unwrap();
+        assert!(
+            notice.contains("voters are [0, 1, 2]") && notice.contains("controllers are [0, 2]"),
+            "{notice}"
         );
     }
 

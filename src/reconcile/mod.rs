@@ -67,6 +67,8 @@ pub struct Desired {
     pub waiting_for_address: bool,
     /// Every configuration key, split into file (restart) and live (dynamic) parts.
     pub config: config::ConfigPlan,
+    /// The spec's brokers with their config groups applied, by id.
+    pub brokers: Vec<EffectiveBroker>,
 }
 
 /// Why no plan can be made.
@@ -177,6 +179,7 @@ pub fn plan(
             .disruption_budgets
             .extend(envoy::disruption_budget(kc, &namespace));
     }
+    desired.brokers = brokers;
     Ok(desired)
 }
 
