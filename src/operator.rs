@@ -93,7 +93,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let controller = futures::future::join_all(
         scopes
             .into_iter()
-            .map(|ns| controller::run(ctx.clone(), ns)),
+            .map(|ns| controller::run(ctx.clone(), ns, terminated())),
     );
     match &options.leader_election {
         Some(lease) => tokio::select! {
@@ -106,4 +106,20 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     }
     tracing::info!("operator stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,14 +1,17 @@
-//! Writing plans: server-side apply of objects whose applied hash differs, creation of objects
-//! that must never be rewritten (Pods, PVCs), and deletion of what is no longer wanted.
+//! Writing plans: server-side apply of objects that are missing, planned differently from what
+//! was last applied, or changed by someone else in a field Pier sets (drift: a `kubectl edit`
+//! is undone); creation of objects that must never be rewritten (Pods, PVCs); deletion of what
+//! is no longer wanted. Existing objects are read from the watch caches, so a reconcile with
+//! nothing to change makes no API call at all.
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, Error, FIELD_MANAGER};
+use super::{Cached, Context, Error, FIELD_MANAGER, Stores, call, cluster_objects};
 use crate::reconcile::names::APPLIED_HASH_ANNOTATION;
 
 /// How an existing object is treated.
@@ -41,51 +44,81 @@ impl<K> Owned for K where
 
 /// Writes one cluster's plan, kind by kind, and remembers what it did.
 pub struct Writer<'a> {
-    pub ctx: &'a Context,
-    pub namespace: &'a str,
-    /// Selects the cluster's objects.
-    pub selector: ListParams,
-    pub changes: Vec<String>,
+    ctx: &'a Context,
+    stores: &'a Stores,
+    namespace: &'a str,
+    cluster: &'a str,
+    changes: Vec<String>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    pub fn new(ctx: &'a Context, stores: &'a Stores, namespace: &'a str, cluster: &'a str) -> Self {
+        Self {
+            ctx,
+            stores,
+            namespace,
+            cluster,
+            changes: Vec::new(),
+        }
+    }
+
+    /// What was created, updated and deleted, one line each.
+    pub fn into_changes(self) -> Vec<String> {
+        self.changes
+    }
+
     /// Makes the cluster's objects of kind `K` what `desired` says: applies what is missing or
-    /// (in `Update` mode) planned differently from what was last applied, then deletes owned
-    /// objects the plan no longer has, unless `keep_others` (the plan is incomplete).
-    pub async fn converge<K: Owned>(
+    /// (in `Update` mode) planned differently from what was last applied or drifted from it,
+    /// then deletes owned objects the plan no longer has, unless `keep_others` (the plan is
+    /// incomplete).
+    pub async fn converge<K: Cached>(
         &mut self,
         desired: &[K],
         mode: Mode,
         keep_others: bool,
     ) -> Result<(), Error> {
         let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
-        let existing = by_name(api.list(&self.selector).await?.items);
+        let existing = by_name(cluster_objects::<K>(
+            self.stores,
+            self.namespace,
+            self.cluster,
+        ));
         let kind = K::kind(&());
         for obj in desired {
             let mut obj = obj.clone();
             let name = obj.name_any();
+            let planned = serde_json::to_value(&obj)?;
             let hash = crate::hash::hex(&serde_json::to_vec(&obj)?);
             let current = existing.get(&name);
+            let mut verb = "created";
             if let Some(cur) = current {
-                let applied = cur.annotations().get(APPLIED_HASH_ANNOTATION);
-                if mode == Mode::CreateOnly || applied == Some(&hash) {
+                if mode == Mode::CreateOnly {
                     continue;
                 }
+                let applied = cur.annotations().get(APPLIED_HASH_ANNOTATION);
+                let drifted = !contains(&serde_json::to_value(cur)?, &planned);
+                if applied == Some(&hash) && !drifted {
+                    continue;
+                }
+                verb = if applied == Some(&hash) {
+                    tracing::info!(%kind, %name, "changed by someone else; restoring it");
+                    "restored"
+                } else {
+                    "updated"
+                };
             }
             obj.annotations_mut()
                 .insert(APPLIED_HASH_ANNOTATION.into(), hash);
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&obj),
+            call(
+                format!("applying {kind} {}/{name}", self.namespace),
+                api.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&obj),
+                ),
             )
             .await?;
             self.ctx.wrote();
-            let verb = if current.is_some() {
-                "updated"
-            } else {
-                "created"
-            };
             tracing::info!(%kind, %name, verb, "applied");
             self.changes.push(format!("{verb} {kind} {name}"));
         }
@@ -104,12 +137,47 @@ impl Writer<'_> {
             if wanted.contains(&name) || !owned || obj.meta().deletion_timestamp.is_some() {
                 continue;
             }
-            api.delete(&name, &DeleteParams::default()).await?;
+            call(
+                format!("deleting {kind} {}/{name}", self.namespace),
+                api.delete(&name, &DeleteParams::default()),
+            )
+            .await?;
             self.ctx.wrote();
             tracing::info!(%kind, %name, "deleted");
             self.changes.push(format!("deleted {kind} {name}"));
         }
         Ok(())
+    }
+}
+
+/// Whether `live` has every field `planned` sets, with the same value. Fields the API server
+/// or others add are not Pier's and do not count; an empty list, map or null that Pier plans
+/// may be absent. Lists compare element by element.
+pub fn contains(live: &serde_json::Value, planned: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, planned) {
+        (_, Value::Null) => true,
+        (Value::Object(live), Value::Object(planned)) => {
+            planned.iter().all(|(k, p)| match live.get(k) {
+                Some(l) => contains(l, p),
+                None => is_empty(p),
+            })
+        }
+        (Value::Array(live), Value::Array(planned)) => {
+            live.len() == planned.len() && live.iter().zip(planned).all(|(l, p)| contains(l, p))
+        }
+        (Value::Number(l), Value::Number(p)) => l.as_f64() == p.as_f64(),
+        (Value::Null, p) => is_empty(p),
+        (l, p) => l == p,
+    }
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(a) => a.is_empty(),
+        serde_json::Value::Object(o) => o.values().all(is_empty),
+        _ => false,
     }
 }
 
@@ -119,4 +187,43 @@ fn by_name<K: Resource>(items: Vec<K>) -> std::collections::BTreeMap<String, K> 
         .into_iter()
         .map(|o| (o.meta().name.clone().unwrap_or_default(), o))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains;
+    use serde_json::json;
+
+    #[test]
+    fn fields_added_by_others_are_not_drift() {
+        let planned =
+            json!({"metadata": {"labels": {"a": "1"}}, "spec": {"ports": [{"port": 9092}]}});
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2"}, "uid": "u"},
+            "spec": {"ports": [{"port": 9092, "protocol": "TCP"}], "clusterIP": "10.0.0.1"}});
+        assert!(contains(&live, &planned));
+    }
+
+    #[test]
+    fn a_changed_or_removed_field_pier_sets_is_drift() {
+        let planned = json!({"data": {"server.properties": "x=1", "log4j": "y"}});
+        assert!(!contains(
+            &json!({"data": {"server.properties": "x=2", "log4j": "y"}}),
+            &planned
+        ));
+        assert!(!contains(
+            &json!({"data": {"server.properties": "x=1"}}),
+            &planned
+        ));
+        let ports = json!({"spec": {"ports": [{"port": 1}, {"port": 2}]}});
+        assert!(!contains(
+            &json!({"spec": {"ports": [{"port": 1}]}}),
+            &ports
+        ));
+    }
+
+    #[test]
+    fn empty_planned_values_may_be_absent_and_numbers_compare_by_value() {
+        let planned = json!({"spec": {"tolerations": [], "selector": {}, "x": null, "n": 1}});
+        assert!(contains(&json!({"spec": {"n": 1.0}}), &planned));
+    }
 }

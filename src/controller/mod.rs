@@ -1,46 +1,170 @@
 //! The KafkaCluster controller: the Kubernetes side effects of the plans made in `reconcile`.
-//! Server-side apply (field manager `pier`) of what changed, deletion of what a removed broker
-//! left, the xDS snapshot of the cluster's Envoys, Events and status. An object whose applied
-//! hash annotation matches the plan is not written again, so a reconcile with nothing to change
-//! makes zero write calls.
+//! One reconcile observes (watch-backed stores, never a LIST), plans (pure), applies the
+//! objects (`apply`), sets the xDS snapshot, runs the Kafka-side operations (`live_config`,
+//! `roll`), computes the whole status as data (`reconcile::status`) and writes it once
+//! (`status`), conditionally on the KafkaCluster's resourceVersion; a Pod deletion of the roll
+//! happens only after that write. Events go through one dedupe helper (`events`).
 mod apply;
+mod events;
 pub mod leader;
-mod operations;
+mod live_config;
+mod roll;
 mod status;
 
-use prometheus_client::metrics::counter::Counter;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::watcher;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{self as kcontroller, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tracing::Instrument;
 
 use crate::api::KafkaCluster;
+use crate::reconcile::status::{EnvoyState, KafkaOutcome, StatusInput, compute, invalid_spec};
 use crate::reconcile::{self, Observed, PlanError, Settings, names};
 use crate::xds::{Snapshot, SnapshotCache, translate};
 use apply::Mode;
 
 pub const FIELD_MANAGER: &str = "pier";
-pub const FINALIZER: &str = "kafka.pier.dev/cleanup";
+/// The finalizer earlier versions put on every KafkaCluster. It did no work that owner
+/// references do not already do, and it made deleting a cluster hang while no operator ran;
+/// the controller removes it from clusters that still have it.
+pub const LEGACY_FINALIZER: &str = "kafka.pier.dev/cleanup";
+/// Longest wait for one Kubernetes API call (kube's client has no read timeout).
+pub const API_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Errors of one reconcile; they are retried with backoff.
+/// Errors of one reconcile; they are retried with backoff, and reported in status when they
+/// persist.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{what}: no answer from the Kubernetes API within {} s", API_TIMEOUT.as_secs())]
+    Timeout { what: String },
     #[error("serialising {0}")]
     Serialize(#[from] serde_json::Error),
     #[error("cannot read random bytes for a cluster id: {0}")]
     Random(std::io::Error),
+    #[error("the watch caches did not start: {0}")]
+    Stores(String),
+    #[error("the KafkaCluster changed since it was read")]
+    Conflict,
+}
+
+impl Error {
+    /// A short label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(e) if e.code == 409 => "conflict",
+                kube::Error::Api(e) if e.code == 422 || e.code == 400 => "invalid",
+                kube::Error::Api(e) if e.code == 403 => "forbidden",
+                kube::Error::Api(_) => "api",
+                _ => "transport",
+            },
+            Error::Timeout { .. } => "timeout",
+            Error::Serialize(_) => "serialize",
+            Error::Random(_) => "random",
+            Error::Stores(_) => "stores",
+            Error::Conflict => "conflict",
+        }
+    }
+}
+
+/// One Kubernetes API call with a deadline and the context of what it was for.
+pub(crate) async fn call<T>(
+    what: impl Into<String>,
+    fut: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(API_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(Error::Kube {
+            what: what.into(),
+            source,
+        }),
+        Err(_) => Err(Error::Timeout { what: what.into() }),
+    }
+}
+
+/// Watch-backed caches of the objects Pier owns (label `app.kubernetes.io/managed-by=pier`),
+/// for one watched scope (a namespace, or all).
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub deployments: Store<Deployment>,
+    pub budgets: Store<PodDisruptionBudget>,
+}
+
+impl Stores {
+    /// Waits until every cache holds its first complete list.
+    async fn ready(&self) -> Result<(), Error> {
+        let err = |e: reflector::store::WriterDropped| Error::Stores(e.to_string());
+        self.pods.wait_until_ready().await.map_err(err)?;
+        self.config_maps.wait_until_ready().await.map_err(err)?;
+        self.services.wait_until_ready().await.map_err(err)?;
+        self.claims.wait_until_ready().await.map_err(err)?;
+        self.deployments.wait_until_ready().await.map_err(err)?;
+        self.budgets.wait_until_ready().await.map_err(err)?;
+        Ok(())
+    }
+}
+
+/// Objects of one kind in the caches: those of one cluster.
+pub(crate) trait Cached: apply::Owned + Send + Sync + 'static {
+    fn store(stores: &Stores) -> &Store<Self>;
+}
+
+macro_rules! cached {
+    ($($kind:ty => $field:ident),*) => {$(
+        impl Cached for $kind {
+            fn store(stores: &Stores) -> &Store<Self> {
+                &stores.$field
+            }
+        }
+    )*};
+}
+cached!(Pod => pods, ConfigMap => config_maps, Service => services,
+    PersistentVolumeClaim => claims, Deployment => deployments, PodDisruptionBudget => budgets);
+
+/// The cached objects of kind `K` of one cluster.
+pub(crate) fn cluster_objects<K: Cached>(
+    stores: &Stores,
+    namespace: &str,
+    cluster: &str,
+) -> Vec<K> {
+    K::store(stores)
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.meta().namespace.as_deref() == Some(namespace)
+                && o.labels().get(names::CLUSTER_LABEL).map(String::as_str) == Some(cluster)
+        })
+        .map(|o| (*o).clone())
+        .collect()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub reason: &'static str,
 }
 
 /// Shared state of the controller.
@@ -53,8 +177,10 @@ pub struct Context {
     pub writes: Counter,
     /// Reconciles run.
     pub reconciles: Counter,
-    /// Reconciles that failed (and are retried with backoff).
-    pub reconcile_errors: Counter,
+    /// Reconciles that failed (and are retried with backoff), by reason.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// How long reconciles take.
+    pub reconcile_duration: Histogram,
     /// Broker Pods deleted by rolling restarts.
     pub broker_restarts: Counter,
     /// IncrementalAlterConfigs calls that changed live configuration.
@@ -63,6 +189,9 @@ pub struct Context {
     failures: dashmap::DashMap<String, u32>,
     /// Kafka admin client per cluster (`namespace/name`), with its cached connections.
     admins: dashmap::DashMap<String, Arc<crate::kafka::AdminClient>>,
+    /// Caches per watched scope (`None` = all namespaces).
+    stores: dashmap::DashMap<Option<String>, Stores>,
+    events: events::Events,
 }
 
 impl Context {
@@ -81,11 +210,16 @@ impl Context {
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
-            reconcile_errors: Counter::default(),
+            reconcile_errors: Family::default(),
+            reconcile_duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             broker_restarts: Counter::default(),
             dynamic_config_changes: Counter::default(),
             failures: dashmap::DashMap::new(),
             admins: dashmap::DashMap::new(),
+            stores: dashmap::DashMap::new(),
+            events: events::Events::default(),
         })
     }
 
@@ -117,6 +251,26 @@ impl Context {
         self.writes.inc();
     }
 
+    /// The caches that hold `namespace`'s objects.
+    fn stores_for(&self, namespace: &str) -> Option<Stores> {
+        self.stores
+            .get(&Some(namespace.to_string()))
+            .or_else(|| self.stores.get(&None))
+            .map(|s| s.clone())
+    }
+
+    /// A cluster is gone: its Envoys get no config any more and its Kafka connections close.
+    /// Kubernetes' garbage collector removes the objects it owns.
+    fn forget(&self, namespace: &str, name: &str) {
+        let group = crate::model::group_name(namespace, name);
+        self.cache.remove_group(&group);
+        let key = format!("{namespace}/{name}");
+        self.admins.remove(&key);
+        self.failures.remove(&key);
+        self.events.forget(namespace, name);
+        tracing::info!(cluster = %name, %namespace, %group, "cluster deleted; xDS snapshot removed");
+    }
+
     /// Registers the controller's metrics.
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
@@ -131,8 +285,13 @@ impl Context {
         );
         registry.register(
             "pier_reconcile_errors",
-            "KafkaCluster reconciles that failed",
+            "KafkaCluster reconciles that failed, by reason",
             self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "pier_reconcile_duration_seconds",
+            "How long KafkaCluster reconciles take",
+            self.reconcile_duration.clone(),
         );
         registry.register(
             "pier_broker_restarts",
@@ -145,44 +304,85 @@ impl Context {
             self.dynamic_config_changes.clone(),
         );
     }
-
-    async fn event(&self, kc: &KafkaCluster, type_: EventType, reason: &str, note: String) {
-        let ev = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &kc.object_ref(&())).await {
-            tracing::warn!(error = %e, "cannot publish event");
-        }
-    }
 }
 
-/// Runs the controller until the stream ends: every KafkaCluster in `namespace` (all when
-/// `None`), woken by changes of the objects it owns.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// A watch of `api`'s objects managed by Pier, feeding a cache; the stream must be polled
+/// (the controller does) for the cache to fill.
+fn cached_watch<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=pier");
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Runs the controller until `shutdown` resolves (or the stream ends): every KafkaCluster in
+/// `namespace` (all when `None`), woken by changes of the objects it owns.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
-    let kcs = scoped::<KafkaCluster>(&client, namespace.as_deref());
-    let pods = scoped::<Pod>(&client, namespace.as_deref());
-    let cms = scoped::<ConfigMap>(&client, namespace.as_deref());
-    let svcs = scoped::<Service>(&client, namespace.as_deref());
-    let deps = scoped::<Deployment>(&client, namespace.as_deref());
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=pier");
-    Controller::new(kcs, watcher::Config::default())
-        .owns(pods, owned.clone())
-        .owns(cms, owned.clone())
-        .owns(svcs, owned.clone())
-        .owns(deps, owned)
-        .shutdown_on_signal()
-        .run(reconcile_cluster, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile failed");
+    let ns = namespace.as_deref();
+    let kcs = scoped::<KafkaCluster>(&client, ns);
+    let (pods, pod_events) = cached_watch(scoped::<Pod>(&client, ns));
+    let (config_maps, cm_events) = cached_watch(scoped::<ConfigMap>(&client, ns));
+    let (services, svc_events) = cached_watch(scoped::<Service>(&client, ns));
+    let (claims, claim_events) = cached_watch(scoped::<PersistentVolumeClaim>(&client, ns));
+    let (deployments, dep_events) = cached_watch(scoped::<Deployment>(&client, ns));
+    let (budgets, pdb_events) = cached_watch(scoped::<PodDisruptionBudget>(&client, ns));
+    ctx.stores.insert(
+        namespace.clone(),
+        Stores {
+            pods,
+            config_maps,
+            services,
+            claims,
+            deployments,
+            budgets,
+        },
+    );
+    // Claims and budgets only feed their caches (no reconcile reacts to their changes); their
+    // streams are polled here so that the caches fill.
+    let claims_driver = claim_events.for_each(|_| async {});
+    let budgets_driver = pdb_events.for_each(|_| async {});
+    let controller = Controller::new(kcs, watcher::Config::default())
+        .owns_stream(pod_events)
+        .owns_stream(cm_events)
+        .owns_stream(svc_events)
+        .owns_stream(dep_events)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_cluster, error_policy, ctx.clone())
+        .for_each(|res| {
+            let ctx = ctx.clone();
+            async move {
+                match res {
+                    Ok(_) => {}
+                    // Deleted: the reconcile for it finds no object.
+                    Err(kcontroller::Error::ObjectNotFound(obj)) => {
+                        ctx.forget(obj.namespace.as_deref().unwrap_or_default(), &obj.name);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+                }
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = controller => {}
+        _ = claims_driver => {}
+        _ = budgets_driver => {}
+    }
 }
 
 /// An API for one namespace, or all.
@@ -198,12 +398,7 @@ where
 
 fn error_policy(kc: Arc<KafkaCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", kc.namespace().unwrap_or_default(), kc.name_any());
-    ctx.reconcile_errors.inc();
-    let failures = {
-        let mut n = ctx.failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
+    let failures = ctx.failures.get(&key).map(|n| *n).unwrap_or(1);
     let delay = retry_delay(failures);
     tracing::warn!(cluster = %kc.name_any(), error = %err, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
@@ -216,73 +411,83 @@ pub fn retry_delay(failures: u32) -> Duration {
 }
 
 async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.reconciles.inc();
-    let ns = kc.namespace().unwrap_or_default();
-    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let had_finalizer = kc.finalizers().iter().any(|f| f == FINALIZER);
-    let kc_name = kc.name_any();
-    let result = finalizer(&api, FINALIZER, kc, |event| async {
-        match event {
-            FinalizerEvent::Apply(kc) => apply_cluster(&kc, &ctx).await,
-            FinalizerEvent::Cleanup(kc) => cleanup(&kc, &ctx).await,
-        }
-    })
-    .await;
-    if !had_finalizer {
-        ctx.wrote();
-    }
-    if result.is_ok() {
-        ctx.failures.remove(&format!("{ns}/{}", kc_name));
-    }
-    result.map_err(|e| Error::Finalizer(e.to_string()))
-}
-
-/// The cluster is being deleted: its Envoys get no config any more; Kubernetes' garbage
-/// collector removes the owned objects (PVCs only when they are owned, see reconcile).
-async fn cleanup(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
-    let group = crate::model::group_name(&kc.namespace().unwrap_or_default(), &kc.name_any());
-    ctx.cache.remove_group(&group);
-    ctx.admins.remove(&format!(
-        "{}/{}",
-        kc.namespace().unwrap_or_default(),
-        kc.name_any()
-    ));
-    tracing::info!(cluster = %kc.name_any(), %group, "cluster deleted; xDS snapshot removed");
-    Ok(Action::await_change())
-}
-
-async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
-    let client = ctx.client.clone();
-    let selector = format!("{}={name}", names::CLUSTER_LABEL);
-    let lp = ListParams::default().labels(&selector);
+    let span = tracing::info_span!("reconcile", namespace = %ns, cluster = %name);
+    async move {
+        ctx.reconciles.inc();
+        let started = std::time::Instant::now();
+        let result = reconcile_once(&kc, &ctx).await;
+        ctx.reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+        let key = format!("{ns}/{name}");
+        match &result {
+            Ok(_) => {
+                ctx.failures.remove(&key);
+                ctx.events
+                    .problem(&ctx, &kc, events::Reason::ApplyFailed, None)
+                    .await;
+            }
+            Err(e) => {
+                ctx.reconcile_errors
+                    .get_or_create(&ErrorLabels {
+                        reason: e.metric_label(),
+                    })
+                    .inc();
+                let failures = {
+                    let mut n = ctx.failures.entry(key).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                // One failure may be a blip (a conflict, a restarting apiserver); a second in
+                // a row is a problem the user must see without reading the operator's log.
+                if failures >= 2 {
+                    status::report_failure(&kc, &ctx, e).await;
+                }
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    if kc.metadata.deletion_timestamp.is_some() {
+        ctx.forget(&ns, &name);
+        if kc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+            remove_legacy_finalizer(kc, ctx).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if kc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
+        remove_legacy_finalizer(kc, ctx).await?;
+    }
+    let stores = ctx
+        .stores_for(&ns)
+        .ok_or_else(|| Error::Stores(format!("namespace {ns} is not watched")))?;
+    stores.ready().await?;
 
     // The KRaft cluster id is chosen once and kept in status before anything uses it.
-    let status = kc.status.clone().unwrap_or_default();
-    let cluster_id = match (&kc.spec.kafka.cluster_id, &status.cluster_id) {
+    let prior = kc.status.clone().unwrap_or_default();
+    let cluster_id = match (&kc.spec.kafka.cluster_id, &prior.cluster_id) {
         (Some(id), _) | (None, Some(id)) => id.clone(),
         (None, None) => {
             let id = new_cluster_id().map_err(Error::Random)?;
-            let api: Api<KafkaCluster> = Api::namespaced(client.clone(), &ns);
-            api.patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"status": {"clusterId": id}})),
-            )
-            .await?;
-            ctx.wrote();
-            id
+            let mut with_id = prior.clone();
+            with_id.cluster_id = Some(id);
+            status::write(kc, ctx, with_id).await?;
+            // The write wakes the next reconcile, which plans with the stored id.
+            return Ok(Action::await_change());
         }
     };
 
-    let pods: Vec<Pod> = Api::<Pod>::namespaced(client.clone(), &ns)
-        .list(&lp)
-        .await?
-        .items;
-    let external: Option<Service> = Api::<Service>::namespaced(client.clone(), &ns)
-        .get_opt(&names::external_service(kc))
-        .await?;
+    let pods: Vec<Pod> = cluster_objects(&stores, &ns, &name);
+    let external = cluster_objects::<Service>(&stores, &ns, &name)
+        .into_iter()
+        .find(|s| s.name_any() == names::external_service(kc));
     let observed = Observed {
         pod_ips: pods
             .iter()
@@ -297,17 +502,34 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
         cluster_id: Some(cluster_id.clone()),
     };
 
-    let desired = match reconcile::plan(kc, &observed, &ctx.settings) {
-        Ok(d) => d,
-        Err(e) => return degraded(kc, ctx, &e).await,
+    // Everything is planned and validated, the Envoy config included, before any write.
+    let planned = reconcile::plan(kc, &observed, &ctx.settings).and_then(|d| {
+        let resources = if d.external_access.is_empty() {
+            None
+        } else {
+            Some(translate(&d.external_access).map_err(PlanError::External)?)
+        };
+        Ok((d, resources))
+    });
+    let (desired, xds_resources) = match planned {
+        Ok(p) => {
+            ctx.events
+                .problem(ctx, kc, events::Reason::InvalidSpec, None)
+                .await;
+            p
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::warn!(error = %message, "invalid KafkaCluster");
+            ctx.events
+                .problem(ctx, kc, events::Reason::InvalidSpec, Some(&message))
+                .await;
+            status::write(kc, ctx, invalid_spec(kc, &message)).await?;
+            return Ok(Action::await_change());
+        }
     };
 
-    let mut writer = apply::Writer {
-        ctx,
-        namespace: &ns,
-        selector: lp,
-        changes: Vec::new(),
-    };
+    let mut writer = apply::Writer::new(ctx, &stores, &ns, &name);
     // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
     let waiting = desired.waiting_for_address;
     writer
@@ -328,83 +550,119 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     writer
         .converge(&desired.pods, Mode::CreateOnly, waiting)
         .await?;
-    for line in &writer.changes {
-        ctx.event(kc, EventType::Normal, "Applied", line.clone())
-            .await;
+    let changes = writer.into_changes();
+    for line in &changes {
+        ctx.events.did(ctx, kc, events::Reason::Applied, line).await;
     }
 
     // Envoy's config for this cluster's node group.
     let group = crate::model::group_name(&ns, &name);
-    if !desired.external_access.is_empty() {
-        match translate(&desired.external_access) {
-            Ok(resources) => {
-                ctx.cache.set_snapshot(&group, Snapshot::new(resources));
-            }
-            Err(e) => return degraded(kc, ctx, &PlanError::External(e)).await,
+    match xds_resources {
+        Some(resources) => {
+            ctx.cache.set_snapshot(&group, Snapshot::new(resources));
         }
-    } else {
-        ctx.cache.remove_group(&group);
+        None => ctx.cache.remove_group(&group),
     }
 
-    // Live configuration and rolling restarts, through the Kafka admin protocol.
-    let outcome = operations::run(kc, ctx, &pods, &desired).await?;
-    let notices: Vec<String> = desired
-        .config
-        .notices
-        .iter()
-        .map(|n| n.to_string())
-        .chain(outcome.quorum_notice.clone())
-        .collect();
-    for notice in &notices {
-        let known = kc
-            .status
-            .as_ref()
-            .is_some_and(|s| s.config_notices.contains(notice));
-        if !known {
-            ctx.event(kc, EventType::Warning, "ConfigNotice", notice.clone())
-                .await;
-        }
-    }
-
-    let mut new_status = status::compute(
-        kc,
-        &pods,
-        &desired,
-        &observed,
-        &ctx.cache.group_status(&group),
-        &cluster_id,
-        &outcome,
+    // Live configuration and the roll's decision, through the Kafka admin protocol.
+    let key = format!("{ns}/{name}");
+    let admin = ctx.admin(
+        &key,
+        live_config::reachable_nodes(kc, &pods, &desired.brokers),
     );
-    new_status.config_notices = notices;
-    status::write_if_changed(kc, ctx, new_status.clone()).await?;
-    if outcome.rolling || outcome.dynamic.values().any(|d| !d.in_sync) {
-        // A roll moves on as soon as its broker is back; failed live config is retried.
-        Ok(Action::requeue(Duration::from_secs(5)))
-    } else if status::is_ready(&new_status) {
-        Ok(Action::requeue(Duration::from_secs(300)))
-    } else {
-        // Pods starting and Envoys ACKing are not all watched: look again soon.
-        Ok(Action::requeue(Duration::from_secs(5)))
+    let mut outcome = KafkaOutcome::default();
+    if !desired.waiting_for_address {
+        outcome.dynamic = live_config::run(kc, ctx, &admin, &desired).await;
     }
+    // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
+    let quorum = if admin.nodes().is_empty() {
+        None
+    } else {
+        Some(admin.describe_quorum().await)
+    };
+    outcome.quorum_notice = quorum
+        .as_ref()
+        .and_then(|q| q.as_ref().ok())
+        .and_then(|q| reconcile::status::quorum_notice(q, &desired.brokers));
+    let step = roll::plan(kc, ctx, &admin, &pods, &desired, quorum, &mut outcome).await;
+
+    let group_status = ctx.cache.group_status(&group);
+    let envoy = EnvoyState {
+        version: group_status.version.clone(),
+        all_acked: group_status.all_acked,
+        rejected: group_status
+            .rejected
+            .as_ref()
+            .map(|r| format!("{} rejected by {}: {}", r.r#type, r.node_id, r.error)),
+    };
+    let (new_status, requeue) = compute(&StatusInput {
+        kc,
+        pods: &pods,
+        desired: &desired,
+        observed: &observed,
+        envoy: &envoy,
+        cluster_id: &cluster_id,
+        kafka: &outcome,
+    });
+    ctx.events
+        .problems(
+            ctx,
+            kc,
+            events::Reason::ConfigNotice,
+            &new_status.config_notices,
+        )
+        .await;
+    let crash_looping = reconcile::status::degraded_reason(&new_status)
+        .filter(|(reason, _)| *reason == reconcile::status::reasons::BROKER_CRASH_LOOPING)
+        .map(|(_, message)| message.to_string());
+    ctx.events
+        .problem(
+            ctx,
+            kc,
+            events::Reason::BrokerCrashLooping,
+            crash_looping.as_deref(),
+        )
+        .await;
+    // The one status write, before the roll acts: a Pod is deleted only once its restart is
+    // durable, and only if nobody changed the cluster since it was read.
+    match status::write(kc, ctx, new_status).await {
+        Ok(()) => {}
+        Err(status::WriteError::Conflict) => {
+            tracing::debug!("status changed since it was read; planning again");
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        Err(status::WriteError::Other(e)) => return Err(e),
+    }
+    roll::act(kc, ctx, &admin, step).await?;
+    Ok(Action::requeue(requeue.after()))
 }
 
-/// The spec cannot be realised: say so in status and an Event, change nothing, and wait for
-/// the next spec change (no crash loop, no deletion).
-async fn degraded(kc: &KafkaCluster, ctx: &Context, error: &PlanError) -> Result<Action, Error> {
-    let message = error.to_string();
-    tracing::warn!(cluster = %kc.name_any(), error = %message, "invalid KafkaCluster");
-    let prior = kc.status.clone().unwrap_or_default();
-    let already = prior
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Degraded" && c.status == "True" && c.message == message);
-    if !already {
-        ctx.event(kc, EventType::Warning, "InvalidSpec", message.clone())
-            .await;
-    }
-    let new_status = status::degraded(kc, &message);
-    status::write_if_changed(kc, ctx, new_status).await?;
-    Ok(Action::await_change())
+/// Removes the finalizer of earlier versions, touching no other finalizer.
+async fn remove_legacy_finalizer(kc: &KafkaCluster, ctx: &Context) -> Result<(), Error> {
+    let Some(index) = kc.finalizers().iter().position(|f| f == LEGACY_FINALIZER) else {
+        return Ok(());
+    };
+    let api: Api<KafkaCluster> =
+        Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
+    let mut rest = kc.finalizers().to_vec();
+    rest.remove(index);
+    // The resourceVersion makes it conditional: a finalizer added meanwhile is not dropped.
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": rest,
+        "resourceVersion": kc.resource_version(),
+    }});
+    call(
+        format!("removing the legacy finalizer of {}", kc.name_any()),
+        api.patch(
+            &kc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
+    )
+    .await?;
+    ctx.wrote();
+    tracing::info!(finalizer = LEGACY_FINALIZER, "removed the legacy finalizer");
+    Ok(())
 }
 
 /// A random KRaft cluster id: 16 bytes from the kernel, URL-safe base64 without padding (as

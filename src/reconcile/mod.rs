@@ -4,9 +4,11 @@ mod broker;
 pub mod config;
 mod envoy;
 pub mod names;
+pub mod pods;
 mod properties;
 pub mod roll;
 mod services;
+pub mod status;
 
 use std::collections::BTreeMap;
 

@@ -6,6 +6,12 @@
 //! Failed gates and late brokers count toward the failure threshold; at the threshold the roll
 //! pauses and resumes by itself once the gates pass again. Pure: the controller observes and
 //! acts, and keeps [`RollState`] in the KafkaCluster status.
+//!
+//! Invariant: Pier never takes a second broker down. Whatever the persisted [`RollState`] says
+//! (it may be stale), a node whose Pod is missing or terminating, or became unready within the
+//! grace period (coming back, or flapping), blocks every restart of another node; the only
+//! restarts without health gates are of nodes that serve nothing already (broken, or unready
+//! for longer than the grace period).
 use std::collections::BTreeSet;
 
 /// What a broker's Pod is doing.
@@ -15,7 +21,8 @@ pub enum PodState {
     Missing,
     /// Being deleted.
     Terminating,
-    /// Running but not ready yet, since this many milliseconds.
+    /// Running but not ready, since this time (ms since the epoch): when its Ready condition
+    /// last turned false, or when the Pod was created.
     Starting {
         since_ms: i64,
     },
@@ -121,6 +128,9 @@ pub struct RollPolicy {
     pub ready_timeout_ms: i64,
     /// A failing gate counts once per this interval, however often it is checked.
     pub failure_interval_ms: i64,
+    /// A Pod unready for longer than this serves nothing: it may be restarted without gates.
+    /// A Pod unready for less may be a readiness flap, or one coming back from a restart.
+    pub unready_grace_ms: i64,
 }
 
 /// What to do now.
@@ -228,26 +238,8 @@ pub fn plan_roll(
         };
     }
 
-    // 2. Broken and unready Pods first, without gates: they serve nothing now, and waiting
-    // for health here would wait forever (the new spec may be what fixes them).
-    let unready =
-        |n: &&&NodeState| matches!(n.pod, PodState::Broken { .. } | PodState::Starting { .. });
-    if let Some(n) = due
-        .iter()
-        .find(|n| matches!(n.pod, PodState::Broken { .. }))
-        .or_else(|| due.iter().find(unready))
-    {
-        let why = match &n.pod {
-            PodState::Broken { reason } => format!("Pod is broken: {reason}"),
-            _ => "Pod is not ready".to_string(),
-        };
-        let reason = format!(
-            "{} ({why}; restarted without health gates)",
-            n.restart_due.clone().unwrap_or_default()
-        );
-        return restart(state, n.id, false, reason, now_ms);
-    }
-    // Pods that are missing or terminating are being replaced anyway; wait for them.
+    // 2. The invariant: a Pod being replaced, or one not back yet, holds every restart. The
+    // state persisted above may be stale; the Pods are not.
     if let Some(n) = nodes
         .iter()
         .find(|n| matches!(n.pod, PodState::Missing | PodState::Terminating))
@@ -260,8 +252,39 @@ pub fn plan_roll(
             state,
         };
     }
+    let starting = |n: &NodeState| matches!(n.pod, PodState::Starting { .. });
+    let just_unready = |n: &NodeState| matches!(n.pod, PodState::Starting { since_ms } if now_ms - since_ms <= policy.unready_grace_ms);
 
-    // 3. Healthy nodes, one at a time, only when every gate passes.
+    // 3. Nodes due for a restart that serve nothing already go first, without gates: broken
+    // ones, and ones unready for longer than the grace period (a readiness flap is not that).
+    // Waiting for health there would wait forever: the new spec may be what fixes them. Only
+    // while no other node just became unready (it may be coming back from a restart).
+    let serves_nothing = |n: &&&NodeState| match n.pod {
+        PodState::Broken { .. } => true,
+        PodState::Starting { .. } => !just_unready(n),
+        _ => false,
+    };
+    if let Some(n) = due
+        .iter()
+        .find(|n| matches!(n.pod, PodState::Broken { .. }))
+        .or_else(|| due.iter().find(serves_nothing))
+        .filter(|c| !nodes.iter().any(|n| n.id != c.id && just_unready(n)))
+    {
+        let why = match &n.pod {
+            PodState::Broken { reason } => format!("Pod is broken: {reason}"),
+            _ => format!(
+                "Pod has not been ready for over {} s",
+                policy.unready_grace_ms / 1000
+            ),
+        };
+        let reason = format!(
+            "{} ({why}; restarted without health gates)",
+            n.restart_due.clone().unwrap_or_default()
+        );
+        return restart(state, n.id, false, reason, now_ms);
+    }
+
+    // 4. Healthy nodes, one at a time, only when every gate passes.
     let health = match health {
         Some(h) => h,
         None => {
@@ -289,13 +312,9 @@ pub fn plan_roll(
     if !offline.is_empty() {
         reasons.push(format!("offline partitions: {}", list(&offline)));
     }
-    let starting: Vec<i32> = nodes
-        .iter()
-        .filter(|n| matches!(n.pod, PodState::Starting { .. }))
-        .map(|n| n.id)
-        .collect();
-    if !starting.is_empty() {
-        reasons.push(format!("brokers not ready: {starting:?}"));
+    let not_ready: Vec<i32> = nodes.iter().filter(|n| starting(n)).map(|n| n.id).collect();
+    if !not_ready.is_empty() {
+        reasons.push(format!("brokers not ready: {not_ready:?}"));
     }
     if reasons.is_empty() {
         let leader = health.quorum.as_ref().map(|q| q.leader);
@@ -454,6 +473,7 @@ mod tests {
         failure_threshold: 3,
         ready_timeout_ms: 60_000,
         failure_interval_ms: 10_000,
+        unready_grace_ms: 30_000,
     };
 
     fn node(id: i32, due: bool) -> NodeState {
@@ -817,13 +837,70 @@ mod tests {
     }
 
     #[test]
-    fn unready_pods_due_for_a_restart_go_first_without_gates() {
+    fn pods_unready_past_the_ready_timeout_go_first_without_gates() {
         let mut nodes = [node(1, true), node(2, true)];
         nodes[1].pod = PodState::Starting { since_ms: 1 };
         let p = plan(&nodes, None, &RollState::default());
         assert!(
-            matches!(&p.action, RollAction::Restart { id: 2, gated: false, reason } if reason.contains("not ready")),
+            matches!(&p.action, RollAction::Restart { id: 2, gated: false, reason } if reason.contains("not been ready")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn a_readiness_flap_does_not_bypass_the_gates() {
+        // Broker 2 turned unready a moment ago: it may well be serving; gates decide.
+        let mut nodes = [node(1, true), node(2, true), node(3, false)];
+        nodes[1].pod = PodState::Starting {
+            since_ms: 100_000 - 5_000,
+        };
+        let p = plan(&nodes, Some(&healthy(1)), &RollState::default());
+        assert!(
+            matches!(&p.action, RollAction::Blocked { why } if why.contains("not ready")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_stale_roll_state_never_restarts_a_second_broker() {
+        // The status lost `restarting` (a stale write), but broker 1's Pod is still going away
+        // or coming back: nothing else may restart, gated or not, whatever the others look like.
+        let stale = RollState::default();
+        for down in [
+            PodState::Terminating,
+            PodState::Missing,
+            PodState::Starting { since_ms: 99_000 },
+        ] {
+            let mut nodes = [node(1, false), node(2, true), node(3, true)];
+            nodes[0].pod = down.clone();
+            nodes[2].pod = PodState::Broken {
+                reason: "CrashLoopBackOff".into(),
+            };
+            let p = plan(&nodes, Some(&healthy(2)), &stale);
+            assert!(
+                !matches!(p.action, RollAction::Restart { .. }),
+                "{down:?}: {p:?}"
+            );
+            let mut nodes = [node(1, false), node(2, true)];
+            nodes[0].pod = down.clone();
+            nodes[1].pod = PodState::Starting { since_ms: 1 };
+            let p = plan(&nodes, None, &stale);
+            assert!(
+                !matches!(p.action, RollAction::Restart { .. }),
+                "{down:?}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn restarting_the_same_broken_broker_again_is_allowed() {
+        // Only the broker that is down anyway may be restarted again: that never adds a
+        // second broker down.
+        let mut nodes = [node(1, false), node(2, true)];
+        nodes[1].pod = PodState::Broken {
+            reason: "Error".into(),
+        };
+        let p = plan(&nodes, Some(&healthy(1)), &RollState::default());
+        assert!(matches!(p.action, RollAction::Restart { id: 2, .. }));
     }
 }

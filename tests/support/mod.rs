@@ -65,6 +65,7 @@ impl Operator {
         self.task = Some(tokio::spawn(controller::run(
             self.ctx.clone(),
             Some(self.namespace.clone()),
+            std::future::pending(),
         )));
     }
 

@@ -1,0 +1,482 @@
+//! The KafkaCluster status, computed as data from what one reconcile observed, planned and
+//! did: conditions (types and reasons are the constants below), per-broker state, the roll's
+//! persisted state, notices, and when to look again. The controller writes it in one place.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+
+use super::pods::{crash_loop, pod_ready};
+use super::{Desired, EffectiveBroker, Observed, names};
+use crate::api::{
+    BrokerPhase, BrokerStatus, KafkaCluster, KafkaClusterStatus, RollingUpgradeStatus, XdsStatus,
+};
+use crate::kafka::QuorumInfo;
+
+/// Condition types.
+pub mod conditions {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// Condition reasons.
+pub mod reasons {
+    pub const READY: &str = "Ready";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const DONE: &str = "Done";
+    pub const ROLLING_RESTART: &str = "RollingRestart";
+    pub const VALID: &str = "Valid";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const ROLL_PAUSED: &str = "RollPaused";
+    pub const BROKER_CRASH_LOOPING: &str = "BrokerCrashLooping";
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+}
+
+/// Per-broker outcome of the live configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicState {
+    /// The live configuration was already as the spec says, or was just changed to it
+    /// (validate-only first); the next reconcile describes it again.
+    pub in_sync: bool,
+    pub error: Option<String>,
+}
+
+/// What the Kafka-side operations of one reconcile found and decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KafkaOutcome {
+    pub dynamic: BTreeMap<i32, DynamicState>,
+    /// Brokers whose Pod needs a restart.
+    pub restart_due: Vec<i32>,
+    /// The roll's state to persist (before its next Pod deletion), `None` when no roll runs.
+    pub roll: Option<RollingUpgradeStatus>,
+    /// The roll is paused at the failure threshold: the cluster is Degraded.
+    pub paused: Option<String>,
+    /// A roll is in progress (due, restarting or blocked).
+    pub rolling: bool,
+    /// The KRaft quorum's voters differ from the spec's controllers.
+    pub quorum_notice: Option<String>,
+}
+
+/// What the cluster's Envoys took of the xDS snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvoyState {
+    pub version: Option<String>,
+    pub all_acked: bool,
+    pub rejected: Option<String>,
+}
+
+/// Everything the status is computed from.
+pub struct StatusInput<'a> {
+    pub kc: &'a KafkaCluster,
+    /// The cluster's broker Pods.
+    pub pods: &'a [Pod],
+    pub desired: &'a Desired,
+    pub observed: &'a Observed,
+    pub envoy: &'a EnvoyState,
+    pub cluster_id: &'a str,
+    pub kafka: &'a KafkaOutcome,
+}
+
+/// When the controller looks again without being woken by a watched change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Waiting on Kafka (a roll, live config to retry) or on Envoy: nothing Kubernetes watches.
+    Soon,
+    /// Settled: a periodic look, in case something unwatched drifted.
+    Idle,
+}
+
+impl Requeue {
+    pub fn after(self) -> Duration {
+        match self {
+            Requeue::Soon => Duration::from_secs(5),
+            Requeue::Idle => Duration::from_secs(300),
+        }
+    }
+}
+
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+pub fn is_ready(status: &KafkaClusterStatus) -> bool {
+    has_condition(status, conditions::READY, true)
+}
+
+fn has_condition(status: &KafkaClusterStatus, type_: &str, ok: bool) -> bool {
+    let want = if ok { "True" } else { "False" };
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == want)
+}
+
+/// The Degraded condition's reason and message, if the cluster is degraded.
+pub fn degraded_reason(status: &KafkaClusterStatus) -> Option<(&str, &str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::DEGRADED && c.status == "True")
+        .map(|c| (c.reason.as_str(), c.message.as_str()))
+}
+
+/// The status after a reconcile that applied the plan, and when to look again.
+pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
+    let StatusInput {
+        kc,
+        pods,
+        desired,
+        observed,
+        envoy,
+        cluster_id,
+        kafka,
+    } = input;
+    let generation = kc.metadata.generation;
+    let mut brokers = Vec::new();
+    let mut ready_brokers = 0;
+    let mut crash_looping = Vec::new();
+    for b in &kc.spec.brokers {
+        let name = names::broker_pod(kc, b.id);
+        let pod = pods.iter().find(|p| p.name_any() == name);
+        let ready = pod.is_some_and(pod_ready);
+        if ready {
+            ready_brokers += 1;
+        }
+        if let Some(why) = pod.and_then(crash_loop) {
+            crash_looping.push(format!("broker {}: {why}", b.id));
+        }
+        let planned = desired.pods.iter().find(|p| p.name_any() == name);
+        let planned_hash =
+            planned.and_then(|p| p.annotations().get(names::RESTART_HASH_ANNOTATION).cloned());
+        let dynamic = kafka.dynamic.get(&b.id);
+        let restarting = kafka.roll.as_ref().and_then(|r| r.restarting) == Some(b.id);
+        let state = if restarting {
+            "Restarting"
+        } else if pod.is_none() {
+            "Pending"
+        } else if kafka.restart_due.contains(&b.id) {
+            "RestartPending"
+        } else {
+            match dynamic {
+                Some(d) if d.error.is_some() => "DynamicConfigFailed",
+                Some(d) if d.in_sync => "InSync",
+                // Not reachable yet: the live configuration is still to be applied.
+                _ => "DynamicConfigPending",
+            }
+        };
+        brokers.push(BrokerStatus {
+            id: b.id,
+            pod_name: pod.map(|p| p.name_any()),
+            pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
+            restart_hash: planned_hash,
+            phase: if ready {
+                BrokerPhase::Running
+            } else {
+                BrokerPhase::Pending
+            },
+            configuration_state: Some(state.into()),
+            configuration_error: dynamic.and_then(|d| d.error.clone()),
+        });
+    }
+    let total = kc.spec.brokers.len();
+    let bootstrap_address = kc.spec.listeners.external.first().and_then(|l| {
+        let host = l
+            .advertised_host
+            .clone()
+            .or_else(|| l.sni.as_ref().map(|s| format!("bootstrap.{}", s.domain)))
+            .or_else(|| observed.external_address.clone())?;
+        Some(format!("{host}:{}", l.bootstrap_port))
+    });
+    let has_external = !kc.spec.listeners.external.is_empty();
+    let xds_ok = !has_external || envoy.all_acked;
+    let all_ready = ready_brokers == total && xds_ok && !desired.waiting_for_address;
+    let settled = all_ready && !kafka.rolling;
+    let ready_message = if desired.waiting_for_address {
+        "waiting for the external LoadBalancer address".to_string()
+    } else if ready_brokers < total {
+        format!("{ready_brokers}/{total} brokers ready")
+    } else if !xds_ok {
+        "waiting for Envoy to take the current config".to_string()
+    } else {
+        format!("{total} brokers ready")
+    };
+    let roll_message = kafka
+        .roll
+        .as_ref()
+        .and_then(|r| r.message.clone())
+        .or_else(|| {
+            (!kafka.restart_due.is_empty())
+                .then(|| format!("restart due for brokers {:?}", kafka.restart_due))
+        });
+    let degraded = match (&kafka.paused, crash_looping.is_empty()) {
+        (Some(why), _) => condition(
+            conditions::DEGRADED,
+            true,
+            reasons::ROLL_PAUSED,
+            why,
+            generation,
+        ),
+        (None, false) => condition(
+            conditions::DEGRADED,
+            true,
+            reasons::BROKER_CRASH_LOOPING,
+            &crash_looping.join("; "),
+            generation,
+        ),
+        (None, true) => condition(
+            conditions::DEGRADED,
+            false,
+            reasons::VALID,
+            "the spec is valid",
+            generation,
+        ),
+    };
+    let config_notices = desired
+        .config
+        .notices
+        .iter()
+        .map(|n| n.to_string())
+        .chain(kafka.quorum_notice.clone())
+        .collect();
+    let status = KafkaClusterStatus {
+        observed_generation: generation,
+        rolling_upgrade: kafka.roll.clone(),
+        config_notices,
+        conditions: vec![
+            condition(
+                conditions::READY,
+                all_ready,
+                if all_ready {
+                    reasons::READY
+                } else {
+                    reasons::PROGRESSING
+                },
+                &ready_message,
+                generation,
+            ),
+            condition(
+                conditions::RECONCILING,
+                !settled,
+                if settled {
+                    reasons::DONE
+                } else if kafka.rolling {
+                    reasons::ROLLING_RESTART
+                } else {
+                    reasons::PROGRESSING
+                },
+                &roll_message.unwrap_or(ready_message.clone()),
+                generation,
+            ),
+            degraded,
+        ],
+        broker_count: i32::try_from(total).unwrap_or(i32::MAX),
+        brokers,
+        cluster_id: Some(cluster_id.to_string()),
+        bootstrap_address,
+        xds: has_external.then(|| XdsStatus {
+            snapshot_version: envoy.version.clone(),
+            all_acked: envoy.all_acked,
+            rejected: envoy.rejected.clone(),
+        }),
+    };
+    // Pods are watched; Kafka and Envoy's ACKs are not.
+    let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
+    let requeue = if waiting_on_kafka || !xds_ok {
+        Requeue::Soon
+    } else {
+        Requeue::Idle
+    };
+    (status, requeue)
+}
+
+/// Pier writes a static quorum (`controller.quorum.voters`): adding or removing a controller in
+/// the spec does not change the voters of a running cluster (that needs KIP-853's dynamic
+/// quorum, not supported yet). Says so when Kafka's voters and the spec's controllers differ.
+pub fn quorum_notice(quorum: &QuorumInfo, brokers: &[EffectiveBroker]) -> Option<String> {
+    // Both sorted by id: QuorumInfo's voters are, and so are the effective brokers.
+    let voters: Vec<i32> = quorum.voters.iter().map(|v| v.replica_id).collect();
+    let controllers: Vec<i32> = brokers
+        .iter()
+        .filter(|b| b.is_controller())
+        .map(|b| b.id)
+        .collect();
+    (voters != controllers).then(|| {
+        format!(
+            "the KRaft quorum's voters are {voters:?} but the spec's controllers are {controllers:?}: \
+             Pier runs a static quorum and cannot change its membership; nodes restarted later \
+             read the spec's list"
+        )
+    })
+}
+
+/// The status of a spec that cannot be realised; everything else is kept as it was.
+pub fn invalid_spec(kc: &KafkaCluster, message: &str) -> KafkaClusterStatus {
+    let mut status = kc.status.clone().unwrap_or_default();
+    let generation = kc.metadata.generation;
+    status.observed_generation = generation;
+    status.conditions = vec![
+        condition(
+            conditions::READY,
+            false,
+            reasons::INVALID_SPEC,
+            message,
+            generation,
+        ),
+        condition(
+            conditions::RECONCILING,
+            false,
+            reasons::INVALID_SPEC,
+            message,
+            generation,
+        ),
+        condition(
+            conditions::DEGRADED,
+            true,
+            reasons::INVALID_SPEC,
+            message,
+            generation,
+        ),
+    ];
+    status
+}
+
+/// The status after reconciles that keep failing (the API server refuses a write, a call
+/// times out): the last status, Degraded with the error, Reconciling still true.
+pub fn apply_failed(kc: &KafkaCluster, message: &str) -> KafkaClusterStatus {
+    let mut status = kc.status.clone().unwrap_or_default();
+    let generation = kc.metadata.generation;
+    let mut set = |c: Condition| match status.conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        Some(old) => *old = c,
+        None => status.conditions.push(c),
+    };
+    set(condition(
+        conditions::DEGRADED,
+        true,
+        reasons::APPLY_FAILED,
+        message,
+        generation,
+    ));
+    set(condition(
+        conditions::RECONCILING,
+        true,
+        reasons::APPLY_FAILED,
+        message,
+        generation,
+    ));
+    status
+}
+
+/// `new` with the transition times of `old`'s conditions that kept their status.
+pub fn keep_transition_times(old: &KafkaClusterStatus, new: &mut KafkaClusterStatus) {
+    for c in &mut new.conditions {
+        if let Some(prev) = old
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_voter_set_other_than_the_spec_controllers_is_a_notice() {
+        let voter = |id| crate::kafka::ReplicaState {
+            replica_id: id,
+            log_end_offset: 0,
+            last_fetch_timestamp: None,
+            last_caught_up_timestamp: None,
+        };
+        let quorum = QuorumInfo {
+            leader_id: 0,
+            leader_epoch: 1,
+            high_watermark: 0,
+            voters: vec![voter(0), voter(1), voter(2)],
+            observers: vec![],
+        };
+        let node = |id, roles: &[crate::api::Role]| EffectiveBroker {
+            id,
+            roles: roles.to_vec(),
+            ..Default::default()
+        };
+        use crate::api::Role::{Broker, Controller};
+        let same = [
+            node(0, &[Controller]),
+            node(1, &[Controller]),
+            node(2, &[Broker, Controller]),
+            node(3, &[Broker]),
+        ];
+        assert_eq!(quorum_notice(&quorum, &same), None);
+        let removed = [node(0, &[Controller]), node(2, &[Controller])];
+        let notice = quorum_notice(&quorum, &removed).unwrap();
+        assert!(
+            notice.contains("voters are [0, 1, 2]") && notice.contains("controllers are [0, 2]"),
+            "{notice}"
+        );
+    }
+
+    #[test]
+    fn apply_failures_keep_the_rest_of_the_status() {
+        let mut kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
+        kc.status = Some(KafkaClusterStatus {
+            broker_count: 3,
+            cluster_id: Some("x".into()),
+            conditions: vec![condition(conditions::READY, true, reasons::READY, "", None)],
+            ..Default::default()
+        });
+        let s = apply_failed(&kc, "admission webhook said no");
+        assert_eq!(s.broker_count, 3);
+        assert!(is_ready(&s), "Ready is kept: the brokers still serve");
+        assert_eq!(
+            degraded_reason(&s),
+            Some((reasons::APPLY_FAILED, "admission webhook said no"))
+        );
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_a_condition_holds() {
+        let old = KafkaClusterStatus {
+            conditions: vec![Condition {
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                ..condition(conditions::READY, true, reasons::READY, "a", None)
+            }],
+            ..Default::default()
+        };
+        let mut new = KafkaClusterStatus {
+            conditions: vec![
+                condition(conditions::READY, true, reasons::READY, "b", None),
+                condition(conditions::DEGRADED, false, reasons::VALID, "", None),
+            ],
+            ..Default::default()
+        };
+        keep_transition_times(&old, &mut new);
+        assert_eq!(
+            new.conditions[0].last_transition_time,
+            old.conditions[0].last_transition_time
+        );
+        assert_ne!(
+            new.conditions[1].last_transition_time,
+            old.conditions[0].last_transition_time
+        );
+    }
+}
