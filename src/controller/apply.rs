@@ -152,7 +152,7 @@ impl<'a> Writer<'a> {
 
 /// Whether `live` has every field `planned` sets, with the same value. Fields the API server
 /// or others add are not Pier's and do not count; an empty list, map or null that Pier plans
-/// may be absent. Lists compare element by element.
+/// may be absent. Each planned list entry must be in the live list.
 pub fn contains(live: &serde_json::Value, planned: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (live, planned) {
@@ -163,8 +163,10 @@ pub fn contains(live: &serde_json::Value, planned: &serde_json::Value) -> bool {
                 None => is_empty(p),
             })
         }
+        // Entries others added to a list (server-side apply keeps those of map-lists) are not
+        // Pier's; each planned entry must be there.
         (Value::Array(live), Value::Array(planned)) => {
-            live.len() == planned.len() && live.iter().zip(planned).all(|(l, p)| contains(l, p))
+            planned.iter().all(|p| live.iter().any(|l| contains(l, p)))
         }
         (Value::Number(l), Value::Number(p)) => l.as_f64() == p.as_f64(),
         (Value::Null, p) => is_empty(p),
@@ -219,6 +221,13 @@ mod tests {
             &json!({"spec": {"ports": [{"port": 1}]}}),
             &ports
         ));
+        assert!(!contains(
+            &json!({"spec": {"ports": [{"port": 1}, {"port": 3}]}}),
+            &ports
+        ));
+        // A port someone else added is theirs.
+        let more = json!({"spec": {"ports": [{"port": 3}, {"port": 2}, {"port": 1}]}});
+        assert!(contains(&more, &ports));
     }
 
     #[test]

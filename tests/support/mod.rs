@@ -79,6 +79,26 @@ impl Operator {
         self.ctx.reconciles.get()
     }
 
+    /// Waits until the controller ran two reconciles in a row that wrote nothing, and returns
+    /// the write count then. Reconciles must keep coming (a roll, Pods not ready, Envoys that
+    /// did not ACK); the deadline bounds the wait.
+    pub async fn wait_steady(&self, within: std::time::Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (writes, reconciles) = (self.writes(), self.reconciles());
+            pier_testenv::wait_for(
+                "two more reconciles",
+                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                std::time::Duration::from_millis(100),
+                || async { (self.reconciles() >= reconciles + 2).then_some(()) },
+            )
+            .await?;
+            if self.writes() == writes {
+                return Ok(writes);
+            }
+        }
+    }
+
     /// Listener names of a node group's xDS snapshot.
     pub fn listeners(&self, group: &str) -> Vec<String> {
         self.ctx
