@@ -197,7 +197,18 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     };
     let uptime_before = uptime().await?;
     let mut consumer = tokio::process::Command::new(&kcat)
-        .args(["-b", BOOTSTRAP, "-C", "-t", "e2e", "-o", "end", "-u", "-q"])
+        // From the beginning: nothing to lose while it joins; only record-100xx lines count.
+        .args([
+            "-b",
+            BOOTSTRAP,
+            "-C",
+            "-t",
+            "e2e",
+            "-o",
+            "beginning",
+            "-u",
+            "-q",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -206,7 +217,6 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
         use tokio::io::AsyncBufReadExt;
         tokio::io::BufReader::new(consumer.stdout.take().expect("stdout")).lines()
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Add a broker: 4 brokers through Envoy, and Envoy is the same process.
     set_brokers(

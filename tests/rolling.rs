@@ -238,6 +238,8 @@ struct Producer {
     child: tokio::process::Child,
     stop: tokio::sync::watch::Sender<bool>,
     writer: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    /// Lines handed to kcat so far.
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Producer {
@@ -271,6 +273,8 @@ impl Producer {
             .spawn()?;
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = written.clone();
         let writer = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let mut n = 0u64;
@@ -278,6 +282,7 @@ impl Producer {
                 stdin.write_all(format!("seq-{n}\n").as_bytes()).await?;
                 stdin.flush().await?;
                 n += 1;
+                counter.store(n, std::sync::atomic::Ordering::Relaxed);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                     _ = stopped.changed() => {}
@@ -290,7 +295,21 @@ impl Producer {
             child,
             stop,
             writer,
+            written,
         })
+    }
+
+    /// Waits until `more` further lines were handed to kcat.
+    async fn wait_written(&self, more: u64) -> anyhow::Result<()> {
+        let load = || self.written.load(std::sync::atomic::Ordering::Relaxed);
+        let target = load() + more;
+        wait_for(
+            &format!("the producer to write {more} more records"),
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || async { (load() >= target).then_some(()) },
+        )
+        .await
     }
 
     /// Stops writing, waits for every record to be delivered; returns how many were sent.
@@ -435,7 +454,7 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
     // 3. A read-only key rolls the brokers one at a time; an acks=all producer on an RF=3,
     // min.insync.replicas=2 topic sees no failed send.
     let producer = Producer::start(&logs)?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    producer.wait_written(100).await?;
     patch_spec(
         &client,
         json!({"spec": {"kafka": {
@@ -458,7 +477,7 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
         "every broker was restarted: {seen:?}"
     );
     wait_settled(&client, Duration::from_secs(120)).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    producer.wait_written(100).await?;
     let sent = producer.finish(&logs).await?;
     assert!(
         sent > 100,
@@ -529,7 +548,14 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
 
     // The operator restarts: the pause and the failure count are in status, so it stays paused.
     operator.restart();
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Several reconciles of the new operator, each of which could have resumed the roll.
+    wait_for(
+        "the restarted operator to reconcile",
+        Duration::from_secs(120),
+        Duration::from_millis(100),
+        || async { (operator.reconciles() >= 2).then_some(()) },
+    )
+    .await?;
     let s = status(&client).await?;
     let r = s.rolling_upgrade.clone().unwrap_or_default();
     let still_paused = r.paused && r.failures >= paused.failures;
