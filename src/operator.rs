@@ -60,6 +60,9 @@ enum Ended {
 /// order that keeps one actor at a time: stop reconciling (and report unready), hand the Lease
 /// over, then drain the xDS streams so Envoys reconnect to the new leader.
 pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
+    if let Some(lease) = &options.leader_election {
+        lease.validate().map_err(OperatorError::Leader)?;
+    }
     let client = match &options.kubeconfig {
         Some(path) => {
             let kubeconfig =
