@@ -548,3 +548,75 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
         .context("the ADS stream is still open after the operator exited")??;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
+    let plane = start_plane("leader-clock-skew").await?;
+    let leases: Api<Lease> = Api::namespaced(plane.client(), NS);
+    // Another holder renews the Lease on time, but its clock says 2000-01-01: compared with our
+    // wall clock its renewTime is 26 years old.
+    let skewed = |micros: i64| {
+        let t: k8s_openapi::jiff::Timestamp = "2000-01-01T00:00:00Z".parse().expect("a timestamp");
+        let t = t
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_micros(micros))
+            .expect("in range");
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t)
+    };
+    let secs = LEASE_DURATION.trim_end_matches('s').parse::<i32>()?;
+    leases
+        .create(
+            &PostParams::default(),
+            &Lease {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(LEASE.into()),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                    holder_identity: Some("skewed".into()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(skewed(0)),
+                    renew_time: Some(skewed(0)),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await?;
+    let op = OperatorProcess::start(
+        &plane,
+        Replica {
+            name: "op",
+            pod_name: Some("op"),
+            pid_namespace: false,
+            kubeconfig: plane.kubeconfig(),
+            xds_address: "pier-xds:18000",
+        },
+    )?;
+    wait_for("the operator to start", WAIT, POLL, || async {
+        logged_identity(&op).ok()
+    })
+    .await?;
+    // Renew as the skewed holder every second, for twice the lease duration.
+    let mut last_renewal = Instant::now();
+    for i in 1..=(2 * i64::from(secs)) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut l = leases.get(LEASE).await?;
+        assert_eq!(holder(&l).as_deref(), Some("skewed"), "renewal {i}");
+        assert!(!op.ready().await, "the operator took a live Lease");
+        if let Some(spec) = l.spec.as_mut() {
+            spec.renew_time = Some(skewed(i));
+        }
+        leases.replace(LEASE, &PostParams::default(), &l).await?;
+        last_renewal = Instant::now();
+    }
+    // The holder stops renewing: the operator takes over a lease duration after the last change.
+    wait_for("the operator to take over", WAIT, POLL, || async {
+        op.ready().await.then_some(())
+    })
+    .await?;
+    let after = last_renewal.elapsed();
+    println!("took over {after:?} after the last renewal");
+    // A lease duration (5 s) after it saw the last change, which is about when we made it.
+    assert!(after >= Duration::from_millis(4500), "{after:?}");
+    assert_eq!(holder(&leases.get(LEASE).await?).as_deref(), Some("op"));
+    Ok(())
+}

@@ -360,15 +360,10 @@ impl Elector {
             return Ok(false);
         };
         let spec = observed.lease.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
-        let ours = holder == Some(self.config.identity.as_str());
-        if holder.is_some() && !ours {
-            let held_for =
-                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
-            if observed.at.elapsed() < held_for {
-                return Ok(false);
-            }
+        if !may_take(&spec, &self.config.identity, observed.at.elapsed()) {
+            return Ok(false);
         }
+        let ours = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
         let mut next = observed.lease.clone();
         let next_spec = next.spec.get_or_insert_with(Default::default);
         if !ours {
@@ -394,6 +389,21 @@ impl Elector {
     }
 }
 
+/// Whether `identity` may write itself in as the holder of a Lease that has looked like `spec`
+/// for `unchanged_for` (by this replica's clock): it has no holder, is ours, or its holder let
+/// it go unchanged for its whole duration. `renewTime` is deliberately not read: it is the
+/// holder's wall clock.
+fn may_take(spec: &LeaseSpec, identity: &str, unchanged_for: Duration) -> bool {
+    match spec.holder_identity.as_deref().filter(|h| !h.is_empty()) {
+        None => true,
+        Some(holder) if holder == identity => true,
+        Some(_) => {
+            let duration = spec.lease_duration_seconds.unwrap_or(0).max(0);
+            unchanged_for >= Duration::from_secs(duration as u64)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +416,24 @@ mod tests {
         );
         assert_eq!(identity_from(None, Some("vm\n".into()), "ab"), "vm_ab");
         assert_eq!(identity_from(Some(" ".into()), None, "ab"), "pier_ab");
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_time_the_lease_was_seen_unchanged() {
+        let held = |holder: &str| LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(15),
+            // The holder's clock is far behind ours: irrelevant.
+            renew_time: Some(MicroTime("2000-01-01T00:00:00Z".parse().unwrap())),
+            ..Default::default()
+        };
+        let other = held("other");
+        assert!(!may_take(&other, "me", Duration::from_secs(1)));
+        assert!(!may_take(&other, "me", Duration::from_millis(14_999)));
+        assert!(may_take(&other, "me", Duration::from_secs(15)));
+        assert!(may_take(&held("me"), "me", Duration::ZERO));
+        assert!(may_take(&held(""), "me", Duration::ZERO));
+        assert!(may_take(&LeaseSpec::default(), "me", Duration::ZERO));
     }
 
     #[test]
