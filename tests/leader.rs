@@ -25,8 +25,8 @@ const POLL: Duration = Duration::from_millis(100);
 const NS: &str = "default";
 const LEASE: &str = "pier-operator";
 /// Short timings so the tests take seconds; renew deadline < lease duration as in production.
-const LEASE_DURATION: &str = "5s";
-const RENEW_DEADLINE: &str = "3s";
+const LEASE_DURATION: &str = "6s";
+const RENEW_DEADLINE: &str = "4s";
 const RETRY_PERIOD: &str = "500ms";
 
 async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
@@ -529,7 +529,7 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
     .await?;
     let failover = sent.elapsed();
     println!("failover after SIGTERM: {failover:?}");
-    // The requirement is < 2 s; without the release it is the lease duration (5 s).
+    // The requirement is < 2 s; without the release it is the lease duration.
     assert!(
         failover < Duration::from_secs(2),
         "failover took {failover:?}"
@@ -615,8 +615,9 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
     .await?;
     let after = last_renewal.elapsed();
     println!("took over {after:?} after the last renewal");
-    // A lease duration (5 s) after it saw the last change, which is about when we made it.
-    assert!(after >= Duration::from_millis(4500), "{after:?}");
+    // A lease duration after it saw the last change, which is about when we made it.
+    let duration = Duration::from_secs(u64::try_from(secs)?);
+    assert!(after + Duration::from_millis(500) >= duration, "{after:?}");
     assert_eq!(holder(&leases.get(LEASE).await?).as_deref(), Some("op"));
     Ok(())
 }
