@@ -1,7 +1,8 @@
 //! Leader election between real `pier operator` processes against a real kube-apiserver: one
 //! leader even when every replica is PID 1 without `POD_NAME`, a leader that cannot reach the
 //! apiserver stops acting before a follower takes over, a frozen leader does not act when it
-//! wakes up, and a SIGTERMed leader hands over in well under 2 s, then drains its xDS streams.
+//! wakes up, and a SIGTERMed leader hands over in well under 2 s, then drains its xDS streams
+//! (as `pier xds` does).
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -475,7 +476,10 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
 }
 
 /// An open ADS stream to `xds`; resolves when the server ends it.
-async fn open_ads_stream(xds: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn open_ads_stream(
+    xds: SocketAddr,
+    group: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use envoy_types::pb::envoy::config::core::v3::Node;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -484,7 +488,7 @@ async fn open_ads_stream(xds: SocketAddr) -> anyhow::Result<tokio::task::JoinHan
     tx.send(DiscoveryRequest {
         node: Some(Node {
             id: "test-envoy".into(),
-            cluster: "default/basic".into(),
+            cluster: group.into(),
             ..Default::default()
         }),
         type_url: "type.googleapis.com/envoy.config.listener.v3.Listener".into(),
@@ -516,7 +520,7 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
     let b = OperatorProcess::start(&plane, replica("op-b"))?;
     let leader = one_leader(&[&a, &b]).await?;
     let (mut leader, follower) = if leader == 0 { (a, b) } else { (b, a) };
-    let stream = open_ads_stream(leader.xds).await?;
+    let stream = open_ads_stream(leader.xds, "default/basic").await?;
 
     let sent = Instant::now();
     leader.process.terminate();
@@ -619,5 +623,46 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
     let duration = Duration::from_secs(u64::try_from(secs)?);
     assert!(after + Duration::from_millis(500) >= duration, "{after:?}");
     assert_eq!(holder(&leases.get(LEASE).await?).as_deref(), Some("op"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn pier_xds_drains_its_streams_and_exits_on_sigterm() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("xds-sigterm")?;
+    let port = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 1)?[0];
+    let listen: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, port).into();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pier"));
+    cmd.arg("xds")
+        .arg("--config")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/brokers.yaml"))
+        .arg(format!("--listen={listen}"));
+    let mut xds = Process::spawn(
+        "pier-xds",
+        cmd,
+        &logs.path().join("pier-xds.log"),
+        Duration::from_secs(30),
+    )?;
+    let stream = wait_for("pier xds to accept a stream", WAIT, POLL, || async {
+        open_ads_stream(listen, "default/my-kafka").await.ok()
+    })
+    .await?;
+    let sent = Instant::now();
+    xds.terminate();
+    let within = pier::shutdown::XDS_DRAIN_TIMEOUT + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = xds.try_exit() {
+            break status;
+        }
+        anyhow::ensure!(
+            sent.elapsed() < within,
+            "pier xds still runs {within:?} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("pier xds exited {:?} after SIGTERM", sent.elapsed());
+    assert!(status.success(), "{status}");
+    tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .context("the ADS stream is still open after pier xds exited")??;
     Ok(())
 }
