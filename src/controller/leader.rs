@@ -157,10 +157,6 @@ impl Elector {
         })
     }
 
-    pub fn config(&self) -> &LeaseConfig {
-        &self.config
-    }
-
     /// Campaigns until this replica holds the Lease: every retry period, and at once whenever
     /// the Lease changes (a released Lease is taken within a round trip).
     pub async fn acquire(&mut self) {
