@@ -8,5 +8,6 @@ pub mod listen;
 pub mod model;
 pub mod operator;
 pub mod reconcile;
+pub mod shutdown;
 pub mod standalone;
 pub mod xds;

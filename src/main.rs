@@ -1,6 +1,7 @@
 //! The `pier` command line.
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,15 @@ enum Command {
         /// Run without leader election (only ever one replica).
         #[arg(long)]
         no_leader_election: bool,
+        /// How long a follower waits, after it last saw the Lease change, before taking it over.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_election_lease_duration: Duration,
+        /// How long the leader keeps acting without renewing the Lease (< the lease duration).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        leader_election_renew_deadline: Duration,
+        /// How often the leader renews the Lease and a follower tries to take it.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        leader_election_retry_period: Duration,
     },
     /// Serve Envoy config over xDS for a broker list in a file (no Kubernetes needed).
     Xds {
@@ -120,6 +130,9 @@ fn main() {
             log_format: _,
             leader_election_namespace,
             no_leader_election,
+            leader_election_lease_duration,
+            leader_election_renew_deadline,
+            leader_election_retry_period,
         } => runtime
             .block_on(pier::operator::run(pier::operator::OperatorOptions {
                 kubeconfig,
@@ -131,12 +144,13 @@ fn main() {
                     cluster_domain,
                 },
                 leader_election: (!no_leader_election).then(|| {
-                    let identity = std::env::var("POD_NAME")
-                        .unwrap_or_else(|_| format!("pier-{}", std::process::id()));
-                    pier::controller::leader::LeaseConfig::new(
-                        &leader_election_namespace,
-                        &identity,
-                    )
+                    use pier::controller::leader::{LeaseConfig, default_identity};
+                    LeaseConfig {
+                        lease_duration: leader_election_lease_duration,
+                        renew_deadline: leader_election_renew_deadline,
+                        retry_period: leader_election_retry_period,
+                        ..LeaseConfig::new(&leader_election_namespace, &default_identity())
+                    }
                 }),
             }))
             .map_err(|e| e.to_string()),
@@ -152,4 +166,21 @@ fn main() {
         eprintln!("pier: {message}");
         std::process::exit(1);
     }
+}
+
+/// A duration such as `15s`, `500ms` or `1.5s`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => match text.strip_suffix('s') {
+            Some(n) => (n, 1.0),
+            None => return Err(format!("{text:?}: give a unit, e.g. 15s or 500ms")),
+        },
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 15s or 500ms"))?;
+    Duration::try_from_secs_f64(value * unit).map_err(|e| format!("{text:?}: {e}"))
 }

@@ -1,13 +1,15 @@
 //! `pier operator`: the KafkaCluster controller, the xDS server every managed cluster's Envoys
-//! connect to, and the admin endpoint (metrics, health, xDS status), in one process.
+//! connect to, and the admin endpoint (metrics, health, xDS status), in one process; and the
+//! order in which they start and stop around leader election.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::controller::leader::{self, LeaseConfig};
+use crate::controller::leader::{Elector, LeaderError, LeaseConfig};
 use crate::controller::{self, Context};
 use crate::reconcile::Settings;
 use crate::xds::SnapshotCache;
@@ -31,14 +33,36 @@ pub struct OperatorOptions {
 pub enum OperatorError {
     #[error("cannot load the Kubernetes config: {0}")]
     Config(String),
-    #[error("lost leadership; exiting so that a restart campaigns again")]
-    LostLeadership,
+    #[error("lost leadership ({0}); exiting so that a restart campaigns again")]
+    LostLeadership(#[source] LeaderError),
+    #[error(transparent)]
+    Leader(LeaderError),
     #[error(transparent)]
     Listen(#[from] crate::listen::ListenError),
 }
 
-/// Connects to Kubernetes and runs until Ctrl-C or SIGTERM.
+/// How long a stopping leader tries to hand its Lease over before it gives up on it (the Lease
+/// then expires by itself).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the controller stopped.
+enum Ended {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// Another replica took the Lease, or it was not renewed in time.
+    Lost(LeaderError),
+    /// Every controller stream ended by itself.
+    Controller,
+}
+
+/// Connects to Kubernetes and runs until Ctrl-C or SIGTERM, or until it loses leadership (an
+/// error: the process exits non-zero and its restart campaigns again). Stopping goes in the
+/// order that keeps one actor at a time: stop reconciling (and report unready), hand the Lease
+/// over, then drain the xDS streams so Envoys reconnect to the new leader.
 pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
+    if let Some(lease) = &options.leader_election {
+        lease.validate().map_err(OperatorError::Leader)?;
+    }
     let client = match &options.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -53,24 +77,35 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             .await
             .map_err(|e| OperatorError::Config(e.to_string()))?,
     };
+    let mut elector = match &options.leader_election {
+        Some(lease) => {
+            Some(Elector::new(client.clone(), lease.clone()).map_err(OperatorError::Leader)?)
+        }
+        None => None,
+    };
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
     let xds_listener = crate::listen::bind(options.xds_listen, "xDS").await?;
     let admin_listener = crate::listen::bind(options.metrics_listen, "metrics").await?;
-    let ready = Arc::new(AtomicBool::new(options.leader_election.is_none()));
+    let ready = Arc::new(AtomicBool::new(false));
     let ctx = Context::new(client.clone(), cache.clone(), options.settings);
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     ctx.register(&mut registry);
+    // The admin endpoint serves until the process exits, so /readyz says "not leading" while
+    // the xDS streams drain.
     tokio::spawn(crate::admin::serve(
         admin_listener,
         cache.clone(),
         registry,
         ready.clone(),
     ));
-    let xds_cache = cache.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::xds::serve(xds_listener, xds_cache, std::future::pending()).await {
+    let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
+    let xds = tokio::spawn(async move {
+        let stop = async {
+            let _ = xds_stopped.await;
+        };
+        if let Err(e) = crate::shutdown::serve_xds(xds_listener, cache, stop).await {
             tracing::error!(error = %e, "xDS server failed");
         }
     });
@@ -78,13 +113,10 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         namespaces = ?options.namespaces,
         xds = %options.xds_listen,
         metrics = %options.metrics_listen,
+        identity = options.leader_election.as_ref().map(|l| l.identity.as_str()),
         "operator started"
     );
-    if let Some(lease) = &options.leader_election {
-        leader::acquire(&client, lease).await;
-        ready.store(true, Ordering::Relaxed);
-    }
-    // One controller per watched namespace (or one for all).
+    // One controller per watched namespace (or one for all); nothing runs until polled.
     let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
     } else {
@@ -95,17 +127,53 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             .into_iter()
             .map(|ns| controller::run(ctx.clone(), ns, terminated())),
     );
-    match &options.leader_election {
-        Some(lease) => tokio::select! {
-            _ = controller => {}
-            _ = leader::keep(&client, lease) => return Err(OperatorError::LostLeadership),
-        },
-        None => {
-            controller.await;
+    let leading = async {
+        match elector.as_mut() {
+            Some(elector) => {
+                elector.acquire().await;
+                ready.store(true, Ordering::Relaxed);
+                match elector.lead(controller).await {
+                    Ok(_) => Ended::Controller,
+                    Err(lost) => Ended::Lost(lost),
+                }
+            }
+            None => {
+                ready.store(true, Ordering::Relaxed);
+                controller.await;
+                Ended::Controller
+            }
+        }
+    };
+    // Dropping `leading` drops the controller: no reconcile runs past this point.
+    let ended = tokio::select! {
+        biased;
+        _ = crate::shutdown::requested() => Ended::Signal,
+        ended = leading => ended,
+    };
+    ready.store(false, Ordering::Relaxed);
+    if let Ended::Lost(e) = &ended {
+        tracing::error!(error = %e, "stopped acting: lost leadership");
+    }
+    if let Some(elector) = elector.as_mut() {
+        match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release the leader Lease; it expires by itself")
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?RELEASE_TIMEOUT, "releasing the leader Lease timed out; it expires by itself")
+            }
         }
     }
+    let _ = stop_xds.send(());
+    if let Err(e) = xds.await {
+        tracing::error!(error = %e, "xDS server task failed");
+    }
     tracing::info!("operator stopped");
-    Ok(())
+    match ended {
+        Ended::Lost(e) => Err(OperatorError::LostLeadership(e)),
+        Ended::Signal | Ended::Controller => Ok(()),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -166,8 +166,9 @@ pub fn load(path: &Path) -> Result<(String, Snapshot), FileError> {
     Ok((group, Snapshot::new(resources)))
 }
 
-/// Runs `pier xds` until Ctrl-C/SIGTERM: serves ADS on `listen`, and status and metrics on
-/// `admin` if given. Fails at start if the file is bad; later bad edits only log.
+/// Runs `pier xds` until Ctrl-C/SIGTERM, then drains the xDS streams as the operator does:
+/// serves ADS on `listen`, and status and metrics on `admin` if given. Fails at start if the
+/// file is bad; later bad edits only log.
 pub async fn run(
     config: PathBuf,
     listen: SocketAddr,
@@ -190,15 +191,7 @@ pub async fn run(
         ));
     }
     tokio::spawn(watch_file(config, cache.clone(), group));
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-    };
-    crate::xds::serve(listener, cache, shutdown).await?;
+    crate::shutdown::serve_xds(listener, cache, crate::shutdown::requested()).await?;
     Ok(())
 }
 
