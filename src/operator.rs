@@ -125,7 +125,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let controller = futures::future::join_all(
         scopes
             .into_iter()
-            .map(|ns| controller::run(ctx.clone(), ns, terminated())),
+            .map(|ns| controller::run(ctx.clone(), ns, std::future::pending())),
     );
     let leading = async {
         match elector.as_mut() {
@@ -173,21 +173,5 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     match ended {
         Ended::Lost(e) => Err(OperatorError::LostLeadership(e)),
         Ended::Signal | Ended::Controller => Ok(()),
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn terminated() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
