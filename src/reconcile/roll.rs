@@ -903,4 +903,125 @@ mod tests {
         let p = plan(&nodes, Some(&healthy(1)), &RollState::default());
         assert!(matches!(p.action, RollAction::Restart { id: 2, .. }));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const NOW: i64 = 1_000_000;
+
+        fn pod_state() -> impl Strategy<Value = PodState> {
+            prop_oneof![
+                Just(PodState::Missing),
+                Just(PodState::Terminating),
+                Just(PodState::Ready),
+                Just(PodState::Ready),
+                Just(PodState::Broken {
+                    reason: "CrashLoopBackOff".into()
+                }),
+                (0i64..120_000).prop_map(|ago| PodState::Starting {
+                    since_ms: NOW - ago
+                }),
+            ]
+        }
+
+        fn nodes() -> impl Strategy<Value = Vec<NodeState>> {
+            prop::collection::vec((pod_state(), any::<bool>(), any::<bool>()), 1..6).prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (pod, due, controller))| NodeState {
+                        id: i as i32,
+                        broker: true,
+                        controller,
+                        restart_due: due.then(|| "changed".to_string()),
+                        pod,
+                    })
+                    .collect()
+            })
+        }
+
+        fn health(n: usize) -> impl Strategy<Value = Option<Health>> {
+            let ids: Vec<i32> = (0..n as i32).collect();
+            proptest::option::of(
+                (
+                    prop::collection::btree_set(0..n as i32, 0..=n),
+                    prop::collection::vec(prop::collection::btree_set(0..n as i32, 1..=n), 0..4),
+                    1usize..3,
+                )
+                    .prop_map(move |(active, isrs, min_isr)| Health {
+                        partitions: isrs
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, isr)| PartitionHealth {
+                                topic: "t".into(),
+                                partition: i as i32,
+                                leader: *isr.iter().next().unwrap_or(&-1),
+                                replicas: ids.clone(),
+                                isr: isr.into_iter().collect(),
+                                min_isr,
+                            })
+                            .collect(),
+                        quorum: None,
+                        active_brokers: active,
+                        firing_alerts: 0,
+                    }),
+            )
+        }
+
+        fn case() -> impl Strategy<Value = (Vec<NodeState>, Option<Health>, RollState)> {
+            nodes().prop_flat_map(|nodes| {
+                let n = nodes.len();
+                (
+                    Just(nodes),
+                    health(n),
+                    (proptest::option::of(0..n as i32 + 1), 0u32..4).prop_map(
+                        |(restarting, failures)| RollState {
+                            restarting,
+                            restart_started_ms: restarting.map(|_| NOW - 5_000),
+                            failures,
+                            ..Default::default()
+                        },
+                    ),
+                )
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+            /// Whatever the persisted state says, a restart never takes down a second broker:
+            /// no other node is being replaced or just became unready, and a gated restart is
+            /// of a ready node.
+            #[test]
+            fn never_two_brokers_down((nodes, health, prior) in case()) {
+                let plan = plan_roll(&nodes, health.as_ref(), &prior, POLICY, NOW);
+                if let RollAction::Restart { id, gated, .. } = plan.action {
+                    for n in nodes.iter().filter(|n| n.id != id) {
+                        let down = match n.pod {
+                            PodState::Missing | PodState::Terminating => true,
+                            PodState::Starting { since_ms } => NOW - since_ms <= POLICY.unready_grace_ms,
+                            _ => false,
+                        };
+                        prop_assert!(!down, "restarted {id} while {n:?}");
+                    }
+                    let me = nodes.iter().find(|n| n.id == id).unwrap();
+                    prop_assert!(me.restart_due.is_some());
+                    if gated {
+                        prop_assert_eq!(&me.pod, &PodState::Ready);
+                        prop_assert!(health.is_some());
+                    }
+                    prop_assert_eq!(plan.state.restarting, Some(id));
+                }
+            }
+
+            /// Planning the same inputs twice gives the same plan.
+            #[test]
+            fn deterministic((nodes, health, prior) in case()) {
+                prop_assert_eq!(
+                    plan_roll(&nodes, health.as_ref(), &prior, POLICY, NOW),
+                    plan_roll(&nodes, health.as_ref(), &prior, POLICY, NOW)
+                );
+            }
+        }
+    }
 }
