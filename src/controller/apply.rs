@@ -11,7 +11,11 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::storage::v1::StorageClass;
+
 use super::{Cached, Context, Error, FIELD_MANAGER, Stores, call, cluster_objects};
+use crate::reconcile::claims::{Resize, plan_resize, storage_class};
 use crate::reconcile::names::APPLIED_HASH_ANNOTATION;
 
 /// How an existing object is treated.
@@ -148,6 +152,58 @@ impl<'a> Writer<'a> {
         }
         Ok(())
     }
+}
+
+/// Resizes existing claims whose planned size changed, where Kubernetes can (growth, with a
+/// StorageClass that allows expansion); returns what cannot be done, for status.
+pub async fn resize_claims(
+    ctx: &Context,
+    stores: &Stores,
+    namespace: &str,
+    cluster: &str,
+    planned: &[PersistentVolumeClaim],
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let existing = by_name(cluster_objects::<PersistentVolumeClaim>(
+        stores, namespace, cluster,
+    ));
+    let classes: Api<StorageClass> = Api::all(ctx.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for want in planned {
+        let Some(have) = existing.get(&want.name_any()) else {
+            continue;
+        };
+        // Asked only when a size differs: the class decides whether a claim may grow.
+        let expandable = match plan_resize(want, have, Some(true)) {
+            Resize::Expand { .. } => match storage_class(have) {
+                Some(name) => call(
+                    format!("reading StorageClass {name}"),
+                    classes.get_opt(&name),
+                )
+                .await?
+                .map(|c| c.allow_volume_expansion == Some(true)),
+                None => None,
+            },
+            _ => Some(true),
+        };
+        match plan_resize(want, have, expandable) {
+            Resize::Keep => {}
+            Resize::Refuse { why, .. } => refused.push(why),
+            Resize::Expand { claim, size } => {
+                let patch =
+                    serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+                call(
+                    format!("expanding PersistentVolumeClaim {namespace}/{claim}"),
+                    claims.patch(&claim, &PatchParams::default(), &Patch::Merge(&patch)),
+                )
+                .await?;
+                ctx.wrote();
+                tracing::info!(%claim, %size, "volume expansion requested");
+                done.push(format!("expanded PersistentVolumeClaim {claim} to {size}"));
+            }
+        }
+    }
+    Ok((done, refused))
 }
 
 /// Whether `live` has every field `planned` sets, with the same value. Fields the API server

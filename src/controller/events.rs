@@ -26,6 +26,7 @@ pub enum Reason {
     RollBlocked,
     RollPaused,
     BrokerCrashLooping,
+    VolumeResizeRefused,
 }
 
 impl Reason {
@@ -42,6 +43,7 @@ impl Reason {
             Reason::RollBlocked => "RollBlocked",
             Reason::RollPaused => "RollPaused",
             Reason::BrokerCrashLooping => "BrokerCrashLooping",
+            Reason::VolumeResizeRefused => "VolumeResizeRefused",
         }
     }
 }

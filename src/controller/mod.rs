@@ -538,6 +538,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     writer
         .converge(&desired.claims, Mode::CreateOnly, false)
         .await?;
+    let (resized, volume_problems) =
+        apply::resize_claims(ctx, &stores, &ns, &name, &desired.claims).await?;
     writer
         .converge(&desired.services, Mode::Update, false)
         .await?;
@@ -550,7 +552,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     writer
         .converge(&desired.pods, Mode::CreateOnly, waiting)
         .await?;
-    let changes = writer.into_changes();
+    let changes: Vec<String> = writer.into_changes().into_iter().chain(resized).collect();
     for line in &changes {
         ctx.events.did(ctx, kc, events::Reason::Applied, line).await;
     }
@@ -603,7 +605,16 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         envoy: &envoy,
         cluster_id: &cluster_id,
         kafka: &outcome,
+        volumes: &volume_problems,
     });
+    ctx.events
+        .problems(
+            ctx,
+            kc,
+            events::Reason::VolumeResizeRefused,
+            &volume_problems,
+        )
+        .await;
     ctx.events
         .problems(
             ctx,

@@ -1,6 +1,7 @@
 //! Pure planning: from a KafkaCluster and what exists in the cluster to the objects that should
 //! exist. No I/O here; the controller applies the plan.
 mod broker;
+pub mod claims;
 pub mod config;
 mod envoy;
 pub mod names;

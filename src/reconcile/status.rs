@@ -33,6 +33,7 @@ pub mod reasons {
     pub const ROLL_PAUSED: &str = "RollPaused";
     pub const BROKER_CRASH_LOOPING: &str = "BrokerCrashLooping";
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    pub const VOLUME_RESIZE_REFUSED: &str = "VolumeResizeRefused";
 }
 
 /// Per-broker outcome of the live configuration.
@@ -78,6 +79,8 @@ pub struct StatusInput<'a> {
     pub envoy: &'a EnvoyState,
     pub cluster_id: &'a str,
     pub kafka: &'a KafkaOutcome,
+    /// Volume resizes that cannot be done.
+    pub volumes: &'a [String],
 }
 
 /// When the controller looks again without being woken by a watched change.
@@ -146,6 +149,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         envoy,
         cluster_id,
         kafka,
+        volumes,
     } = input;
     let generation = kc.metadata.generation;
     let mut brokers = Vec::new();
@@ -224,22 +228,23 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
             (!kafka.restart_due.is_empty())
                 .then(|| format!("restart due for brokers {:?}", kafka.restart_due))
         });
-    let degraded = match (&kafka.paused, crash_looping.is_empty()) {
-        (Some(why), _) => condition(
-            conditions::DEGRADED,
-            true,
-            reasons::ROLL_PAUSED,
-            why,
-            generation,
-        ),
-        (None, false) => condition(
-            conditions::DEGRADED,
-            true,
-            reasons::BROKER_CRASH_LOOPING,
-            &crash_looping.join("; "),
-            generation,
-        ),
-        (None, true) => condition(
+    // The most urgent problem names the condition.
+    let problem = kafka
+        .paused
+        .clone()
+        .map(|why| (reasons::ROLL_PAUSED, why))
+        .or_else(|| {
+            (!crash_looping.is_empty())
+                .then(|| (reasons::BROKER_CRASH_LOOPING, crash_looping.join("; ")))
+        })
+        .or_else(|| {
+            (!volumes.is_empty()).then(|| (reasons::VOLUME_RESIZE_REFUSED, volumes.join("; ")))
+        });
+    let degraded = match problem {
+        Some((reason, message)) => {
+            condition(conditions::DEGRADED, true, reason, &message, generation)
+        }
+        None => condition(
             conditions::DEGRADED,
             false,
             reasons::VALID,
