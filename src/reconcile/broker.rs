@@ -142,6 +142,26 @@ pub fn check(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> Result<(), PlanE
             });
         }
     }
+    // The CRD cannot check these (CEL's cost estimate of Kubernetes' unbounded resource maps is
+    // far over budget): an invalid one would fail every apply of the Pod or Deployment.
+    let mut resources = vec![("spec.envoy.resources".to_string(), &kc.spec.envoy.resources)];
+    resources.extend(
+        brokers
+            .iter()
+            .map(|b| (format!("broker {}: resources", b.id), &b.resources)),
+    );
+    for (field, r) in resources {
+        let Some(r) = r else { continue };
+        for (resource, q) in r.requests.iter().chain(&r.limits).flatten() {
+            if quantity_units(&q.0).is_none() {
+                return Err(PlanError::InvalidResourceQuantity {
+                    field,
+                    resource: resource.clone(),
+                    quantity: q.0.clone(),
+                });
+            }
+        }
+    }
     for b in brokers {
         if b.storage.is_empty() {
             return Err(PlanError::NoStorage { id: b.id });

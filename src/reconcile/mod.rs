@@ -109,6 +109,12 @@ pub enum PlanError {
         mount_path: String,
         size: String,
     },
+    #[error("{field}: {resource} {quantity:?} is not a Kubernetes quantity")]
+    InvalidResourceQuantity {
+        field: String,
+        resource: String,
+        quantity: String,
+    },
     #[error(
         "broker {id} has no storage: give it or its configGroup a volume (without one its data would be lost on every restart)"
     )]

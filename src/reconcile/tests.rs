@@ -617,6 +617,27 @@ fn images_sizes_and_storage_are_checked() {
     }
 
     let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.brokers[1].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([(
+            "cpu".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()),
+        )])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gb".into()),
+        )])),
+        ..Default::default()
+    });
+    assert_eq!(
+        plan_of_err(&kc),
+        PlanError::InvalidResourceQuantity {
+            field: "broker 1: resources".into(),
+            resource: "memory".into(),
+            quantity: "1Gb".into()
+        }
+    );
+
+    let mut kc = example("kafkacluster-basic.yaml");
     kc.spec.brokers[2].config_group = None;
     assert_eq!(plan_of_err(&kc), PlanError::NoStorage { id: 2 });
     kc.spec.brokers[2].storage = vec![crate::api::StorageSpec {
