@@ -196,6 +196,23 @@ mod tests {
     }
 
     #[test]
+    fn every_key_kafka_knows_is_a_config_key() {
+        let table = include_str!("../kafka/config-classes/kafka-4.1.tsv");
+        let keys: Vec<&str> = table
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split('\t').next())
+            .collect();
+        assert!(keys.len() > 300, "{}", keys.len());
+        for key in keys {
+            assert!(is_config_key(key), "{key}");
+            // With a listener prefix, as per-listener SSL/SASL settings are written.
+            let prefixed = format!("listener.name.sasl_ssl.scram-sha-512.{key}");
+            assert!(is_config_key(&prefixed), "{prefixed}");
+        }
+    }
+
+    #[test]
     fn pier_keys_are_its_prefix_and_its_app_labels() {
         assert!(is_pier_key("kafka.pier.dev/cluster"));
         assert!(is_pier_key("kafka.pier.dev/anything"));
