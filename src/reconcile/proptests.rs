@@ -70,6 +70,28 @@ fn volume(path: &str) -> StorageSpec {
     }
 }
 
+/// Labels a spec might carry, Pier's own among them (as a CRD older than its rules lets
+/// through), with values that would make the Pod another broker's or another cluster's.
+fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map(
+        prop::sample::select(
+            &[
+                "team",
+                "app.kubernetes.io/version",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/component",
+                "kafka.pier.dev/cluster",
+                "kafka.pier.dev/broker-id",
+                "kafka.pier.dev/role-broker",
+            ][..],
+        )
+        .prop_map(String::from),
+        prop::sample::select(&["other", "0", "1", "true", "broker", "basic"][..])
+            .prop_map(String::from),
+        0..4,
+    )
+}
+
 fn broker(id: i32) -> impl Strategy<Value = BrokerSpec> {
     (
         roles(),
@@ -77,9 +99,10 @@ fn broker(id: i32) -> impl Strategy<Value = BrokerSpec> {
         any::<bool>(),
         config(),
         config(),
+        labels(),
     )
         .prop_map(
-            move |(roles, group, own_volume, config, read_only_config)| {
+            move |(roles, group, own_volume, config, read_only_config, labels)| {
                 BrokerSpec {
                     id,
                     roles,
@@ -92,7 +115,7 @@ fn broker(id: i32) -> impl Strategy<Value = BrokerSpec> {
                     } else {
                         Vec::new()
                     },
-                    labels: BTreeMap::from([("team".to_string(), format!("t{id}"))]),
+                    labels,
                     ..Default::default()
                 }
             },
@@ -472,6 +495,49 @@ proptest! {
             let keys: BTreeSet<&str> = props.iter().map(|(k, _)| k.as_str()).collect();
             prop_assert!(keys.is_superset(&expected), "{:?}", keys);
             prop_assert_eq!(keys.len(), props.len(), "every key once");
+        }
+    }
+}
+
+/// Whether `selector` selects an object with `labels`.
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn services_select_exactly_the_pods_they_are_for(input in input()) {
+        let d = plan_of(&input);
+        let kc = &input.kc;
+        let pods: BTreeMap<i32, &BTreeMap<String, String>> = d.pods.iter()
+            .map(|p| {
+                let name = p.metadata.name.as_deref().unwrap();
+                let id = name.rsplit('-').next().unwrap().parse().unwrap();
+                (id, p.metadata.labels.as_ref().unwrap())
+            })
+            .collect();
+        let selected = |service: &str| -> BTreeSet<i32> {
+            let selector = by_name(&d.services, service).unwrap().spec.as_ref().unwrap()
+                .selector.clone().unwrap();
+            pods.iter().filter(|(_, l)| selects(&selector, l)).map(|(id, _)| *id).collect()
+        };
+        let all: BTreeSet<i32> = pods.keys().copied().collect();
+        let brokers: BTreeSet<i32> = kc.spec.brokers.iter()
+            .filter(|b| b.roles.contains(&Role::Broker))
+            .map(|b| b.id)
+            .filter(|id| all.contains(id))
+            .collect();
+        prop_assert_eq!(selected(&names::headless_service(kc)), all.clone());
+        prop_assert_eq!(selected(&names::bootstrap_service(kc)), brokers);
+        for id in &all {
+            prop_assert_eq!(selected(&names::broker_service(kc, *id)), BTreeSet::from([*id]));
+            prop_assert_eq!(pods[id].get("app.kubernetes.io/instance").map(String::as_str), Some("basic"));
+        }
+        for dep in &d.deployments {
+            let selector = dep.spec.as_ref().unwrap().selector.match_labels.clone().unwrap();
+            prop_assert!(pods.values().all(|l| !selects(&selector, l)), "Envoy selects no broker");
         }
     }
 }
