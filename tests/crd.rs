@@ -213,6 +213,16 @@ async fn the_apiserver_enforces_the_schema() -> anyhow::Result<()> {
             json!({"brokers": brokers(&[0]), "envoy": {"image": " "}}),
             "image must be a container image reference",
         ),
+        // A volume's mount path is an entry of the comma-separated log.dirs.
+        (
+            json!({"brokers": broker_with(json!({"storage": [{"mountPath": "/a,/b", "size": "1Gi"}]}))}),
+            "mountPath must not contain commas or whitespace",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"storage": [
+                {"mountPath": "/a", "size": "1Gi"}, {"mountPath": "/a", "size": "2Gi"}]}))}),
+            "the mountPaths of a storage list must differ",
+        ),
         // Without a volume a broker's data would be an emptyDir, wiped by every roll.
         (
             json!({"brokers": [{"id": 0}]}),

@@ -157,6 +157,7 @@ pub struct BrokerSpec {
     /// one volume, its own or its group's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     /// Resources of the Kafka container (overrides the config group's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +201,7 @@ pub struct BrokerConfigGroup {
     /// Volumes of every broker of this group; their mount paths become log.dirs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -231,7 +233,10 @@ pub struct BrokerConfigGroup {
 pub struct StorageSpec {
     /// Where the volume is mounted; also a Kafka log dir (`<mountPath>/kafka`).
     #[schemars(length(min = 2, max = 200))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("mountPath must be absolute"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('/')").message("mountPath must be absolute"),
+        validation = crate::api::mount_path_rule()
+    )]
     pub mount_path: String,
     /// Requested size, a Kubernetes quantity, e.g. "10Gi". Growing it expands the PVC when its
     /// StorageClass allows expansion; PVCs never shrink.

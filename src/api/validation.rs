@@ -82,6 +82,29 @@ pub fn size_rule() -> Rule {
         .message("size must be a positive Kubernetes quantity, e.g. 10Gi or 500M")
 }
 
+/// Whether `path` can be a volume's mount path and, with `/kafka` appended, one entry of
+/// Kafka's comma-separated `log.dirs`: absolute, no comma, whitespace or control characters.
+pub fn is_mount_path(path: &str) -> bool {
+    path.len() >= 2
+        && path.starts_with('/')
+        && !path
+            .chars()
+            .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+}
+
+/// The CEL rule for a mount path (besides being absolute): what [`is_mount_path`] refuses.
+pub fn mount_path_rule() -> Rule {
+    Rule::new(r"!self.contains(',') && !self.matches('[\\s\\x00-\\x1f\\x7f]')").message(
+        "mountPath must not contain commas or whitespace (it becomes an entry of log.dirs)",
+    )
+}
+
+/// The CEL rule for a list of volumes: each mounted somewhere else.
+pub fn unique_mount_paths_rule() -> Rule {
+    Rule::new("self.all(s, self.filter(t, t.mountPath == s.mountPath).size() == 1)")
+        .message("the mountPaths of a storage list must differ")
+}
+
 /// The CEL rule making every broker have storage, its own or its config group's.
 pub fn storage_rule() -> Rule {
     Rule::new(
@@ -224,6 +247,14 @@ mod tests {
                 .rule
                 .contains("'app.kubernetes.io/instance'")
         );
+    }
+
+    #[test]
+    fn mount_paths_are_absolute_log_dir_entries() {
+        assert!(is_mount_path("/var/lib/kafka/data0"));
+        for bad in ["", "/", "data", "/a,/b", "/a b", "/a\n"] {
+            assert!(!is_mount_path(bad), "{bad:?}");
+        }
     }
 
     #[test]

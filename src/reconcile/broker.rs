@@ -16,7 +16,9 @@ use super::names::{
     self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, COMPONENT_LABEL, MOUNT_PATH_ANNOTATION,
 };
 use super::{PlanError, cluster_labels, owner_reference};
-use crate::api::{KafkaCluster, Role, StorageSpec, is_image, is_pier_key, quantity_units};
+use crate::api::{
+    KafkaCluster, Role, StorageSpec, is_image, is_mount_path, is_pier_key, quantity_units,
+};
 
 /// Where the rendered server.properties is mounted.
 pub const CONFIG_DIR: &str = "/etc/pier";
@@ -166,7 +168,16 @@ pub fn check(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> Result<(), PlanE
         if b.storage.is_empty() {
             return Err(PlanError::NoStorage { id: b.id });
         }
+        let mut mounted = std::collections::BTreeSet::new();
         for s in &b.storage {
+            // The group's volumes and the broker's own share one Pod and one log.dirs.
+            if !is_mount_path(&s.mount_path) || !mounted.insert(s.mount_path.trim_end_matches('/'))
+            {
+                return Err(PlanError::InvalidMountPath {
+                    id: b.id,
+                    mount_path: s.mount_path.clone(),
+                });
+            }
             if quantity_units(&s.size).is_none_or(|units| units == 0) {
                 return Err(PlanError::InvalidStorageSize {
                     id: b.id,

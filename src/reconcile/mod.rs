@@ -116,6 +116,10 @@ pub enum PlanError {
         quantity: String,
     },
     #[error(
+        "broker {id}: mountPath {mount_path:?} must be absolute, without commas or whitespace, and used once"
+    )]
+    InvalidMountPath { id: i32, mount_path: String },
+    #[error(
         "broker {id} has no storage: give it or its configGroup a volume (without one its data would be lost on every restart)"
     )]
     NoStorage { id: i32 },

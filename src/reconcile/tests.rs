@@ -637,6 +637,32 @@ fn images_sizes_and_storage_are_checked() {
         }
     );
 
+    // A comma would split log.dirs; the group's volume and the broker's own share one Pod.
+    for (own, path) in [(false, "/a,/b"), (true, "/var/lib/kafka/data0/")] {
+        let mut kc = example("kafkacluster-basic.yaml");
+        let volume = crate::api::StorageSpec {
+            mount_path: path.into(),
+            size: "1Gi".into(),
+            ..Default::default()
+        };
+        if own {
+            kc.spec.brokers[1].storage.push(volume);
+        } else {
+            kc.spec
+                .broker_config_groups
+                .get_mut("default")
+                .unwrap()
+                .storage[0] = volume;
+        }
+        assert_eq!(
+            plan_of_err(&kc),
+            PlanError::InvalidMountPath {
+                id: if own { 1 } else { 0 },
+                mount_path: path.into()
+            }
+        );
+    }
+
     let mut kc = example("kafkacluster-basic.yaml");
     kc.spec.brokers[2].config_group = None;
     assert_eq!(plan_of_err(&kc), PlanError::NoStorage { id: 2 });
