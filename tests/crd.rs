@@ -35,8 +35,33 @@ fn cluster(name: &str, spec: serde_json::Value) -> KafkaCluster {
     .expect("a KafkaCluster")
 }
 
+fn volume() -> serde_json::Value {
+    json!([{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}])
+}
+
+/// Brokers with a volume each, as every broker must have.
 fn brokers(ids: &[i32]) -> serde_json::Value {
-    json!(ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>())
+    json!(
+        ids.iter()
+            .map(|id| json!({"id": id, "storage": volume()}))
+            .collect::<Vec<_>>()
+    )
+}
+
+/// One broker with `extra` merged into its spec.
+fn broker_with(extra: serde_json::Value) -> serde_json::Value {
+    let mut b = json!({"id": 0, "storage": volume()});
+    b.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    json!([b])
+}
+
+fn example(name: &str) -> anyhow::Result<KafkaCluster> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?)
 }
 
 #[tokio::test]
@@ -64,17 +89,39 @@ async fn the_apiserver_enforces_the_schema() -> anyhow::Result<()> {
     assert_eq!(spec.brokers[0].roles.len(), 2);
     assert_eq!(spec.envoy.replicas, 2);
 
+    // The shipped examples, and what the new rules must still let through.
+    for name in ["kafkacluster-basic.yaml", "kafkacluster-jbod.yaml"] {
+        api.create(&pp, &example(name)?).await?;
+    }
+    api.create(
+        &pp,
+        &cluster(
+            "allowed",
+            json!({
+                "brokers": [
+                    {"id": 0, "configGroup": "g", "labels": {"app.kubernetes.io/version": "4.1", "team": "a"},
+                     "config": {"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": "x\ny"}},
+                    {"id": 1, "storage": [{"mountPath": "/data", "size": "1.5Gi"}]}
+                ],
+                "brokerConfigGroups": {"g": {"image": "registry:5000/kafka@sha256:abcd",
+                    "storage": [{"mountPath": "/data", "size": "500M"}]}},
+                "kafka": {"readOnlyConfig": {"num.partitions": "3", "com.example.Plugin_key-1": "v"}}
+            }),
+        ),
+    )
+    .await?;
+
     let rejected = [
         (
             json!({"brokers": brokers(&[0, 0])}),
             "broker ids must be unique",
         ),
         (
-            json!({"brokers": [{"id": 0, "configGroup": "nope"}]}),
+            json!({"brokers": broker_with(json!({"configGroup": "nope"}))}),
             "every configGroup must name an entry of brokerConfigGroups",
         ),
         (
-            json!({"brokers": [{"id": 0, "roles": ["broker"]}]}),
+            json!({"brokers": broker_with(json!({"roles": ["broker"]}))}),
             "at least one broker must have the controller role",
         ),
         (
@@ -97,15 +144,107 @@ async fn the_apiserver_enforces_the_schema() -> anyhow::Result<()> {
             json!({"brokers": [{"id": 0, "storage": [{"mountPath": "data", "size": "1Gi"}]}]}),
             "mountPath must be absolute",
         ),
-        (json!({"brokers": [{"id": -1}]}), "spec.brokers[0].id"),
+        (json!({"brokers": brokers(&[-1])}), "spec.brokers[0].id"),
+        // A line break in a key would add a line of its own to server.properties.
+        (
+            json!({"brokers": broker_with(json!({"config": {"x\nnode.id": "1"}}))}),
+            "config keys are Kafka config names",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"readOnlyConfig": {"num partitions": "1"}}))}),
+            "config keys are Kafka config names",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "kafka": {"readOnlyConfig": {"a=b": "1"}}}),
+            "config keys are Kafka config names",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "kafka": {"clusterWideConfig": {"#x": "1"}}}),
+            "config keys are Kafka config names",
+        ),
+        // Pier's selector labels and its own annotations belong to Pier.
+        (
+            json!({"brokers": broker_with(json!({"labels": {"kafka.pier.dev/cluster": "other"}}))}),
+            "are set by Pier",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"annotations": {"kafka.pier.dev/restart": "1"}}))}),
+            "are set by Pier",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"configGroup": "g"})),
+                   "brokerConfigGroups": {"g": {"labels": {"app.kubernetes.io/instance": "other"}}}}),
+            "are set by Pier",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"configGroup": "g"})),
+                   "brokerConfigGroups": {"g": {"annotations": {"kafka.pier.dev/broker-id": "1"}}}}),
+            "are set by Pier",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "envoy": {"annotations": {"kafka.pier.dev/x": "y"}}}),
+            "are set by Pier",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "listeners": {"external": [
+                {"name": "ext", "containerPort": 9094, "bootstrapPort": 29092, "brokerPortBase": 29100,
+                 "annotations": {"app.kubernetes.io/managed-by": "me"}}]}}),
+            "are set by Pier",
+        ),
+        // Quantities and images the apiserver would only refuse on every apply.
+        (
+            json!({"brokers": broker_with(json!({"storage": [{"mountPath": "/d", "size": "1Gb"}]}))}),
+            "size must be a positive Kubernetes quantity",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"storage": [{"mountPath": "/d", "size": "0"}]}))}),
+            "size must be a positive Kubernetes quantity",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "kafka": {"image": ""}}),
+            "image must be a container image reference",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"configGroup": "g"})),
+                   "brokerConfigGroups": {"g": {"image": "apache/kafka 4.1"}}}),
+            "image must be a container image reference",
+        ),
+        (
+            json!({"brokers": brokers(&[0]), "envoy": {"image": " "}}),
+            "image must be a container image reference",
+        ),
+        // A volume's mount path is an entry of the comma-separated log.dirs.
+        (
+            json!({"brokers": broker_with(json!({"storage": [{"mountPath": "/a,/b", "size": "1Gi"}]}))}),
+            "mountPath must not contain commas or whitespace",
+        ),
+        (
+            json!({"brokers": broker_with(json!({"storage": [
+                {"mountPath": "/a", "size": "1Gi"}, {"mountPath": "/a", "size": "2Gi"}]}))}),
+            "the mountPaths of a storage list must differ",
+        ),
+        // Without a volume a broker's data would be an emptyDir, wiped by every roll.
+        (
+            json!({"brokers": [{"id": 0}]}),
+            "every broker needs storage",
+        ),
+        (
+            json!({"brokers": [{"id": 0, "configGroup": "g"}], "brokerConfigGroups": {"g": {"heapOpts": "-Xmx1g"}}}),
+            "every broker needs storage",
+        ),
     ];
+    // Every case is tried, so one run shows all that slip through.
+    let mut wrong = Vec::new();
     for (i, (spec, message)) in rejected.into_iter().enumerate() {
-        let err = api
-            .create(&pp, &cluster(&format!("bad-{i}"), spec))
-            .await
-            .expect_err(message);
-        assert!(err.to_string().contains(message), "{message}: {err}");
+        match api.create(&pp, &cluster(&format!("bad-{i}"), spec)).await {
+            Ok(_) => wrong.push(format!("case {i} accepted, expected {message:?}")),
+            Err(e) if !e.to_string().contains(message) => {
+                wrong.push(format!("case {i}: expected {message:?}, got {e}"))
+            }
+            Err(_) => {}
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
     // kubectl explain shows the field descriptions.
     let out = std::process::Command::new(pier_testenv::program("kubectl")?)

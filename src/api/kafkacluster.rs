@@ -55,7 +55,8 @@ pub const DEFAULT_ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
     validation = Rule::new("self.brokers.all(b, !has(b.configGroup) || b.configGroup in self.brokerConfigGroups)").message("every configGroup must name an entry of brokerConfigGroups"),
     validation = Rule::new("self.listeners.internal.all(l, self.listeners.internal.filter(m, m.port == l.port).size() == 1)").message("internal listener ports must differ"),
     validation = Rule::new("self.listeners.external.all(e, !self.listeners.internal.exists(i, i.port == e.containerPort) && self.listeners.external.filter(f, f.containerPort == e.containerPort).size() == 1)").message("external listener containerPorts must differ from each other and from internal listener ports"),
-    validation = Rule::new("self.listeners.external.all(e, self.listeners.external.filter(f, f.bootstrapPort == e.bootstrapPort).size() == 1)").message("external listener bootstrapPorts must differ")
+    validation = Rule::new("self.listeners.external.all(e, self.listeners.external.filter(f, f.bootstrapPort == e.bootstrapPort).size() == 1)").message("external listener bootstrapPorts must differ"),
+    validation = crate::api::storage_rule()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterSpec {
@@ -144,13 +145,19 @@ pub struct BrokerSpec {
     pub config_group: Option<String>,
     /// Per-broker dynamic Kafka configuration (applied live).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
     pub config: BTreeMap<String, String>,
     /// Per-broker read-only Kafka configuration (needs a restart of this broker).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
     pub read_only_config: BTreeMap<String, String>,
-    /// Extra volumes of this broker, added to its config group's.
+    /// Extra volumes of this broker, added to its config group's. Every broker needs at least
+    /// one volume, its own or its group's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     /// Resources of the Kafka container (overrides the config group's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,11 +168,16 @@ pub struct BrokerSpec {
     pub affinity: Option<Affinity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Extra labels of this broker's Pod.
+    /// Extra labels of this broker's Pod (not Pier's own: `kafka.pier.dev/…`,
+    /// `app.kubernetes.io/{name,instance,managed-by,component}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub labels: BTreeMap<String, String>,
-    /// Extra annotations of this broker's Pod.
+    /// Extra annotations of this broker's Pod (not in Pier's prefix `kafka.pier.dev/`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -175,6 +187,8 @@ pub struct BrokerSpec {
 pub struct BrokerConfigGroup {
     /// Kafka image (default: spec.kafka.image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = crate::api::image_rule())]
     pub image: Option<String>,
     /// JVM heap options, e.g. "-Xms1g -Xmx1g" (KAFKA_HEAP_OPTS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +201,7 @@ pub struct BrokerConfigGroup {
     /// Volumes of every broker of this group; their mount paths become log.dirs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -200,9 +215,15 @@ pub struct BrokerConfigGroup {
     pub service_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
+    /// Labels of the group's broker Pods (not Pier's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub labels: BTreeMap<String, String>,
+    /// Annotations of the group's broker Pods (not in Pier's prefix).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -212,10 +233,15 @@ pub struct BrokerConfigGroup {
 pub struct StorageSpec {
     /// Where the volume is mounted; also a Kafka log dir (`<mountPath>/kafka`).
     #[schemars(length(min = 2, max = 200))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("mountPath must be absolute"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('/')").message("mountPath must be absolute"),
+        validation = crate::api::mount_path_rule()
+    )]
     pub mount_path: String,
-    /// Requested size, e.g. "10Gi".
+    /// Requested size, a Kubernetes quantity, e.g. "10Gi". Growing it expands the PVC when its
+    /// StorageClass allows expansion; PVCs never shrink.
     #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = crate::api::size_rule())]
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
@@ -233,15 +259,21 @@ pub struct StorageSpec {
 pub struct KafkaSpec {
     /// Kafka image of every broker unless its config group says otherwise.
     #[serde(default = "default_kafka_image")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = crate::api::image_rule())]
     pub image: String,
     /// KRaft cluster id; generated once if absent and then kept in status.clusterId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
     /// Read-only broker configuration of every broker (a change restarts brokers one by one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
     pub read_only_config: BTreeMap<String, String>,
     /// Cluster-wide dynamic configuration (applied live to the cluster default).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
     pub cluster_wide_config: BTreeMap<String, String>,
 }
 
@@ -389,8 +421,10 @@ pub struct ExternalListener {
     pub protocol: SecurityProtocol,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_source_ranges: Vec<String>,
-    /// Annotations of the LoadBalancer Service.
+    /// Annotations of the LoadBalancer Service (not in Pier's prefix).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -410,10 +444,15 @@ pub struct EnvoySpec {
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
     #[serde(default = "default_envoy_image")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = crate::api::image_rule())]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Annotations of the Envoy Pods (not in Pier's prefix).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::no_pier_keys_rule())]
     pub annotations: BTreeMap<String, String>,
     /// minAvailable of the Envoy PodDisruptionBudget (default 1 when replicas > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,8 +33,8 @@ use tracing::Instrument;
 
 use crate::api::KafkaCluster;
 use crate::reconcile::status::{EnvoyState, KafkaOutcome, StatusInput, compute, invalid_spec};
-use crate::reconcile::{self, Observed, PlanError, Settings, names};
-use crate::xds::{Snapshot, SnapshotCache, translate};
+use crate::reconcile::{self, Observed, Settings, names};
+use crate::xds::{Snapshot, SnapshotCache};
 use apply::Mode;
 
 pub const FIELD_MANAGER: &str = "pier";
@@ -503,20 +503,12 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.
-    let planned = reconcile::plan(kc, &observed, &ctx.settings).and_then(|d| {
-        let resources = if d.external_access.is_empty() {
-            None
-        } else {
-            Some(translate(&d.external_access).map_err(PlanError::External)?)
-        };
-        Ok((d, resources))
-    });
-    let (desired, xds_resources) = match planned {
-        Ok(p) => {
+    let desired = match reconcile::plan(kc, &observed, &ctx.settings) {
+        Ok(d) => {
             ctx.events
                 .problem(ctx, kc, events::Reason::InvalidSpec, None)
                 .await;
-            p
+            d
         }
         Err(e) => {
             let message = e.to_string();
@@ -559,7 +551,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
 
     // Envoy's config for this cluster's node group.
     let group = crate::model::group_name(&ns, &name);
-    match xds_resources {
+    match desired.xds.clone() {
         Some(resources) => {
             ctx.cache.set_snapshot(&group, Snapshot::new(resources));
         }

@@ -2,10 +2,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    Pod, PodSecurityContext, PodSpec, Probe, ResourceRequirements, TCPSocketAction, Toleration,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, TCPSocketAction, Toleration, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,12 +16,12 @@ use super::names::{
     self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, COMPONENT_LABEL, MOUNT_PATH_ANNOTATION,
 };
 use super::{PlanError, cluster_labels, owner_reference};
-use crate::api::{KafkaCluster, Role, StorageSpec};
+use crate::api::{
+    KafkaCluster, Role, StorageSpec, is_image, is_mount_path, is_pier_key, quantity_units,
+};
 
 /// Where the rendered server.properties is mounted.
 pub const CONFIG_DIR: &str = "/etc/pier";
-/// Log dir of a broker without volumes (ephemeral).
-pub const EPHEMERAL_DATA: &str = "/var/lib/kafka/data";
 
 /// A broker with its config group merged in: what its objects are made from.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -32,7 +32,7 @@ pub struct EffectiveBroker {
     pub heap_opts: Option<String>,
     pub jvm_options: Vec<String>,
     pub resources: Option<ResourceRequirements>,
-    /// The group's volumes, then the broker's own.
+    /// The group's volumes, then the broker's own; never empty in a plan.
     pub storage: Vec<StorageSpec>,
     pub node_selector: BTreeMap<String, String>,
     pub affinity: Option<Affinity>,
@@ -40,6 +40,7 @@ pub struct EffectiveBroker {
     pub priority_class_name: Option<String>,
     pub service_account_name: Option<String>,
     pub security_context: Option<PodSecurityContext>,
+    /// The spec's labels and annotations, without Pier's own keys.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Per-broker dynamic config.
@@ -60,9 +61,6 @@ impl EffectiveBroker {
     /// Kafka log dirs: `<mountPath>/kafka` of every volume (a subdirectory, since a fresh volume
     /// may hold `lost+found`).
     pub fn log_dirs(&self) -> Vec<String> {
-        if self.storage.is_empty() {
-            return vec![format!("{EPHEMERAL_DATA}/kafka")];
-        }
         self.storage
             .iter()
             .map(|s| format!("{}/kafka", s.mount_path.trim_end_matches('/')))
@@ -89,10 +87,14 @@ pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, Plan
         roles.dedup();
         let mut node_selector = g.node_selector.clone();
         node_selector.extend(b.node_selector.clone());
+        // Pier's keys select and identify its objects: the spec cannot set them (CEL refuses
+        // them; a spec that predates the rule loses them here).
         let mut labels = g.labels.clone();
         labels.extend(b.labels.clone());
+        labels.retain(|k, _| !is_pier_key(k));
         let mut annotations = g.annotations.clone();
         annotations.extend(b.annotations.clone());
+        annotations.retain(|k, _| !is_pier_key(k));
         let mut storage = g.storage.clone();
         storage.extend(b.storage.iter().cloned());
         let mut tolerations = g.tolerations.clone();
@@ -122,6 +124,70 @@ pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, Plan
     }
     out.sort_by_key(|b| b.id);
     Ok(out)
+}
+
+/// What the CRD's rules say about brokers, checked again: images, storage and its sizes (the
+/// CRD may predate a rule).
+pub fn check(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> Result<(), PlanError> {
+    let mut images = vec![("spec.kafka.image".to_string(), &kc.spec.kafka.image)];
+    images.extend(kc.spec.broker_config_groups.iter().filter_map(|(name, g)| {
+        g.image
+            .as_ref()
+            .map(|i| (format!("spec.brokerConfigGroups.{name}.image"), i))
+    }));
+    images.push(("spec.envoy.image".to_string(), &kc.spec.envoy.image));
+    for (field, image) in images {
+        if !is_image(image) {
+            return Err(PlanError::InvalidImage {
+                field,
+                image: image.clone(),
+            });
+        }
+    }
+    // The CRD cannot check these (CEL's cost estimate of Kubernetes' unbounded resource maps is
+    // far over budget): an invalid one would fail every apply of the Pod or Deployment.
+    let mut resources = vec![("spec.envoy.resources".to_string(), &kc.spec.envoy.resources)];
+    resources.extend(
+        brokers
+            .iter()
+            .map(|b| (format!("broker {}: resources", b.id), &b.resources)),
+    );
+    for (field, r) in resources {
+        let Some(r) = r else { continue };
+        for (resource, q) in r.requests.iter().chain(&r.limits).flatten() {
+            if quantity_units(&q.0).is_none() {
+                return Err(PlanError::InvalidResourceQuantity {
+                    field,
+                    resource: resource.clone(),
+                    quantity: q.0.clone(),
+                });
+            }
+        }
+    }
+    for b in brokers {
+        if b.storage.is_empty() {
+            return Err(PlanError::NoStorage { id: b.id });
+        }
+        let mut mounted = std::collections::BTreeSet::new();
+        for s in &b.storage {
+            // The group's volumes and the broker's own share one Pod and one log.dirs.
+            if !is_mount_path(&s.mount_path) || !mounted.insert(s.mount_path.trim_end_matches('/'))
+            {
+                return Err(PlanError::InvalidMountPath {
+                    id: b.id,
+                    mount_path: s.mount_path.clone(),
+                });
+            }
+            if quantity_units(&s.size).is_none_or(|units| units == 0) {
+                return Err(PlanError::InvalidStorageSize {
+                    id: b.id,
+                    mount_path: s.mount_path.clone(),
+                    size: s.size.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Labels of a broker's objects.
@@ -227,11 +293,12 @@ pub fn pod(
     cluster_id: &str,
     properties: &str,
 ) -> Pod {
-    let mut labels = broker_labels(kc, b);
+    // The spec's labels first: Pier's win.
+    let mut labels = b.labels.clone();
+    labels.extend(broker_labels(kc, b));
     if b.is_broker() {
         labels.insert(BROKER_ROLE_LABEL.into(), "true".into());
     }
-    labels.extend(b.labels.clone());
     let annotations = b.annotations.clone();
 
     let mut volumes = vec![Volume {
@@ -248,18 +315,6 @@ pub fn pod(
         read_only: Some(true),
         ..Default::default()
     }];
-    if b.storage.is_empty() {
-        volumes.push(Volume {
-            name: "data-0".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "data-0".into(),
-            mount_path: EPHEMERAL_DATA.into(),
-            ..Default::default()
-        });
-    }
     for (i, s) in b.storage.iter().enumerate() {
         volumes.push(Volume {
             name: format!("data-{i}"),

@@ -5,6 +5,8 @@
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 
+use crate::api::quantity_units;
+
 /// What to do with one existing claim whose planned size may differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resize {
@@ -14,34 +16,6 @@ pub enum Resize {
     Expand { claim: String, size: String },
     /// Cannot be done; the message says why.
     Refuse { claim: String, why: String },
-}
-
-/// Bytes of a Kubernetes quantity (`10Gi`, `500M`, `1.5Ti`, `1e9`); `None` if it is not one.
-pub fn quantity_bytes(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        _ => return None,
-    };
-    (value.is_finite() && value >= 0.0).then_some(value * factor)
 }
 
 fn requested(claim: &PersistentVolumeClaim) -> Option<String> {
@@ -72,7 +46,7 @@ pub fn plan_resize(
     let (Some(want), Some(have)) = (requested(planned), requested(existing)) else {
         return Resize::Keep;
     };
-    let (Some(want_bytes), Some(have_bytes)) = (quantity_bytes(&want), quantity_bytes(&have))
+    let (Some(want_bytes), Some(have_bytes)) = (quantity_units(&want), quantity_units(&have))
     else {
         return Resize::Keep;
     };
@@ -131,17 +105,6 @@ mod tests {
             }),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn quantities_in_bytes() {
-        assert_eq!(quantity_bytes("1Gi"), Some(1073741824.0));
-        assert_eq!(quantity_bytes("1024Mi"), quantity_bytes("1Gi"));
-        assert_eq!(quantity_bytes("1.5G"), Some(1.5e9));
-        assert_eq!(quantity_bytes("1e3"), Some(1000.0));
-        assert_eq!(quantity_bytes("1Gb"), None);
-        assert_eq!(quantity_bytes(""), None);
-        assert_eq!(quantity_bytes("-1Gi"), None);
     }
 
     #[test]

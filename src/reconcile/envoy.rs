@@ -17,7 +17,7 @@ use kube::ResourceExt;
 
 use super::names::{self, COMPONENT_LABEL};
 use super::{Settings, cluster_labels, owner_reference};
-use crate::api::KafkaCluster;
+use crate::api::{KafkaCluster, is_pier_key};
 
 /// `envoy/bootstrap.yaml`, the one bootstrap every Pier-driven Envoy uses.
 pub const ENVOY_BOOTSTRAP_TEMPLATE: &str = include_str!("../../envoy/bootstrap.yaml");
@@ -73,6 +73,12 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
         });
     }
     let probe_port = kc.spec.listeners.external.first().map(|l| l.bootstrap_port);
+    let annotations: BTreeMap<String, String> = spec
+        .annotations
+        .iter()
+        .filter(|(k, _)| !is_pier_key(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Deployment {
         metadata: ObjectMeta {
             name: Some(names::envoy(kc)),
@@ -97,7 +103,7 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: (!spec.annotations.is_empty()).then(|| spec.annotations.clone()),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

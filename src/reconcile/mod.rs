@@ -21,6 +21,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{KafkaCluster, Role};
 use crate::model::{ExternalAccess, ModelError};
+use crate::xds::{EnvoyResources, translate};
 
 pub use broker::{EffectiveBroker, effective_brokers};
 pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, envoy_bootstrap};
@@ -66,6 +67,10 @@ pub struct Desired {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// Input of the xDS translation, one entry per external listener.
     pub external_access: Vec<ExternalAccess>,
+    /// Envoy's resources for the cluster's node group: `external_access` translated, so a
+    /// model Envoy would reject fails the plan before anything is written. `None` without
+    /// external listeners.
+    pub xds: Option<EnvoyResources>,
     /// Brokers not created yet because their external address is still unknown.
     pub waiting_for_address: bool,
     /// Every configuration key, split into file (restart) and live (dynamic) parts.
@@ -91,8 +96,36 @@ pub enum PlanError {
     NoClusterId,
     #[error("listener name {0:?} is used twice (names are compared upper-cased)")]
     DuplicateListenerName(String),
-    #[error("broker {id}: {key:?} is set by Pier and cannot be configured")]
-    ReservedKey { id: i32, key: String },
+    #[error("{section}: {key:?} is set by Pier and cannot be configured")]
+    ReservedKey { section: String, key: String },
+    #[error(
+        "{section}: {key:?} is not a Kafka config key (letters, digits, '.', '_' and '-', starting with a letter or digit)"
+    )]
+    InvalidConfigKey { section: String, key: String },
+    #[error("{field}: {image:?} is not a container image reference")]
+    InvalidImage { field: String, image: String },
+    #[error(
+        "broker {id}: volume {mount_path}: size {size:?} is not a positive Kubernetes quantity"
+    )]
+    InvalidStorageSize {
+        id: i32,
+        mount_path: String,
+        size: String,
+    },
+    #[error("{field}: {resource} {quantity:?} is not a Kubernetes quantity")]
+    InvalidResourceQuantity {
+        field: String,
+        resource: String,
+        quantity: String,
+    },
+    #[error(
+        "broker {id}: mountPath {mount_path:?} must be absolute, without commas or whitespace, and used once"
+    )]
+    InvalidMountPath { id: i32, mount_path: String },
+    #[error(
+        "broker {id} has no storage: give it or its configGroup a volume (without one its data would be lost on every restart)"
+    )]
+    NoStorage { id: i32 },
     #[error("external access: {0}")]
     External(#[from] ModelError),
 }
@@ -108,6 +141,8 @@ pub fn plan(
     if !brokers.iter().any(|b| b.roles.contains(&Role::Controller)) {
         return Err(PlanError::NoController);
     }
+    properties::check_config_keys(kc)?;
+    broker::check(kc, &brokers)?;
     let cluster_id = kc
         .spec
         .kafka
@@ -123,16 +158,22 @@ pub fn plan(
             .entry(b.id)
             .or_insert_with(|| "0.0.0.0".into());
     }
-    crate::model::validate_group(&services::external_access(
+    translate(&services::external_access(
         kc,
         &namespace,
         &brokers,
         &every_broker,
     )?)?;
     let external_access = services::external_access(kc, &namespace, &brokers, observed)?;
+    let xds = if external_access.is_empty() {
+        None
+    } else {
+        Some(translate(&external_access)?)
+    };
 
     let mut desired = Desired {
         external_access,
+        xds,
         config: config::plan_config(kc, &brokers),
         ..Desired::default()
     };
@@ -205,5 +246,7 @@ pub fn cluster_labels(kc: &KafkaCluster) -> BTreeMap<String, String> {
     ])
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 pub(crate) mod tests;

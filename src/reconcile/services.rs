@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::broker::{EffectiveBroker, broker_labels, port_name};
 use super::names::{self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, CLUSTER_LABEL, COMPONENT_LABEL};
 use super::{Observed, PlanError, cluster_labels, owner_reference};
-use crate::api::{ExternalListener, ExternalServiceType, KafkaCluster, Role};
+use crate::api::{ExternalListener, ExternalServiceType, KafkaCluster, Role, is_pier_key};
 use crate::model::{BrokerRouting, BrokerState, ExposedBroker, ExternalAccess};
 
 /// Idle timeout of proxied client connections: longer than Kafka clients'
@@ -222,7 +222,12 @@ pub fn external(kc: &KafkaCluster, namespace: &str, access: &[ExternalAccess]) -
     let mut node_port = false;
     for (i, (l, a)) in kc.spec.listeners.external.iter().zip(access).enumerate() {
         source_ranges.extend(l.load_balancer_source_ranges.iter().cloned());
-        annotations.extend(l.annotations.clone());
+        annotations.extend(
+            l.annotations
+                .iter()
+                .filter(|(k, _)| !is_pier_key(k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         node_port |= l.service_type == ExternalServiceType::NodePort;
         let mut add = |name: String, port: u16| {
             ports.push(ServicePort {
@@ -235,14 +240,18 @@ pub fn external(kc: &KafkaCluster, namespace: &str, access: &[ExternalAccess]) -
         };
         add(format!("l{i}-bootstrap"), a.bootstrap_port);
         if let BrokerRouting::PortPerBroker { .. } = a.routing {
-            for b in kc
+            // By id, not spec order: reordering the spec's brokers changes nothing.
+            let mut ids: Vec<i32> = kc
                 .spec
                 .brokers
                 .iter()
                 .filter(|b| b.roles.contains(&Role::Broker))
-            {
-                if let Some(p) = a.broker_port(b.id) {
-                    add(format!("l{i}-b{}", b.id), p);
+                .map(|b| b.id)
+                .collect();
+            ids.sort_unstable();
+            for id in ids {
+                if let Some(p) = a.broker_port(id) {
+                    add(format!("l{i}-b{id}"), p);
                 }
             }
         }

@@ -375,7 +375,7 @@ fn bad_specs_are_plan_errors() {
     assert_eq!(
         e,
         PlanError::ReservedKey {
-            id: 2,
+            section: "broker 2: config".into(),
             key: "node.id".into()
         }
     );
@@ -445,4 +445,272 @@ fn the_envoy_bootstrap_points_at_the_operator() {
         template.metadata.as_ref().unwrap().annotations.is_none(),
         "no config hash in the Envoy pod template"
     );
+}
+
+#[test]
+fn a_key_with_a_line_break_is_refused_and_values_are_escaped() {
+    // The key would have written a second node.id line into server.properties.
+    for section in ["readOnly", "clusterWide", "broker"] {
+        let mut kc = example("kafkacluster-basic.yaml");
+        let key = "x\nnode.id".to_string();
+        match section {
+            "readOnly" => kc.spec.kafka.read_only_config.insert(key, "7".into()),
+            "clusterWide" => kc.spec.kafka.cluster_wide_config.insert(key, "7".into()),
+            _ => kc.spec.brokers[1].read_only_config.insert(key, "7".into()),
+        };
+        assert!(
+            matches!(plan_of_err(&kc), PlanError::InvalidConfigKey { key, .. } if key == "x\nnode.id"),
+            "{section}"
+        );
+    }
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec
+        .kafka
+        .read_only_config
+        .insert("com.example.text".into(), " a\nnode.id=7\\ é".into());
+    let d = plan_of(&kc);
+    let text = &d.config_maps[0].data.as_ref().unwrap()["server.properties"];
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("node.id=")).count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("com.example.text=\\ a\\nnode.id=7\\\\ \\u00E9\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pier_labels_and_annotations_win_over_the_specs() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    let group = kc.spec.broker_config_groups.get_mut("default").unwrap();
+    for key in [
+        "app.kubernetes.io/instance",
+        "kafka.pier.dev/cluster",
+        "kafka.pier.dev/broker-id",
+        "kafka.pier.dev/role-broker",
+    ] {
+        group.labels.insert(key.into(), "other".into());
+    }
+    group.labels.insert("team".into(), "data".into());
+    group
+        .annotations
+        .insert(names::RESTART_HASH_ANNOTATION.into(), "x".into());
+    group
+        .annotations
+        .insert(names::RESTART_ANNOTATION.into(), "x".into());
+    kc.spec.brokers[1]
+        .labels
+        .insert("kafka.pier.dev/broker-id".into(), "0".into());
+    kc.spec.brokers.push(crate::api::BrokerSpec {
+        id: 9,
+        roles: vec![crate::api::Role::Controller],
+        config_group: Some("default".into()),
+        ..Default::default()
+    });
+    kc.spec
+        .envoy
+        .annotations
+        .insert("kafka.pier.dev/x".into(), "y".into());
+    kc.spec.listeners.external[0]
+        .annotations
+        .insert("kafka.pier.dev/x".into(), "y".into());
+    let d = plan_of(&kc);
+    let base = plan_of(&example("kafkacluster-basic.yaml"));
+    for id in [0, 1, 2, 9] {
+        let p = d
+            .pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&format!("basic-broker-{id}")))
+            .unwrap();
+        let labels = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["app.kubernetes.io/instance"], "basic");
+        assert_eq!(labels["kafka.pier.dev/cluster"], "basic");
+        assert_eq!(labels["kafka.pier.dev/broker-id"], id.to_string());
+        assert_eq!(labels["team"], "data");
+        assert_eq!(
+            labels.get("kafka.pier.dev/role-broker").is_some(),
+            id != 9,
+            "a controller-only node never joins the bootstrap Service"
+        );
+        let annotations = p.metadata.annotations.as_ref().unwrap();
+        assert!(!annotations.contains_key(names::RESTART_ANNOTATION));
+        assert_ne!(annotations[names::RESTART_HASH_ANNOTATION], "x");
+    }
+    assert_eq!(d.deployments, base.deployments);
+    let external = |d: &Desired| {
+        d.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("basic-external"))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(external(&d), external(&base));
+}
+
+#[test]
+fn the_reserved_keys_cover_every_label_pier_sets() {
+    let d = plan_of(&example("kafkacluster-jbod.yaml"));
+    let metas = d
+        .pods
+        .iter()
+        .map(|o| &o.metadata)
+        .chain(d.config_maps.iter().map(|o| &o.metadata))
+        .chain(d.claims.iter().map(|o| &o.metadata))
+        .chain(d.services.iter().map(|o| &o.metadata))
+        .chain(d.deployments.iter().map(|o| &o.metadata));
+    for meta in metas {
+        for key in meta
+            .labels
+            .iter()
+            .flatten()
+            .chain(meta.annotations.iter().flatten())
+            .map(|(k, _)| k)
+        {
+            assert!(crate::api::is_pier_key(key), "{key} on {:?}", meta.name);
+        }
+    }
+}
+
+#[test]
+fn images_sizes_and_storage_are_checked() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.kafka.image = String::new();
+    assert_eq!(
+        plan_of_err(&kc),
+        PlanError::InvalidImage {
+            field: "spec.kafka.image".into(),
+            image: String::new()
+        }
+    );
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec
+        .broker_config_groups
+        .get_mut("default")
+        .unwrap()
+        .image = Some("a b".into());
+    assert!(matches!(
+        plan_of_err(&kc),
+        PlanError::InvalidImage { field, .. } if field == "spec.brokerConfigGroups.default.image"
+    ));
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.envoy.image = "envoy\n".into();
+    assert!(matches!(plan_of_err(&kc), PlanError::InvalidImage { .. }));
+
+    for size in ["1Gb", "0", ""] {
+        let mut kc = example("kafkacluster-basic.yaml");
+        kc.spec
+            .broker_config_groups
+            .get_mut("default")
+            .unwrap()
+            .storage[0]
+            .size = size.into();
+        assert_eq!(
+            plan_of_err(&kc),
+            PlanError::InvalidStorageSize {
+                id: 0,
+                mount_path: "/var/lib/kafka/data0".into(),
+                size: size.into()
+            }
+        );
+    }
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.brokers[1].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([(
+            "cpu".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("500m".into()),
+        )])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gb".into()),
+        )])),
+        ..Default::default()
+    });
+    assert_eq!(
+        plan_of_err(&kc),
+        PlanError::InvalidResourceQuantity {
+            field: "broker 1: resources".into(),
+            resource: "memory".into(),
+            quantity: "1Gb".into()
+        }
+    );
+
+    // A comma would split log.dirs; the group's volume and the broker's own share one Pod.
+    for (own, path) in [(false, "/a,/b"), (true, "/var/lib/kafka/data0/")] {
+        let mut kc = example("kafkacluster-basic.yaml");
+        let volume = crate::api::StorageSpec {
+            mount_path: path.into(),
+            size: "1Gi".into(),
+            ..Default::default()
+        };
+        if own {
+            kc.spec.brokers[1].storage.push(volume);
+        } else {
+            kc.spec
+                .broker_config_groups
+                .get_mut("default")
+                .unwrap()
+                .storage[0] = volume;
+        }
+        assert_eq!(
+            plan_of_err(&kc),
+            PlanError::InvalidMountPath {
+                id: if own { 1 } else { 0 },
+                mount_path: path.into()
+            }
+        );
+    }
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.brokers[2].config_group = None;
+    assert_eq!(plan_of_err(&kc), PlanError::NoStorage { id: 2 });
+    kc.spec.brokers[2].storage = vec![crate::api::StorageSpec {
+        mount_path: "/data".into(),
+        size: "1.5Gi".into(),
+        ..Default::default()
+    }];
+    let d = plan_of(&kc);
+    assert_eq!(props(&d, 2)["log.dirs"], "/data/kafka");
+}
+
+#[test]
+fn claims_carry_the_planned_size() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec
+        .broker_config_groups
+        .get_mut("default")
+        .unwrap()
+        .storage[0]
+        .size = "20Gi".into();
+    let d = plan_of(&kc);
+    for c in &d.claims {
+        let requests = c.spec.as_ref().unwrap().resources.as_ref().unwrap();
+        assert_eq!(
+            requests.requests.as_ref().unwrap()["storage"].0,
+            "20Gi",
+            "{:?}",
+            c.metadata.name
+        );
+    }
+}
+
+#[test]
+fn the_plan_carries_envoys_resources_and_refuses_what_envoy_would_reject() {
+    let d = plan_of(&example("kafkacluster-basic.yaml"));
+    let xds = d.xds.as_ref().expect("Envoy's resources");
+    assert_eq!(xds, &crate::xds::translate(&d.external_access).unwrap());
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.listeners.external.clear();
+    assert!(plan_of(&kc).xds.is_none());
+
+    // Port 65535 + broker 2 does not exist: refused before anything is written.
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.listeners.external[0].broker_port_base = Some(65534);
+    assert!(matches!(
+        plan_of_err(&kc),
+        PlanError::External(crate::model::ModelError::PortOutOfRange { id: 2, .. })
+    ));
 }
