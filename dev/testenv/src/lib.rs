@@ -16,7 +16,7 @@ pub mod paths;
 pub mod pki;
 pub mod process;
 
-pub use control_plane::ControlPlane;
+pub use control_plane::{AuditEvent, AuditMark, ControlPlane};
 pub use envoy::Envoy;
 pub use kafka::{KafkaCluster, kcat};
 pub use monitoring::Monitoring;
