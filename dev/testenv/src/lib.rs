@@ -42,13 +42,17 @@ where
             Ok(Some(v)) => return Ok(v),
             Ok(None) => {}
             Err(_) => anyhow::bail!(
-                "timed out after {within:?} waiting for {what} (the last check did not return)"
+                "timed out after {within:?} waiting for {what} (a check was still running)"
             ),
         }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            anyhow::bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(every.min(deadline - now)).await;
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("timed out after {within:?} waiting for {what}");
         }
-        tokio::time::sleep(every.min(deadline - tokio::time::Instant::now())).await;
     }
 }
 
@@ -70,7 +74,7 @@ mod tests {
         .await
         .expect_err("must time out");
         assert!(started.elapsed() < Duration::from_secs(2), "{err}");
-        assert!(err.to_string().contains("did not return"), "{err}");
+        assert!(err.to_string().contains("still running"), "{err}");
     }
 
     #[tokio::test]
