@@ -216,37 +216,34 @@ async fn kafka_cluster_has_three_brokers_and_replicates_a_record() -> anyhow::Re
     assert_eq!(topic.partitions[0].replicas.len(), 3);
 
     // Produce with acks=all and read it back, with kcat (librdkafka), a real client.
-    let kcat = pier_testenv::program("kcat")?;
     let bootstrap = cluster.bootstrap();
-    let mut produce = tokio::process::Command::new(&kcat)
-        .args(["-b", &bootstrap, "-P", "-t", "smoke", "-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    produce
-        .stdin
-        .take()
-        .context("kcat stdin")?
-        .write_all(b"hello from pier\n")
-        .await?;
-    let status = tokio::time::timeout(Duration::from_secs(30), produce.wait()).await??;
-    assert!(status.success(), "kcat produce failed: {status}");
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(&kcat)
-            .args([
-                "-b",
-                &bootstrap,
-                "-C",
-                "-t",
-                "smoke",
-                "-o",
-                "beginning",
-                "-e",
-                "-q",
-            ])
-            .output(),
+    let within = Duration::from_secs(30);
+    let produced = pier_testenv::kcat(
+        &["-b", &bootstrap, "-P", "-t", "smoke", "-X", "acks=all"],
+        Some(b"hello from pier\n"),
+        within,
     )
-    .await??;
+    .await?;
+    assert!(
+        produced.status.success(),
+        "kcat produce failed: {produced:?}"
+    );
+    let out = pier_testenv::kcat(
+        &[
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "smoke",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        None,
+        within,
+    )
+    .await?;
     assert!(out.status.success(), "kcat consume failed: {:?}", out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
