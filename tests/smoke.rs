@@ -468,6 +468,15 @@ async fn audit_log_counts_writes_by_user() -> anyhow::Result<()> {
         "the operator's writes, and no reads: {writes:#?}"
     );
     assert!(writes[0].groups.iter().any(|g| g == "system:masters"));
+    assert_eq!(
+        plane.audit_write_counts("pier-operator", &t0)?,
+        [
+            ("create configmaps".to_string(), 1),
+            ("delete configmaps".to_string(), 1),
+            ("patch configmaps".to_string(), 1)
+        ]
+        .into(),
+    );
     let by_admin = plane.audit_writes("admin", &t0)?;
     assert_eq!(
         by_admin.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),

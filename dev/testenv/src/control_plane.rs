@@ -351,6 +351,20 @@ impl ControlPlane {
             .collect())
     }
 
+    /// How many writes `user` made since `since`, by `verb resource[/subresource]` (e.g.
+    /// `patch kafkaclusters/status`): a short, readable account for assertion messages.
+    pub fn audit_write_counts(
+        &self,
+        user: &str,
+        since: &AuditMark,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for e in self.audit_writes(user, since)? {
+            *counts.entry(e.verb_and_resource()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// Every audit event between two marks (`to` = now if `None`).
     pub fn audit_events(
         &self,
@@ -561,16 +575,24 @@ impl AuditEvent {
         WRITE_VERBS.contains(&self.verb.as_str())
     }
 
-    /// `patch kafkaclusters/status default/roll (200)`, for assertion messages.
-    pub fn summary(&self) -> String {
-        let sub = if self.subresource.is_empty() {
-            String::new()
+    /// `patch kafkaclusters/status`.
+    pub fn verb_and_resource(&self) -> String {
+        if self.subresource.is_empty() {
+            format!("{} {}", self.verb, self.resource)
         } else {
-            format!("/{}", self.subresource)
-        };
+            format!("{} {}/{}", self.verb, self.resource, self.subresource)
+        }
+    }
+
+    /// `pier-operator patch kafkaclusters/status default/roll (200)`, for assertion messages.
+    pub fn summary(&self) -> String {
         format!(
-            "{} {} {}{sub} {}/{} ({})",
-            self.user, self.verb, self.resource, self.namespace, self.name, self.code
+            "{} {} {}/{} ({})",
+            self.user,
+            self.verb_and_resource(),
+            self.namespace,
+            self.name,
+            self.code
         )
     }
 }
@@ -718,4 +740,26 @@ current-context: pier-test
         key = b64(key),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_events_parse_and_partial_lines_wait() {
+        let line = r#"{"kind":"Event","level":"Metadata","stage":"ResponseComplete","requestURI":"/apis/kafka.pier.dev/v1alpha1/namespaces/default/kafkaclusters/roll/status","verb":"patch","user":{"username":"admin","groups":["system:masters"]},"impersonatedUser":{"username":"pier-operator","groups":["pier"]},"objectRef":{"resource":"kafkaclusters","namespace":"default","name":"roll","apiGroup":"kafka.pier.dev","subresource":"status"},"responseStatus":{"code":200},"stageTimestamp":"2026-01-01T00:00:00.000000Z"}"#;
+        let e = AuditEvent::parse(line).unwrap();
+        assert_eq!(e.user, "pier-operator", "the impersonated user counts");
+        assert_eq!(e.groups, ["pier"]);
+        assert!(e.is_write());
+        assert_eq!(e.verb_and_resource(), "patch kafkaclusters/status");
+        assert_eq!(
+            e.summary(),
+            "pier-operator patch kafkaclusters/status default/roll (200)"
+        );
+        let text = format!("{line}\n{{\"kind\":\"Ev");
+        assert_eq!(complete_lines(&text), format!("{line}\n"));
+        assert_eq!(complete_lines("no newline yet"), "");
+    }
 }
