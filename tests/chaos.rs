@@ -329,9 +329,20 @@ async fn operator_killed_at_random_points_of_rolls() -> anyhow::Result<()> {
             }
             operator.kill();
             kills += 1;
-            let down = brokers(&client).await?;
-            kills_this_roll.push(format!("after {life:?}: {down:?}"));
-            eprintln!("roll {roll}: kill {kills} after {life:?}");
+            let pods = brokers(&client).await?;
+            let down: Vec<&String> = pods
+                .iter()
+                .filter(|(_, (_, up))| !up)
+                .map(|(n, _)| n)
+                .collect();
+            let replaced = BROKERS
+                .iter()
+                .filter(|n| pods.get(**n).map(|(u, _)| u) != before.get(**n))
+                .count();
+            eprintln!(
+                "roll {roll}: kill {kills} after {life:?} ({replaced} Pods replaced, down {down:?})"
+            );
+            kills_this_roll.push(format!("after {life:?}: {pods:?}"));
             tokio::time::sleep(rng.duration(Duration::from_secs(2))).await;
             operator.start()?;
         }
