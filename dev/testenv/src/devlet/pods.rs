@@ -909,19 +909,54 @@ fn probe(readiness: &Readiness, ip: Ipv4Addr) -> bool {
             let mut head = [0u8; 12];
             s.read_exact(&mut head).is_ok() && (head[9] == b'2' || head[9] == b'3')
         }
-        Readiness::Exec(cmd) => match cmd.split_first() {
-            Some((prog, args)) => Command::new(prog)
+        Readiness::Exec(cmd) => {
+            let Some((prog, args)) = cmd.split_first() else {
+                return false;
+            };
+            let Ok(mut child) = Command::new(prog)
                 .args(args)
-                .status()
-                .is_ok_and(|s| s.success()),
-            None => false,
-        },
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            else {
+                return false;
+            };
+            // As the kubelet's timeoutSeconds (1 s by default): a hanging probe fails and must
+            // not hold up the other Pods' probes and restarts.
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_probes_succeed_fail_and_time_out() {
+        let ip = Ipv4Addr::LOCALHOST;
+        let exec = |c: &[&str]| Readiness::Exec(c.iter().map(|s| s.to_string()).collect());
+        assert!(probe(&exec(&["true"]), ip));
+        assert!(!probe(&exec(&["false"]), ip));
+        assert!(!probe(&exec(&["/nonexistent/probe"]), ip));
+        let started = Instant::now();
+        assert!(!probe(&exec(&["sleep", "30"]), ip), "a hanging probe fails");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn paths_and_listeners_are_rewritten_for_a_local_process() {
