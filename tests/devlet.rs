@@ -1,10 +1,12 @@
 //! The dev node agent against a real control plane: its Node stays Ready with a fresh Lease, the
 //! real scheduler binds Pods to it, and its provisioner's volumes are bound by the real PV binder.
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use pier_testenv::devlet::{self, DevletOptions, STORAGE_CLASS};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
@@ -12,6 +14,69 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
+
+/// An Envoy bootstrap with one TCP listener on all addresses at `port`.
+fn bootstrap(port: u16) -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: probe
+    address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: probe
+          cluster: none
+  clusters:
+  - {{name: none, type: STATIC, connect_timeout: 1s, load_assignment: {{cluster_name: none}}}}
+"
+    )
+}
+
+/// An Envoy Pod reading `/etc/envoy/<file>` from ConfigMap `config_map`, Ready by a TCP probe
+/// on `port`.
+fn envoy_pod(name: &str, config_map: &str, file: &str, port: u16) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1.40.0",
+                "args": ["-c", format!("/etc/envoy/{file}"), "--service-node", "$(POD_NAME)"],
+                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "ports": [{"containerPort": port}],
+                "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/envoy"}]}],
+            "volumes": [{"name": "cfg", "configMap": {"name": config_map}}],
+        },
+    }))?)
+}
+
+fn config_map(name: &str, file: &str, text: &str) -> anyhow::Result<ConfigMap> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name}, "data": {file: text},
+    }))?)
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The reason of a Pod's Ready condition.
+fn ready_reason(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .reason
+        .clone()
+}
 
 #[tokio::test]
 async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
@@ -41,6 +106,22 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
         node.metadata.labels.context("labels")?["topology.kubernetes.io/zone"],
         "zone-a"
     );
+    // A container that keeps crashing (an Envoy with a broken bootstrap), started now so its
+    // back-off runs while the rest is checked.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(
+        &PostParams::default(),
+        &config_map("bad-cfg", "bad.yaml", "static_resources: {listeners: 7}\n")?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &envoy_pod("crasher", "bad-cfg", "bad.yaml", 24002)?,
+    )
+    .await?;
+    let crash_loop = tokio::spawn(watch_crash_loop(pods.clone(), "crasher", 3));
+
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let renewed = |l: Lease| l.spec.and_then(|s| s.renew_time).map(|t| t.0);
     let first = wait_for("the node Lease", WAIT, POLL, || async {
@@ -75,7 +156,6 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
     assert!(std::path::Path::new(&dir).is_dir(), "{dir} exists");
 
     // The real scheduler places a Pod that uses the volume on the devlet's node.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "user"},
         "spec": {
@@ -93,41 +173,12 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
 
     // An Envoy Pod runs as a local process on its own loopback address, becomes Ready by its
     // TCP probe, and is restarted when it dies.
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(client.clone(), "default");
-    let bootstrap = "static_resources:
-  listeners:
-  - name: probe
-    address: {socket_address: {address: 0.0.0.0, port_value: 24000}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: probe
-          cluster: none
-  clusters:
-  - {name: none, type: STATIC, connect_timeout: 1s, load_assignment: {cluster_name: none}}
-";
     cms.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({
-            "metadata": {"name": "envoy-cfg"}, "data": {"bootstrap.yaml": bootstrap},
-        }))?,
+        &config_map("envoy-cfg", "bootstrap.yaml", &bootstrap(24000))?,
     )
     .await?;
-    let envoy: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "envoy"},
-        "spec": {
-            "containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1.40.0",
-                "args": ["-c", "/etc/envoy/bootstrap.yaml", "--service-node", "$(POD_NAME)"],
-                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                "ports": [{"containerPort": 24000}],
-                "readinessProbe": {"tcpSocket": {"port": 24000}, "periodSeconds": 1},
-                "volumeMounts": [{"name": "cfg", "mountPath": "/etc/envoy"}]}],
-            "volumes": [{"name": "cfg", "configMap": {"name": "envoy-cfg"}}],
-        },
-    }))?;
+    let envoy = envoy_pod("envoy", "envoy-cfg", "bootstrap.yaml", 24000)?;
     pods.create(&PostParams::default(), &envoy).await?;
     let ready_pod = |restarts: i32| {
         let pods = pods.clone();
@@ -148,14 +199,54 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
         ip.is_loopback() && ip != std::net::Ipv4Addr::LOCALHOST,
         "its own loopback address: {ip}"
     );
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", "envoy-cfg|/volumes/cfg/bootstrap.yaml"])
-        .status()?;
-    assert!(killed.success(), "the Envoy process was found");
+    let uid = pods.get("envoy").await?.metadata.uid.context("uid")?;
+    let pid = pid_of(&format!("default_envoy_{uid}"))?;
+    // SAFETY: kill(2) on the Envoy this Pod runs, found by its Pod directory.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_for("Envoy to be restarted and Ready again", WAIT, POLL, || {
         ready_pod(1)
     })
     .await?;
+
+    // The crashing container: restarted at once the first time, then after 10 s, then 20 s
+    // (the kubelet's back-off), waiting in CrashLoopBackOff meanwhile, with how its last run
+    // ended (exit code, reason, the end of its log as the message). The Pod stays Running.
+    let crash_loop = crash_loop.await??;
+    let first = crash_loop.runs.get(&0).or(crash_loop.runs.get(&1));
+    let first = first.context("a run seen")?;
+    assert_eq!(first.exit_code, 1, "{first:?}");
+    assert_eq!(first.reason.as_deref(), Some("Error"));
+    let message = first.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("bad.yaml"),
+        "the message is the end of Envoy's log: {message}"
+    );
+    let first_restart = crash_loop.runs[&1]
+        .started_at
+        .duration_since(crash_loop.pod_started)
+        .as_secs_f64();
+    assert!(
+        first_restart < 8.0,
+        "the first restart is at once, not {first_restart:.1} s after the start"
+    );
+    for (run, delay) in [(1, 10.0), (2, 20.0)] {
+        let (a, b) = (&crash_loop.runs[&run], &crash_loop.runs[&(run + 1)]);
+        let gap = b.started_at.duration_since(a.finished_at).as_secs_f64();
+        assert!(
+            (delay - 0.5..delay + 4.0).contains(&gap),
+            "run {} started {gap:.1} s after run {run} ended, not about {delay} s: {:?}",
+            run + 1,
+            crash_loop.runs
+        );
+    }
+    for want in ["back-off 10s", "back-off 20s"] {
+        assert!(
+            crash_loop.waiting.iter().any(|m| m.contains(want)),
+            "{want} in {:?}",
+            crash_loop.waiting
+        );
+    }
+    pods.delete("crasher", &Default::default()).await?;
 
     // An image without a local launcher fails the Pod with a clear reason.
     let unknown: Pod = serde_json::from_value(json!({
@@ -182,7 +273,193 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
             .is_err(),
         "its listener is closed"
     );
+
+    // A Pod whose ports are taken on every address (by a process on 0.0.0.0, like an Envoy of
+    // an earlier Pod still stopping) stays Pending with the reason, not Failed, and starts
+    // once the port is free.
+    let holder = std::net::TcpListener::bind(("0.0.0.0", 24000))?;
+    pods.create(
+        &PostParams::default(),
+        &envoy_pod("envoy-2", "envoy-cfg", "bootstrap.yaml", 24000)?,
+    )
+    .await?;
+    let pending = wait_for("envoy-2 Pending with PortsInUse", WAIT, POLL, || async {
+        let p = pods.get("envoy-2").await.ok()?;
+        (ready_reason(&p).as_deref() == Some("PortsInUse")).then_some(p)
+    })
+    .await?;
+    let status = pending.status.clone().unwrap_or_default();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let waiting = status
+        .container_statuses
+        .unwrap_or_default()
+        .first()
+        .and_then(|c| c.state.clone()?.waiting)
+        .context("a waiting container")?;
+    assert_eq!(waiting.reason.as_deref(), Some("PortsInUse"));
+    assert!(
+        waiting.message.unwrap_or_default().contains("24000"),
+        "the message names the port"
+    );
+    // Several retries later it is still the same Pending Pod.
+    let uid = pending.metadata.uid.clone();
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        let p = pods.get("envoy-2").await?;
+        let phase = p.status.and_then(|s| s.phase);
+        assert_eq!(phase.as_deref(), Some("Pending"), "still Pending");
+        assert_eq!(p.metadata.uid, uid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(holder);
+    wait_for(
+        "envoy-2 to start once the port is free",
+        WAIT,
+        POLL,
+        || async { pod_ready(&pods.get("envoy-2").await.ok()?).then_some(()) },
+    )
+    .await?;
+
+    // A Pod whose ConfigMap does not exist yet waits for it (Pending) and then starts.
+    pods.create(
+        &PostParams::default(),
+        &envoy_pod("late", "late-cfg", "bootstrap.yaml", 24001)?,
+    )
+    .await?;
+    let message = wait_for("late Pending for its ConfigMap", WAIT, POLL, || async {
+        let p = pods.get("late").await.ok()?;
+        let s = p.status.as_ref()?;
+        let c = s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+        (s.phase.as_deref() == Some("Pending") && c.reason.as_deref() == Some("ContainerCreating"))
+            .then(|| c.message.clone().unwrap_or_default())
+    })
+    .await?;
+    assert!(message.contains("late-cfg"), "{message}");
+    cms.create(
+        &PostParams::default(),
+        &config_map("late-cfg", "bootstrap.yaml", &bootstrap(24001))?,
+    )
+    .await?;
+    wait_for(
+        "late to start once its ConfigMap exists",
+        WAIT,
+        POLL,
+        || async { pod_ready(&pods.get("late").await.ok()?).then_some(()) },
+    )
+    .await?;
+
     assert!(!devlet.is_finished(), "the devlet keeps running");
     devlet.abort();
     Ok(())
+}
+
+/// The PID of the process whose command line contains `needle` (a Pod's directory).
+fn pid_of(needle: &str) -> anyhow::Result<i32> {
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            return Ok(pid);
+        }
+    }
+    anyhow::bail!("no process with {needle} in its command line")
+}
+
+/// One run of a container, from `lastState.terminated`.
+#[derive(Debug, Clone)]
+struct Run {
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    exit_code: i32,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+/// What a crash loop looked like.
+#[derive(Debug)]
+struct CrashLoop {
+    /// Runs by index (0 = the first start), as far as they were seen.
+    runs: BTreeMap<i32, Run>,
+    /// Every `waiting` message seen.
+    waiting: BTreeSet<String>,
+    /// The Pod's startTime.
+    pod_started: Timestamp,
+}
+
+/// Polls the Pod's first container until `runs` + 1 runs have started, recording every run
+/// (`lastState.terminated`) and waiting message; the Pod must stay Running, not Ready.
+async fn watch_crash_loop(
+    pods: Api<Pod>,
+    name: &'static str,
+    restarts: i32,
+) -> anyhow::Result<CrashLoop> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut runs = BTreeMap::new();
+    let mut waiting = BTreeSet::new();
+    let mut pod_started = None;
+    loop {
+        let p = pods.get(name).await?;
+        let Some(status) = p.status.clone().filter(|s| s.start_time.is_some()) else {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never started"
+            );
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
+        pod_started = pod_started.or(status.start_time.clone().map(|t| t.0));
+        let c = status
+            .container_statuses
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .context("a container status")?;
+        let state = c.state.clone().unwrap_or_default();
+        if let Some(w) = &state.waiting {
+            waiting.insert(format!(
+                "{}: {}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.clone().unwrap_or_default()
+            ));
+        }
+        // In back-off lastState is the run that just ended; while running, the one before.
+        let index = if state.running.is_some() {
+            c.restart_count - 1
+        } else {
+            c.restart_count
+        };
+        if let Some(t) = c.last_state.as_ref().and_then(|l| l.terminated.as_ref()) {
+            anyhow::ensure!(
+                status.phase.as_deref() == Some("Running") && !pod_ready(&p),
+                "a crash-looping Pod is Running and not Ready: {status:?}"
+            );
+            runs.insert(
+                index,
+                Run {
+                    started_at: t.started_at.clone().context("startedAt")?.0,
+                    finished_at: t.finished_at.clone().context("finishedAt")?.0,
+                    exit_code: t.exit_code,
+                    reason: t.reason.clone(),
+                    message: t.message.clone(),
+                },
+            );
+        }
+        // Run `restarts` has started: seen as lastState once it ended (it crashes at once).
+        if runs.contains_key(&restarts) && (1..=restarts).all(|r| runs.contains_key(&r)) {
+            return Ok(CrashLoop {
+                runs,
+                waiting,
+                pod_started: pod_started.context("startTime")?,
+            });
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name} did not restart {restarts} times: runs {runs:?}, waiting {waiting:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -216,37 +216,34 @@ async fn kafka_cluster_has_three_brokers_and_replicates_a_record() -> anyhow::Re
     assert_eq!(topic.partitions[0].replicas.len(), 3);
 
     // Produce with acks=all and read it back, with kcat (librdkafka), a real client.
-    let kcat = pier_testenv::program("kcat")?;
     let bootstrap = cluster.bootstrap();
-    let mut produce = tokio::process::Command::new(&kcat)
-        .args(["-b", &bootstrap, "-P", "-t", "smoke", "-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    produce
-        .stdin
-        .take()
-        .context("kcat stdin")?
-        .write_all(b"hello from pier\n")
-        .await?;
-    let status = tokio::time::timeout(Duration::from_secs(30), produce.wait()).await??;
-    assert!(status.success(), "kcat produce failed: {status}");
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(&kcat)
-            .args([
-                "-b",
-                &bootstrap,
-                "-C",
-                "-t",
-                "smoke",
-                "-o",
-                "beginning",
-                "-e",
-                "-q",
-            ])
-            .output(),
+    let within = Duration::from_secs(30);
+    let produced = pier_testenv::kcat(
+        &["-b", &bootstrap, "-P", "-t", "smoke", "-X", "acks=all"],
+        Some(b"hello from pier\n"),
+        within,
     )
-    .await??;
+    .await?;
+    assert!(
+        produced.status.success(),
+        "kcat produce failed: {produced:?}"
+    );
+    let out = pier_testenv::kcat(
+        &[
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "smoke",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        None,
+        within,
+    )
+    .await?;
     assert!(out.status.success(), "kcat consume failed: {:?}", out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -394,5 +391,128 @@ async fn prometheus_alert_reaches_a_rust_webhook_through_alertmanager() -> anyho
 
     drop(monitoring);
     assert_gone(&pids);
+    Ok(())
+}
+
+/// The control plane's audit log tells users apart: writes by a user of its own (a client
+/// certificate from `kubeconfig_for`) are counted between two marks, reads are not logged,
+/// another user's writes are not counted as its, and a user without rights is refused (403)
+/// and logged as itself.
+#[tokio::test]
+async fn audit_log_counts_writes_by_user() -> anyhow::Result<()> {
+    use pier_testenv::control_plane::ControlPlaneOptions;
+    let logs = LogDir::for_current_test("audit")?;
+    let plane = ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            controller_manager: false,
+            scheduler: false,
+            install_crds: false,
+        },
+    )
+    .await?;
+    let admin: Api<ConfigMap> = Api::namespaced(plane.client(), "default");
+    let operator: Api<ConfigMap> = Api::namespaced(
+        plane
+            .client_for("pier-operator", Some("system:masters"))
+            .await?,
+        "default",
+    );
+    let kubeconfig = std::fs::read_to_string(plane.kubeconfig_for("pier-operator", None)?)?;
+    assert!(
+        kubeconfig.contains("client-certificate-data"),
+        "{kubeconfig}"
+    );
+
+    let t0 = plane.audit_mark()?;
+    operator
+        .create(&PostParams::default(), &cm("by-operator", &[("k", "1")]))
+        .await?;
+    operator
+        .patch(
+            "by-operator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "2"}})),
+        )
+        .await?;
+    operator.get("by-operator").await?;
+    operator.list(&Default::default()).await?;
+    admin
+        .create(&PostParams::default(), &cm("by-admin", &[]))
+        .await?;
+    operator
+        .delete("by-operator", &DeleteParams::default())
+        .await?;
+    let t1 = plane.audit_mark()?;
+
+    let writes = plane.audit_writes("pier-operator", &t0)?;
+    let summary: Vec<(String, String, String, u16)> = writes
+        .iter()
+        .map(|e| (e.verb.clone(), e.resource.clone(), e.name.clone(), e.code))
+        .collect();
+    let expect = |verb: &str, code: u16| {
+        (
+            verb.to_string(),
+            "configmaps".to_string(),
+            "by-operator".to_string(),
+            code,
+        )
+    };
+    assert_eq!(
+        summary,
+        vec![
+            expect("create", 201),
+            expect("patch", 200),
+            expect("delete", 200)
+        ],
+        "the operator's writes, and no reads: {writes:#?}"
+    );
+    assert!(writes[0].groups.iter().any(|g| g == "system:masters"));
+    assert_eq!(
+        plane.audit_write_counts("pier-operator", &t0)?,
+        [
+            ("create configmaps".to_string(), 1),
+            ("delete configmaps".to_string(), 1),
+            ("patch configmaps".to_string(), 1)
+        ]
+        .into(),
+    );
+    let by_admin = plane.audit_writes("admin", &t0)?;
+    assert_eq!(
+        by_admin.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["by-admin"]
+    );
+
+    // Between t1 and t2 only the admin wrote: nothing by the operator.
+    admin
+        .create(&PostParams::default(), &cm("later", &[]))
+        .await?;
+    let t2 = plane.audit_mark()?;
+    operator
+        .create(&PostParams::default(), &cm("after-t2", &[]))
+        .await?;
+    let between = plane.audit_events(&t1, Some(&t2))?;
+    assert!(
+        !between.iter().any(|e| e.user == "pier-operator"),
+        "{between:#?}"
+    );
+    assert_eq!(between.iter().filter(|e| e.user == "admin").count(), 1);
+    assert_eq!(plane.audit_writes("pier-operator", &t2)?.len(), 1);
+
+    // A user without rights is refused; the refused write is logged as its own.
+    let nobody: Api<ConfigMap> =
+        Api::namespaced(plane.client_for("nobody", None).await?, "default");
+    let t3 = plane.audit_mark()?;
+    let err = nobody
+        .create(&PostParams::default(), &cm("denied", &[]))
+        .await
+        .expect_err("nobody has no rights");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    let refused = plane.audit_writes("nobody", &t3)?;
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!((refused[0].verb.as_str(), refused[0].code), ("create", 403));
     Ok(())
 }

@@ -4,6 +4,11 @@
 //! There is no kubelet: Nodes are whatever a test (or Pier's dev node agent) registers.
 //! ServiceAccount admission is off, so Pods neither wait for a namespace's `default` account
 //! nor get token volumes mounted; RBAC is on, and the admin client is in `system:masters`.
+//! Further users get client certificates of the same CA ([`ControlPlane::kubeconfig_for`]).
+//!
+//! The apiserver writes an audit log of every write request (Metadata level), so a test can
+//! count who wrote what between two points ([`ControlPlane::audit_mark`],
+//! [`ControlPlane::audit_writes`]).
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +58,10 @@ pub struct ControlPlane {
     client: kube::Client,
     kubeconfig: PathBuf,
     server_url: String,
+    ca: Ca,
+    ca_cert: PathBuf,
+    audit_log: PathBuf,
+    dir: PathBuf,
     logs: Arc<LogDir>,
 }
 
@@ -106,10 +115,21 @@ impl ControlPlane {
         )
         .await??;
 
-        let files = write_pki(&dir)?;
+        let (ca, files) = write_pki(&dir)?;
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, AUDIT_POLICY)
+            .with_context(|| format!("writing {}", audit_policy.display()))?;
+        let audit_log = dir.join("audit.log");
         let server_url = format!("https://{LOOPBACK}:{apiserver_port}");
         let kubeconfig = dir.join("kubeconfig");
-        write_kubeconfig(&kubeconfig, &server_url, &files)?;
+        write_kubeconfig(
+            &kubeconfig,
+            &server_url,
+            &std::fs::read(&files.ca_cert)?,
+            "admin",
+            &std::fs::read(&files.admin_cert)?,
+            &std::fs::read(&files.admin_key)?,
+        )?;
 
         let mut cmd = Command::new(program("kube-apiserver")?);
         cmd.args([
@@ -133,6 +153,13 @@ impl ControlPlane {
             "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-format=json".into(),
+            // Each event is written before the response is sent, so a test that got an
+            // answer finds the write in the log.
+            "--audit-log-mode=blocking".into(),
+            "--audit-log-maxsize=0".into(),
         ]);
         let mut apiserver = Process::spawn(
             "kube-apiserver",
@@ -219,6 +246,10 @@ impl ControlPlane {
             client,
             kubeconfig,
             server_url,
+            ca,
+            ca_cert: files.ca_cert.clone(),
+            audit_log,
+            dir,
             logs: logs.clone(),
         };
         if plane.controller_manager.is_some() {
@@ -247,6 +278,108 @@ impl ControlPlane {
 
     pub fn logs(&self) -> &Arc<LogDir> {
         &self.logs
+    }
+
+    /// A kubeconfig file for `user`: a client certificate of this control plane's CA with
+    /// CN=`user` and, if given, O=`group` (Kubernetes reads them as user name and group; e.g.
+    /// `system:masters` for full rights until the user has RBAC bindings of its own). The
+    /// apiserver and its audit log then tell this user's requests from everyone else's.
+    pub fn kubeconfig_for(&self, user: &str, group: Option<&str>) -> anyhow::Result<PathBuf> {
+        let cert = self.ca.issue(&LeafSpec {
+            common_name: user,
+            organization: group,
+            client: true,
+            ..LeafSpec::default()
+        })?;
+        let safe: String = user
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.dir.join(format!("kubeconfig-{safe}"));
+        write_kubeconfig(
+            &path,
+            &self.server_url,
+            &std::fs::read(&self.ca_cert)?,
+            user,
+            cert.cert.as_bytes(),
+            cert.key.as_bytes(),
+        )?;
+        Ok(path)
+    }
+
+    /// A client that acts as `user` (see [`Self::kubeconfig_for`]).
+    pub async fn client_for(
+        &self,
+        user: &str,
+        group: Option<&str>,
+    ) -> anyhow::Result<kube::Client> {
+        let path = self.kubeconfig_for(user, group)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&path)?,
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .with_context(|| format!("loading {}", path.display()))?;
+        kube::Client::try_from(config).context("building the kube client")
+    }
+
+    /// The apiserver's audit log (JSON lines, one event per write request).
+    pub fn audit_log(&self) -> &Path {
+        &self.audit_log
+    }
+
+    /// The end of the audit log right now: events after it happened after this call.
+    pub fn audit_mark(&self) -> anyhow::Result<AuditMark> {
+        let text = read_log(&self.audit_log)?;
+        Ok(AuditMark(complete_lines(&text).len() as u64))
+    }
+
+    /// Write requests (create, update, patch, delete, deletecollection) by `user` logged after
+    /// `since`, up to now. A request made as another user through impersonation counts as the
+    /// impersonated user's.
+    pub fn audit_writes(&self, user: &str, since: &AuditMark) -> anyhow::Result<Vec<AuditEvent>> {
+        Ok(self
+            .audit_events(since, None)?
+            .into_iter()
+            .filter(|e| e.is_write() && e.user == user)
+            .collect())
+    }
+
+    /// How many writes `user` made since `since`, by `verb resource[/subresource]` (e.g.
+    /// `patch kafkaclusters/status`): a short, readable account for assertion messages.
+    pub fn audit_write_counts(
+        &self,
+        user: &str,
+        since: &AuditMark,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for e in self.audit_writes(user, since)? {
+            *counts.entry(e.verb_and_resource()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Every audit event between two marks (`to` = now if `None`).
+    pub fn audit_events(
+        &self,
+        from: &AuditMark,
+        to: Option<&AuditMark>,
+    ) -> anyhow::Result<Vec<AuditEvent>> {
+        let text = read_log(&self.audit_log)?;
+        let text = complete_lines(&text);
+        let end = to.map_or(text.len(), |m| (m.0 as usize).min(text.len()));
+        let start = (from.0 as usize).min(end);
+        text[start..end]
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(AuditEvent::parse)
+            .collect()
     }
 
     /// PIDs of every process of this control plane.
@@ -358,6 +491,126 @@ impl ControlPlane {
     }
 }
 
+/// Logs every write request's metadata (who, verb, resource, name, response code), nothing
+/// of reads, and only once a request is complete.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+";
+
+/// The write verbs of the audit policy.
+pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+/// A point in the audit log (a byte offset at a line boundary), from [`ControlPlane::audit_mark`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AuditMark(u64);
+
+/// One request in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Who made the request (the impersonated user, if any).
+    pub user: String,
+    pub groups: Vec<String>,
+    /// create, update, patch, delete, deletecollection, get, list, watch.
+    pub verb: String,
+    /// e.g. `configmaps`, `pods`, `kafkaclusters`.
+    pub resource: String,
+    /// e.g. `status`; empty for the object itself.
+    pub subresource: String,
+    pub api_group: String,
+    pub namespace: String,
+    pub name: String,
+    /// The HTTP status code of the response.
+    pub code: u16,
+    pub request_uri: String,
+    /// When the request completed (RFC 3339).
+    pub timestamp: String,
+}
+
+impl AuditEvent {
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("an audit log line is not JSON: {line}"))?;
+        let s = |p: &str| {
+            v.pointer(p)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (user, groups) = match v.get("impersonatedUser") {
+            Some(u) if !u.is_null() => ("/impersonatedUser/username", u.get("groups")),
+            _ => ("/user/username", v.pointer("/user/groups")),
+        };
+        Ok(Self {
+            user: s(user),
+            groups: groups
+                .and_then(|g| g.as_array())
+                .map(|g| {
+                    g.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            verb: s("/verb"),
+            resource: s("/objectRef/resource"),
+            subresource: s("/objectRef/subresource"),
+            api_group: s("/objectRef/apiGroup"),
+            namespace: s("/objectRef/namespace"),
+            name: s("/objectRef/name"),
+            code: v
+                .pointer("/responseStatus/code")
+                .and_then(|c| c.as_u64())
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+            request_uri: s("/requestURI"),
+            timestamp: s("/stageTimestamp"),
+        })
+    }
+
+    pub fn is_write(&self) -> bool {
+        WRITE_VERBS.contains(&self.verb.as_str())
+    }
+
+    /// `patch kafkaclusters/status`.
+    pub fn verb_and_resource(&self) -> String {
+        if self.subresource.is_empty() {
+            format!("{} {}", self.verb, self.resource)
+        } else {
+            format!("{} {}/{}", self.verb, self.resource, self.subresource)
+        }
+    }
+
+    /// `pier-operator patch kafkaclusters/status default/roll (200)`, for assertion messages.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} {}/{} ({})",
+            self.user,
+            self.verb_and_resource(),
+            self.namespace,
+            self.name,
+            self.code
+        )
+    }
+}
+
+fn read_log(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        // Nothing written yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The text up to its last newline: a line still being written is not an event yet.
+fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |i| &text[..=i])
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         // Clients go first so they do not log errors about a vanished apiserver.
@@ -405,7 +658,7 @@ struct PkiFiles {
     sa_pub: PathBuf,
 }
 
-fn write_pki(dir: &Path) -> anyhow::Result<PkiFiles> {
+fn write_pki(dir: &Path) -> anyhow::Result<(Ca, PkiFiles)> {
     let ca = Ca::new("pier-test-ca")?;
     let apiserver = ca.issue(&LeafSpec {
         common_name: "kube-apiserver",
@@ -452,13 +705,18 @@ fn write_pki(dir: &Path) -> anyhow::Result<PkiFiles> {
     ] {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(files)
+    Ok((ca, files))
 }
 
-fn write_kubeconfig(path: &Path, server: &str, files: &PkiFiles) -> anyhow::Result<()> {
-    let b64 = |p: &Path| -> anyhow::Result<String> {
-        Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(p)?))
-    };
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_cert: &[u8],
+    user: &str,
+    cert: &[u8],
+    key: &[u8],
+) -> anyhow::Result<()> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let text = format!(
         "apiVersion: v1
 kind: Config
@@ -468,18 +726,40 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: {user:?}
   user:
     client-certificate-data: {cert}
     client-key-data: {key}
 contexts:
 - name: pier-test
-  context: {{cluster: pier-test, user: admin, namespace: default}}
+  context: {{cluster: pier-test, user: {user:?}, namespace: default}}
 current-context: pier-test
 ",
-        ca = b64(&files.ca_cert)?,
-        cert = b64(&files.admin_cert)?,
-        key = b64(&files.admin_key)?,
+        ca = b64(ca_cert),
+        cert = b64(cert),
+        key = b64(key),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_events_parse_and_partial_lines_wait() {
+        let line = r#"{"kind":"Event","level":"Metadata","stage":"ResponseComplete","requestURI":"/apis/kafka.pier.dev/v1alpha1/namespaces/default/kafkaclusters/roll/status","verb":"patch","user":{"username":"admin","groups":["system:masters"]},"impersonatedUser":{"username":"pier-operator","groups":["pier"]},"objectRef":{"resource":"kafkaclusters","namespace":"default","name":"roll","apiGroup":"kafka.pier.dev","subresource":"status"},"responseStatus":{"code":200},"stageTimestamp":"2026-01-01T00:00:00.000000Z"}"#;
+        let e = AuditEvent::parse(line).unwrap();
+        assert_eq!(e.user, "pier-operator", "the impersonated user counts");
+        assert_eq!(e.groups, ["pier"]);
+        assert!(e.is_write());
+        assert_eq!(e.verb_and_resource(), "patch kafkaclusters/status");
+        assert_eq!(
+            e.summary(),
+            "pier-operator patch kafkaclusters/status default/roll (200)"
+        );
+        let text = format!("{line}\n{{\"kind\":\"Ev");
+        assert_eq!(complete_lines(&text), format!("{line}\n"));
+        assert_eq!(complete_lines("no newline yet"), "");
+    }
 }

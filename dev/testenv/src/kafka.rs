@@ -246,7 +246,7 @@ impl KafkaCluster {
 
     /// Waits until metadata (read with kcat, a real client) lists `count` brokers.
     async fn wait_for_brokers(&mut self, count: usize) -> anyhow::Result<()> {
-        let kcat = program("kcat")?;
+        program("kcat")?;
         let bootstrap = self.bootstrap();
         let what = format!("{count} Kafka brokers registered at {bootstrap}");
         let nodes = &mut self.nodes;
@@ -260,17 +260,18 @@ impl KafkaCluster {
                     .filter_map(|n| n.process.as_mut())
                     .map(Process::check_running)
                     .find_map(Result::err);
-                let kcat = kcat.clone();
                 let bootstrap = bootstrap.clone();
                 async move {
                     if let Some(e) = exited {
                         return Some(Err(e));
                     }
-                    let out = tokio::process::Command::new(&kcat)
-                        .args(["-b", &bootstrap, "-L", "-J", "-m", "2"])
-                        .output()
-                        .await
-                        .ok()?;
+                    let out = kcat(
+                        &["-b", &bootstrap, "-L", "-J", "-m", "2"],
+                        None,
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .ok()?;
                     let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
                     let brokers = md.get("brokers")?.as_array()?.len();
                     (brokers == count).then_some(Ok(()))
@@ -285,6 +286,39 @@ impl Drop for KafkaCluster {
     fn drop(&mut self) {
         stop_all(self.nodes.iter_mut().filter_map(|n| n.process.as_mut()));
     }
+}
+
+/// Runs kcat (librdkafka's command-line client) with `args`, feeding it `stdin` if given, and
+/// returns its output. A kcat that has not finished after `within` is killed and the call
+/// fails: a client waiting on a broker that is gone must not hang a test.
+pub async fn kcat(
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    within: Duration,
+) -> anyhow::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(program("kcat")?);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let run = async {
+        let mut child = cmd.spawn().context("starting kcat")?;
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(bytes)
+                .await
+                .context("writing kcat's stdin")?;
+        }
+        child.wait_with_output().await.context("waiting for kcat")
+    };
+    tokio::time::timeout(within, run)
+        .await
+        .with_context(|| format!("kcat {} did not finish within {within:?}", args.join(" ")))?
 }
 
 /// A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, as Kafka's own

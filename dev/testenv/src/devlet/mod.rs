@@ -4,6 +4,7 @@
 //! `pier-dev-local` (kube-controller-manager's PV binder then binds them), and runs the Pods
 //! bound to it as local processes (Kafka and Envoy images); it also plays the cloud's
 //! LoadBalancer provider.
+mod container;
 mod loadbalancer;
 mod node;
 mod pods;
@@ -30,6 +31,10 @@ pub struct DevletOptions {
     pub pods: String,
     /// How often the Lease and the Ready condition are renewed.
     pub heartbeat_every: Duration,
+    /// The crash-loop back-off: the delay before the second restart of a crashing container
+    /// (the first is at once), doubling up to the maximum. The kubelet's: 10 s and 5 min.
+    pub crash_backoff: Duration,
+    pub crash_backoff_max: Duration,
 }
 
 impl DevletOptions {
@@ -42,6 +47,8 @@ impl DevletOptions {
             memory: "16Gi".into(),
             pods: "110".into(),
             heartbeat_every: Duration::from_secs(10),
+            crash_backoff: Duration::from_secs(10),
+            crash_backoff_max: Duration::from_secs(300),
         }
     }
 }

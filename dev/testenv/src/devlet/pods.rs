@@ -2,12 +2,18 @@
 //! loopback address (reported as status.podIP), so brokers bind the same ports as in a real
 //! cluster. Known images map to local launchers; volumes become directories; the Pod's DNS name
 //! resolves through a hosts file the JVM reads (`-Djdk.net.hosts.file`).
+//!
+//! As a kubelet: a container that exits is restarted per restartPolicy with the crash-loop
+//! back-off (see [`super::container`]) and reported with `restartCount`, `lastState` and
+//! `CrashLoopBackOff`; a Pod that cannot start yet (its ports are taken on every address, a
+//! ConfigMap or claim is not there yet) stays Pending with the reason and is tried again. Only
+//! an image without a local launcher fails a Pod.
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
@@ -17,10 +23,11 @@ use k8s_openapi::api::core::v1::{
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use super::DevletOptions;
+use super::container::{Backoff, State, Terminated, log_tail, now_rfc3339, oom_kills, status_json};
 use crate::net::loopback_ips;
 use crate::paths::program;
 use crate::process::Process;
@@ -36,6 +43,9 @@ struct RunningPod {
     containers: Vec<RunningContainer>,
     readiness: Readiness,
     ready: bool,
+    /// When the Pod's processes were first started, and when readiness last changed.
+    started_at: String,
+    ready_since: String,
     restart_policy: String,
 }
 
@@ -43,8 +53,51 @@ struct RunningContainer {
     spec: Container,
     mounts: Vec<(String, PathBuf)>,
     process: Option<Process>,
+    state: State,
     restarts: u32,
     grace: Duration,
+    backoff: Backoff,
+    /// Where the current run's output begins in the container's log.
+    log_offset: u64,
+    oom_kills_at_start: Option<u64>,
+    /// How the last run ended.
+    last: Option<Terminated>,
+}
+
+/// A Pod that cannot start yet (its ports are taken, a volume is not ready): it stays Pending
+/// with the reason, and is tried again after `delay`, doubled on every failure.
+struct WaitingPod {
+    pod: Pod,
+    /// What its status says (rewritten only when this changes).
+    message: String,
+    next_try: Instant,
+    delay: Duration,
+}
+
+/// Why a Pod did not start.
+enum StartError {
+    /// Tried again later; the Pod stays Pending with this reason.
+    Retry(&'static str, anyhow::Error),
+    /// The Pod can never run here (an image without a local launcher): Failed.
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> Self {
+        StartError::Retry("ContainerCreating", e)
+    }
+}
+
+impl From<kube::Error> for StartError {
+    fn from(e: kube::Error) -> Self {
+        StartError::Retry("ContainerCreating", e.into())
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Retry("ContainerCreating", e.into())
+    }
 }
 
 /// How readiness is probed (the first container's readinessProbe).
@@ -65,26 +118,113 @@ impl RunningContainer {
         dir: &Path,
     ) -> anyhow::Result<()> {
         let cmd = launcher(o, pod, &self.spec, ip, &self.mounts, dir)?;
-        let log = dir.join(format!("{}.log", self.spec.name));
+        let log = self.log_path(dir);
         let name = format!("{}/{}", pod.name_any(), self.spec.name);
+        self.log_offset = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        self.oom_kills_at_start = oom_kills();
         self.process = Some(Process::spawn(&name, cmd, &log, self.grace)?);
+        self.state = State::Running {
+            started_at: now_rfc3339(),
+        };
         Ok(())
+    }
+
+    fn log_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.log", self.spec.name))
+    }
+
+    /// Records how the current run ended and decides what comes next: a restart now or
+    /// after the back-off, or none (restartPolicy).
+    fn exited(&mut self, status: std::process::ExitStatus, restart_policy: &str, dir: &Path) {
+        let started_at = match &self.state {
+            State::Running { started_at } => started_at.clone(),
+            _ => now_rfc3339(),
+        };
+        let oom = matches!(
+            (self.oom_kills_at_start, oom_kills()),
+            (Some(before), Some(after)) if after > before
+        );
+        let fallback =
+            self.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+        let log = self.log_path(dir);
+        let last = Terminated::exited(
+            status,
+            oom,
+            fallback,
+            || log_tail(&log, self.log_offset),
+            &started_at,
+        );
+        self.process = None;
+        self.finished(last, restart_policy);
+    }
+
+    fn finished(&mut self, last: Terminated, restart_policy: &str) {
+        let again = match restart_policy {
+            "Never" => false,
+            "OnFailure" => last.exit_code != 0,
+            _ => true,
+        };
+        self.last = Some(last);
+        self.state = if again {
+            let finished = Instant::now();
+            State::BackOff {
+                until: self.backoff.restart_at(finished),
+                delay: self.backoff.delay(),
+                finished,
+            }
+        } else {
+            State::Terminated
+        };
+    }
+
+    /// Restarts the container if its back-off is over. Returns true if it tried.
+    fn restart_if_due(
+        &mut self,
+        o: &DevletOptions,
+        pod: &Pod,
+        ip: Ipv4Addr,
+        dir: &Path,
+        restart_policy: &str,
+    ) -> bool {
+        let State::BackOff {
+            until, finished, ..
+        } = self.state
+        else {
+            return false;
+        };
+        let now = Instant::now();
+        if now < until {
+            return false;
+        }
+        self.backoff.restarted(finished, now);
+        self.restarts += 1;
+        if let Err(e) = self.spawn(o, pod, ip, dir) {
+            tracing::warn!(pod = %pod.name_any(), container = %self.spec.name, error = format!("{e:#}"), "cannot restart container");
+            self.finished(Terminated::start_error(format!("{e:#}")), restart_policy);
+        }
+        true
     }
 }
 
-type Pods = Arc<Mutex<BTreeMap<String, RunningPod>>>;
+/// What the node runs and what waits to start.
+#[derive(Default)]
+struct NodePods {
+    running: BTreeMap<String, RunningPod>,
+    waiting: BTreeMap<String, WaitingPod>,
+}
+
+type Pods = Arc<Mutex<NodePods>>;
 
 /// Runs Pods bound to this node until the watch fails.
 pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let running: Pods = Arc::new(Mutex::new(BTreeMap::new()));
-    tokio::spawn(probe_loop(client.clone(), o.clone(), running.clone()));
+    let node: Pods = Arc::new(Mutex::new(NodePods::default()));
+    tokio::spawn(probe_loop(client.clone(), o.clone(), node.clone()));
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", o.node_name));
     let mut stream = watcher(pods, config).applied_objects().boxed();
     while let Some(pod) = stream.try_next().await? {
-        if let Err(e) = handle(&client, &o, &running, &pod).await {
-            tracing::warn!(pod = %pod.name_any(), error = format!("{e:#}"), "pod failed");
-            let _ = fail_pod(&client, &pod, &format!("{e:#}")).await;
+        if let Err(e) = handle(&client, &o, &node, &pod).await {
+            tracing::warn!(pod = %pod.name_any(), error = format!("{e:#}"), "cannot handle pod");
         }
     }
     Ok(())
@@ -93,44 +233,148 @@ pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<
 async fn handle(
     client: &kube::Client,
     o: &DevletOptions,
-    running: &Pods,
+    node: &Pods,
     pod: &Pod,
 ) -> anyhow::Result<()> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.namespace().unwrap_or_default();
     if pod.metadata.deletion_timestamp.is_some() {
-        let stopped = running.lock().await.remove(&uid);
-        if let Some(mut p) = stopped {
-            crate::process::stop_all(p.containers.iter_mut().filter_map(|c| c.process.as_mut()));
-            write_hosts(o, running).await?;
-        }
-        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let _ = api
-            .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
-            .await;
+        let (stopped, was_waiting) = {
+            let mut n = node.lock().await;
+            (n.running.remove(&uid), n.waiting.remove(&uid).is_some())
+        };
+        tracing::debug!(pod = %pod.name_any(), running = stopped.is_some(), was_waiting, "pod deleted");
+        // Stopping takes up to the grace period: do it aside, so the node keeps serving
+        // other Pods (a replacement waits for the ports meanwhile), then remove the object.
+        let client = client.clone();
+        let o = o.clone();
+        let node = node.clone();
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            if let Some(mut p) = stopped {
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::process::stop_all(
+                        p.containers.iter_mut().filter_map(|c| c.process.as_mut()),
+                    );
+                })
+                .await;
+                if let Err(e) = write_hosts(&o, &node).await {
+                    tracing::warn!(error = %e, "cannot write the hosts file");
+                }
+            }
+            let api: Api<Pod> = Api::namespaced(client, &ns);
+            let _ = api
+                .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+                .await;
+        });
         return Ok(());
     }
-    if running.lock().await.contains_key(&uid) {
-        return Ok(());
+    {
+        let mut n = node.lock().await;
+        if n.running.contains_key(&uid) {
+            return Ok(());
+        }
+        if let Some(w) = n.waiting.get_mut(&uid) {
+            w.pod = pod.clone();
+            return Ok(());
+        }
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
     if matches!(phase.as_deref(), Some("Failed" | "Succeeded")) {
         return Ok(());
     }
-    let started = start_pod(client, o, pod).await?;
-    let ip = started.ip;
-    running.lock().await.insert(uid, started);
-    write_hosts(o, running).await?;
-    report_running(client, pod, ip, false, &BTreeMap::new()).await?;
-    Ok(())
+    try_start(client, o, node, pod, None).await
 }
+
+/// Starts a Pod; on failure keeps it Pending (and waiting for a retry) or fails it.
+/// `previous` is its waiting entry when this is a retry.
+async fn try_start(
+    client: &kube::Client,
+    o: &DevletOptions,
+    node: &Pods,
+    pod: &Pod,
+    previous: Option<Duration>,
+) -> anyhow::Result<()> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    match start_pod(client, o, pod).await {
+        Ok(started) => {
+            let status = {
+                let mut n = node.lock().await;
+                // Deleted while it was starting: stop what was started.
+                if previous.is_some() && n.waiting.remove(&uid).is_none() {
+                    drop(n);
+                    let mut started = started;
+                    tokio::task::spawn_blocking(move || {
+                        crate::process::stop_all(
+                            started
+                                .containers
+                                .iter_mut()
+                                .filter_map(|c| c.process.as_mut()),
+                        )
+                    });
+                    return Ok(());
+                }
+                let status = pod_status(&started);
+                n.running.insert(uid, started);
+                status
+            };
+            write_hosts(o, node).await?;
+            patch_status(client, pod, status).await
+        }
+        Err(StartError::Retry(reason, e)) => {
+            let delay = previous.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+            let message = format!("{e:#}");
+            tracing::info!(pod = %pod.name_any(), reason, message, retry_in = ?delay, "pod cannot start yet");
+            let unchanged = {
+                let mut n = node.lock().await;
+                if previous.is_some() && !n.waiting.contains_key(&uid) {
+                    return Ok(());
+                }
+                let old = n.waiting.insert(
+                    uid,
+                    WaitingPod {
+                        pod: pod.clone(),
+                        message: message.clone(),
+                        next_try: Instant::now() + delay,
+                        delay,
+                    },
+                );
+                old.is_some_and(|w| w.message == message)
+            };
+            if unchanged {
+                return Ok(());
+            }
+            patch_status(client, pod, pending_status(pod, reason, &message)).await
+        }
+        Err(StartError::Fatal(e)) => {
+            node.lock().await.waiting.remove(&uid);
+            tracing::warn!(pod = %pod.name_any(), error = format!("{e:#}"), "pod failed");
+            fail_pod(client, pod, &format!("{e:#}")).await
+        }
+    }
+}
+
+/// The first retry of a Pod that could not start, doubling up to the maximum.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 async fn start_pod(
     client: &kube::Client,
     o: &DevletOptions,
     pod: &Pod,
-) -> anyhow::Result<RunningPod> {
-    let spec = pod.spec.clone().context("pod without spec")?;
+) -> Result<RunningPod, StartError> {
+    let spec = pod
+        .spec
+        .clone()
+        .ok_or_else(|| StartError::Fatal(anyhow::anyhow!("pod without spec")))?;
+    for c in &spec.containers {
+        let image = c.image.clone().unwrap_or_default();
+        if !has_launcher(&image) {
+            return Err(StartError::Fatal(anyhow::anyhow!(
+                "image {image:?} has no local launcher (known: Kafka, Envoy, Pier)"
+            )));
+        }
+    }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let dir = o.root.join("pods").join(format!(
@@ -144,7 +388,22 @@ async fn start_pod(
         .flat_map(|c| c.ports.clone().unwrap_or_default())
         .filter_map(|p| u16::try_from(p.container_port).ok())
         .collect();
-    let ip = loopback_ips(1, &ports)?[0];
+    // Each Pod has its own loopback address, but a process may hold a port on all addresses
+    // (an Envoy listener on 0.0.0.0, maybe of a Pod still stopping): wait until it is free.
+    let ip = match loopback_ips(1, &ports) {
+        Ok(ips) => ips[0],
+        Err(_) => {
+            return Err(StartError::Retry(
+                "PortsInUse",
+                anyhow::anyhow!(
+                    "ports {:?} are in use on every local address of node {} (a process \
+                     bound to 0.0.0.0, perhaps a Pod still stopping); retrying",
+                    busy_ports(&ports),
+                    o.node_name
+                ),
+            ));
+        }
+    };
 
     // Volumes: name → local directory.
     let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -233,8 +492,13 @@ async fn start_pod(
             spec: c.clone(),
             mounts,
             process: None,
+            state: State::Terminated,
             restarts: 0,
             grace,
+            backoff: Backoff::new(o.crash_backoff, o.crash_backoff_max),
+            log_offset: 0,
+            oom_kills_at_start: None,
+            last: None,
         };
         rc.spawn(o, pod, ip, &dir)?;
         containers.push(rc);
@@ -261,6 +525,7 @@ async fn start_pod(
         })
         .unwrap_or(Readiness::Always);
     tracing::info!(pod = %name, %ip, "started");
+    let now = now_rfc3339();
     Ok(RunningPod {
         pod: pod.clone(),
         name,
@@ -270,11 +535,27 @@ async fn start_pod(
         containers,
         readiness,
         ready: false,
+        started_at: now.clone(),
+        ready_since: now,
         restart_policy: spec
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into()),
     })
+}
+
+/// The ports of `ports` that cannot be bound on a fresh loopback address right now.
+fn busy_ports(ports: &[u16]) -> Vec<u16> {
+    let probe = Ipv4Addr::new(127, 254, 253, 252);
+    ports
+        .iter()
+        .copied()
+        .filter(|p| std::net::TcpListener::bind((probe, *p)).is_err())
+        .collect()
+}
+
+fn has_launcher(image: &str) -> bool {
+    ["kafka", "envoy", "pier"].iter().any(|k| image.contains(k))
 }
 
 /// `key="value"` lines, as the kubelet writes labels and annotations.
@@ -412,9 +693,9 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
         + "\n"
 }
 
-async fn write_hosts(o: &DevletOptions, running: &Pods) -> anyhow::Result<()> {
+async fn write_hosts(o: &DevletOptions, node: &Pods) -> anyhow::Result<()> {
     let mut text = String::from("127.0.0.1 localhost\n");
-    for p in running.lock().await.values() {
+    for p in node.lock().await.running.values() {
         text.push_str(&format!("{} {}\n", p.ip, p.dns_names.join(" ")));
     }
     let path = o.root.join("hosts");
@@ -424,16 +705,85 @@ async fn write_hosts(o: &DevletOptions, running: &Pods) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn report_running(
-    client: &kube::Client,
-    pod: &Pod,
-    ip: Ipv4Addr,
-    ready: bool,
-    restarts: &BTreeMap<String, u32>,
-) -> anyhow::Result<()> {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let ready_s = if ready { "True" } else { "False" };
-    let statuses: Vec<serde_json::Value> = pod
+/// `namespace_name(uid)`, as the kubelet names a Pod in its messages.
+fn pod_ref(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn condition(type_: &str, ok: bool, since: &str, reason: &str, message: &str) -> Value {
+    let mut c = json!({"type": type_, "status": if ok { "True" } else { "False" }, "lastTransitionTime": since});
+    if !ok && !reason.is_empty() {
+        c["reason"] = json!(reason);
+        c["message"] = json!(message);
+    }
+    c
+}
+
+/// The status of a Pod this node runs: phase, conditions and one entry per container.
+fn pod_status(p: &RunningPod) -> Value {
+    let pod_ref = pod_ref(&p.pod);
+    let statuses: Vec<Value> = p
+        .containers
+        .iter()
+        .map(|c| {
+            status_json(
+                &c.spec.name,
+                c.spec.image.as_deref().unwrap_or_default(),
+                &pod_ref,
+                &c.state,
+                p.ready,
+                c.restarts,
+                c.last.as_ref(),
+            )
+        })
+        .collect();
+    let done = p
+        .containers
+        .iter()
+        .all(|c| matches!(c.state, State::Terminated));
+    let phase = if !done {
+        "Running"
+    } else if p
+        .containers
+        .iter()
+        .all(|c| c.last.as_ref().is_some_and(|t| t.exit_code == 0))
+    {
+        "Succeeded"
+    } else {
+        "Failed"
+    };
+    let unready: Vec<&str> = p
+        .containers
+        .iter()
+        .filter(|c| !p.ready || !matches!(c.state, State::Running { .. }))
+        .map(|c| c.spec.name.as_str())
+        .collect();
+    let why = format!("containers with unready status: [{}]", unready.join(" "));
+    json!({"status": {
+        "phase": phase, "reason": null, "message": null,
+        "podIP": p.ip.to_string(), "podIPs": [{"ip": p.ip.to_string()}],
+        "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}], "startTime": p.started_at,
+        "conditions": [
+            condition("PodReadyToStartContainers", true, &p.started_at, "", ""),
+            condition("PodScheduled", true, &p.started_at, "", ""),
+            condition("Initialized", true, &p.started_at, "", ""),
+            condition("ContainersReady", p.ready, &p.ready_since, "ContainersNotReady", &why),
+            condition("Ready", p.ready, &p.ready_since, "ContainersNotReady", &why),
+        ],
+        "containerStatuses": statuses,
+    }})
+}
+
+/// The status of a Pod that waits to start: Pending, with the reason in its conditions and
+/// in each container's waiting state.
+fn pending_status(pod: &Pod, reason: &str, message: &str) -> Value {
+    let now = now_rfc3339();
+    let statuses: Vec<Value> = pod
         .spec
         .as_ref()
         .map(|s| s.containers.clone())
@@ -441,24 +791,23 @@ async fn report_running(
         .iter()
         .map(|c| {
             json!({
-                "name": c.name, "image": c.image, "imageID": "", "ready": ready, "started": true,
-                "restartCount": restarts.get(&c.name).copied().unwrap_or(0), "state": {"running": {"startedAt": now}},
+                "name": c.name, "image": c.image, "imageID": "", "ready": false, "started": false,
+                "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}},
             })
         })
         .collect();
-    let status = json!({"status": {
-        "phase": "Running",
-        "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-        "hostIP": "127.0.0.1", "startTime": now,
+    json!({"status": {
+        "phase": "Pending", "reason": null, "message": null,
+        "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
         "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": ready_s, "lastTransitionTime": now},
-            {"type": "Ready", "status": ready_s, "lastTransitionTime": now},
+            condition("PodReadyToStartContainers", false, &now, reason, message),
+            condition("PodScheduled", true, &now, "", ""),
+            condition("Initialized", true, &now, "", ""),
+            condition("ContainersReady", false, &now, reason, message),
+            condition("Ready", false, &now, reason, message),
         ],
         "containerStatuses": statuses,
-    }});
-    patch_status(client, pod, status).await
+    }})
 }
 
 async fn fail_pod(client: &kube::Client, pod: &Pod, message: &str) -> anyhow::Result<()> {
@@ -467,11 +816,7 @@ async fn fail_pod(client: &kube::Client, pod: &Pod, message: &str) -> anyhow::Re
     patch_status(client, pod, status).await
 }
 
-async fn patch_status(
-    client: &kube::Client,
-    pod: &Pod,
-    status: serde_json::Value,
-) -> anyhow::Result<()> {
+async fn patch_status(client: &kube::Client, pod: &Pod, status: Value) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     api.patch_status(
         &pod.name_any(),
@@ -482,49 +827,62 @@ async fn patch_status(
     Ok(())
 }
 
-/// Restarts (per restartPolicy) and readiness probes, every second.
-async fn probe_loop(client: kube::Client, o: DevletOptions, running: Pods) {
+/// Every second: container exits and restarts (restartPolicy, crash-loop back-off),
+/// readiness probes, and retries of Pods waiting to start.
+async fn probe_loop(client: kube::Client, o: DevletOptions, node: Pods) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut changes = Vec::new();
+        let mut retries = Vec::new();
         {
-            let mut pods = running.lock().await;
-            for p in pods.values_mut() {
-                let mut restarted = false;
+            let mut n = node.lock().await;
+            let now = Instant::now();
+            for w in n.waiting.values() {
+                if w.next_try <= now {
+                    retries.push((w.pod.clone(), w.delay));
+                }
+            }
+            for p in n.running.values_mut() {
+                let mut changed = false;
                 for c in p.containers.iter_mut() {
-                    let Some(status) = c.process.as_mut().and_then(Process::try_exit) else {
-                        continue;
-                    };
-                    let again = match p.restart_policy.as_str() {
-                        "Never" => false,
-                        "OnFailure" => !status.success(),
-                        _ => true,
-                    };
-                    tracing::warn!(pod = %p.name, container = %c.spec.name, %status, restart = again, "container exited");
-                    c.process = None;
-                    if again {
-                        c.restarts += 1;
-                        if let Err(e) = c.spawn(&o, &p.pod, p.ip, &p.dir) {
-                            tracing::warn!(pod = %p.name, error = %e, "cannot restart container");
-                        }
-                        restarted = true;
+                    if let Some(status) = c.process.as_mut().and_then(Process::try_exit) {
+                        c.exited(status, &p.restart_policy, &p.dir);
+                        let last = c.last.as_ref();
+                        tracing::warn!(
+                            pod = %p.name, container = %c.spec.name, %status,
+                            reason = last.map(|t| t.reason.as_str()),
+                            restarts = c.restarts, "container exited"
+                        );
+                        changed = true;
+                    }
+                    if c.restart_if_due(&o, &p.pod, p.ip, &p.dir, &p.restart_policy) {
+                        changed = true;
                     }
                 }
-                let alive = p.containers.iter().all(|c| c.process.is_some());
+                let alive = p
+                    .containers
+                    .iter()
+                    .all(|c| matches!(c.state, State::Running { .. }));
                 let ready = alive && probe(&p.readiness, p.ip);
-                if ready != p.ready || restarted {
+                if ready != p.ready {
                     p.ready = ready;
-                    let restarts = p
-                        .containers
-                        .iter()
-                        .map(|c| (c.spec.name.clone(), c.restarts))
-                        .collect();
-                    changes.push((p.pod.clone(), p.ip, ready, restarts));
+                    p.ready_since = now_rfc3339();
+                    changed = true;
+                }
+                if changed {
+                    changes.push((p.pod.clone(), pod_status(p)));
                 }
             }
         }
-        for (pod, ip, ready, restarts) in changes {
-            let _ = report_running(&client, &pod, ip, ready, &restarts).await;
+        for (pod, status) in changes {
+            if let Err(e) = patch_status(&client, &pod, status).await {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "cannot report the pod status");
+            }
+        }
+        for (pod, delay) in retries {
+            if let Err(e) = try_start(&client, &o, &node, &pod, Some(delay)).await {
+                tracing::warn!(pod = %pod.name_any(), error = format!("{e:#}"), "cannot start pod");
+            }
         }
     }
 }
@@ -551,19 +909,54 @@ fn probe(readiness: &Readiness, ip: Ipv4Addr) -> bool {
             let mut head = [0u8; 12];
             s.read_exact(&mut head).is_ok() && (head[9] == b'2' || head[9] == b'3')
         }
-        Readiness::Exec(cmd) => match cmd.split_first() {
-            Some((prog, args)) => Command::new(prog)
+        Readiness::Exec(cmd) => {
+            let Some((prog, args)) = cmd.split_first() else {
+                return false;
+            };
+            let Ok(mut child) = Command::new(prog)
                 .args(args)
-                .status()
-                .is_ok_and(|s| s.success()),
-            None => false,
-        },
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            else {
+                return false;
+            };
+            // As the kubelet's timeoutSeconds (1 s by default): a hanging probe fails and must
+            // not hold up the other Pods' probes and restarts.
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => return status.success(),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_probes_succeed_fail_and_time_out() {
+        let ip = Ipv4Addr::LOCALHOST;
+        let exec = |c: &[&str]| Readiness::Exec(c.iter().map(|s| s.to_string()).collect());
+        assert!(probe(&exec(&["true"]), ip));
+        assert!(!probe(&exec(&["false"]), ip));
+        assert!(!probe(&exec(&["/nonexistent/probe"]), ip));
+        let started = Instant::now();
+        assert!(!probe(&exec(&["sleep", "30"]), ip), "a hanging probe fails");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     #[test]
     fn paths_and_listeners_are_rewritten_for_a_local_process() {
