@@ -20,6 +20,8 @@ mod support;
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 const NS: &str = "default";
+/// The user the operator runs as where the audit log counts its writes.
+const OPERATOR_USER: &str = "pier-operator";
 
 async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
     let logs = LogDir::for_current_test(name)?;
@@ -152,7 +154,14 @@ async fn set_brokers(
 async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
     let plane = start_plane("controller-basic").await?;
     let client = plane.client();
-    let op = Operator::start(client.clone(), NS).await?;
+    // The operator as a user of its own, so the audit log tells its writes from the test's.
+    let op = Operator::start(
+        plane
+            .client_for(OPERATOR_USER, Some("system:masters"))
+            .await?,
+        NS,
+    )
+    .await?;
     let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     kcs.create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
         .await?;
@@ -273,17 +282,24 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
         Some("203.0.113.10:29092")
     );
 
-    // Nothing to change: reconciles keep running (Pods never become Ready here) but write nothing.
+    // Nothing to change: reconciles keep running (Pods never become Ready here) but write
+    // nothing, as the API server's audit log says (Events included).
     let writes = op.wait_steady(WAIT).await?;
+    let mark = plane.audit_mark()?;
     let reconciles = op.reconciles();
     wait_for("more reconciles", WAIT, POLL, || async {
-        (op.reconciles() >= reconciles + 2).then_some(())
+        (op.reconciles() >= reconciles + 3).then_some(())
     })
     .await?;
     assert_eq!(
         op.writes(),
         writes,
         "a reconcile with nothing to change writes nothing"
+    );
+    let audited = plane.audit_write_counts(OPERATOR_USER, &mark)?;
+    assert!(
+        audited.is_empty(),
+        "writes in the steady state: {audited:?}"
     );
 
     // Drift: a hand edit of a field Pier sets is undone; a label Pier does not set stays.

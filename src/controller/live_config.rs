@@ -10,7 +10,7 @@ use super::Context;
 use super::events::Reason;
 use crate::api::KafkaCluster;
 use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource};
-use crate::reconcile::config::{ConfigChange, config_changes};
+use crate::reconcile::config::{ConfigChange, cluster_default_changes, config_changes};
 use crate::reconcile::pods::pod_ready;
 use crate::reconcile::status::DynamicState;
 use crate::reconcile::{Desired, EffectiveBroker, names};
@@ -125,7 +125,10 @@ async fn converge_resource(
             .filter(|e| e.source == source)
             .map(|e| (e.name, e.value))
             .collect();
-        let changes = config_changes(desired, &current);
+        let changes = match resource {
+            ConfigResource::BrokerDefault => cluster_default_changes(desired, &current),
+            _ => config_changes(desired, &current),
+        };
         if changes.is_empty() {
             return Ok(changes);
         }

@@ -394,6 +394,9 @@ pub fn pod(
             containers: vec![Container {
                 name: "kafka".into(),
                 image: Some(b.image.clone()),
+                // A broker that fails to start says why in its Pod status (the end of its log),
+                // which Pier reports as BrokerCrashLooping.
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
                 command: Some(kafka_command()),
                 env: Some(env),
                 ports: Some(ports),

@@ -199,6 +199,22 @@ pub fn config_changes(
     changes
 }
 
+/// Cluster-wide keys Kafka keeps on its own: with Eligible Leader Replicas (on by default
+/// since Kafka 4.1) the cluster-level `min.insync.replicas` cannot be removed, so a spec that
+/// does not set it leaves Kafka's value instead of failing to delete it forever.
+pub const KAFKA_KEEPS_CLUSTER_WIDE: &[&str] = &["min.insync.replicas"];
+
+/// [`config_changes`] for the cluster-wide default resource.
+pub fn cluster_default_changes(
+    desired: &BTreeMap<String, String>,
+    current: &BTreeMap<String, Option<String>>,
+) -> Vec<ConfigChange> {
+    config_changes(desired, current)
+        .into_iter()
+        .filter(|c| !matches!(c, ConfigChange::Delete { key } if KAFKA_KEEPS_CLUSTER_WIDE.contains(&key.as_str())))
+        .collect()
+}
+
 /// Kafka normalises values it stores: compare numbers numerically and lists without spaces.
 fn same_value(live: &str, wanted: &str) -> bool {
     let (a, b) = (live.trim(), wanted.trim());
@@ -378,5 +394,26 @@ mod tests {
             ]
         );
         assert!(config_changes(&BTreeMap::new(), &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn the_cluster_level_min_isr_kafka_keeps_is_not_deleted() {
+        let current = BTreeMap::from([
+            ("min.insync.replicas".to_string(), Some("1".to_string())),
+            ("log.cleaner.threads".to_string(), Some("2".to_string())),
+        ]);
+        let changes = cluster_default_changes(&BTreeMap::new(), &current);
+        assert_eq!(
+            changes,
+            [ConfigChange::Delete {
+                key: "log.cleaner.threads".into()
+            }]
+        );
+        let set = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+        assert_eq!(
+            cluster_default_changes(&set, &current).len(),
+            2,
+            "a spec that sets it still changes it"
+        );
     }
 }
