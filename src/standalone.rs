@@ -215,11 +215,14 @@ async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String)
         last = now;
         match load(&path) {
             Ok((new_group, snapshot)) => {
+                cache.set_snapshot(&new_group, snapshot);
                 if new_group != group {
-                    tracing::warn!(old = %group, new = %new_group, "node group changed; Envoys of the old group keep their last config");
+                    // Only the file's group is served: the old group's Envoys are disconnected
+                    // and refused; they keep their last config.
+                    tracing::warn!(old = %group, new = %new_group, "node group changed; the old group is no longer served");
+                    cache.remove_group(&group);
                     group = new_group;
                 }
-                cache.set_snapshot(&group, snapshot);
             }
             Err(e) => {
                 tracing::error!(error = %e, "invalid broker file; the last good config keeps serving");

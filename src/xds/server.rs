@@ -1,8 +1,13 @@
 //! The ADS gRPC service: one task per stream runs a protocol session (SotW or delta), feeding it
-//! the client's requests and the group's snapshots, and sending what it answers.
+//! the client's requests and the group's snapshots, and sending what it answers. What a client
+//! can make the server hold is bounded ([`Limits`]): streams of groups Pier does not serve wait
+//! briefly for the group, holding nothing but their first request, then are refused. On
+//! shutdown every stream ends with UNAVAILABLE, so Envoys reconnect elsewhere at once.
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
@@ -12,8 +17,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
-use futures::Stream;
-use tokio::sync::mpsc;
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -47,6 +52,43 @@ trait Session: Send + 'static {
     fn node(req: &Self::Req) -> Option<&Node>;
     fn on_request(&mut self, req: &Self::Req) -> Output<Self::Resp>;
     fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<Self::Resp>;
+}
+
+/// Longest `node.id` accepted (Envoy's are Pod names).
+pub const MAX_NODE_ID_LEN: usize = 256;
+
+/// Bounds on what clients can make the server hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a new stream has to send its first request.
+    pub first_request_timeout: Duration,
+    /// How long a stream of a group Pier does not serve (yet) waits for it to be declared
+    /// before it is refused (an Envoy may start before the operator's first snapshot).
+    pub unknown_group_wait: Duration,
+    /// Streams waiting for their group at once; more are refused at once.
+    pub max_waiting_streams: usize,
+    /// Open ADS streams in all.
+    pub max_streams: usize,
+    /// HTTP/2 streams per connection (an Envoy uses one).
+    pub max_concurrent_streams: u32,
+    /// Longest request accepted.
+    pub max_request_bytes: usize,
+    /// After the shutdown signal, how long connections get to close.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            first_request_timeout: Duration::from_secs(10),
+            unknown_group_wait: Duration::from_secs(15),
+            max_waiting_streams: 64,
+            max_streams: 10_000,
+            max_concurrent_streams: 16,
+            max_request_bytes: 4 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Session for SotwSession {
@@ -83,18 +125,75 @@ impl Session for DeltaSession {
 #[derive(Debug, Clone)]
 pub struct AdsServer {
     cache: Arc<SnapshotCache>,
+    limits: Arc<Limits>,
+    streams: Arc<AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
+    /// Becomes true on shutdown; streams then end. `None`: never.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 type ResponseStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 
+/// Counts one slot of a bounded number (streams, waiting streams) while alive.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        let taken = counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| Slot(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn stopped(stopping: Option<watch::Receiver<bool>>) {
+    match stopping {
+        // A dropped sender means the server is gone: stop as well.
+        Some(mut rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl AdsServer {
+    /// A server that never stops its streams by itself (see [`serve`] for one that does).
     pub fn new(cache: Arc<SnapshotCache>) -> Self {
-        Self { cache }
+        Self::with_limits(cache, Limits::default(), None)
+    }
+
+    /// A server with `limits` whose streams end when `stopping` becomes true.
+    pub fn with_limits(
+        cache: Arc<SnapshotCache>,
+        limits: Limits,
+        stopping: Option<watch::Receiver<bool>>,
+    ) -> Self {
+        Self {
+            cache,
+            limits: Arc::new(limits),
+            streams: Arc::new(AtomicUsize::new(0)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            stopping,
+        }
+    }
+
+    /// Open ADS streams (admitted to their group).
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         // Envoy's requests are small, but a big cluster's responses are not: no encode limit.
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
+        let max = self.limits.max_request_bytes;
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(max)
     }
 
     async fn open<S: Session>(
@@ -102,13 +201,24 @@ impl AdsServer {
         mut inbound: Streaming<S::Req>,
         mut session: S,
     ) -> Result<Response<ResponseStream<S::Resp>>, Status> {
+        let limits = &self.limits;
+        let stream_slot = Slot::take(&self.streams, limits.max_streams)
+            .ok_or_else(|| Status::resource_exhausted("too many xDS streams"))?;
         // The first request names the node; later ones may omit it.
-        let first = inbound
-            .message()
-            .await?
+        let first = tokio::select! {
+            first = tokio::time::timeout(limits.first_request_timeout, inbound.message()) => first,
+            _ = stopped(self.stopping.clone()) => return Err(Status::unavailable("xDS server shutting down")),
+        };
+        let first = first
+            .map_err(|_| Status::deadline_exceeded("no request within the first-request timeout"))??
             .ok_or_else(|| Status::invalid_argument("stream closed before its first request"))?;
         let node = S::node(&first)
             .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+        if node.id.is_empty() || node.id.len() > MAX_NODE_ID_LEN {
+            return Err(Status::invalid_argument(format!(
+                "node.id must have 1 to {MAX_NODE_ID_LEN} bytes"
+            )));
+        }
         let group = node_group(node).ok_or_else(|| {
             Status::invalid_argument(format!(
                 "node {:?} has no group: set node.cluster (--service-cluster) or metadata {GROUP_METADATA_KEY}",
@@ -116,12 +226,31 @@ impl AdsServer {
             ))
         })?;
         let node_id = node.id.clone();
+        if !self.cache.is_declared(&group) {
+            let _waiting = Slot::take(&self.waiting, limits.max_waiting_streams)
+                .ok_or_else(|| unknown_group(&group))?;
+            tracing::debug!(node = %node_id, %group, "stream waits for its node group");
+            let deadline = tokio::time::Instant::now() + limits.unknown_group_wait;
+            let declared = tokio::select! {
+                declared = self.cache.wait_declared(&group, deadline) => declared,
+                _ = stopped(self.stopping.clone()) => return Err(Status::unavailable("xDS server shutting down")),
+            };
+            if !declared {
+                tracing::info!(node = %node_id, %group, "xDS stream refused: unknown node group");
+                return Err(unknown_group(&group));
+            }
+        }
+        let (start, mut snapshots) = self
+            .cache
+            .subscribe(&group)
+            .ok_or_else(|| unknown_group(&group))?;
         let cache = self.cache.clone();
+        let stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel::<Result<S::Resp, Status>>(16);
         tokio::spawn(async move {
+            let _slot = stream_slot;
             let _guard = cache.open_stream(&node_id, &group, S::PROTOCOL);
             tracing::info!(node = %node_id, %group, protocol = S::PROTOCOL, "xDS stream opened");
-            let (start, mut snapshots) = cache.subscribe(&group);
             let send = |out: Output<S::Resp>| {
                 let (cache, tx, node_id, group) = (&cache, &tx, &node_id, &group);
                 async move {
@@ -131,6 +260,11 @@ impl AdsServer {
                     for r in out.responses {
                         tx.send(Ok(r)).await.map_err(|_| ())?;
                     }
+                    if let Some(refused) = out.refused {
+                        tracing::warn!(node = %node_id, %group, reason = %refused, "xDS stream refused");
+                        let _ = tx.send(Err(Status::resource_exhausted(refused.0))).await;
+                        return Err(());
+                    }
                     Ok::<(), ()>(())
                 }
             };
@@ -138,7 +272,9 @@ impl AdsServer {
             if let Some(snapshot) = start {
                 ok &= send(session.on_snapshot(snapshot)).await.is_ok();
             }
-            ok &= send(session.on_request(&first)).await.is_ok();
+            ok = ok && send(session.on_request(&first)).await.is_ok();
+            let stop = stopped(stopping);
+            tokio::pin!(stop);
             while ok {
                 tokio::select! {
                     msg = inbound.message() => match msg {
@@ -151,6 +287,8 @@ impl AdsServer {
                     },
                     changed = snapshots.changed() => {
                         if changed.is_err() {
+                            // The group was removed.
+                            let _ = tx.send(Err(unknown_group(&group))).await;
                             break;
                         }
                         let latest = snapshots.borrow_and_update().clone();
@@ -158,12 +296,22 @@ impl AdsServer {
                             ok = send(session.on_snapshot(snapshot)).await.is_ok();
                         }
                     }
+                    _ = &mut stop => {
+                        let _ = tx.send(Err(Status::unavailable("xDS server shutting down"))).await;
+                        break;
+                    }
                 }
             }
             tracing::info!(node = %node_id, %group, "xDS stream closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+fn unknown_group(group: &str) -> Status {
+    Status::failed_precondition(format!(
+        "node group {group:?} is not served here (no such Kafka cluster, or not yet reconciled)"
+    ))
 }
 
 #[tonic::async_trait]
@@ -187,19 +335,70 @@ impl AggregatedDiscoveryService for AdsServer {
     }
 }
 
-/// Serves ADS on an already bound listener until `shutdown` resolves.
+/// Accepted connections with `TCP_NODELAY` set: a response that follows another on the same
+/// stream must not wait for the client's delayed ACK (tonic's own `tcp_nodelay` setting does
+/// not apply to an incoming stream we hand it).
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(s) = &conn
+            && let Err(e) = s.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        conn
+    })
+}
+
+/// Serves ADS on an already bound listener until `shutdown` resolves, with default [`Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(listener, cache, Limits::default(), shutdown).await
+}
+
+/// Serves ADS until `shutdown` resolves; then stops accepting, ends every stream with
+/// UNAVAILABLE (Envoys keep their config and reconnect, to another replica if there is one)
+/// and waits up to `limits.drain_timeout` for the connections to close.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    cache: Arc<SnapshotCache>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "xDS server listening");
-    tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain_timeout = limits.drain_timeout;
+    let service =
+        AdsServer::with_limits(cache, limits.clone(), Some(stop_rx.clone())).into_service();
+    let server = tonic::transport::Server::builder()
         // Envoy keeps one long-lived stream; keepalives notice a dead peer behind a NAT or LB.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(AdsServer::new(cache).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(limits.max_concurrent_streams))
+        .add_service(service)
+        .serve_with_incoming_shutdown(nodelay_incoming(listener), async move {
+            shutdown.await;
+            tracing::info!("xDS server stopping: ending streams");
+            let _ = stop_tx.send(true);
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = stopped(Some(stop_rx)) => {}
+    }
+    match tokio::time::timeout(drain_timeout, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                ?drain_timeout,
+                "xDS connections still open after the drain timeout"
+            );
+            Ok(())
+        }
+    }
 }
