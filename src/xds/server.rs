@@ -402,3 +402,248 @@ pub async fn serve_with(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::per_port;
+    use crate::xds::{ResourceType, translate};
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use tonic::transport::Channel;
+
+    const GROUP: &str = "kafka/demo";
+
+    struct Running {
+        cache: Arc<SnapshotCache>,
+        addr: SocketAddr,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    }
+
+    async fn start(limits: Limits) -> Running {
+        let cache = Arc::new(SnapshotCache::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(serve_with(listener, cache.clone(), limits, async {
+            let _ = stopped.await;
+        }));
+        Running {
+            cache,
+            addr,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    async fn client(addr: SocketAddr) -> AggregatedDiscoveryServiceClient<Channel> {
+        AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+    }
+
+    fn first(node: &str, group: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node {
+                id: node.into(),
+                cluster: group.into(),
+                ..Default::default()
+            }),
+            type_url: ResourceType::Cluster.type_url().into(),
+            ..Default::default()
+        }
+    }
+
+    /// Opens a SotW stream that sends `reqs` and keeps its request side open.
+    async fn open(
+        c: &mut AggregatedDiscoveryServiceClient<Channel>,
+        reqs: Vec<DiscoveryRequest>,
+    ) -> (
+        Result<Streaming<DiscoveryResponse>, Status>,
+        mpsc::Sender<DiscoveryRequest>,
+    ) {
+        let (tx, rx) = mpsc::channel(8);
+        for r in reqs {
+            tx.send(r).await.unwrap();
+        }
+        let stream = c
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner());
+        (stream, tx)
+    }
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !check() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ten_thousand_connects_with_random_node_ids_leave_the_node_map_bounded() {
+        let server = start(Limits::default()).await;
+        server.cache.set_snapshot(
+            GROUP,
+            Snapshot::new(translate(&[per_port(&[0, 1])]).unwrap()),
+        );
+        const CYCLES: usize = 10_000;
+        const PARALLEL: usize = 8;
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for p in 0..PARALLEL {
+            let (addr, cache, peak) = (server.addr, server.cache.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = client(addr).await;
+                for i in (p..CYCLES).step_by(PARALLEL) {
+                    let random = std::hash::BuildHasher::hash_one(
+                        &std::collections::hash_map::RandomState::new(),
+                        i,
+                    );
+                    let node = format!("envoy-{random:016x}-{i}");
+                    let (stream, tx) = open(&mut c, vec![first(&node, GROUP)]).await;
+                    let mut stream = stream.unwrap();
+                    let resp = stream.message().await.unwrap().unwrap();
+                    assert_eq!(resp.type_url, ResourceType::Cluster.type_url());
+                    peak.fetch_max(cache.node_count(), Ordering::Relaxed);
+                    drop((tx, stream));
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let cache = &server.cache;
+        eventually("every node to be forgotten", || cache.node_count() == 0).await;
+        let peak = peak.load(Ordering::Relaxed);
+        assert!(peak <= 4 * PARALLEL, "node map peaked at {peak}");
+        assert_eq!(cache.groups(), [GROUP]);
+    }
+
+    #[tokio::test]
+    async fn streams_of_unknown_groups_wait_briefly_and_hold_no_node_state() {
+        let limits = Limits {
+            unknown_group_wait: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let server = start(limits).await;
+        let mut c = client(server.addr).await;
+        let (refused, _tx) = open(&mut c, vec![first("stranger", "no/such")]).await;
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        assert_eq!(server.cache.node_count(), 0);
+        assert!(server.cache.groups().is_empty());
+
+        // A group declared while its Envoy waits is served (the operator's first snapshot may
+        // come after its Envoys).
+        let cache = server.cache.clone();
+        let declare = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(cache.node_count(), 0, "nothing allocated while waiting");
+            cache.declare_group(GROUP);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            cache.set_snapshot(GROUP, Snapshot::new(translate(&[per_port(&[0])]).unwrap()));
+        });
+        let (stream, _tx) = open(&mut c, vec![first("envoy-0", GROUP)]).await;
+        let resp = stream.unwrap().message().await.unwrap().unwrap();
+        assert_eq!(resp.type_url, ResourceType::Cluster.type_url());
+        declare.await.unwrap();
+        assert_eq!(server.cache.node_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_must_send_its_first_request_in_time() {
+        let limits = Limits {
+            first_request_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let server = start(limits).await;
+        server.cache.declare_group(GROUP);
+        let mut c = client(server.addr).await;
+        let (silent, _tx) = open(&mut c, vec![]).await;
+        assert_eq!(silent.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        let long = "x".repeat(MAX_NODE_ID_LEN + 1);
+        let (bad, _tx) = open(&mut c, vec![first(&long, GROUP)]).await;
+        assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn streams_are_limited() {
+        let limits = Limits {
+            max_streams: 2,
+            ..Limits::default()
+        };
+        let server = start(limits).await;
+        server
+            .cache
+            .set_snapshot(GROUP, Snapshot::new(translate(&[per_port(&[0])]).unwrap()));
+        let mut c = client(server.addr).await;
+        let (a, _ta) = open(&mut c, vec![first("a", GROUP)]).await;
+        let (b, _tb) = open(&mut c, vec![first("b", GROUP)]).await;
+        let (mut a, mut b) = (a.unwrap(), b.unwrap());
+        a.message().await.unwrap();
+        b.message().await.unwrap();
+        let (third, _tc) = open(&mut c, vec![first("c", GROUP)]).await;
+        assert_eq!(third.unwrap_err().code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_beyond_the_bounds_ends_the_stream() {
+        let server = start(Limits::default()).await;
+        server
+            .cache
+            .set_snapshot(GROUP, Snapshot::new(translate(&[per_port(&[0])]).unwrap()));
+        let mut c = client(server.addr).await;
+        let many = DiscoveryRequest {
+            type_url: ResourceType::Endpoint.type_url().into(),
+            resource_names: (0..=crate::xds::subscription::MAX_NAMES)
+                .map(|i| format!("n{i}"))
+                .collect(),
+            ..Default::default()
+        };
+        let (stream, _tx) = open(&mut c, vec![first("envoy-0", GROUP), many]).await;
+        let mut stream = stream.unwrap();
+        let end = loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(end.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        let cache = server.cache.clone();
+        eventually("the node to be forgotten", || cache.node_count() == 0).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_every_stream_and_serve_returns() {
+        let mut server = start(Limits::default()).await;
+        server
+            .cache
+            .set_snapshot(GROUP, Snapshot::new(translate(&[per_port(&[0])]).unwrap()));
+        let mut c = client(server.addr).await;
+        let (stream, _tx) = open(&mut c, vec![first("envoy-0", GROUP)]).await;
+        let mut stream = stream.unwrap();
+        stream.message().await.unwrap().unwrap();
+        let asked = tokio::time::Instant::now();
+        server.stop.take().unwrap().send(()).unwrap();
+        let end = stream.message().await;
+        assert_eq!(end.unwrap_err().code(), tonic::Code::Unavailable);
+        // The client keeps its side open: serve still returns, before the drain timeout.
+        tokio::time::timeout(Duration::from_secs(4), &mut server.done)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+        assert!(asked.elapsed() < Limits::default().drain_timeout);
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(nodelay_incoming(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+}
