@@ -157,7 +157,7 @@ impl DeltaSession {
         removed.extend(
             self.missing[t as usize]
                 .iter()
-                .filter(|n| !all.contains_key(*n))
+                .filter(|n| !all.contains_key(*n) && !self.state.is_held(t, n))
                 .cloned(),
         );
         Diff {

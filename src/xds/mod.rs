@@ -6,6 +6,8 @@ pub mod delta;
 pub mod metrics;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod session_props;
 pub mod snapshot;
 pub mod sotw;
 pub mod subscription;
