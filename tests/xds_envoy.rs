@@ -499,6 +499,53 @@ async fn delta_survives_a_control_plane_restart() -> anyhow::Result<()> {
     survives_a_control_plane_restart(true).await
 }
 
+/// SIGTERM: `pier xds` ends every stream (Envoy sees the control plane go at once and keeps
+/// forwarding on its config) and exits without waiting for Envoy to hang up.
+async fn drains_on_sigterm(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-sigterm-{}", mode(delta)))?;
+    let Setup { ip, access } = setup(&[0]).await?;
+    let group = access.group();
+    let mut pier = PierXds::start(&logs, &brokers_file(&access))?;
+    let mut envoy = envoy_at(&logs, pier.listen.port(), "envoy-0", &group, delta).await?;
+    envoy.wait_live(WAIT).await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    let mut process = pier.process.take().context("pier xds runs")?;
+    let asked = std::time::Instant::now();
+    process.signal(libc::SIGTERM);
+    let status = wait_for("pier xds to exit", WAIT, POLL, || {
+        let status = process.try_exit();
+        async move { status }
+    })
+    .await?;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "exited within the drain timeout: {:?}",
+        asked.elapsed()
+    );
+    let log = std::fs::read_to_string(&pier.log)?;
+    assert!(log.contains("xDS server stopping"), "{log}");
+    wait_for(
+        "Envoy to see the control plane gone",
+        WAIT,
+        POLL,
+        || async { (envoy.stat("control_plane.connected_state").await.ok()?? == 0).then_some(()) },
+    )
+    .await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_drains_on_sigterm() -> anyhow::Result<()> {
+    drains_on_sigterm(false).await
+}
+
+#[tokio::test]
+async fn delta_drains_on_sigterm() -> anyhow::Result<()> {
+    drains_on_sigterm(true).await
+}
+
 async fn groups_are_isolated(delta: bool) -> anyhow::Result<()> {
     let logs = LogDir::for_current_test(&format!("xds-groups-{}", mode(delta)))?;
     let xds = Xds::start().await?;
