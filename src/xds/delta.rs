@@ -78,6 +78,9 @@ impl DeltaSession {
                     t.short()
                 )));
             }
+            if !initial.is_empty() {
+                self.state.set_resumed();
+            }
             self.state.get_mut(t).has = initial
                 .iter()
                 .map(|(name, version)| {
@@ -122,7 +125,7 @@ impl DeltaSession {
         }
         self.push(t, out);
         if t == ResourceType::Listener
-            && reply == Reply::Ack
+            && matches!(reply, Reply::Ack | Reply::Initial)
             && !self.state.held().is_empty()
             && self.listeners_settled()
         {
@@ -473,5 +476,34 @@ mod tests {
         a.brokers[0].host = "kafka-0.example".into(); // cluster change (DNS)
         let out = s.on_snapshot(Arc::new(Snapshot::new(translate(&[a]).unwrap())));
         assert_eq!(types_of(&out)[0], ResourceType::Cluster);
+    }
+
+    #[test]
+    fn a_resumed_client_keeps_clusters_until_its_listeners_are_known() {
+        let old = snap(&[0, 1]);
+        let mut s = DeltaSession::new();
+        s.on_snapshot(snap(&[0]));
+        let mut cds = sub(ResourceType::Cluster, &[], "");
+        for (n, r) in &old.get(ResourceType::Cluster).resources {
+            cds.initial_resource_versions
+                .insert(n.clone(), r.version.clone());
+        }
+        let out = s.on_request(&cds);
+        assert!(
+            out.responses.is_empty(),
+            "broker-1's cluster is not removed before the listeners are known"
+        );
+        // The client already has the current listeners: nothing to send, the hold ends.
+        let mut lds = sub(ResourceType::Listener, &[], "");
+        for (n, r) in &snap(&[0]).get(ResourceType::Listener).resources {
+            lds.initial_resource_versions
+                .insert(n.clone(), r.version.clone());
+        }
+        let out = s.on_request(&lds);
+        assert_eq!(types_of(&out), [ResourceType::Cluster]);
+        assert_eq!(
+            out.responses[0].removed_resources,
+            [format!("{B}/broker-1")]
+        );
     }
 }

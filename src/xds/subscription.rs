@@ -211,6 +211,9 @@ pub struct StreamState {
     held: BTreeSet<String>,
     /// The snapshot this stream last told as applied.
     applied: Option<String>,
+    /// The client resumed with resources it already had (delta `initial_resource_versions`):
+    /// it may run listeners the stream has not heard of yet.
+    resumed: bool,
 }
 
 impl StreamState {
@@ -232,6 +235,11 @@ impl StreamState {
 
     pub fn held(&self) -> &BTreeSet<String> {
         &self.held
+    }
+
+    /// The client said it already has resources (a delta client reconnecting).
+    pub fn set_resumed(&mut self) {
+        self.resumed = true;
     }
 
     /// Classifies a request's nonce and records its ACK or NACK (`error`: the NACK's message).
@@ -338,11 +346,16 @@ impl StreamState {
         !same(&self.desired(t), &self.types[t as usize].has)
     }
 
-    /// The client runs only listeners of the current config: it never subscribed to listeners,
-    /// or it ACKed the latest listener response and nothing is left to send (`pending`).
+    /// The client runs only listeners of the current config: it has none (a fresh client that
+    /// has not subscribed to listeners yet), or it ACKed the latest listener response and
+    /// nothing is left to send (`pending`). A resumed client that has not subscribed to
+    /// listeners yet may run any: not settled.
     pub fn listeners_settled(&self, pending: bool) -> bool {
         let l = &self.types[ResourceType::Listener as usize];
-        !l.sub.requested() || (l.answer == Answer::Acked && !pending)
+        if !l.sub.requested() {
+            return !self.resumed;
+        }
+        (l.answer == Answer::Acked || (l.answer == Answer::Unsent && self.resumed)) && !pending
     }
 
     /// Before clusters are computed: while listeners are not settled, every cluster the client
