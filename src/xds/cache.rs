@@ -114,6 +114,8 @@ pub struct SnapshotCache {
     metrics: Arc<XdsMetrics>,
     /// Woken when a group is declared (streams of an unknown group wait for it).
     declared: Notify,
+    /// Streams waiting for their group now.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -158,6 +160,15 @@ impl SnapshotCache {
 
     /// Waits until `group` is declared (at most until `deadline`). Allocates nothing per caller.
     pub async fn wait_declared(&self, group: &str, deadline: tokio::time::Instant) -> bool {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.declared.notified();
             tokio::pin!(notified);
@@ -169,6 +180,11 @@ impl SnapshotCache {
                 return self.is_declared(group);
             }
         }
+    }
+
+    /// Streams waiting for their group to be declared.
+    pub fn waiting_streams(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Makes `snapshot` the group's config (declaring the group) and pushes it to the group's

@@ -536,12 +536,13 @@ mod tests {
 
         // A group declared while its Envoy waits is served (the operator's first snapshot may
         // come after its Envoys).
+        let server = start(Limits::default()).await;
+        let mut c = client(server.addr).await;
         let cache = server.cache.clone();
         let declare = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            eventually("the stream to wait", || cache.waiting_streams() == 1).await;
             assert_eq!(cache.node_count(), 0, "nothing allocated while waiting");
             cache.declare_group(GROUP);
-            tokio::time::sleep(Duration::from_millis(20)).await;
             cache.set_snapshot(GROUP, Snapshot::new(translate(&[per_port(&[0])]).unwrap()));
         });
         let (stream, _tx) = open(&mut c, vec![first("envoy-0", GROUP)]).await;
