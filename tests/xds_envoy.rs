@@ -546,6 +546,39 @@ async fn delta_drains_on_sigterm() -> anyhow::Result<()> {
     drains_on_sigterm(true).await
 }
 
+/// An Envoy that starts before its group is served (before the operator's first reconcile)
+/// waits, and gets its config once the group's first snapshot is set.
+async fn an_envoy_may_start_before_its_group_is_served(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-early-{}", mode(delta)))?;
+    let xds = Xds::start().await?;
+    let Setup { ip, access } = setup(&[0]).await?;
+    let group = access.group();
+    let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+    wait_for(
+        "Envoy's stream to wait for its group",
+        WAIT,
+        POLL,
+        || async { (xds.cache.waiting_streams() == 1).then_some(()) },
+    )
+    .await?;
+    assert_eq!(xds.cache.node_count(), 0, "no node state before admission");
+    let snap = xds.set(std::slice::from_ref(&access));
+    envoy.wait_live(WAIT).await?;
+    xds.wait_acked(&group, &snap).await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_an_envoy_may_start_before_its_group_is_served() -> anyhow::Result<()> {
+    an_envoy_may_start_before_its_group_is_served(false).await
+}
+
+#[tokio::test]
+async fn delta_an_envoy_may_start_before_its_group_is_served() -> anyhow::Result<()> {
+    an_envoy_may_start_before_its_group_is_served(true).await
+}
+
 async fn groups_are_isolated(delta: bool) -> anyhow::Result<()> {
     let logs = LogDir::for_current_test(&format!("xds-groups-{}", mode(delta)))?;
     let xds = Xds::start().await?;
