@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::SnapshotCache;
 use super::delta::DeltaSession;
+use super::metrics::RefusalReason;
 use super::session::Output;
 use super::snapshot::Snapshot;
 use super::sotw::SotwSession;
@@ -199,28 +200,60 @@ impl AdsServer {
     async fn open<S: Session>(
         &self,
         mut inbound: Streaming<S::Req>,
-        mut session: S,
+        session: S,
     ) -> Result<Response<ResponseStream<S::Resp>>, Status> {
+        let result = self.admit::<S>(&mut inbound).await;
+        let (stream_slot, first, node_id, group) = match result {
+            Ok(admitted) => admitted,
+            Err((reason, status)) => {
+                if let Some(reason) = reason {
+                    self.cache.metrics().refused(reason);
+                }
+                return Err(status);
+            }
+        };
+        self.run(inbound, session, stream_slot, first, node_id, group)
+    }
+
+    /// Reads the first request and admits the stream to its group, or says why not.
+    async fn admit<S: Session>(
+        &self,
+        inbound: &mut Streaming<S::Req>,
+    ) -> Result<(Slot, S::Req, String, String), (Option<RefusalReason>, Status)> {
+        use RefusalReason as R;
         let limits = &self.limits;
-        let stream_slot = Slot::take(&self.streams, limits.max_streams)
-            .ok_or_else(|| Status::resource_exhausted("too many xDS streams"))?;
+        let stream_slot = Slot::take(&self.streams, limits.max_streams).ok_or((
+            Some(R::TooManyStreams),
+            Status::resource_exhausted("too many xDS streams"),
+        ))?;
         // The first request names the node; later ones may omit it.
+        let shutting_down = || (None, Status::unavailable("xDS server shutting down"));
         let first = tokio::select! {
             first = tokio::time::timeout(limits.first_request_timeout, inbound.message()) => first,
-            _ = stopped(self.stopping.clone()) => return Err(Status::unavailable("xDS server shutting down")),
+            _ = stopped(self.stopping.clone()) => return Err(shutting_down()),
         };
         let first = first
-            .map_err(|_| Status::deadline_exceeded("no request within the first-request timeout"))??
-            .ok_or_else(|| Status::invalid_argument("stream closed before its first request"))?;
+            .map_err(|_| {
+                (
+                    Some(R::FirstRequestTimeout),
+                    Status::deadline_exceeded("no request within the first-request timeout"),
+                )
+            })?
+            .map_err(|status| (None, status))?
+            .ok_or((
+                None,
+                Status::invalid_argument("stream closed before its first request"),
+            ))?;
+        let bad_node = |message: String| (Some(R::BadNode), Status::invalid_argument(message));
         let node = S::node(&first)
-            .ok_or_else(|| Status::invalid_argument("the first request must carry the node"))?;
+            .ok_or_else(|| bad_node("the first request must carry the node".into()))?;
         if node.id.is_empty() || node.id.len() > MAX_NODE_ID_LEN {
-            return Err(Status::invalid_argument(format!(
+            return Err(bad_node(format!(
                 "node.id must have 1 to {MAX_NODE_ID_LEN} bytes"
             )));
         }
         let group = node_group(node).ok_or_else(|| {
-            Status::invalid_argument(format!(
+            bad_node(format!(
                 "node {:?} has no group: set node.cluster (--service-cluster) or metadata {GROUP_METADATA_KEY}",
                 node.id
             ))
@@ -228,22 +261,36 @@ impl AdsServer {
         let node_id = node.id.clone();
         if !self.cache.is_declared(&group) {
             let _waiting = Slot::take(&self.waiting, limits.max_waiting_streams)
-                .ok_or_else(|| unknown_group(&group))?;
+                .ok_or_else(|| (Some(R::TooManyWaiting), unknown_group(&group)))?;
             tracing::debug!(node = %node_id, %group, "stream waits for its node group");
             let deadline = tokio::time::Instant::now() + limits.unknown_group_wait;
             let declared = tokio::select! {
                 declared = self.cache.wait_declared(&group, deadline) => declared,
-                _ = stopped(self.stopping.clone()) => return Err(Status::unavailable("xDS server shutting down")),
+                _ = stopped(self.stopping.clone()) => return Err(shutting_down()),
             };
             if !declared {
                 tracing::info!(node = %node_id, %group, "xDS stream refused: unknown node group");
-                return Err(unknown_group(&group));
+                return Err((Some(R::UnknownGroup), unknown_group(&group)));
             }
         }
-        let (start, mut snapshots) = self
-            .cache
-            .subscribe(&group)
-            .ok_or_else(|| unknown_group(&group))?;
+        Ok((stream_slot, first, node_id, group))
+    }
+
+    /// Runs an admitted stream in its own task.
+    fn run<S: Session>(
+        &self,
+        mut inbound: Streaming<S::Req>,
+        mut session: S,
+        stream_slot: Slot,
+        first: S::Req,
+        node_id: String,
+        group: String,
+    ) -> Result<Response<ResponseStream<S::Resp>>, Status> {
+        // The group may have been removed since admission.
+        let (start, mut snapshots) = self.cache.subscribe(&group).ok_or_else(|| {
+            self.cache.metrics().refused(RefusalReason::UnknownGroup);
+            unknown_group(&group)
+        })?;
         let cache = self.cache.clone();
         let stopping = self.stopping.clone();
         let (tx, rx) = mpsc::channel::<Result<S::Resp, Status>>(16);
@@ -262,6 +309,7 @@ impl AdsServer {
                     }
                     if let Some(refused) = out.refused {
                         tracing::warn!(node = %node_id, %group, reason = %refused, "xDS stream refused");
+                        cache.metrics().refused(RefusalReason::SubscriptionLimit);
                         let _ = tx.send(Err(Status::resource_exhausted(refused.0))).await;
                         return Err(());
                     }
@@ -531,6 +579,15 @@ mod tests {
         let mut c = client(server.addr).await;
         let (refused, _tx) = open(&mut c, vec![first("stranger", "no/such")]).await;
         assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+        let counted = server
+            .cache
+            .metrics()
+            .refused_streams
+            .get(&crate::xds::metrics::RefusalLabels {
+                reason: RefusalReason::UnknownGroup,
+            })
+            .map(|c| c.get());
+        assert_eq!(counted, Some(1));
         assert_eq!(server.cache.node_count(), 0);
         assert!(server.cache.groups().is_empty());
 
