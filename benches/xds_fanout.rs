@@ -271,7 +271,18 @@ async fn envoy_latency(updates: usize) -> anyhow::Result<()> {
     )
     .await?;
     envoy.wait_live(Duration::from_secs(60)).await?;
+    // One simulated client in the same group: "converged" is both having applied an update.
+    let (ack_tx, _acks) = mpsc::unbounded_channel();
+    let sim_addr = format!("http://127.0.0.1:{port}");
+    tokio::spawn(async move {
+        if let Err(e) = client(sim_addr, 0, ack_tx).await {
+            eprintln!("simulated client: {e}");
+        }
+    });
+    let first = cache.snapshot(GROUP).expect("snapshot");
+    converged(&cache, &first, 2).await?;
     let mut samples = Vec::new();
+    let mut both = Vec::new();
     for k in 0..updates {
         let id = 10 + (k % 2) as i32;
         let mut m = access.clone();
@@ -283,6 +294,7 @@ async fn envoy_latency(updates: usize) -> anyhow::Result<()> {
         });
         let want = format!("{}/broker-{id}", m.resource_prefix());
         let snap = cache.set_snapshot(GROUP, Snapshot::new(translate(&[m])?));
+        both.push(converged(&cache, &snap, 2).await?);
         loop {
             if envoy.listener_names().await?.contains(&want) {
                 break;
@@ -292,12 +304,101 @@ async fn envoy_latency(updates: usize) -> anyhow::Result<()> {
         samples.push(snap.created.elapsed());
     }
     samples.sort();
+    both.sort();
     println!(
-        "| real Envoy 1.40 (SotW) | {updates} | {} | {} |",
+        "| real Envoy 1.40 (SotW): update → listener in admin API | {updates} | {} | {} |",
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.99))
     );
+    println!(
+        "| real Envoy + simulated client: update → both applied all of it | {updates} | {} | {} |",
+        ms(percentile(&both, 0.5)),
+        ms(percentile(&both, 0.99))
+    );
     Ok(())
+}
+
+/// Waits until `nodes` connected nodes applied `snap` in full (every type ACKed, nothing held
+/// or in flight); returns the time since the snapshot was built.
+async fn converged(
+    cache: &SnapshotCache,
+    snap: &Snapshot,
+    nodes: usize,
+) -> anyhow::Result<Duration> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cache.group_status(GROUP);
+        if status.version.as_deref() == Some(snap.version_str())
+            && status.nodes.len() >= nodes
+            && status.all_acked
+        {
+            return Ok(snap.created.elapsed());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no convergence on {}: {status:?}",
+            snap.version()
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Connect/disconnect cycles with random node ids: the server's per-node map and this
+/// process's RSS before and after.
+async fn churn(cycles: usize) {
+    let cache = Arc::new(SnapshotCache::default());
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(pier::xds::serve(
+        listener,
+        cache.clone(),
+        std::future::pending(),
+    ));
+    cache.set_snapshot(GROUP, snapshot(6));
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(addr)
+        .await
+        .expect("connect");
+    let rss_before = usage().1;
+    let started = Instant::now();
+    let mut peak_nodes = 0;
+    for i in 0..cycles {
+        let random =
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), i);
+        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(1);
+        tx.send(DiscoveryRequest {
+            node: Some(Node {
+                id: format!("envoy-{random:016x}"),
+                cluster: GROUP.into(),
+                ..Default::default()
+            }),
+            type_url: ResourceType::Cluster.type_url().into(),
+            ..Default::default()
+        })
+        .await
+        .expect("queue");
+        let mut stream = grpc
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .expect("stream")
+            .into_inner();
+        stream.message().await.expect("response");
+        peak_nodes = peak_nodes.max(cache.node_count());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.node_count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let (_, rss, _) = usage();
+    println!(
+        "| {cycles} | {:.0} | {peak_nodes} | {} | {:.1} | {:.1} |",
+        cycles as f64 / elapsed.as_secs_f64(),
+        cache.node_count(),
+        rss_before as f64 / 1048576.0,
+        rss as f64 / 1048576.0,
+    );
 }
 
 fn main() {
@@ -322,7 +423,15 @@ fn main() {
     }
     if args.is_empty() {
         println!();
-        println!("| path | updates | update → listener in admin API p50 ms | p99 ms |");
+        println!("Churn: ADS streams opened (first response received) and closed, random node ids");
+        println!(
+            "| cycles | cycles/s | node map peak | node map after | RSS MiB before | RSS MiB after |"
+        );
+        println!("|---|---|---|---|---|---|");
+        runtime.block_on(churn(10_000));
+        runtime.block_on(churn(10_000));
+        println!();
+        println!("| path | updates | p50 ms | p99 ms |");
         println!("|---|---|---|---|");
         if let Err(e) = runtime.block_on(envoy_latency(50)) {
             println!("real Envoy run skipped: {e:#}");

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use prometheus_client::registry::Registry;
 
 use crate::xds::SnapshotCache;
@@ -38,6 +39,12 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(state);
+    // Small responses on a kept-alive connection must not wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin endpoint failed");
     }

@@ -208,11 +208,14 @@ async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String)
         last = now;
         match load(&path) {
             Ok((new_group, snapshot)) => {
+                cache.set_snapshot(&new_group, snapshot);
                 if new_group != group {
-                    tracing::warn!(old = %group, new = %new_group, "node group changed; Envoys of the old group keep their last config");
+                    // Only the file's group is served: the old group's Envoys are disconnected
+                    // and refused; they keep their last config.
+                    tracing::warn!(old = %group, new = %new_group, "node group changed; the old group is no longer served");
+                    cache.remove_group(&group);
                     group = new_group;
                 }
-                cache.set_snapshot(&group, snapshot);
             }
             Err(e) => {
                 tracing::error!(error = %e, "invalid broker file; the last good config keeps serving");
@@ -311,5 +314,69 @@ listeners:
                 .resources
                 .is_empty()
         );
+    }
+
+    mod fuzz {
+        //! The broker file is outside input: any bytes, and any edit of a good file, give a
+        //! model or an error — never a panic — and a model always translates.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(text: &str) -> Result<(), TestCaseError> {
+            let p = Path::new("brokers.yaml");
+            if let Ok(file) = BrokersFile::parse(p, text)
+                && let Ok(model) = file.to_model(p)
+            {
+                prop_assert!(translate(&model).is_ok());
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                check(&String::from_utf8_lossy(&bytes))?;
+            }
+
+            #[test]
+            fn edits_of_a_good_file(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..8)
+            ) {
+                let mut bytes = GOOD.as_bytes().to_vec();
+                for (at, byte, op) in edits {
+                    let i = at.index(bytes.len() + 1);
+                    match op {
+                        0 => bytes.insert(i, byte),
+                        1 if i < bytes.len() => bytes[i] = byte,
+                        _ if i < bytes.len() => { bytes.remove(i); }
+                        _ => {}
+                    }
+                }
+                check(&String::from_utf8_lossy(&bytes))?;
+            }
+
+            #[test]
+            fn generated_files(
+                ids in prop::collection::vec(-2i32..70000, 0..6),
+                base in any::<u16>(),
+                bootstrap in any::<u16>(),
+                sni in any::<bool>(),
+                host in "[a-z0-9.:-]{0,12}",
+            ) {
+                let mut text = format!("cluster: c\nlisteners:\n  - name: l\n    bootstrapPort: {bootstrap}\n");
+                if sni {
+                    text.push_str("    sni: {domain: kafka.example.com}\n");
+                } else {
+                    text.push_str(&format!("    brokerPortBase: {base}\n"));
+                }
+                text.push_str("    brokers:\n");
+                for id in ids {
+                    text.push_str(&format!("      - {{id: {id}, host: \"{host}\", port: 9092}}\n"));
+                }
+                check(&text)?;
+            }
+        }
     }
 }

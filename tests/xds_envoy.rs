@@ -266,11 +266,11 @@ async fn forwards_and_updates_live(delta: bool) -> anyhow::Result<()> {
     reaches((ip, BASE_PORT + 2).into(), "broker-2").await?;
     held.echo("after the update\n").await?;
     assert_eq!(envoy.pid(), pid);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(
-        envoy.uptime_seconds().await? > uptime_before,
-        "Envoy was not restarted"
-    );
+    // Uptime counts on (a restarted Envoy would start again from 0).
+    wait_for("Envoy's uptime to count on", WAIT, POLL, || async {
+        (envoy.uptime_seconds().await.ok()? > uptime_before).then_some(())
+    })
+    .await?;
     assert_eq!(
         envoy.stat("listener_manager.lds.update_rejected").await?,
         Some(0)
@@ -499,6 +499,86 @@ async fn delta_survives_a_control_plane_restart() -> anyhow::Result<()> {
     survives_a_control_plane_restart(true).await
 }
 
+/// SIGTERM: `pier xds` ends every stream (Envoy sees the control plane go at once and keeps
+/// forwarding on its config) and exits without waiting for Envoy to hang up.
+async fn drains_on_sigterm(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-sigterm-{}", mode(delta)))?;
+    let Setup { ip, access } = setup(&[0]).await?;
+    let group = access.group();
+    let mut pier = PierXds::start(&logs, &brokers_file(&access))?;
+    let mut envoy = envoy_at(&logs, pier.listen.port(), "envoy-0", &group, delta).await?;
+    envoy.wait_live(WAIT).await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    let mut process = pier.process.take().context("pier xds runs")?;
+    let asked = std::time::Instant::now();
+    process.signal(libc::SIGTERM);
+    let status = wait_for("pier xds to exit", WAIT, POLL, || {
+        let status = process.try_exit();
+        async move { status }
+    })
+    .await?;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "exited within the drain timeout: {:?}",
+        asked.elapsed()
+    );
+    let log = std::fs::read_to_string(&pier.log)?;
+    assert!(log.contains("xDS server stopping"), "{log}");
+    wait_for(
+        "Envoy to see the control plane gone",
+        WAIT,
+        POLL,
+        || async { (envoy.stat("control_plane.connected_state").await.ok()?? == 0).then_some(()) },
+    )
+    .await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_drains_on_sigterm() -> anyhow::Result<()> {
+    drains_on_sigterm(false).await
+}
+
+#[tokio::test]
+async fn delta_drains_on_sigterm() -> anyhow::Result<()> {
+    drains_on_sigterm(true).await
+}
+
+/// An Envoy that starts before its group is served (before the operator's first reconcile)
+/// waits, and gets its config once the group's first snapshot is set.
+async fn an_envoy_may_start_before_its_group_is_served(delta: bool) -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test(&format!("xds-early-{}", mode(delta)))?;
+    let xds = Xds::start().await?;
+    let Setup { ip, access } = setup(&[0]).await?;
+    let group = access.group();
+    let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+    wait_for(
+        "Envoy's stream to wait for its group",
+        WAIT,
+        POLL,
+        || async { (xds.cache.waiting_streams() == 1).then_some(()) },
+    )
+    .await?;
+    assert_eq!(xds.cache.node_count(), 0, "no node state before admission");
+    let snap = xds.set(std::slice::from_ref(&access));
+    envoy.wait_live(WAIT).await?;
+    xds.wait_acked(&group, &snap).await?;
+    reaches((ip, BASE_PORT).into(), "broker-0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sotw_an_envoy_may_start_before_its_group_is_served() -> anyhow::Result<()> {
+    an_envoy_may_start_before_its_group_is_served(false).await
+}
+
+#[tokio::test]
+async fn delta_an_envoy_may_start_before_its_group_is_served() -> anyhow::Result<()> {
+    an_envoy_may_start_before_its_group_is_served(true).await
+}
+
 async fn groups_are_isolated(delta: bool) -> anyhow::Result<()> {
     let logs = LogDir::for_current_test(&format!("xds-groups-{}", mode(delta)))?;
     let xds = Xds::start().await?;
@@ -712,6 +792,114 @@ mod sni {
             .unwrap_or(0);
         assert!(in_place >= 1, "the SNI listener was updated in place");
         Ok(())
+    }
+
+    /// Whether Envoy's `/clusters` lists `cluster`.
+    async fn has_cluster(envoy: &Envoy, cluster: &str) -> anyhow::Result<bool> {
+        let text = envoy.admin_get("/clusters").await?;
+        Ok(text.lines().any(|l| l.starts_with(&format!("{cluster}::"))))
+    }
+
+    /// Nothing is in flight to `node`: every response it got was ACKed or NACKed.
+    fn settled(xds: &Xds, node: &str) -> bool {
+        xds.cache.node_status(node).is_some_and(|n| {
+            n.types.values().all(|t| {
+                t.sent_version.is_some()
+                    && (t.acked_version == t.sent_version
+                        || t.nacked.as_ref().map(|n| &n.version) == t.sent_version.as_ref())
+            })
+        })
+    }
+
+    /// Broker 1 leaves in the same update that makes the SNI listener invalid (a bad bind
+    /// address). Envoy rejects the listener and keeps the old one, whose chain for broker 1
+    /// still routes to broker 1's cluster: the cluster (and its endpoints) must stay, and both
+    /// open and new connections to broker 1 keep working until a listener update is ACKed.
+    async fn a_rejected_listener_keeps_its_clusters(delta: bool) -> anyhow::Result<()> {
+        let logs = LogDir::for_current_test(&format!("xds-sni-nack-{}", mode(delta)))?;
+        let ca = Ca::new("pier-sni-nack-ca")?;
+        let xds = Xds::start().await?;
+        let ip = pier_testenv::net::loopback_ips(1, &[BOOTSTRAP_PORT])?[0];
+        let access = ExternalAccess {
+            namespace: "kafka".into(),
+            cluster: "sni".into(),
+            listener: "tls".into(),
+            bind_address: ip.to_string(),
+            bootstrap_port: BOOTSTRAP_PORT,
+            routing: BrokerRouting::Sni {
+                domain: DOMAIN.into(),
+            },
+            idle_timeout: Duration::from_secs(600),
+            brokers: vec![broker(&ca, 0).await?, broker(&ca, 1).await?],
+        };
+        let group = access.group();
+        let good = xds.set(std::slice::from_ref(&access));
+        let mut envoy = envoy(&logs, &xds, "envoy-0", &group, delta).await?;
+        envoy.wait_live(WAIT).await?;
+        xds.wait_acked(&group, &good).await?;
+        let port: SocketAddr = (ip, BOOTSTRAP_PORT).into();
+        let one = format!("broker-1.{DOMAIN}");
+        tls_reaches(&ca, port, &one, "broker-1").await?;
+        let mut open = TlsClient::connect(&ca, port, &one).await?;
+        open.echo("before\n").await?;
+        let cluster = format!("{}/broker-1", access.resource_prefix());
+        assert!(has_cluster(&envoy, &cluster).await?);
+
+        let mut bad = access.clone();
+        bad.brokers.retain(|b| b.id != 1);
+        bad.bind_address = "999.0.0.1".into();
+        xds.set(&[bad]);
+        wait_for(
+            "the NACK, with nothing left in flight",
+            WAIT,
+            POLL,
+            || async {
+                let rejected = xds.cache.group_status(&group).rejected?;
+                (rejected.r#type == "listener" && settled(&xds, "envoy-0")).then_some(rejected)
+            },
+        )
+        .await?;
+        assert!(
+            has_cluster(&envoy, &cluster).await?,
+            "the rejected update's dropped cluster is held"
+        );
+        open.echo("after the NACK\n").await?;
+        let fresh = TlsClient::connect(&ca, port, &one).await?;
+        assert_eq!(fresh.greeting, "broker-1", "new connections reach it too");
+        assert!(
+            envoy
+                .stat("listener_manager.lds.update_rejected")
+                .await?
+                .unwrap_or(0)
+                >= 1
+        );
+        // Envoys that connect now get the last good config, not the rejected one.
+        assert_eq!(
+            xds.cache.group_status(&group).last_good_version,
+            Some(good.version())
+        );
+
+        // A valid update is ACKed: the cluster goes.
+        let mut fixed = access.clone();
+        fixed.brokers.retain(|b| b.id != 1);
+        let snap = xds.set(&[fixed]);
+        xds.wait_acked(&group, &snap).await?;
+        wait_for("broker 1's cluster to go", WAIT, POLL, || async {
+            (!has_cluster(&envoy, &cluster).await.ok()?).then_some(())
+        })
+        .await?;
+        tls_reaches(&ca, port, &format!("broker-0.{DOMAIN}"), "broker-0").await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn sotw_a_rejected_listener_keeps_its_clusters() -> anyhow::Result<()> {
+        a_rejected_listener_keeps_its_clusters(false).await
+    }
+
+    #[tokio::test]
+    async fn delta_a_rejected_listener_keeps_its_clusters() -> anyhow::Result<()> {
+        a_rejected_listener_keeps_its_clusters(true).await
     }
 
     #[tokio::test]

@@ -465,6 +465,11 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     if kc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
         remove_legacy_finalizer(kc, ctx).await?;
     }
+    // Envoys of this cluster are served from now on, even before its first snapshot.
+    if !kc.spec.listeners.external.is_empty() {
+        ctx.cache
+            .declare_group(&crate::model::group_name(&ns, &name));
+    }
     let stores = ctx
         .stores_for(&ns)
         .ok_or_else(|| Error::Stores(format!("namespace {ns} is not watched")))?;

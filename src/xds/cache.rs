@@ -1,16 +1,23 @@
-//! The snapshot cache: the current snapshot of every node group, fanned out to that group's
-//! streams through a `tokio::sync::watch` channel (one update reaches any number of streams
-//! without a lock held across an await), and what every Envoy node said about it.
+//! The snapshot cache: the node groups Pier serves, the current snapshot of each, fanned out to
+//! that group's streams through a `tokio::sync::watch` channel (one update reaches any number of
+//! streams without a lock held across an await), and what every connected Envoy node said
+//! about it.
 //!
-//! A snapshot that an Envoy NACKed is marked rejected: streams that connect afterwards get the
-//! group's last snapshot that was fully ACKed instead, so a bad config never reaches a fresh
-//! Envoy that has nothing to fall back to. The next snapshot clears the mark.
+//! Only declared groups are served ([`SnapshotCache::declare_group`], or a snapshot set for
+//! it): what a client names cannot create state. A node is forgotten when its last stream
+//! closes.
+//!
+//! "Last good config", per group: a snapshot is good once some node applied it (ACKed all of it,
+//! whatever types it uses — a DNS-only config has no endpoints) and no node rejected it; a NACK
+//! from any node takes that back, whatever others ACKed. While the current snapshot is
+//! rejected, streams that connect get the last good one instead, so a bad config never reaches
+//! a fresh Envoy that has nothing to fall back to. The next snapshot clears the mark.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::metrics::{GroupLabels, XdsMetrics};
 use super::session::StreamEvent;
@@ -31,15 +38,17 @@ pub struct Nack {
     pub error: String,
 }
 
-/// One Envoy node (by `node.id`).
+/// One connected Envoy node (by `node.id`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeStatus {
     pub node_id: String,
     pub group: String,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
-    /// Open streams of this node (0: disconnected).
+    /// Open streams of this node.
     pub streams: u32,
+    /// The snapshot version this node last applied in full.
+    pub applied_version: Option<String>,
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
 
@@ -49,10 +58,12 @@ pub struct GroupStatus {
     pub group: String,
     /// Version of the current snapshot, if any.
     pub version: Option<String>,
-    /// Every connected node ACKed the current snapshot's version of every type it receives.
+    /// Every connected node applied the current snapshot (some node is connected).
     pub all_acked: bool,
     /// The latest NACK of the current snapshot, if any.
     pub rejected: Option<Rejection>,
+    /// Version of the snapshot new streams start from while the current one is rejected.
+    pub last_good_version: Option<String>,
     pub nodes: Vec<NodeStatus>,
 }
 
@@ -66,32 +77,45 @@ pub struct Rejection {
 
 struct GroupEntry {
     tx: watch::Sender<Option<Arc<Snapshot>>>,
-    last_good: Option<Arc<Snapshot>>,
+    /// The last good snapshot before the current one.
+    previous_good: Option<Arc<Snapshot>>,
+    /// Some node applied the current snapshot.
+    current_applied: bool,
     rejected: Option<Rejection>,
-    acked_types: BTreeSet<ResourceType>,
 }
 
 impl GroupEntry {
     fn new() -> Self {
         Self {
             tx: watch::Sender::new(None),
-            last_good: None,
+            previous_good: None,
+            current_applied: false,
             rejected: None,
-            acked_types: BTreeSet::new(),
         }
     }
 
     fn current(&self) -> Option<Arc<Snapshot>> {
         self.tx.borrow().clone()
     }
+
+    fn last_good(&self) -> Option<Arc<Snapshot>> {
+        match self.current() {
+            Some(current) if self.current_applied && self.rejected.is_none() => Some(current),
+            _ => self.previous_good.clone(),
+        }
+    }
 }
 
-/// Snapshots per node group, and the status of every node.
+/// Snapshots per node group, and the status of every connected node.
 #[derive(Default)]
 pub struct SnapshotCache {
     groups: DashMap<String, GroupEntry>,
     nodes: DashMap<String, NodeStatus>,
     metrics: Arc<XdsMetrics>,
+    /// Woken when a group is declared (streams of an unknown group wait for it).
+    declared: Notify,
+    /// Streams waiting for their group now.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -106,9 +130,8 @@ impl std::fmt::Debug for SnapshotCache {
 impl SnapshotCache {
     pub fn new(metrics: Arc<XdsMetrics>) -> Self {
         Self {
-            groups: DashMap::new(),
-            nodes: DashMap::new(),
             metrics,
+            ..Self::default()
         }
     }
 
@@ -116,22 +139,77 @@ impl SnapshotCache {
         &self.metrics
     }
 
-    /// Makes `snapshot` the group's config and pushes it to the group's streams. A snapshot
-    /// with the same versions as the current one changes nothing. Returns the current snapshot.
-    pub fn set_snapshot(&self, group: &str, snapshot: Snapshot) -> Arc<Snapshot> {
-        let mut entry = self
-            .groups
+    /// Declares that Pier serves `group` (an operator: a KafkaCluster it reconciles, before its
+    /// first snapshot exists). Envoys of the group may connect; they get config once a snapshot
+    /// is set. Declaring a known group changes nothing.
+    pub fn declare_group(&self, group: &str) {
+        if self.groups.contains_key(group) {
+            return;
+        }
+        self.groups
             .entry(group.to_string())
             .or_insert_with(GroupEntry::new);
+        self.declared.notify_waiters();
+        tracing::debug!(group, "node group declared");
+    }
+
+    /// Whether Pier serves `group`.
+    pub fn is_declared(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    /// Waits until `group` is declared (at most until `deadline`). Allocates nothing per caller.
+    pub async fn wait_declared(&self, group: &str, deadline: tokio::time::Instant) -> bool {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        loop {
+            let notified = self.declared.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_declared(group) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_declared(group);
+            }
+        }
+    }
+
+    /// Streams waiting for their group to be declared.
+    pub fn waiting_streams(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes `snapshot` the group's config (declaring the group) and pushes it to the group's
+    /// streams. A snapshot with the same versions as the current one changes nothing. Returns
+    /// the current snapshot.
+    pub fn set_snapshot(&self, group: &str, snapshot: Snapshot) -> Arc<Snapshot> {
+        let mut new_group = false;
+        let mut entry = self.groups.entry(group.to_string()).or_insert_with(|| {
+            new_group = true;
+            GroupEntry::new()
+        });
         if let Some(current) = entry.current()
-            && current.version() == snapshot.version()
+            && current.version_str() == snapshot.version_str()
         {
             return current;
         }
         let snapshot = Arc::new(snapshot);
+        entry.previous_good = entry.last_good();
         entry.rejected = None;
-        entry.acked_types.clear();
+        entry.current_applied = false;
         entry.tx.send_replace(Some(snapshot.clone()));
+        drop(entry);
+        if new_group {
+            self.declared.notify_waiters();
+        }
         self.metrics
             .snapshot_updates
             .get_or_create(&GroupLabels {
@@ -142,9 +220,15 @@ impl SnapshotCache {
         snapshot
     }
 
-    /// Forgets a group's config (its cluster is gone). Connected Envoys keep what they have.
+    /// Forgets a group (its cluster is gone, or Pier no longer serves it): its streams end,
+    /// and Envoys that reconnect are refused. Envoys keep the config they have.
     pub fn remove_group(&self, group: &str) {
         if self.groups.remove(group).is_some() {
+            let labels = GroupLabels {
+                group: group.to_string(),
+            };
+            self.metrics.connected_streams.remove(&labels);
+            self.metrics.snapshot_updates.remove(&labels);
             tracing::info!(group, "node group removed");
         }
     }
@@ -154,26 +238,25 @@ impl SnapshotCache {
         self.groups.get(group).and_then(|e| e.current())
     }
 
-    /// For a new stream: the snapshot to start with (the last good one while the current one is
-    /// rejected) and a receiver of later snapshots.
+    /// For a new stream of a declared group: the snapshot to start with (the last good one
+    /// while the current one is rejected) and a receiver of later snapshots. `None` if the
+    /// group is not declared.
+    #[allow(clippy::type_complexity)]
     pub fn subscribe(
         &self,
         group: &str,
-    ) -> (
+    ) -> Option<(
         Option<Arc<Snapshot>>,
         watch::Receiver<Option<Arc<Snapshot>>>,
-    ) {
-        let entry = self
-            .groups
-            .entry(group.to_string())
-            .or_insert_with(GroupEntry::new);
+    )> {
+        let entry = self.groups.get(group)?;
         let mut rx = entry.tx.subscribe();
         rx.mark_unchanged();
-        let start = match (&entry.rejected, &entry.last_good) {
-            (Some(_), Some(good)) => Some(good.clone()),
+        let start = match (&entry.rejected, entry.last_good()) {
+            (Some(_), Some(good)) => Some(good),
             _ => entry.current(),
         };
-        (start, rx)
+        Some((start, rx))
     }
 
     /// A stream of `node_id` opened; the returned guard closes it when dropped.
@@ -191,11 +274,17 @@ impl SnapshotCache {
                 group: group.to_string(),
                 protocol,
                 streams: 0,
+                applied_version: None,
                 types: BTreeMap::new(),
             });
         node.streams += 1;
-        node.group = group.to_string();
+        if node.group != group {
+            node.group = group.to_string();
+            node.applied_version = None;
+            node.types.clear();
+        }
         node.protocol = protocol;
+        drop(node);
         self.metrics
             .connected_streams
             .get_or_create(&GroupLabels {
@@ -207,6 +296,11 @@ impl SnapshotCache {
             node_id: node_id.to_string(),
             group: group.to_string(),
         }
+    }
+
+    /// Nodes with an open stream (the per-node map's size).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     /// Records what a stream of `node_id` sent or heard.
@@ -226,11 +320,15 @@ impl SnapshotCache {
                     type_,
                     version,
                     error,
+                    ..
                 } => {
                     node.types.entry(type_.short()).or_default().nacked = Some(Nack {
                         version: version.clone(),
                         error: error.clone(),
                     });
+                }
+                StreamEvent::Applied { snapshot } => {
+                    node.applied_version = Some(snapshot.clone());
                 }
             }
         }
@@ -251,20 +349,22 @@ impl SnapshotCache {
                         .observe(created.elapsed().as_secs_f64());
                 }
                 tracing::debug!(node = node_id, group, type_ = type_.short(), version, "ACK");
+            }
+            StreamEvent::Applied { snapshot } => {
+                tracing::debug!(node = node_id, group, snapshot, "config applied");
                 if let Some(mut entry) = self.groups.get_mut(group)
-                    && let Some(current) = entry.current()
-                    && current.get(*type_).version == *version
+                    && entry
+                        .current()
+                        .is_some_and(|c| c.version_str() == snapshot.as_str())
                 {
-                    entry.acked_types.insert(*type_);
-                    if entry.acked_types.len() == ResourceType::ALL.len() {
-                        entry.last_good = Some(current);
-                    }
+                    entry.current_applied = true;
                 }
             }
             StreamEvent::Nacked {
                 type_,
                 version,
                 error,
+                snapshot,
             } => {
                 self.metrics.nacks.get_or_create(&labels(*type_)).inc();
                 tracing::warn!(
@@ -277,7 +377,7 @@ impl SnapshotCache {
                 );
                 if let Some(mut entry) = self.groups.get_mut(group)
                     && let Some(current) = entry.current()
-                    && version.starts_with(&current.get(*type_).version)
+                    && snapshot.as_deref() == Some(current.version_str())
                 {
                     entry.rejected = Some(Rejection {
                         node_id: node_id.to_string(),
@@ -295,9 +395,9 @@ impl SnapshotCache {
     }
 
     pub fn group_status(&self, group: &str) -> GroupStatus {
-        let (current, rejected) = match self.groups.get(group) {
-            Some(e) => (e.current(), e.rejected.clone()),
-            None => (None, None),
+        let (current, rejected, last_good) = match self.groups.get(group) {
+            Some(e) => (e.current(), e.rejected.clone(), e.last_good()),
+            None => (None, None, None),
         };
         let mut nodes: Vec<NodeStatus> = self
             .nodes
@@ -306,30 +406,23 @@ impl SnapshotCache {
             .map(|n| n.clone())
             .collect();
         nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        let connected: Vec<&NodeStatus> = nodes.iter().filter(|n| n.streams > 0).collect();
         let all_acked = current.as_ref().is_some_and(|snap| {
-            !connected.is_empty()
-                && connected.iter().all(|n| {
-                    ResourceType::ALL
-                        .iter()
-                        .all(|t| match n.types.get(t.short()) {
-                            None => *t == ResourceType::Endpoint,
-                            Some(s) => {
-                                s.acked_version.as_deref() == Some(snap.get(*t).version.as_str())
-                            }
-                        })
-                })
+            !nodes.is_empty()
+                && nodes
+                    .iter()
+                    .all(|n| n.applied_version.as_deref() == Some(snap.version_str()))
         });
         GroupStatus {
             group: group.to_string(),
             version: current.map(|s| s.version()),
             all_acked,
             rejected,
+            last_good_version: last_good.map(|s| s.version()),
             nodes,
         }
     }
 
-    /// Every group with a snapshot or a node.
+    /// Every declared group, and every group with a node.
     pub fn groups(&self) -> Vec<String> {
         let mut g: BTreeSet<String> = self.groups.iter().map(|e| e.key().clone()).collect();
         g.extend(self.nodes.iter().map(|n| n.group.clone()));
@@ -337,7 +430,7 @@ impl SnapshotCache {
     }
 }
 
-/// Marks a stream closed when dropped.
+/// Closes a stream when dropped; the node is forgotten with its last stream.
 pub struct StreamGuard {
     cache: Arc<SnapshotCache>,
     node_id: String,
@@ -350,12 +443,15 @@ impl Drop for StreamGuard {
             node.streams = node.streams.saturating_sub(1);
         }
         self.cache
-            .metrics
-            .connected_streams
-            .get_or_create(&GroupLabels {
-                group: self.group.clone(),
-            })
-            .dec();
+            .nodes
+            .remove_if(&self.node_id, |_, n| n.streams == 0);
+        // A removed group's gauge is gone; do not bring it back.
+        let labels = GroupLabels {
+            group: self.group.clone(),
+        };
+        if let Some(gauge) = self.cache.metrics.connected_streams.get(&labels) {
+            gauge.dec();
+        }
     }
 }
 
@@ -369,7 +465,8 @@ mod tests {
         Snapshot::new(translate(&[per_port(ids)]).unwrap())
     }
 
-    fn ack_all(cache: &SnapshotCache, node: &str, s: &Snapshot) {
+    /// What a stream tells once its node has all of `s`.
+    fn apply(cache: &SnapshotCache, node: &str, s: &Snapshot) {
         for t in ResourceType::ALL {
             let version = s.get(t).version.clone();
             cache.record(
@@ -390,13 +487,37 @@ mod tests {
                 },
             );
         }
+        cache.record(
+            node,
+            "g",
+            &StreamEvent::Applied {
+                snapshot: s.version(),
+            },
+        );
+    }
+
+    fn nack(cache: &SnapshotCache, node: &str, s: &Snapshot) {
+        cache.record(
+            node,
+            "g",
+            &StreamEvent::Nacked {
+                type_: ResourceType::Listener,
+                version: s.get(ResourceType::Listener).version.clone(),
+                error: "boom".into(),
+                snapshot: Some(s.version()),
+            },
+        );
+    }
+
+    fn start(cache: &SnapshotCache) -> Arc<Snapshot> {
+        cache.subscribe("g").unwrap().0.unwrap()
     }
 
     #[test]
     fn setting_the_same_config_twice_changes_nothing() {
         let cache = Arc::new(SnapshotCache::default());
         let a = cache.set_snapshot("g", snap(&[0]));
-        let (_, rx) = cache.subscribe("g");
+        let (_, rx) = cache.subscribe("g").unwrap();
         let b = cache.set_snapshot("g", snap(&[0]));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!rx.has_changed().unwrap());
@@ -405,28 +526,65 @@ mod tests {
     }
 
     #[test]
-    fn group_status_follows_acks_and_nacks() {
+    fn only_declared_groups_are_served() {
+        let cache = Arc::new(SnapshotCache::default());
+        assert!(cache.subscribe("nobody").is_none());
+        assert!(cache.groups().is_empty(), "asking created nothing");
+        cache.declare_group("g");
+        let (start, _) = cache.subscribe("g").unwrap();
+        assert!(start.is_none(), "declared before its first snapshot");
+        cache.set_snapshot("h", snap(&[0]));
+        assert!(cache.is_declared("h"));
+        cache.remove_group("h");
+        assert!(cache.subscribe("h").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_may_wait_for_its_group() {
+        let cache = Arc::new(SnapshotCache::default());
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert!(!cache.wait_declared("g", soon).await);
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let later = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+                cache.wait_declared("g", later).await
+            })
+        };
+        tokio::task::yield_now().await;
+        cache.declare_group("g");
+        assert!(waiter.await.unwrap());
+    }
+
+    #[test]
+    fn nodes_are_forgotten_with_their_last_stream() {
+        let cache = Arc::new(SnapshotCache::default());
+        cache.declare_group("g");
+        let a = cache.open_stream("envoy-0", "g", "sotw");
+        let b = cache.open_stream("envoy-0", "g", "sotw");
+        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 2);
+        drop(a);
+        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 1);
+        drop(b);
+        assert!(cache.node_status("envoy-0").is_none());
+        assert_eq!(cache.node_count(), 0);
+    }
+
+    #[test]
+    fn group_status_follows_applies_and_nacks() {
         let cache = Arc::new(SnapshotCache::default());
         let good = cache.set_snapshot("g", snap(&[0]));
         assert!(!cache.group_status("g").all_acked, "nobody connected");
         let guard = cache.open_stream("envoy-0", "g", "sotw");
-        ack_all(&cache, "envoy-0", &good);
+        apply(&cache, "envoy-0", &good);
         let status = cache.group_status("g");
         assert!(status.all_acked);
         assert_eq!(status.version, Some(good.version()));
+        assert_eq!(status.last_good_version, Some(good.version()));
         assert_eq!(status.nodes[0].streams, 1);
 
         let bad = cache.set_snapshot("g", snap(&[0, 1]));
-        let version = bad.get(ResourceType::Listener).version.clone();
-        cache.record(
-            "envoy-0",
-            "g",
-            &StreamEvent::Nacked {
-                type_: ResourceType::Listener,
-                version: version.clone(),
-                error: "boom".into(),
-            },
-        );
+        nack(&cache, "envoy-0", &bad);
         let status = cache.group_status("g");
         assert!(!status.all_acked);
         let rejected = status.rejected.unwrap();
@@ -437,22 +595,77 @@ mod tests {
         assert_eq!(
             status.nodes[0].types["listener"].nacked,
             Some(Nack {
-                version,
+                version: bad.get(ResourceType::Listener).version.clone(),
                 error: "boom".into()
             })
         );
         // A new Envoy gets the last good config, not the rejected one.
-        let (start, _) = cache.subscribe("g");
-        assert!(Arc::ptr_eq(&start.unwrap(), &good));
+        assert!(Arc::ptr_eq(&start(&cache), &good));
 
         // The next config clears the rejection.
         let fixed = cache.set_snapshot("g", snap(&[0, 2]));
-        let (start, _) = cache.subscribe("g");
-        assert!(Arc::ptr_eq(&start.unwrap(), &fixed));
+        assert!(Arc::ptr_eq(&start(&cache), &fixed));
         assert!(cache.group_status("g").rejected.is_none());
 
         drop(guard);
-        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 0);
+        assert!(cache.node_status("envoy-0").is_none());
         assert!(!cache.group_status("g").all_acked, "no connected node");
+    }
+
+    #[test]
+    fn one_nodes_ack_does_not_bless_what_another_rejected() {
+        let cache = Arc::new(SnapshotCache::default());
+        let _a = cache.open_stream("a", "g", "sotw");
+        let _b = cache.open_stream("b", "g", "sotw");
+        let good = cache.set_snapshot("g", snap(&[0]));
+        apply(&cache, "a", &good);
+        let bad = cache.set_snapshot("g", snap(&[0, 1]));
+        apply(&cache, "a", &bad);
+        assert_eq!(
+            cache.group_status("g").last_good_version,
+            Some(bad.version())
+        );
+        nack(&cache, "b", &bad);
+        // Even an ACK after the NACK does not make it good again.
+        apply(&cache, "a", &bad);
+        let status = cache.group_status("g");
+        assert_eq!(status.last_good_version, Some(good.version()));
+        assert!(Arc::ptr_eq(&start(&cache), &good));
+        // The next snapshot starts from the last good one.
+        let next = cache.set_snapshot("g", snap(&[0, 2]));
+        nack(&cache, "a", &next);
+        assert!(Arc::ptr_eq(&start(&cache), &good));
+    }
+
+    #[test]
+    fn a_nack_of_an_older_snapshot_does_not_mark_the_current_one() {
+        let cache = Arc::new(SnapshotCache::default());
+        let _a = cache.open_stream("a", "g", "sotw");
+        let old = cache.set_snapshot("g", snap(&[0]));
+        let current = cache.set_snapshot("g", snap(&[0, 1]));
+        nack(&cache, "a", &old);
+        assert!(cache.group_status("g").rejected.is_none());
+        assert!(Arc::ptr_eq(&start(&cache), &current));
+    }
+
+    #[test]
+    fn a_config_without_endpoints_becomes_good() {
+        let cache = Arc::new(SnapshotCache::default());
+        let _a = cache.open_stream("a", "g", "sotw");
+        let mut access = per_port(&[0]);
+        access.brokers[0].host = "kafka-0.example".into();
+        let dns = cache.set_snapshot("g", Snapshot::new(translate(&[access]).unwrap()));
+        assert!(dns.get(ResourceType::Endpoint).resources.is_empty());
+        // The session tells Applied without any endpoint ACK.
+        cache.record(
+            "a",
+            "g",
+            &StreamEvent::Applied {
+                snapshot: dns.version(),
+            },
+        );
+        let status = cache.group_status("g");
+        assert!(status.all_acked);
+        assert_eq!(status.last_good_version, Some(dns.version()));
     }
 }

@@ -1,45 +1,38 @@
 //! The incremental (delta) ADS protocol for one stream, without I/O. Only resources whose
 //! version differs from what the client has are sent, removals are named in
 //! `removed_resources`, and a named subscription to a resource that does not exist is answered
-//! with that name as removed. Ordering, ACK/NACK and the cluster hold follow the SotW session.
+//! with that name as removed. Ordering, ACK/NACK and the cluster hold follow the SotW session;
+//! the removal of a held cluster's endpoints is held with it.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as PbResource,
 };
+use envoy_types::pb::google::protobuf::Any;
 
-use super::session::{Output, StreamEvent};
-use super::{ResourceType, Snapshot};
-
-#[derive(Debug, Default)]
-struct TypeState {
-    requested: bool,
-    wildcard: bool,
-    names: BTreeSet<String>,
-    /// name → version the client has.
-    known: BTreeMap<String, String>,
-    /// Newly named resources that do not exist: told as removed once.
-    missing: BTreeSet<String>,
-    last_nonce: String,
-    sent_version: String,
-    sent_created: Option<Instant>,
-}
+use super::session::{Output, Refused, StreamEvent};
+use super::subscription::{MAX_NAME_LEN, MAX_NAMES, Reply, StreamState};
+use super::{Resource, ResourceType, Snapshot};
 
 /// One delta ADS stream.
 #[derive(Debug, Default)]
 pub struct DeltaSession {
-    snapshot: Option<Arc<Snapshot>>,
-    types: [TypeState; 3],
-    nonce: u64,
-    holding_clusters: bool,
+    state: StreamState,
+    /// Newly named resources that do not exist, per type: told as removed once.
+    missing: [BTreeSet<String>; 3],
 }
 
 /// What would be sent for one type.
 struct Diff {
-    changed: Vec<PbResource>,
+    changed: Vec<Arc<Resource>>,
     removed: Vec<String>,
+}
+
+impl Diff {
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 impl DeltaSession {
@@ -48,11 +41,12 @@ impl DeltaSession {
     }
 
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DeltaDiscoveryResponse> {
-        self.snapshot = Some(snapshot);
+        self.state.set_snapshot(snapshot);
         let mut out = Output::default();
         for t in ResourceType::ALL {
             self.push(t, &mut out);
         }
+        self.check_applied(&mut out.events);
         out
     }
 
@@ -62,160 +56,178 @@ impl DeltaSession {
             tracing::debug!(type_url = %req.type_url, "ignoring request for a type Pier does not serve");
             return out;
         };
-        let snapshot = self.snapshot.clone();
-        let st = &mut self.types[t as usize];
-        let first = !st.requested;
-        if first {
-            // A reconnecting client says what it already has.
-            st.known = req
-                .initial_resource_versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-        }
-        let stale = !req.response_nonce.is_empty() && req.response_nonce != st.last_nonce;
-        let mut release_clusters = false;
-        if !req.response_nonce.is_empty() && !stale {
-            match &req.error_detail {
-                Some(status) => out.events.push(StreamEvent::Nacked {
-                    type_: t,
-                    version: st.sent_version.clone(),
-                    error: status.message.clone(),
-                }),
-                None => out.events.push(StreamEvent::Acked {
-                    type_: t,
-                    version: st.sent_version.clone(),
-                    snapshot_created: st.sent_created,
-                }),
-            }
-            release_clusters = t == ResourceType::Listener && self.holding_clusters;
-        }
-        // Subscription changes count even on a stale request.
-        if first && req.resource_names_subscribe.is_empty() && t.wildcard_by_default() {
-            st.wildcard = true;
-        }
-        for name in &req.resource_names_subscribe {
-            if name == "*" {
-                st.wildcard = true;
-            } else if st.names.insert(name.clone()) {
-                let exists = snapshot
-                    .as_ref()
-                    .is_some_and(|s| s.get(t).resources.contains_key(name));
-                if !exists {
-                    st.missing.insert(name.clone());
-                }
-            }
-        }
-        for name in &req.resource_names_unsubscribe {
-            if name == "*" {
-                st.wildcard = false;
-            } else {
-                st.names.remove(name);
-                st.missing.remove(name);
-                if !st.wildcard {
-                    st.known.remove(name);
-                }
-            }
-        }
-        st.requested = true;
-        self.push(t, &mut out);
-        if release_clusters {
-            self.holding_clusters = false;
-            self.push(ResourceType::Cluster, &mut out);
+        if let Err(refused) = self.on_request_of(t, req, &mut out) {
+            out.refused = Some(refused);
         }
         out
     }
 
+    fn on_request_of(
+        &mut self,
+        t: ResourceType,
+        req: &DeltaDiscoveryRequest,
+        out: &mut Output<DeltaDiscoveryResponse>,
+    ) -> Result<(), Refused> {
+        if !self.state.get(t).sub.requested() {
+            // A reconnecting client says what it already has (only versions: no bodies).
+            let initial = &req.initial_resource_versions;
+            if initial.len() > MAX_NAMES || initial.keys().any(|n| n.len() > MAX_NAME_LEN) {
+                return Err(Refused(format!(
+                    "{} initial {} resource versions (at most {MAX_NAMES}, names of at most {MAX_NAME_LEN} bytes)",
+                    initial.len(),
+                    t.short()
+                )));
+            }
+            if !initial.is_empty() {
+                self.state.set_resumed();
+            }
+            self.state.get_mut(t).has = initial
+                .iter()
+                .map(|(name, version)| {
+                    let known = Resource {
+                        name: name.clone(),
+                        version: version.clone(),
+                        body: Any::default(),
+                    };
+                    (name.clone(), Arc::new(known))
+                })
+                .collect();
+        }
+        let error = req.error_detail.as_ref().map(|s| s.message.as_str());
+        let reply = self
+            .state
+            .reply(t, &req.response_nonce, error, &mut out.events);
+        // Subscription changes count even on a stale request.
+        let change = self.state.get_mut(t).sub.update(
+            t,
+            &req.resource_names_subscribe,
+            &req.resource_names_unsubscribe,
+        )?;
+        let exists = |n: &String| {
+            self.state
+                .snapshot()
+                .is_some_and(|s| s.get(t).resources.contains_key(n))
+        };
+        let new_missing: Vec<String> = change
+            .added
+            .iter()
+            .filter(|n| !exists(n))
+            .cloned()
+            .collect();
+        let st = self.state.get_mut(t);
+        let missing = &mut self.missing[t as usize];
+        missing.extend(new_missing);
+        for name in &change.removed {
+            missing.remove(name);
+            if !st.sub.is_wildcard() {
+                st.has.remove(name);
+            }
+        }
+        self.push(t, out);
+        if t == ResourceType::Listener
+            && matches!(reply, Reply::Ack | Reply::Initial)
+            && !self.state.held().is_empty()
+            && self.listeners_settled()
+        {
+            self.push(ResourceType::Cluster, out);
+            self.push(ResourceType::Endpoint, out);
+        }
+        self.check_applied(&mut out.events);
+        Ok(())
+    }
+
     fn diff(&self, t: ResourceType) -> Diff {
-        let st = &self.types[t as usize];
-        let Some(snapshot) = &self.snapshot else {
+        let Some(snapshot) = self.state.snapshot() else {
             return Diff {
                 changed: Vec::new(),
                 removed: Vec::new(),
             };
         };
-        let all = &snapshot.get(t).resources;
-        let in_scope = |n: &String| st.wildcard || st.names.contains(n);
-        let changed = all
-            .iter()
-            .filter(|(n, r)| in_scope(n) && st.known.get(*n) != Some(&r.version))
-            .map(|(n, r)| PbResource {
-                name: n.clone(),
-                version: r.version.clone(),
-                resource: Some(r.body.clone()),
-                ..Default::default()
-            })
+        let st = self.state.get(t);
+        let changed = self
+            .state
+            .desired(t)
+            .into_values()
+            .filter(|r| st.has.get(&r.name).map(|h| &h.version) != Some(&r.version))
             .collect();
+        let all = &snapshot.get(t).resources;
         let mut removed: BTreeSet<String> = st
-            .known
+            .has
             .keys()
-            .filter(|n| !all.contains_key(*n))
+            .filter(|n| !all.contains_key(*n) && !self.state.is_held(t, n))
             .cloned()
             .collect();
-        removed.extend(st.missing.iter().filter(|n| !all.contains_key(*n)).cloned());
+        removed.extend(
+            self.missing[t as usize]
+                .iter()
+                .filter(|n| !all.contains_key(*n) && !self.state.is_held(t, n))
+                .cloned(),
+        );
         Diff {
             changed,
             removed: removed.into_iter().collect(),
         }
     }
 
-    fn listener_update_pending(&self) -> bool {
-        let d = self.diff(ResourceType::Listener);
-        self.types[ResourceType::Listener as usize].requested
-            && (!d.changed.is_empty() || !d.removed.is_empty())
+    fn listeners_settled(&self) -> bool {
+        let pending = !self.diff(ResourceType::Listener).is_empty();
+        self.state.listeners_settled(pending)
+    }
+
+    fn check_applied(&mut self, events: &mut Vec<StreamEvent>) {
+        let pending = ResourceType::ALL.map(|t| !self.diff(t).is_empty());
+        self.state.check_applied(pending, events);
     }
 
     fn push(&mut self, t: ResourceType, out: &mut Output<DeltaDiscoveryResponse>) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(snapshot) = self.state.snapshot().cloned() else {
             return;
         };
-        if !self.types[t as usize].requested {
+        if !self.state.get(t).sub.requested() {
             return;
         }
-        let mut diff = self.diff(t);
-        if t == ResourceType::Cluster
-            && !diff.removed.is_empty()
-            && (self.holding_clusters || self.listener_update_pending())
-        {
-            // Keep the clusters until the listeners that used them are gone.
-            diff.removed.clear();
-            self.holding_clusters = true;
+        if t == ResourceType::Cluster {
+            let settled = self.listeners_settled();
+            self.state.update_hold(settled);
         }
-        if diff.changed.is_empty() && diff.removed.is_empty() {
+        let diff = self.diff(t);
+        if diff.is_empty() {
             return;
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        let nonce = self.state.next_nonce();
         let version = snapshot.get(t).version.clone();
-        let st = &mut self.types[t as usize];
+        let mut has: BTreeMap<String, Arc<Resource>> = self.state.get(t).has.clone();
         for r in &diff.changed {
-            st.known.insert(r.name.clone(), r.version.clone());
+            has.insert(r.name.clone(), r.clone());
         }
         for n in &diff.removed {
-            st.known.remove(n);
-            st.missing.remove(n);
+            has.remove(n);
+            self.missing[t as usize].remove(n);
         }
-        st.last_nonce = nonce.clone();
-        st.sent_version = version.clone();
-        st.sent_created = Some(snapshot.created);
-        let changed_clusters: Vec<String> = if t == ResourceType::Cluster {
-            diff.changed.iter().map(|r| r.name.clone()).collect()
-        } else {
-            Vec::new()
-        };
         out.responses.push(DeltaDiscoveryResponse {
             system_version_info: version.clone(),
-            resources: diff.changed,
+            resources: diff
+                .changed
+                .iter()
+                .map(|r| PbResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                })
+                .collect(),
             type_url: t.type_url().to_string(),
             removed_resources: diff.removed,
-            nonce,
+            nonce: nonce.clone(),
             ..Default::default()
         });
-        out.events.push(StreamEvent::Sent { type_: t, version });
-        // Envoy warms an added or updated cluster only once its endpoints arrive (again).
-        let eds = &mut self.types[ResourceType::Endpoint as usize];
-        for name in changed_clusters {
-            eds.known.remove(&name);
+        self.state.sent(t, nonce, version, has, &mut out.events);
+        if t == ResourceType::Cluster {
+            // Envoy warms an added or updated cluster only once its endpoints arrive (again).
+            let eds = &mut self.state.get_mut(ResourceType::Endpoint).has;
+            for r in &diff.changed {
+                eds.remove(&r.name);
+            }
         }
     }
 }
@@ -304,15 +316,82 @@ mod tests {
             types_of(&out),
             [ResourceType::Endpoint, ResourceType::Listener]
         );
+        assert!(
+            out.responses[0].removed_resources.is_empty(),
+            "endpoint removals are held with their clusters"
+        );
         let lds = &out.responses[1];
         assert_eq!(lds.removed_resources, [format!("{B}/broker-1")]);
         let out = s.on_request(&ack(lds));
-        assert_eq!(types_of(&out), [ResourceType::Cluster]);
         assert_eq!(
-            out.responses[0].removed_resources,
-            [format!("{B}/broker-1")]
+            types_of(&out),
+            [ResourceType::Cluster, ResourceType::Endpoint]
         );
-        assert!(out.responses[0].resources.is_empty());
+        for r in &out.responses {
+            assert_eq!(r.removed_resources, [format!("{B}/broker-1")]);
+            assert!(r.resources.is_empty());
+        }
+    }
+
+    fn nack_of(r: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+        let mut n = ack(r);
+        n.error_detail = Some(Status {
+            code: 3,
+            message: "bad listener".into(),
+            details: vec![],
+        });
+        n
+    }
+
+    #[test]
+    fn a_nacked_listener_update_keeps_clusters_and_endpoints_held() {
+        let mut s = started(&[0, 1]);
+        let out = s.on_snapshot(snap(&[0]));
+        let lds = out.responses[1].clone();
+        let out = s.on_request(&nack_of(&lds));
+        assert!(out.responses.is_empty(), "nothing released on a NACK");
+        assert!(
+            !out.events
+                .iter()
+                .any(|e| matches!(e, StreamEvent::Applied { .. }))
+        );
+        // A later config is ACKed: then the removals go out.
+        let out = s.on_snapshot(snap(&[0, 2]));
+        let lds = out
+            .responses
+            .iter()
+            .find(|r| r.type_url == ResourceType::Listener.type_url())
+            .unwrap()
+            .clone();
+        assert!(
+            out.responses
+                .iter()
+                .all(|r| !r.removed_resources.contains(&format!("{B}/broker-1"))
+                    || r.type_url == ResourceType::Listener.type_url())
+        );
+        for r in &out.responses {
+            if r.type_url != ResourceType::Listener.type_url() {
+                s.on_request(&ack(r));
+            }
+        }
+        let out = s.on_request(&ack(&lds));
+        let removed: Vec<(ResourceType, Vec<String>)> = out
+            .responses
+            .iter()
+            .map(|r| {
+                (
+                    ResourceType::from_type_url(&r.type_url).unwrap(),
+                    r.removed_resources.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                (ResourceType::Cluster, vec![format!("{B}/broker-1")]),
+                (ResourceType::Endpoint, vec![format!("{B}/broker-1")])
+            ]
+        );
     }
 
     #[test]
@@ -397,5 +476,34 @@ mod tests {
         a.brokers[0].host = "kafka-0.example".into(); // cluster change (DNS)
         let out = s.on_snapshot(Arc::new(Snapshot::new(translate(&[a]).unwrap())));
         assert_eq!(types_of(&out)[0], ResourceType::Cluster);
+    }
+
+    #[test]
+    fn a_resumed_client_keeps_clusters_until_its_listeners_are_known() {
+        let old = snap(&[0, 1]);
+        let mut s = DeltaSession::new();
+        s.on_snapshot(snap(&[0]));
+        let mut cds = sub(ResourceType::Cluster, &[], "");
+        for (n, r) in &old.get(ResourceType::Cluster).resources {
+            cds.initial_resource_versions
+                .insert(n.clone(), r.version.clone());
+        }
+        let out = s.on_request(&cds);
+        assert!(
+            out.responses.is_empty(),
+            "broker-1's cluster is not removed before the listeners are known"
+        );
+        // The client already has the current listeners: nothing to send, the hold ends.
+        let mut lds = sub(ResourceType::Listener, &[], "");
+        for (n, r) in &snap(&[0]).get(ResourceType::Listener).resources {
+            lds.initial_resource_versions
+                .insert(n.clone(), r.version.clone());
+        }
+        let out = s.on_request(&lds);
+        assert_eq!(types_of(&out), [ResourceType::Cluster]);
+        assert_eq!(
+            out.responses[0].removed_resources,
+            [format!("{B}/broker-1")]
+        );
     }
 }

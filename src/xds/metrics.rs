@@ -1,5 +1,5 @@
 //! Prometheus metrics of the xDS server.
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,6 +16,22 @@ pub struct GroupLabels {
     pub group: String,
 }
 
+/// Why a stream was refused or cut: a fixed set, never a client's string.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RefusalReason {
+    UnknownGroup,
+    TooManyStreams,
+    TooManyWaiting,
+    FirstRequestTimeout,
+    BadNode,
+    SubscriptionLimit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub reason: RefusalReason,
+}
+
 type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
 
 /// Counters and histograms the server updates as streams come and go.
@@ -27,6 +43,7 @@ pub struct XdsMetrics {
     pub acks: Family<TypeLabels, Counter>,
     pub nacks: Family<TypeLabels, Counter>,
     pub ack_latency: HistogramFamily,
+    pub refused_streams: Family<RefusalLabels, Counter>,
 }
 
 impl Default for XdsMetrics {
@@ -42,6 +59,7 @@ impl Default for XdsMetrics {
             acks: Family::default(),
             nacks: Family::default(),
             ack_latency: Family::new_with_constructor(latency),
+            refused_streams: Family::default(),
         }
     }
 }
@@ -78,6 +96,17 @@ impl XdsMetrics {
             "From a snapshot being built to an Envoy ACKing it, per type",
             self.ack_latency.clone(),
         );
+        registry.register(
+            "pier_xds_refused_streams",
+            "Streams refused or ended by a limit, per reason",
+            self.refused_streams.clone(),
+        );
+    }
+
+    pub(crate) fn refused(&self, reason: RefusalReason) {
+        self.refused_streams
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     pub(crate) fn type_labels(t: super::ResourceType) -> TypeLabels {

@@ -6,11 +6,14 @@ pub mod delta;
 pub mod metrics;
 pub mod server;
 pub mod session;
+#[cfg(test)]
+mod session_props;
 pub mod snapshot;
 pub mod sotw;
+pub mod subscription;
 pub mod translate;
 
 pub use cache::{GroupStatus, NodeStatus, SnapshotCache};
-pub use server::{AdsServer, node_group, serve};
+pub use server::{AdsServer, Limits, node_group, nodelay_incoming, serve, serve_with};
 pub use snapshot::{Resource, ResourceType, Snapshot, TypeSnapshot};
 pub use translate::{EnvoyResources, translate};

@@ -23,14 +23,26 @@ pub enum StreamEvent {
         type_: ResourceType,
         version: String,
         error: String,
+        /// Version ([`super::Snapshot::version`]) of the snapshot the rejected response came from.
+        snapshot: Option<String>,
     },
+    /// The stream has everything of this snapshot it subscribes to, and ACKed all of it
+    /// (nothing in flight, nothing held back). Told once per snapshot.
+    Applied { snapshot: String },
 }
+
+/// The client asked for more than a stream may hold; the stream is closed with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// Responses to send, in order, and events to record.
 #[derive(Debug)]
 pub struct Output<R> {
     pub responses: Vec<R>,
     pub events: Vec<StreamEvent>,
+    /// Set when the request was refused: the server ends the stream.
+    pub refused: Option<Refused>,
 }
 
 impl<R> Default for Output<R> {
@@ -38,6 +50,7 @@ impl<R> Default for Output<R> {
         Self {
             responses: Vec::new(),
             events: Vec::new(),
+            refused: None,
         }
     }
 }

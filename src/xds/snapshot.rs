@@ -107,6 +107,8 @@ impl TypeSnapshot {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     types: [TypeSnapshot; 3],
+    /// `<clusters>-<endpoints>-<listeners>` (see [`Snapshot::version`]).
+    version: String,
     /// Increases with every snapshot built in this process; tells snapshots apart in logs.
     pub serial: u64,
     /// When it was built: the start of the update → ACK latency.
@@ -128,12 +130,19 @@ impl Snapshot {
             .listeners
             .into_iter()
             .map(|l| Resource::new(l.name.clone(), pack_any(l)));
+        let types = [
+            TypeSnapshot::new(clusters),
+            TypeSnapshot::new(endpoints),
+            TypeSnapshot::new(listeners),
+        ];
+        let version = types
+            .iter()
+            .map(|t| &t.version[..8])
+            .collect::<Vec<_>>()
+            .join("-");
         Self {
-            types: [
-                TypeSnapshot::new(clusters),
-                TypeSnapshot::new(endpoints),
-                TypeSnapshot::new(listeners),
-            ],
+            types,
+            version,
             serial: SERIAL.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
         }
@@ -145,11 +154,12 @@ impl Snapshot {
 
     /// `<clusters>-<endpoints>-<listeners>` versions: one string for "which config is this".
     pub fn version(&self) -> String {
-        ResourceType::ALL
-            .iter()
-            .map(|t| &self.get(*t).version[..8])
-            .collect::<Vec<_>>()
-            .join("-")
+        self.version.clone()
+    }
+
+    /// [`Snapshot::version`] without a copy.
+    pub fn version_str(&self) -> &str {
+        &self.version
     }
 }
 

@@ -5,41 +5,29 @@
 //! whose nonce is not the latest one sent for its type is stale and ignored; ACK and NACK are
 //! told apart by `error_detail`; clusters and listeners are wildcard unless named; a response is
 //! sent only when what the client subscribed to changed (never the same version again after a
-//! NACK); pushes go clusters → endpoints → listeners, and clusters a listener update drops are
-//! kept until the client has answered that listener update.
-use std::collections::{BTreeMap, BTreeSet};
+//! NACK); pushes go clusters → endpoints → listeners. Clusters a listener update drops are
+//! held (see `subscription`): they stay in the cluster responses, with their endpoints, until
+//! the client ACKs the listener update; the version of a response with held clusters ends in
+//! `+held`.
+//!
+//! Endpoints are sent when they changed, when the client subscribes to more of them, and after a
+//! cluster it has was updated in place (Envoy warms the new cluster only once its endpoints
+//! arrive again, and its EDS request then names nothing new). A cluster that is only added
+//! is answered by the client's EDS request naming it, so an update sends endpoints once.
 use std::sync::Arc;
-use std::time::Instant;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use super::session::{Output, StreamEvent};
-use super::{Resource, ResourceType, Snapshot};
-
-#[derive(Debug, Default)]
-struct TypeState {
-    requested: bool,
-    /// The client has named resources at least once (then an empty list means "none").
-    named_once: bool,
-    wildcard: bool,
-    names: BTreeSet<String>,
-    last_nonce: String,
-    sent_version: String,
-    sent: BTreeMap<String, Arc<Resource>>,
-    sent_created: Option<Instant>,
-    /// Send again on the next chance even if unchanged (endpoints after a cluster update: Envoy
-    /// warms an updated cluster only once its endpoints arrive again).
-    force: bool,
-}
+use super::subscription::{Reply, StreamState, same};
+use super::{ResourceType, Snapshot};
 
 /// One SotW ADS stream.
 #[derive(Debug, Default)]
 pub struct SotwSession {
-    snapshot: Option<Arc<Snapshot>>,
-    types: [TypeState; 3],
-    nonce: u64,
-    /// Clusters dropped by a pending listener update are still being sent.
-    holding_clusters: bool,
+    state: StreamState,
+    /// Send type t on the next chance even if the client has what it should.
+    force: [bool; 3],
 }
 
 impl SotwSession {
@@ -49,11 +37,12 @@ impl SotwSession {
 
     /// A new snapshot for this stream's group: push what changed.
     pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DiscoveryResponse> {
-        self.snapshot = Some(snapshot);
+        self.state.set_snapshot(snapshot);
         let mut out = Output::default();
         for t in ResourceType::ALL {
             self.push(t, &mut out);
         }
+        self.check_applied(&mut out.events);
         out
     }
 
@@ -64,126 +53,96 @@ impl SotwSession {
             tracing::debug!(type_url = %req.type_url, "ignoring request for a type Pier does not serve");
             return out;
         };
-        let st = &mut self.types[t as usize];
-        if !req.response_nonce.is_empty() && req.response_nonce != st.last_nonce {
-            tracing::trace!(type_ = t.short(), nonce = %req.response_nonce, "stale request ignored");
+        let error = req.error_detail.as_ref().map(|s| s.message.as_str());
+        let reply = self
+            .state
+            .reply(t, &req.response_nonce, error, &mut out.events);
+        if reply == Reply::Stale {
             return out;
         }
-        let mut release_clusters = false;
-        if !req.response_nonce.is_empty() {
-            match &req.error_detail {
-                Some(status) => out.events.push(StreamEvent::Nacked {
-                    type_: t,
-                    version: st.sent_version.clone(),
-                    error: status.message.clone(),
-                }),
-                None => out.events.push(StreamEvent::Acked {
-                    type_: t,
-                    version: st.sent_version.clone(),
-                    snapshot_created: st.sent_created,
-                }),
+        let st = self.state.get_mut(t);
+        let change = match st.sub.set(t, &req.resource_names) {
+            Ok(change) => change,
+            Err(refused) => {
+                out.refused = Some(refused);
+                return out;
             }
-            release_clusters = t == ResourceType::Listener && self.holding_clusters;
+        };
+        // The client forgets what it unsubscribed from: a later subscription is answered, and
+        // a smaller one needs no response.
+        for name in &change.removed {
+            st.has.remove(name);
         }
-
-        let mut names: BTreeSet<String> = req.resource_names.iter().cloned().collect();
-        let star = names.remove("*");
-        let wildcard = star || (names.is_empty() && !st.named_once);
-        if !names.is_empty() {
-            st.named_once = true;
-        }
-        let first = !st.requested;
-        let changed = first || wildcard != st.wildcard || names != st.names;
-        st.requested = true;
-        st.wildcard = wildcard;
-        st.names = names;
         // A request without a nonce starts (or restarts) a subscription: always answer it.
-        if changed || req.response_nonce.is_empty() {
-            st.force = true;
+        if change.grew() || reply == Reply::Initial {
+            self.force[t as usize] = true;
         }
         self.push(t, &mut out);
-        if release_clusters {
-            self.holding_clusters = false;
+        if t == ResourceType::Listener
+            && reply == Reply::Ack
+            && !self.state.held().is_empty()
+            && self.listeners_settled()
+        {
             self.push(ResourceType::Cluster, &mut out);
         }
+        self.check_applied(&mut out.events);
         out
     }
 
-    /// What the client should have of type `t` now.
-    fn desired(&self, t: ResourceType) -> BTreeMap<String, Arc<Resource>> {
-        let (Some(snapshot), st) = (&self.snapshot, &self.types[t as usize]) else {
-            return BTreeMap::new();
-        };
-        let all = &snapshot.get(t).resources;
-        if st.wildcard {
-            all.clone()
-        } else {
-            st.names
-                .iter()
-                .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                .collect()
-        }
+    fn pending(&self, t: ResourceType) -> bool {
+        self.force[t as usize] || self.state.differs(t)
     }
 
-    fn listener_update_pending(&self) -> bool {
-        let st = &self.types[ResourceType::Listener as usize];
-        st.requested && !same(&self.desired(ResourceType::Listener), &st.sent)
+    fn listeners_settled(&self) -> bool {
+        self.state
+            .listeners_settled(self.pending(ResourceType::Listener))
+    }
+
+    fn check_applied(&mut self, events: &mut Vec<StreamEvent>) {
+        let pending = ResourceType::ALL.map(|t| self.pending(t));
+        self.state.check_applied(pending, events);
     }
 
     fn push(&mut self, t: ResourceType, out: &mut Output<DiscoveryResponse>) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(snapshot) = self.state.snapshot().cloned() else {
             return;
         };
-        if !self.types[t as usize].requested {
+        if !self.state.get(t).sub.requested() {
             return;
         }
-        let mut desired = self.desired(t);
+        if t == ResourceType::Cluster {
+            let settled = self.listeners_settled();
+            self.state.update_hold(settled);
+        }
+        let desired = self.state.desired(t);
+        let st = self.state.get(t);
+        if same(&desired, &st.has) && !self.force[t as usize] {
+            return;
+        }
         let mut version = snapshot.get(t).version.clone();
-        if t == ResourceType::Cluster && (self.holding_clusters || self.listener_update_pending()) {
-            let st = &self.types[t as usize];
-            let dropped: Vec<(String, Arc<Resource>)> = st
-                .sent
-                .iter()
-                .filter(|(n, _)| !desired.contains_key(*n))
-                .map(|(n, r)| (n.clone(), r.clone()))
-                .collect();
-            if !dropped.is_empty() {
-                desired.extend(dropped);
-                version.push_str("+held");
-                self.holding_clusters = true;
+        if t == ResourceType::Cluster && desired.keys().any(|n| self.state.is_held(t, n)) {
+            version.push_str("+held");
+        }
+        if t == ResourceType::Cluster {
+            let eds = &self.state.get(ResourceType::Endpoint).sub;
+            let updated_in_place = desired.iter().any(|(n, r)| {
+                st.has.get(n).is_some_and(|old| old.version != r.version) && eds.contains(n)
+            });
+            if updated_in_place {
+                self.force[ResourceType::Endpoint as usize] = true;
             }
         }
-        let st = &mut self.types[t as usize];
-        if same(&desired, &st.sent) && !st.force {
-            return;
-        }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
-        let response = DiscoveryResponse {
+        let nonce = self.state.next_nonce();
+        out.responses.push(DiscoveryResponse {
             version_info: version.clone(),
             resources: desired.values().map(|r| r.body.clone()).collect(),
             type_url: t.type_url().to_string(),
             nonce: nonce.clone(),
             ..Default::default()
-        };
-        st.last_nonce = nonce;
-        st.sent_version = version.clone();
-        st.sent = desired;
-        st.sent_created = Some(snapshot.created);
-        st.force = false;
-        out.responses.push(response);
-        out.events.push(StreamEvent::Sent { type_: t, version });
-        if t == ResourceType::Cluster {
-            self.types[ResourceType::Endpoint as usize].force = true;
-        }
+        });
+        self.state.sent(t, nonce, version, desired, &mut out.events);
+        self.force[t as usize] = false;
     }
-}
-
-fn same(a: &BTreeMap<String, Arc<Resource>>, b: &BTreeMap<String, Arc<Resource>>) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
 }
 
 #[cfg(test)]
@@ -363,7 +322,8 @@ mod tests {
     #[test]
     fn a_nack_is_reported_and_the_same_config_is_not_resent() {
         let (mut s, _) = started(&[0]);
-        let out = s.on_snapshot(snap(&[0, 1]));
+        let bad = snap(&[0, 1]);
+        let out = s.on_snapshot(bad.clone());
         let lds = out.responses[2].clone();
         let out = s.on_request(&nack(&lds, "two listeners on one port"));
         assert!(out.responses.is_empty(), "no resend loop");
@@ -372,7 +332,8 @@ mod tests {
             [StreamEvent::Nacked {
                 type_: ResourceType::Listener,
                 version: lds.version_info.clone(),
-                error: "two listeners on one port".into()
+                error: "two listeners on one port".into(),
+                snapshot: Some(bad.version()),
             }]
         );
         assert!(s.on_snapshot(snap(&[0, 1])).responses.is_empty());
@@ -434,9 +395,101 @@ mod tests {
         let two = format!("{B}/broker-1");
         let out = s.on_request(&ack(&out.responses[0], &[&one, &two]));
         assert_eq!(names_of(&out.responses[0]), [one.clone(), two]);
-        // After naming, an empty list unsubscribes from everything.
-        let out = s.on_request(&ack(&out.responses[0], &[]));
-        assert_eq!(names_of(&out.responses[0]), Vec::<String>::new());
+        // After naming, an empty list unsubscribes from everything: nothing to send for that.
+        let last = out.responses[0].clone();
+        let out = s.on_request(&ack(&last, &[]));
+        assert!(out.responses.is_empty());
+        // Subscribing again is answered.
+        let out = s.on_request(&ack(&last, &[&one]));
+        assert_eq!(names_of(&out.responses[0]), std::slice::from_ref(&one));
+    }
+
+    #[test]
+    fn a_nacked_listener_update_keeps_the_held_clusters() {
+        let (mut s, _) = started(&[0, 1]);
+        let out = s.on_snapshot(snap(&[0]));
+        let lds = out.responses[1].clone();
+        let out = s.on_request(&nack(&lds, "bad address"));
+        assert!(
+            out.responses.is_empty(),
+            "Envoy keeps the old listeners: the clusters they use stay"
+        );
+        // The next config keeps holding them until its listeners are ACKed.
+        let out = s.on_snapshot(snap(&[0, 2]));
+        let cds = &out.responses[0];
+        assert_eq!(types_of(&out)[0], ResourceType::Cluster);
+        assert!(names_of(cds).contains(&format!("{B}/broker-1")), "held");
+        assert!(cds.version_info.ends_with("+held"));
+        let lds = out.responses.last().unwrap().clone();
+        for r in &out.responses[..out.responses.len() - 1] {
+            s.on_request(&ack(r, &[]));
+        }
+        let out = s.on_request(&ack(&lds, &[]));
+        assert_eq!(types_of(&out), [ResourceType::Cluster]);
+        assert!(!names_of(&out.responses[0]).contains(&format!("{B}/broker-1")));
+    }
+
+    #[test]
+    fn an_update_sends_endpoints_once() {
+        let (mut s, clusters) = started(&[0, 1]);
+        // Removing a broker: endpoints once (the bootstrap cluster's members changed) …
+        let out = s.on_snapshot(snap(&[0]));
+        assert_eq!(
+            types_of(&out),
+            [ResourceType::Endpoint, ResourceType::Listener]
+        );
+        let eds = out.responses[0].clone();
+        let all: Vec<&str> = clusters.iter().map(String::as_str).collect();
+        assert!(s.on_request(&ack(&eds, &all)).responses.is_empty());
+        let out = s.on_request(&ack(&out.responses[1], &[]));
+        assert_eq!(types_of(&out), [ResourceType::Cluster]);
+        assert!(
+            s.on_request(&ack(&out.responses[0], &[]))
+                .responses
+                .is_empty()
+        );
+        // … and Envoy unsubscribing from the removed cluster's endpoints needs no response.
+        let left: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|n| !n.ends_with("/broker-1"))
+            .collect();
+        let out = s.on_request(&ack(&eds, &left));
+        assert!(out.responses.is_empty());
+        assert!(
+            out.events
+                .iter()
+                .any(|e| matches!(e, StreamEvent::Applied { .. })),
+            "in sync"
+        );
+
+        // Updating a cluster in place resends its endpoints (Envoy warms it with them) …
+        let mut a = per_port(&[0]);
+        a.brokers[0].host = "10.0.0.9".into();
+        a.idle_timeout = std::time::Duration::from_secs(1);
+        let out = s.on_snapshot(Arc::new(Snapshot::new(translate(&[a]).unwrap())));
+        assert_eq!(
+            types_of(&out),
+            [ResourceType::Endpoint, ResourceType::Listener],
+            "endpoint-only and listener-only changes"
+        );
+        // … adding one does not: the client's EDS request naming it is answered.
+        let (mut s, clusters) = started(&[0]);
+        let out = s.on_snapshot(snap(&[0, 1]));
+        assert_eq!(
+            types_of(&out),
+            [
+                ResourceType::Cluster,
+                ResourceType::Endpoint,
+                ResourceType::Listener
+            ]
+        );
+        let eds = out.responses[1].clone();
+        assert_eq!(
+            names_of(&eds),
+            clusters,
+            "only what changed among the subscribed: the bootstrap cluster's members"
+        );
     }
 
     #[test]

@@ -535,3 +535,185 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Properties of the translation over generated models (bounded case counts, so they run
+    //! in `make test`).
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    fn broker() -> impl Strategy<Value = ExposedBroker> {
+        (
+            0i32..40,
+            prop_oneof![
+                (1u8..250).prop_map(|n| format!("10.0.0.{n}")),
+                (0u8..9).prop_map(|n| format!("kafka-{n}.example")),
+            ],
+            1u16..=65535,
+            any::<bool>(),
+        )
+            .prop_map(|(id, host, port, draining)| ExposedBroker {
+                id,
+                host,
+                port,
+                state: if draining {
+                    BrokerState::Draining
+                } else {
+                    BrokerState::Serving
+                },
+            })
+    }
+
+    fn access(index: usize) -> impl Strategy<Value = ExternalAccess> {
+        (
+            prop_oneof![
+                (20000u16..40000).prop_map(|base_port| BrokerRouting::PortPerBroker { base_port }),
+                Just(BrokerRouting::Sni {
+                    domain: "kafka.example.com".into()
+                }),
+            ],
+            10000u16..20000,
+            prop::collection::vec(broker(), 0..8),
+            prop_oneof![Just("0.0.0.0"), Just("127.0.0.2")],
+        )
+            .prop_map(move |(routing, bootstrap_port, brokers, bind)| {
+                // Distinct broker ids (a duplicate is a refused model, tested elsewhere).
+                let mut seen = BTreeSet::new();
+                let brokers = brokers.into_iter().filter(|b| seen.insert(b.id)).collect();
+                ExternalAccess {
+                    namespace: "ns".into(),
+                    cluster: "kafka".into(),
+                    listener: format!("l{index}"),
+                    bind_address: bind.into(),
+                    bootstrap_port,
+                    routing,
+                    idle_timeout: std::time::Duration::from_secs(60),
+                    brokers,
+                }
+            })
+    }
+
+    fn group() -> impl Strategy<Value = Vec<ExternalAccess>> {
+        prop::collection::vec(Just(()), 1..4)
+            .prop_flat_map(|v| (0..v.len()).map(access).collect::<Vec<_>>())
+    }
+
+    fn address(l: &Listener) -> (String, u32) {
+        match l.address.as_ref().and_then(|a| a.address.as_ref()) {
+            Some(address::Address::SocketAddress(s)) => match s.port_specifier {
+                Some(PortSpecifier::PortValue(p)) => (s.address.clone(), p),
+                _ => (s.address.clone(), 0),
+            },
+            _ => (String::new(), 0),
+        }
+    }
+
+    fn proxied_cluster(chain: &FilterChain) -> Option<String> {
+        let Some(filter::ConfigType::TypedConfig(any)) = &chain.filters.first()?.config_type else {
+            return None;
+        };
+        match TcpProxy::decode(any.value.as_slice())
+            .ok()?
+            .cluster_specifier
+        {
+            Some(ClusterSpecifier::Cluster(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn valid_models_translate_to_consistent_resources(group in group()) {
+            let Ok(r) = translate(&group) else {
+                // Refused models are refused by validation, never by the translation itself.
+                prop_assert!(validate_group(&group).is_err());
+                return Ok(());
+            };
+            // Unique (address, port) per listener, unique names per type.
+            let addresses: BTreeSet<(String, u32)> = r.listeners.iter().map(address).collect();
+            prop_assert_eq!(addresses.len(), r.listeners.len());
+            let clusters: BTreeMap<&str, &Cluster> =
+                r.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+            prop_assert_eq!(clusters.len(), r.clusters.len());
+            let eds: BTreeSet<&str> = r.endpoints.iter().map(|e| e.cluster_name.as_str()).collect();
+            prop_assert_eq!(eds.len(), r.endpoints.len());
+
+            // Every chain goes to a cluster that exists; every EDS cluster has its endpoints.
+            let mut routed: BTreeSet<String> = BTreeSet::new();
+            for l in &r.listeners {
+                for chain in &l.filter_chains {
+                    let c = proxied_cluster(chain);
+                    prop_assert!(c.as_deref().is_some_and(|c| clusters.contains_key(c)), "{:?}", c);
+                    routed.extend(c);
+                }
+            }
+            for c in &r.clusters {
+                let is_eds = c.cluster_discovery_type
+                    == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+                prop_assert_eq!(is_eds, eds.contains(c.name.as_str()), "{}", c.name);
+            }
+
+            for access in &group {
+                let port_per_broker = matches!(access.routing, BrokerRouting::PortPerBroker { .. });
+                // One listener per broker (port per broker) or one in all (SNI), plus bootstrap.
+                let own: Vec<&Listener> = r
+                    .listeners
+                    .iter()
+                    .filter(|l| l.name.starts_with(&format!("{}/", access.resource_prefix())))
+                    .collect();
+                let expected = if port_per_broker { access.brokers.len() + 1 } else { 1 };
+                prop_assert_eq!(own.len(), expected);
+                // Every broker, serving or draining, is reachable by its own route.
+                for b in &access.brokers {
+                    prop_assert!(routed.contains(&broker_resource_name(access, b.id)));
+                }
+                // Bootstrap reaches exactly the serving brokers.
+                let serving = access
+                    .brokers
+                    .iter()
+                    .filter(|b| b.state == BrokerState::Serving)
+                    .count();
+                let bootstrap = bootstrap_resource_name(access);
+                let members = match r.endpoints.iter().find(|e| e.cluster_name == bootstrap) {
+                    Some(e) => e.endpoints.iter().map(|l| l.lb_endpoints.len()).sum::<usize>(),
+                    None => clusters[bootstrap.as_str()]
+                        .load_assignment
+                        .as_ref()
+                        .map(|a| a.endpoints.iter().map(|l| l.lb_endpoints.len()).sum())
+                        .unwrap_or(0),
+                };
+                prop_assert_eq!(members, serving);
+            }
+        }
+
+        #[test]
+        fn translation_is_deterministic_whatever_the_broker_order(group in group(), seed in any::<u64>()) {
+            let Ok(a) = translate(&group) else { return Ok(()); };
+            let mut shuffled = group.clone();
+            for (i, access) in shuffled.iter_mut().enumerate() {
+                let n = access.brokers.len();
+                if n > 1 {
+                    access.brokers.rotate_left((seed as usize + i) % n);
+                    access.brokers.reverse();
+                }
+            }
+            let b = translate(&shuffled).unwrap();
+            prop_assert_eq!(&a, &b);
+            let bytes = |r: &EnvoyResources| -> Vec<Vec<u8>> {
+                r.clusters.iter().map(|c| c.encode_to_vec())
+                    .chain(r.endpoints.iter().map(|e| e.encode_to_vec()))
+                    .chain(r.listeners.iter().map(|l| l.encode_to_vec()))
+                    .collect()
+            };
+            prop_assert_eq!(bytes(&a), bytes(&b));
+        }
+    }
+}
