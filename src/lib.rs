@@ -1,13 +1,18 @@
 //! Pier: a Kafka operator for Kubernetes whose Envoy front door is driven live over xDS.
+//!
+//! The layers that know nothing of Kubernetes are crates of their own (`crates/pier-xds` with
+//! the shared `model`, `crates/pier-kafka`), re-exported here under their old paths.
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod api;
 pub mod controller;
-pub mod hash;
-pub mod kafka;
 pub mod listen;
-pub mod model;
 pub mod operator;
 pub mod reconcile;
 pub mod shutdown;
 pub mod standalone;
-pub mod xds;
+
+pub use pier_kafka as kafka;
+pub use pier_xds as xds;
+pub use pier_xds::{hash, model};

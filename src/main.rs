@@ -1,4 +1,6 @@
 //! The `pier` command line.
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

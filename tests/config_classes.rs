@@ -1,6 +1,7 @@
-//! The config update-mode table (`src/kafka/config-classes/kafka-<major.minor>.tsv`) is derived
-//! from a real KRaft broker and must equal the checked-in file. With
-//! `PIER_WRITE_CONFIG_CLASSES=1` the file is rewritten instead.
+//! The config update-mode table
+//! (`crates/pier-kafka/src/config-classes/kafka-<major.minor>.tsv`) is derived from a real
+//! KRaft broker and must equal the checked-in file. With `PIER_WRITE_CONFIG_CLASSES=1` the file
+//! is rewritten instead.
 //!
 //! Derivation, per key the broker reports for its own BROKER resource (Kafka 4.x
 //! `DynamicBrokerConfig` semantics):

@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn every_key_kafka_knows_is_a_config_key() {
-        let table = include_str!("../kafka/config-classes/kafka-4.1.tsv");
+        let table = include_str!("../../crates/pier-kafka/src/config-classes/kafka-4.1.tsv");
         let keys: Vec<&str> = table
             .lines()
             .filter(|l| !l.starts_with('#'))

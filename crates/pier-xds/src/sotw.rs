@@ -149,7 +149,7 @@ impl SotwSession {
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
-    use crate::xds::translate;
+    use crate::translate;
     use envoy_types::pb::google::rpc::Status;
 
     fn snap(ids: &[i32]) -> Arc<Snapshot> {

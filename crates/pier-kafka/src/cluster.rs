@@ -165,8 +165,8 @@ fn replicas(wire: Vec<WireReplicaState>) -> Vec<ReplicaState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::ConnectOptions;
-    use crate::kafka::connection::testing::{Reply, fake_broker};
+    use crate::ConnectOptions;
+    use crate::connection::testing::{Reply, fake_broker};
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
     use kafka_protocol::messages::describe_quorum_response::{
         PartitionData as WirePartition, TopicData as WireTopic,

@@ -13,6 +13,10 @@
 //! - [`ConfigClasses`]: which broker configs are read-only, per-broker or cluster-wide, as data
 //!   generated from a real broker (`config-classes/*.tsv`).
 //! - [`plan_drain`]: pure planning of moving every replica off some brokers.
+//!
+//! This crate has no `kube` or `k8s-openapi` dependency, so the compiler keeps it that way.
+#![forbid(unsafe_code)]
+
 mod admin;
 mod cluster;
 mod config_classes;

@@ -67,8 +67,8 @@ const TABLE_FILES: &[(&str, &str, &str)] = &[(
     include_str!("config-classes/kafka-4.1.tsv"),
 )];
 
-/// Where the tables live in the source tree, relative to the crate root.
-pub const TABLE_DIR: &str = "src/kafka/config-classes";
+/// Where the tables live in the source tree, relative to the workspace root.
+pub const TABLE_DIR: &str = "crates/pier-kafka/src/config-classes";
 
 /// The file name of the table for a Kafka major.minor (e.g. `kafka-4.1.tsv`).
 pub fn table_file_name(major_minor: &str) -> String {

@@ -584,8 +584,8 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::connection::testing::{FakeBroker, Reply, fake_broker};
-    use crate::kafka::error::codes;
+    use crate::connection::testing::{FakeBroker, Reply, fake_broker};
+    use crate::error::codes;
     use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
     use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -758,7 +758,7 @@ mod tests {
     fn configs_broker(
         id: i32,
         seen: Arc<AtomicUsize>,
-    ) -> impl Fn(&crate::kafka::connection::testing::Received) -> Reply {
+    ) -> impl Fn(&crate::connection::testing::Received) -> Reply {
         move |req| {
             let r: DescribeConfigsRequest = req.decode();
             let name = r.resources[0].resource_name.to_string();

@@ -1,9 +1,15 @@
 //! Pier's xDS control plane: translation of the external-access model into Envoy resources,
 //! a snapshot cache per node group, and the ADS gRPC server (state-of-the-world and delta) that
-//! streams them to Envoy. Knows nothing of Kubernetes.
+//! streams them to Envoy; and [`model`], the external-access model the layers share (the
+//! operator's planner builds it too). Knows nothing of Kubernetes: this crate has no `kube` or
+//! `k8s-openapi` dependency, so the compiler keeps it that way.
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod delta;
+pub mod hash;
 pub mod metrics;
+pub mod model;
 pub mod server;
 pub mod session;
 #[cfg(test)]

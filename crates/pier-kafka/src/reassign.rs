@@ -224,7 +224,7 @@ impl BrokerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::{BrokerInfo, PartitionInfo, TopicInfo};
+    use crate::{BrokerInfo, PartitionInfo, TopicInfo};
 
     fn md(brokers: &[i32], partitions: &[&[i32]]) -> ClusterMetadata {
         ClusterMetadata {

@@ -422,7 +422,7 @@ pub fn same(a: &BTreeMap<String, Arc<Resource>>, b: &BTreeMap<String, Arc<Resour
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
-    use crate::xds::translate;
+    use crate::translate;
 
     fn snap(ids: &[i32]) -> Arc<Snapshot> {
         Arc::new(Snapshot::new(translate(&[per_port(ids)]).unwrap()))

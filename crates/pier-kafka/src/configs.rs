@@ -348,8 +348,8 @@ impl BrokerConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::ConnectOptions;
-    use crate::kafka::connection::testing::{Reply, fake_broker};
+    use crate::ConnectOptions;
+    use crate::connection::testing::{Reply, fake_broker};
     use kafka_protocol::messages::describe_configs_response::{
         DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
     };

@@ -459,7 +459,7 @@ impl Drop for StreamGuard {
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
-    use crate::xds::translate;
+    use crate::translate;
 
     fn snap(ids: &[i32]) -> Snapshot {
         Snapshot::new(translate(&[per_port(ids)]).unwrap())

@@ -455,7 +455,7 @@ pub async fn serve_with(
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
-    use crate::xds::{ResourceType, translate};
+    use crate::{ResourceType, translate};
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
     use tonic::transport::Channel;
 
@@ -583,7 +583,7 @@ mod tests {
             .cache
             .metrics()
             .refused_streams
-            .get(&crate::xds::metrics::RefusalLabels {
+            .get(&crate::metrics::RefusalLabels {
                 reason: RefusalReason::UnknownGroup,
             })
             .map(|c| c.get());
@@ -654,7 +654,7 @@ mod tests {
         let mut c = client(server.addr).await;
         let many = DiscoveryRequest {
             type_url: ResourceType::Endpoint.type_url().into(),
-            resource_names: (0..=crate::xds::subscription::MAX_NAMES)
+            resource_names: (0..=crate::subscription::MAX_NAMES)
                 .map(|i| format!("n{i}"))
                 .collect(),
             ..Default::default()
