@@ -19,17 +19,18 @@ const BOOTSTRAP: &str = "127.0.0.1:29092";
 
 /// Produces `records` to topic e2e through Envoy with kcat (acks=all).
 async fn produce(records: std::ops::Range<u32>) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let text: String = records.map(|i| format!("record-{i}\n")).collect();
-    let mut kcat = tokio::process::Command::new(pier_testenv::program("kcat")?)
-        .args(["-b", BOOTSTRAP, "-P", "-t", "e2e", "-X", "acks=all"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()?;
-    let mut stdin = kcat.stdin.take().expect("stdin");
-    stdin.write_all(text.as_bytes()).await?;
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(60), kcat.wait()).await??;
-    anyhow::ensure!(status.success(), "produce through Envoy failed");
+    let out = pier_testenv::kcat(
+        &["-b", BOOTSTRAP, "-P", "-t", "e2e", "-X", "acks=all"],
+        Some(text.as_bytes()),
+        Duration::from_secs(60),
+    )
+    .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "produce through Envoy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -231,10 +232,12 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     )
     .await?;
     brokers_through_envoy(4, Duration::from_secs(180)).await?;
-    let reached = tokio::process::Command::new(&kcat)
-        .args(["-b", "127.0.0.1:29103", "-L", "-J", "-m", "5"])
-        .output()
-        .await?;
+    let reached = pier_testenv::kcat(
+        &["-b", "127.0.0.1:29103", "-L", "-J", "-m", "5"],
+        None,
+        Duration::from_secs(30),
+    )
+    .await?;
     assert!(
         reached.status.success(),
         "broker 3 is reachable on its own port through Envoy"
@@ -363,17 +366,18 @@ async fn brokers_through_envoy(
     count: usize,
     within: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let kcat = pier_testenv::program("kcat")?;
     wait_for(
         &format!("{count} brokers through Envoy"),
         within,
         Duration::from_secs(1),
         || async {
-            let out = tokio::process::Command::new(&kcat)
-                .args(["-b", BOOTSTRAP, "-L", "-J", "-m", "5"])
-                .output()
-                .await
-                .ok()?;
+            let out = pier_testenv::kcat(
+                &["-b", BOOTSTRAP, "-L", "-J", "-m", "5"],
+                None,
+                Duration::from_secs(30),
+            )
+            .await
+            .ok()?;
             let md: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             (md["brokers"].as_array()?.len() == count).then_some(md)
         },

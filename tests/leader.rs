@@ -520,6 +520,12 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
     let b = OperatorProcess::start(&plane, replica("op-b"))?;
     let leader = one_leader(&[&a, &b]).await?;
     let (mut leader, follower) = if leader == 0 { (a, b) } else { (b, a) };
+    // The leader serves only the node groups of the clusters it manages.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkacluster-basic.yaml");
+    let kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await?;
     let stream = open_ads_stream(leader.xds, "default/basic").await?;
 
     let sent = Instant::now();

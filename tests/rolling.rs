@@ -606,6 +606,65 @@ async fn config_classes_and_health_gated_rolling_restarts() -> anyhow::Result<()
         assert_eq!(after[name], before[name], "{name} was not restarted");
     }
 
+    // 6. A read-only value no broker can start with: the first broker the roll restarts
+    // crash-loops. The roll goes no further, the cluster says why in the broker's own words
+    // (its log tail), and fixing the spec restarts that broker again at once.
+    let before = uids(&brokers(&client).await?);
+    patch_spec(
+        &client,
+        json!({"spec": {"kafka": {"readOnlyConfig": {"socket.request.max.bytes": "not-a-number"}}}}),
+    )
+    .await?;
+    let looping = wait_for(
+        "Degraded BrokerCrashLooping",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.conditions.into_iter().find(|c| {
+                c.type_ == "Degraded" && c.status == "True" && c.reason == "BrokerCrashLooping"
+            })
+        },
+    )
+    .await?;
+    assert!(
+        looping.message.contains("socket.request.max.bytes"),
+        "the broker's own words: {}",
+        looping.message
+    );
+    let during = uids(&brokers(&client).await?);
+    let restarted: Vec<&String> = during
+        .iter()
+        .filter(|(name, uid)| before.get(*name) != Some(*uid))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        restarted.len(),
+        1,
+        "only one broker restarted: {restarted:?}"
+    );
+    let crashing = restarted[0].clone();
+    patch_spec(
+        &client,
+        json!({"spec": {"kafka": {"readOnlyConfig": {"socket.request.max.bytes": null}}}}),
+    )
+    .await?;
+    watch_roll(&client, Duration::from_secs(300), async |now| {
+        now.len() == 3
+            && now.values().all(|(_, ready, _)| *ready)
+            && now.get(&crashing).map(|b| &b.0) != during.get(&crashing)
+    })
+    .await?;
+    wait_settled(&client, Duration::from_secs(180)).await?;
+    let after = uids(&brokers(&client).await?);
+    for (name, uid) in &before {
+        if *name != crashing {
+            assert_eq!(&after[name], uid, "{name} was never restarted");
+        }
+    }
+    let s = status(&client).await?;
+    assert_eq!(condition(&s, "Degraded").map(|c| c.0), Some("False".into()));
+
     drop(operator);
     devlet.abort();
     Ok(())

@@ -273,29 +273,47 @@ impl Elector {
             return Ok(());
         }
         let mut lease = observed.lease.clone();
-        let now = MicroTime(Timestamp::now());
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        spec.holder_identity = None;
-        spec.lease_duration_seconds = Some(1);
-        spec.acquire_time = Some(now.clone());
-        spec.renew_time = Some(now);
-        match self
-            .api
-            .replace(&self.config.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(released) => {
-                tracing::info!(identity = %self.config.identity, lease = %self.config.name, "released the leader Lease");
-                self.observe(released);
-                Ok(())
-            }
-            // Someone else changed it since: it is not ours to release any more.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(source) => Err(LeaderError::Kube {
+        // Twice at most: a renewal cut short by the shutdown may have landed without being
+        // observed, so a conflict is checked against a fresh read before giving up.
+        for attempt in 0..2 {
+            let now = MicroTime(Timestamp::now());
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.acquire_time = Some(now.clone());
+            spec.renew_time = Some(now);
+            let kube_error = |source| LeaderError::Kube {
                 lease: self.config.name.clone(),
                 source,
-            }),
+            };
+            match self
+                .api
+                .replace(&self.config.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(released) => {
+                    tracing::info!(identity = %self.config.identity, lease = %self.config.name, "released the leader Lease");
+                    self.observe(released);
+                    return Ok(());
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt == 0 => {
+                    let fresh = self.api.get(&self.config.name).await.map_err(kube_error)?;
+                    let ours = fresh
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.as_deref())
+                        == Some(self.config.identity.as_str());
+                    if !ours {
+                        // Someone else holds it now: not ours to release any more.
+                        return Ok(());
+                    }
+                    lease = fresh;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => return Ok(()),
+                Err(source) => return Err(kube_error(source)),
+            }
         }
+        Ok(())
     }
 
     /// The holder of the Lease as last seen.

@@ -134,20 +134,19 @@ pub fn ready(p: &Pod) -> bool {
 /// Everything in `topic` right now, one record per line, read with kcat from the beginning
 /// through `bootstrap`; `None` when kcat fails.
 pub async fn read_topic(bootstrap: &str, topic: &str) -> Option<String> {
-    let kcat = pier_testenv::program("kcat").ok()?;
-    let out = tokio::process::Command::new(kcat)
-        .args([
-            "-b",
-            bootstrap,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ])
-        .output()
+    let args = [
+        "-b",
+        bootstrap,
+        "-C",
+        "-t",
+        topic,
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+    ];
+    // Bounded: a kcat waiting on a broker that is gone must not hang the test.
+    let out = pier_testenv::kcat(&args, None, std::time::Duration::from_secs(60))
         .await
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).to_string())
