@@ -653,6 +653,62 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
             .find(|c| c.type_ == "Degraded" && c.status == "False")
     })
     .await?;
+
+    // Volumes never shrink, and grow only where their StorageClass allows it (these claims
+    // name none): both are refused with a condition, and no claim is touched.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let size = |c: &PersistentVolumeClaim| {
+        c.spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .map(|r| r["storage"].0.clone())
+    };
+    let versions_before: Vec<Option<String>> = claims
+        .list(&selector("jbod"))
+        .await?
+        .items
+        .iter()
+        .map(|c| c.metadata.resource_version.clone())
+        .collect();
+    for (wanted, refusal) in [("512Mi", "cannot shrink"), ("2Gi", "cannot grow")] {
+        kcs.patch(
+            "jbod",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"brokerConfigGroups": {"controllers": {
+                "storage": [{"mountPath": "/var/lib/kafka/metadata", "size": wanted}]}}}})),
+        )
+        .await?;
+        let refused = wait_for("Degraded VolumeResizeRefused", WAIT, POLL, || async {
+            let kc = kcs.get("jbod").await.ok()?;
+            kc.status?.conditions.into_iter().find(|c| {
+                c.type_ == "Degraded"
+                    && c.reason == "VolumeResizeRefused"
+                    && c.message.contains(refusal)
+            })
+        })
+        .await?;
+        assert!(
+            refused.message.contains("jbod-broker-100-"),
+            "{}",
+            refused.message
+        );
+    }
+    let after = claims.list(&selector("jbod")).await?.items;
+    assert_eq!(
+        after
+            .iter()
+            .map(|c| c.metadata.resource_version.clone())
+            .collect::<Vec<_>>(),
+        versions_before,
+        "no claim was changed"
+    );
+    assert!(
+        after
+            .iter()
+            .filter(|c| c.name_any().starts_with("jbod-broker-100-"))
+            .all(|c| size(c).as_deref() == Some("1Gi"))
+    );
     Ok(())
 }
 
