@@ -1,19 +1,18 @@
 //! The KafkaCluster controller against a real kube-apiserver (+ controller-manager). There is
 //! no kubelet: the tests play it (Pod IPs) and the cloud (LoadBalancer address) where needed.
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pier::api::KafkaCluster;
-use pier_testenv::control_plane::ControlPlaneOptions;
-use pier_testenv::{ControlPlane, LogDir, wait_for};
+use pier_testenv::wait_for;
 use serde_json::json;
-use support::Operator;
+use support::{Operator, example, start_plane};
 
 mod support;
 
@@ -22,25 +21,6 @@ const POLL: Duration = Duration::from_millis(200);
 const NS: &str = "default";
 /// The user the operator runs as where the audit log counts its writes.
 const OPERATOR_USER: &str = "pier-operator";
-
-async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
-    let logs = LogDir::for_current_test(name)?;
-    ControlPlane::start_with(
-        &logs,
-        ControlPlaneOptions {
-            scheduler: false,
-            ..ControlPlaneOptions::default()
-        },
-    )
-    .await
-}
-
-fn example(file: &str) -> anyhow::Result<KafkaCluster> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(file);
-    Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?)
-}
 
 /// Objects of a cluster; for Pods only the brokers (the Envoy Deployment's Pods carry the
 /// cluster label too).
@@ -134,6 +114,23 @@ async fn pod_uids(client: &Client, cluster: &str) -> anyhow::Result<BTreeMap<Str
         .into_iter()
         .map(|p| (p.name_any(), p.metadata.uid.unwrap_or_default()))
         .collect())
+}
+
+/// Waits until the cluster's Degraded condition is as `wanted` says; returns it.
+async fn wait_degraded(
+    kcs: &Api<KafkaCluster>,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&Condition) -> bool,
+) -> anyhow::Result<Condition> {
+    wait_for(what, WAIT, POLL, || async {
+        let kc = kcs.get(name).await.ok()?;
+        kc.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Degraded" && wanted(c))
+    })
+    .await
 }
 
 async fn set_brokers(
@@ -577,14 +574,8 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
         ),
     )
     .await?;
-    let degraded = wait_for("Degraded condition", WAIT, POLL, || async {
-        let kc = kcs.get("jbod").await.ok()?;
-        kc.status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True")
-    })
-    .await?;
+    let degraded =
+        wait_degraded(&kcs, "jbod", "Degraded condition", |c| c.status == "True").await?;
     assert!(
         degraded.message.contains("\"log.dirs\" is set by Pier"),
         "{}",
@@ -599,14 +590,7 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
         &Patch::Merge(json!({"spec": {"kafka": {"readOnlyConfig": {"log.dirs": null}}}})),
     )
     .await?;
-    wait_for("Degraded to clear", WAIT, POLL, || async {
-        let kc = kcs.get("jbod").await.ok()?;
-        kc.status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "False")
-    })
-    .await?;
+    wait_degraded(&kcs, "jbod", "Degraded to clear", |c| c.status == "False").await?;
 
     // A spec the CRD accepts but the API server refuses when Pier applies it (Envoy requests
     // above their limits): the error is in status and in a Warning Event, not only in a log.
@@ -617,12 +601,8 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
             "requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}}})),
     )
     .await?;
-    let failed = wait_for("Degraded ApplyFailed", WAIT, POLL, || async {
-        let kc = kcs.get("jbod").await.ok()?;
-        kc.status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "ApplyFailed")
+    let failed = wait_degraded(&kcs, "jbod", "Degraded ApplyFailed", |c| {
+        c.status == "True" && c.reason == "ApplyFailed"
     })
     .await?;
     assert!(
@@ -645,12 +625,8 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
         &Patch::Merge(json!({"spec": {"envoy": {"resources": null}}})),
     )
     .await?;
-    wait_for("ApplyFailed to clear", WAIT, POLL, || async {
-        let kc = kcs.get("jbod").await.ok()?;
-        kc.status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "False")
+    wait_degraded(&kcs, "jbod", "ApplyFailed to clear", |c| {
+        c.status == "False"
     })
     .await?;
 
@@ -679,13 +655,8 @@ async fn jbod_and_invalid_specs() -> anyhow::Result<()> {
                 "storage": [{"mountPath": "/var/lib/kafka/metadata", "size": wanted}]}}}})),
         )
         .await?;
-        let refused = wait_for("Degraded VolumeResizeRefused", WAIT, POLL, || async {
-            let kc = kcs.get("jbod").await.ok()?;
-            kc.status?.conditions.into_iter().find(|c| {
-                c.type_ == "Degraded"
-                    && c.reason == "VolumeResizeRefused"
-                    && c.message.contains(refusal)
-            })
+        let refused = wait_degraded(&kcs, "jbod", "Degraded VolumeResizeRefused", |c| {
+            c.reason == "VolumeResizeRefused" && c.message.contains(refusal)
         })
         .await?;
         assert!(

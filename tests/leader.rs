@@ -15,11 +15,14 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use pier::api::KafkaCluster;
-use pier_testenv::control_plane::ControlPlaneOptions;
 use pier_testenv::{ControlPlane, LogDir, Process, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+
+use support::{example, start_plane};
+
+mod support;
 
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
@@ -29,18 +32,6 @@ const LEASE: &str = "pier-operator";
 const LEASE_DURATION: &str = "6s";
 const RENEW_DEADLINE: &str = "4s";
 const RETRY_PERIOD: &str = "500ms";
-
-async fn start_plane(name: &str) -> anyhow::Result<ControlPlane> {
-    let logs = LogDir::for_current_test(name)?;
-    ControlPlane::start_with(
-        &logs,
-        ControlPlaneOptions {
-            scheduler: false,
-            ..ControlPlaneOptions::default()
-        },
-    )
-    .await
-}
 
 /// How one operator replica is started.
 struct Replica<'a> {
@@ -411,10 +402,8 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
             xds_address: "xds-of-b:18000",
         },
     )?;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkacluster-basic.yaml");
-    let kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &kc)
+        .create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
         .await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let bootstrap = "basic-envoy-bootstrap";
@@ -521,10 +510,8 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
     let leader = one_leader(&[&a, &b]).await?;
     let (mut leader, follower) = if leader == 0 { (a, b) } else { (b, a) };
     // The leader serves only the node groups of the clusters it manages.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkacluster-basic.yaml");
-    let kc: KafkaCluster = serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &kc)
+        .create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
         .await?;
     let stream = open_ads_stream(leader.xds, "default/basic").await?;
 

@@ -1,5 +1,6 @@
 //! Shared by the integration tests that run the operator (`controller.rs`, `e2e.rs`,
-//! `rolling.rs`): the operator in the test process, and small Pod and record helpers.
+//! `rolling.rs`, `leader.rs`): the operator in the test process, a control plane without a
+//! scheduler, the shipped examples, and small Pod and record helpers.
 #![allow(dead_code)]
 use std::sync::Arc;
 
@@ -150,4 +151,25 @@ pub async fn read_topic(bootstrap: &str, topic: &str) -> Option<String> {
         .await
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// A control plane without a scheduler (nothing runs Pods): for tests of the operator alone.
+pub async fn start_plane(name: &str) -> anyhow::Result<pier_testenv::ControlPlane> {
+    let logs = pier_testenv::LogDir::for_current_test(name)?;
+    pier_testenv::ControlPlane::start_with(
+        &logs,
+        pier_testenv::control_plane::ControlPlaneOptions {
+            scheduler: false,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A KafkaCluster from `examples/`.
+pub fn example(file: &str) -> anyhow::Result<pier::api::KafkaCluster> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(file);
+    Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?)
 }
