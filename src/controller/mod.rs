@@ -455,15 +455,11 @@ async fn reconcile_cluster(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<A
 async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
+    // Writes nothing unless the finalizer of earlier versions is there.
+    remove_legacy_finalizer(kc, ctx).await?;
     if kc.metadata.deletion_timestamp.is_some() {
         ctx.forget(&ns, &name);
-        if kc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
-            remove_legacy_finalizer(kc, ctx).await?;
-        }
         return Ok(Action::await_change());
-    }
-    if kc.finalizers().iter().any(|f| f == LEGACY_FINALIZER) {
-        remove_legacy_finalizer(kc, ctx).await?;
     }
     // Envoys of this cluster are served from now on, even before its first snapshot.
     if !kc.spec.listeners.external.is_empty() {
