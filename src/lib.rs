@@ -1,7 +1,7 @@
 //! Pier: a Kafka operator for Kubernetes whose Envoy front door is driven live over xDS.
 //!
 //! The layers that know nothing of Kubernetes are crates of their own (`crates/pier-xds` with
-//! the shared `model`, `crates/pier-kafka`), re-exported here under their old paths.
+//! the shared `model`, `crates/pier-kafka`, `crates/pier-balance`), re-exported here.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod shutdown;
 pub mod standalone;
 
+pub use pier_balance as balance;
 pub use pier_kafka as kafka;
 pub use pier_xds as xds;
 pub use pier_xds::{hash, model};

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 const KUBERNETES_FREE: &[(&str, &str)] = &[
     ("pier-xds", "crates/pier-xds"),
     ("pier-kafka", "crates/pier-kafka"),
+    ("pier-balance", "crates/pier-balance"),
+    ("pier-cruise-control", "crates/pier-cruise-control"),
 ];
 
 /// Any crate whose name starts with one of these is Kubernetes (`kube`, `kube-client`,
@@ -199,6 +201,8 @@ fn crates_that_need_no_unsafe_forbid_it() {
         "src/main.rs",
         "crates/pier-xds/src/lib.rs",
         "crates/pier-kafka/src/lib.rs",
+        "crates/pier-balance/src/lib.rs",
+        "crates/pier-cruise-control/src/lib.rs",
     ] {
         assert!(
             read(&repo().join(lib)).contains("#![forbid(unsafe_code)]"),

@@ -82,6 +82,7 @@ fn a_jvm_reads_every_value_back_as_the_spec_wrote_it() -> anyhow::Result<()> {
         pod_ips: BTreeMap::new(),
         external_address: Some("203.0.113.7".into()),
         cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+        ..Observed::default()
     };
     let desired = plan(&kc, &observed, &Settings::default())?;
     let text = &desired.config_maps[0].data.as_ref().unwrap()["server.properties"];

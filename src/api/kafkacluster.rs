@@ -79,6 +79,44 @@ pub struct KafkaClusterSpec {
     /// How brokers are restarted when a change needs it.
     #[serde(default)]
     pub rolling_upgrade: RollingUpgradeSpec,
+    /// How replicas move: draining brokers removed from the spec, filling brokers added to it.
+    #[serde(default)]
+    pub rebalance: RebalanceSpec,
+}
+
+/// Replica moves. A broker removed from the spec is drained (its replicas move to the others)
+/// before its Pod goes; a broker added to it is filled once Ready.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Replication throttle in bytes per second, set on the moving replicas only (leader and
+    /// follower) while a move runs, and removed when it ends.
+    #[serde(default = "default_throttle")]
+    #[schemars(range(min = 1048576))]
+    pub throttle_bytes_per_second: i64,
+    /// Move replicas onto brokers added to the spec once they are Ready, until replica and
+    /// leader counts are within one of the mean. The annotation `kafka.pier.dev/rebalance`
+    /// (any new value) asks for a full rebalance at any time.
+    #[serde(default = "default_true")]
+    pub on_broker_add: bool,
+}
+
+/// 50 MiB/s: fast enough to move data in reasonable time, slow enough to leave clients room.
+fn default_throttle() -> i64 {
+    50 * 1024 * 1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for RebalanceSpec {
+    fn default() -> Self {
+        Self {
+            throttle_bytes_per_second: default_throttle(),
+            on_broker_add: true,
+        }
+    }
 }
 
 /// Rolling restarts: one broker at a time, only while the cluster is healthy.
@@ -514,6 +552,63 @@ pub struct KafkaClusterStatus {
     /// The rolling restart in progress, if any; kept here so an operator restart resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_upgrade: Option<RollingUpgradeStatus>,
+    /// The replica move in progress (a drain or a rebalance), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_moves: Option<ReplicaMovesStatus>,
+    /// The brokers replicas were last spread over; a broker added since then is filled by a
+    /// rebalance once every broker is Ready (`rebalance.onBrokerAdd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalanced_brokers: Option<Vec<i32>>,
+    /// The last value of the `kafka.pier.dev/rebalance` annotation acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance_requested: Option<String>,
+}
+
+/// What a replica move is for.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema, Default,
+)]
+pub enum ReplicaMoveKind {
+    /// Emptying brokers removed from the spec.
+    #[default]
+    Drain,
+    /// Spreading replicas and leaders evenly (after brokers were added, or on request).
+    Rebalance,
+}
+
+/// Durable state and progress of a replica move; an operator restart resumes it (the moves
+/// themselves live in Kafka).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaMovesStatus {
+    pub kind: ReplicaMoveKind,
+    /// The brokers drained (Drain) or added (Rebalance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<i32>,
+    /// When the move started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Partitions moved or to move.
+    #[serde(default)]
+    pub partitions_total: i32,
+    /// Partitions still to move or moving.
+    #[serde(default)]
+    pub partitions_left: i32,
+    /// Bytes still on the drained brokers, as their DescribeLogDirs reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_left: Option<i64>,
+    /// A guess from the progress so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_seconds_left: Option<i64>,
+    /// Brokers on which Pier set replication throttle rates (removed when the move ends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled_brokers: Vec<i32>,
+    /// Topics on which Pier set throttled-replica lists (removed when the move ends).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throttled_topics: Vec<String>,
+    /// What the move waits for, if it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Durable state of a rolling restart.
@@ -540,7 +635,9 @@ pub struct RollingUpgradeStatus {
     pub message: Option<String>,
 }
 
-/// Where a broker is in its life.
+/// Where a broker is in its life: Pending (no Ready Pod yet), Running, Draining (removed from
+/// the spec; its replicas are moving to the other brokers), Removed (drained; its Pod and
+/// registration are going).
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema, Default,
 )]

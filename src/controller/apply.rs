@@ -16,7 +16,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 
 use super::{Cached, Context, Error, FIELD_MANAGER, Stores, call, cluster_objects};
 use crate::reconcile::claims::{Resize, plan_resize, storage_class};
-use crate::reconcile::names::APPLIED_HASH_ANNOTATION;
+use crate::reconcile::names::{APPLIED_HASH_ANNOTATION, BROKER_ID_LABEL};
 
 /// How an existing object is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,16 +52,25 @@ pub struct Writer<'a> {
     stores: &'a Stores,
     namespace: &'a str,
     cluster: &'a str,
+    /// Brokers no longer planned whose objects stay (they still hold replicas).
+    retained: &'a std::collections::BTreeSet<i32>,
     changes: Vec<String>,
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(ctx: &'a Context, stores: &'a Stores, namespace: &'a str, cluster: &'a str) -> Self {
+    pub fn new(
+        ctx: &'a Context,
+        stores: &'a Stores,
+        namespace: &'a str,
+        cluster: &'a str,
+        retained: &'a std::collections::BTreeSet<i32>,
+    ) -> Self {
         Self {
             ctx,
             stores,
             namespace,
             cluster,
+            retained,
             changes: Vec::new(),
         }
     }
@@ -74,7 +83,7 @@ impl<'a> Writer<'a> {
     /// Makes the cluster's objects of kind `K` what `desired` says: applies what is missing or
     /// (in `Update` mode) planned differently from what was last applied or drifted from it,
     /// then deletes owned objects the plan no longer has, unless `keep_others` (the plan is
-    /// incomplete).
+    /// incomplete) or they belong to a retained broker.
     pub async fn converge<K: Cached>(
         &mut self,
         desired: &[K],
@@ -138,7 +147,16 @@ impl<'a> Writer<'a> {
                 .owner_references()
                 .iter()
                 .any(|o| o.kind == "KafkaCluster" && o.controller == Some(true));
-            if wanted.contains(&name) || !owned || obj.meta().deletion_timestamp.is_some() {
+            let retained = obj
+                .labels()
+                .get(BROKER_ID_LABEL)
+                .and_then(|id| id.parse::<i32>().ok())
+                .is_some_and(|id| self.retained.contains(&id));
+            if wanted.contains(&name)
+                || !owned
+                || retained
+                || obj.meta().deletion_timestamp.is_some()
+            {
                 continue;
             }
             call(

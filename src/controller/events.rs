@@ -18,6 +18,7 @@ pub enum Reason {
     ConfigApplied,
     RollingRestart,
     RollFinished,
+    ReplicaMoves,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -27,6 +28,8 @@ pub enum Reason {
     RollPaused,
     BrokerCrashLooping,
     VolumeResizeRefused,
+    RemovalRefused,
+    ReplicaMoveFailed,
 }
 
 impl Reason {
@@ -44,6 +47,9 @@ impl Reason {
             Reason::RollPaused => "RollPaused",
             Reason::BrokerCrashLooping => "BrokerCrashLooping",
             Reason::VolumeResizeRefused => "VolumeResizeRefused",
+            Reason::ReplicaMoves => "ReplicaMoves",
+            Reason::RemovalRefused => "RemovalRefused",
+            Reason::ReplicaMoveFailed => "ReplicaMoveFailed",
         }
     }
 }

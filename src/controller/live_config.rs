@@ -13,14 +13,10 @@ use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource};
 use crate::reconcile::config::{ConfigChange, cluster_default_changes, config_changes};
 use crate::reconcile::pods::pod_ready;
 use crate::reconcile::status::DynamicState;
-use crate::reconcile::{Desired, EffectiveBroker, names};
+use crate::reconcile::{Desired, names};
 
 /// `host:port` of every broker Pod that is ready, on the inter-broker listener.
-pub fn reachable_nodes(
-    kc: &KafkaCluster,
-    pods: &[Pod],
-    brokers: &[EffectiveBroker],
-) -> BTreeMap<i32, String> {
+pub fn reachable_nodes(kc: &KafkaCluster, pods: &[Pod]) -> BTreeMap<i32, String> {
     let Some(port) = kc
         .spec
         .listeners
@@ -31,16 +27,17 @@ pub fn reachable_nodes(
     else {
         return BTreeMap::new();
     };
-    brokers
-        .iter()
-        .filter(|b| b.is_broker())
-        .filter_map(|b| {
-            let pod = broker_pod(kc, pods, b.id)?;
-            if pod.metadata.deletion_timestamp.is_some() || !pod_ready(pod) {
-                return None;
-            }
-            let ip = pod.status.as_ref()?.pod_ip.clone()?;
-            Some((b.id, format!("{ip}:{port}")))
+    // Every Ready broker Pod, those of brokers leaving the spec included (they still answer).
+    pods.iter()
+        .filter(|p| {
+            p.labels().get(names::BROKER_ROLE_LABEL).map(String::as_str) == Some("true")
+                && p.metadata.deletion_timestamp.is_none()
+                && pod_ready(p)
+        })
+        .filter_map(|p| {
+            let id = p.labels().get(names::BROKER_ID_LABEL)?.parse().ok()?;
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            Some((id, format!("{ip}:{port}")))
         })
         .collect()
 }

@@ -9,6 +9,7 @@ mod events;
 pub mod leader;
 mod live_config;
 mod roll;
+mod scaling;
 mod status;
 
 use std::future::Future;
@@ -185,6 +186,9 @@ pub struct Context {
     pub broker_restarts: Counter,
     /// IncrementalAlterConfigs calls that changed live configuration.
     pub dynamic_config_changes: Counter,
+    /// Clusters (`namespace/name`) whose throttles a crashed operator may have left were
+    /// checked by this process.
+    throttles_checked: dashmap::DashSet<String>,
     /// Consecutive failed reconciles per cluster (`namespace/name`), for backoff.
     failures: dashmap::DashMap<String, u32>,
     /// Kafka admin client per cluster (`namespace/name`), with its cached connections.
@@ -216,6 +220,7 @@ impl Context {
             ]),
             broker_restarts: Counter::default(),
             dynamic_config_changes: Counter::default(),
+            throttles_checked: dashmap::DashSet::new(),
             failures: dashmap::DashMap::new(),
             admins: dashmap::DashMap::new(),
             stores: dashmap::DashMap::new(),
@@ -267,6 +272,7 @@ impl Context {
         let key = format!("{namespace}/{name}");
         self.admins.remove(&key);
         self.failures.remove(&key);
+        self.throttles_checked.remove(&key);
         self.events.forget(namespace, name);
         tracing::info!(cluster = %name, %namespace, %group, "cluster deleted; xDS snapshot removed");
     }
@@ -489,6 +495,49 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     let external = cluster_objects::<Service>(&stores, &ns, &name)
         .into_iter()
         .find(|s| s.name_any() == names::external_service(kc));
+
+    // Kafka is asked before planning: a broker that left the spec keeps its objects until
+    // Kafka says it holds no replica.
+    let key = format!("{ns}/{name}");
+    let admin = ctx.admin(&key, live_config::reachable_nodes(kc, &pods));
+    let scaling_input = scaling_input(kc, &stores, &pods);
+    let leaving: std::collections::BTreeSet<i32> = scaling_input
+        .objects
+        .iter()
+        .chain(scaling_input.pods.keys())
+        .chain(prior.brokers.iter().map(|b| &b.id))
+        .copied()
+        .filter(|id| !scaling_input.spec_nodes.contains(id))
+        .collect();
+    let first_look = !ctx.throttles_checked.contains(&key);
+    let view = scaling::observe(
+        &admin,
+        scaling::Ask {
+            leaving: &leaving,
+            stale_throttles: first_look,
+        },
+    )
+    .await;
+    let view = match view {
+        Ok(v) => {
+            if first_look {
+                ctx.throttles_checked.insert(key.clone());
+            }
+            Some(v)
+        }
+        Err(e) => {
+            if !leaving.is_empty() || prior.replica_moves.is_some() {
+                tracing::info!(error = %e, "no complete answer from Kafka for replica moves");
+            }
+            None
+        }
+    };
+    let moves = reconcile::scaling::plan(&reconcile::scaling::ScalingInput {
+        kafka: view.as_ref(),
+        ..scaling_input
+    });
+    tracing::debug!(?moves, "replica moves planned");
+
     let observed = Observed {
         pod_ips: pods
             .iter()
@@ -501,6 +550,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             .collect(),
         external_address: external.as_ref().and_then(status::load_balancer_address),
         cluster_id: Some(cluster_id.clone()),
+        retained: moves.retained.clone(),
+        draining: moves.draining.clone(),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.
@@ -522,7 +573,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         }
     };
 
-    let mut writer = apply::Writer::new(ctx, &stores, &ns, &name);
+    let mut writer = apply::Writer::new(ctx, &stores, &ns, &name, &moves.retained);
     // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
     let waiting = desired.waiting_for_address;
     writer
@@ -559,12 +610,25 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         None => ctx.cache.remove_group(&group),
     }
 
-    // Live configuration and the roll's decision, through the Kafka admin protocol.
-    let key = format!("{ns}/{name}");
-    let admin = ctx.admin(
-        &key,
-        live_config::reachable_nodes(kc, &pods, &desired.brokers),
-    );
+    // Replica moves, then live configuration and the roll's decision, through the Kafka admin
+    // protocol.
+    let move_failures = scaling::act(&admin, &moves).await;
+    for line in &moves.events {
+        ctx.events
+            .did(ctx, kc, events::Reason::ReplicaMoves, line)
+            .await;
+    }
+    ctx.events
+        .problems(ctx, kc, events::Reason::ReplicaMoveFailed, &move_failures)
+        .await;
+    ctx.events
+        .problem(
+            ctx,
+            kc,
+            events::Reason::RemovalRefused,
+            moves.refused.as_deref(),
+        )
+        .await;
     let mut outcome = KafkaOutcome::default();
     if !desired.waiting_for_address {
         outcome.dynamic = live_config::run(kc, ctx, &admin, &desired).await;
@@ -579,6 +643,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         .as_ref()
         .and_then(|q| q.as_ref().ok())
         .and_then(|q| reconcile::status::quorum_notice(q, &desired.brokers));
+    outcome.replicas_moving = moves.moves.is_some();
     let step = roll::plan(kc, ctx, &admin, &pods, &desired, quorum, &mut outcome).await;
 
     let group_status = ctx.cache.group_status(&group);
@@ -599,6 +664,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         cluster_id: &cluster_id,
         kafka: &outcome,
         volumes: &volume_problems,
+        scaling: &moves,
     });
     ctx.events
         .problems(
@@ -640,6 +706,96 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     roll::act(kc, ctx, &admin, step).await?;
     Ok(Action::requeue(requeue.after()))
 }
+
+/// What replica moves are planned from, Kafka's view aside: the spec's nodes, the broker ids
+/// that still have objects, the broker Pods.
+fn scaling_input<'a>(
+    kc: &'a KafkaCluster,
+    stores: &Stores,
+    pods: &[Pod],
+) -> reconcile::scaling::ScalingInput<'a> {
+    use std::collections::BTreeSet;
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    let id_of = |labels: &std::collections::BTreeMap<String, String>| -> Option<i32> {
+        labels.get(names::BROKER_ID_LABEL)?.parse().ok()
+    };
+    let owned = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+        refs.iter()
+            .any(|o| o.kind == "KafkaCluster" && o.controller == Some(true))
+    };
+    let mut objects: BTreeSet<i32> = BTreeSet::new();
+    objects.extend(pods.iter().filter_map(|p| id_of(p.labels())));
+    objects.extend(
+        cluster_objects::<ConfigMap>(stores, &ns, &name)
+            .iter()
+            .filter_map(|c| id_of(c.labels())),
+    );
+    objects.extend(
+        cluster_objects::<Service>(stores, &ns, &name)
+            .iter()
+            .filter_map(|s| id_of(s.labels())),
+    );
+    objects.extend(
+        cluster_objects::<PersistentVolumeClaim>(stores, &ns, &name)
+            .iter()
+            .filter(|c| owned(c.owner_references()))
+            .filter_map(|c| id_of(c.labels())),
+    );
+    let pod_facts = pods
+        .iter()
+        .filter_map(|p| {
+            Some((
+                id_of(p.labels())?,
+                reconcile::scaling::PodFacts {
+                    ready: reconcile::pods::pod_ready(p),
+                    broker_role: p.labels().get(names::BROKER_ROLE_LABEL).map(String::as_str)
+                        == Some("true"),
+                },
+            ))
+        })
+        .collect();
+    let prior = kc.status.as_ref();
+    reconcile::scaling::ScalingInput {
+        spec_nodes: kc.spec.brokers.iter().map(|b| b.id).collect(),
+        spec_brokers: kc
+            .spec
+            .brokers
+            .iter()
+            .filter(|b| b.roles.contains(&crate::api::Role::Broker))
+            .map(|b| b.id)
+            .collect(),
+        prior: prior.unwrap_or(&EMPTY_STATUS),
+        objects,
+        pods: pod_facts,
+        kafka: None,
+        rebalance: &kc.spec.rebalance,
+        rebalance_annotation: kc
+            .annotations()
+            .get(names::REBALANCE_ANNOTATION)
+            .map(String::as_str),
+        restarting: prior
+            .and_then(|s| s.rolling_upgrade.as_ref())
+            .is_some_and(|r| r.restarting.is_some()),
+        now_ms: k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+    }
+}
+
+/// The status of a cluster Pier has not written yet.
+static EMPTY_STATUS: crate::api::KafkaClusterStatus = crate::api::KafkaClusterStatus {
+    observed_generation: None,
+    conditions: Vec::new(),
+    broker_count: 0,
+    brokers: Vec::new(),
+    cluster_id: None,
+    bootstrap_address: None,
+    xds: None,
+    config_notices: Vec::new(),
+    rolling_upgrade: None,
+    replica_moves: None,
+    rebalanced_brokers: None,
+    rebalance_requested: None,
+};
 
 /// Removes the finalizer of earlier versions, touching no other finalizer.
 async fn remove_legacy_finalizer(kc: &KafkaCluster, ctx: &Context) -> Result<(), Error> {

@@ -88,6 +88,13 @@ pub async fn plan(
     let step = if outcome.restart_due.is_empty() && prior.restarting.is_none() {
         outcome.roll = None;
         Step::Nothing
+    } else if outcome.replicas_moving && prior.restarting.is_none() {
+        // Moving partitions are under-replicated by design: the health gate would count
+        // failures for the whole move. The roll starts once the moves are done.
+        outcome.rolling = true;
+        let why = "waiting for the replica moves to finish".to_string();
+        outcome.roll = Some(roll_status(&prior, Some(why)));
+        Step::Nothing
     } else {
         outcome.rolling = true;
         let health = match quorum {

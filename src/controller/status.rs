@@ -78,6 +78,7 @@ pub async fn write(
     match written {
         Ok(_) => {
             ctx.wrote();
+            tracing::debug!(patch = %patch["status"], "status written");
             Ok(())
         }
         Err(Error::Kube {

@@ -8,6 +8,7 @@ pub mod names;
 pub mod pods;
 mod properties;
 pub mod roll;
+pub mod scaling;
 mod services;
 pub mod status;
 
@@ -36,6 +37,11 @@ pub struct Observed {
     pub external_address: Option<String>,
     /// The KRaft cluster id already chosen (status.clusterId).
     pub cluster_id: Option<String>,
+    /// Brokers removed from the spec whose objects stay because they may hold data (see
+    /// [`scaling`]); Envoy keeps their listeners.
+    pub retained: std::collections::BTreeSet<i32>,
+    /// Those of `retained` that are draining: out of Envoy's bootstrap.
+    pub draining: std::collections::BTreeSet<i32>,
 }
 
 /// Operator settings that shape the objects.

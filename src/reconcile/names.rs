@@ -4,6 +4,8 @@ use kube::ResourceExt;
 
 pub const CLUSTER_LABEL: &str = "kafka.pier.dev/cluster";
 pub const BROKER_ID_LABEL: &str = "kafka.pier.dev/broker-id";
+/// Any new value asks for a full rebalance of the cluster's replicas and leaders.
+pub const REBALANCE_ANNOTATION: &str = "kafka.pier.dev/rebalance";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Set on Pods of brokers with the broker role: the bootstrap Service selects them.
 pub const BROKER_ROLE_LABEL: &str = "kafka.pier.dev/role-broker";

@@ -193,6 +193,7 @@ fn input() -> impl Strategy<Value = Input> {
                         .collect(),
                     external_address: lb_address.then(|| "203.0.113.7".to_string()),
                     cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+                    ..Observed::default()
                 };
                 kc.spec.brokers = brokers;
                 Input { kc, observed }

@@ -100,15 +100,28 @@ pub fn external_access(
     for l in &kc.spec.listeners.external {
         let mut model = listener_model(kc, namespace, l)?;
         let port = u16::try_from(l.container_port).unwrap_or_default();
-        model.brokers = brokers
+        let serving = brokers
             .iter()
             .filter(|b| b.is_broker())
-            .filter_map(|b| {
-                observed.pod_ips.get(&b.id).map(|ip| ExposedBroker {
-                    id: b.id,
+            .map(|b| (b.id, BrokerState::Serving));
+        // A broker that left the spec but still holds data keeps its listener; while it drains
+        // (clients fetch from it until its partitions have moved) it leaves bootstrap.
+        let draining = observed.retained.iter().map(|id| {
+            let state = if observed.draining.contains(id) {
+                BrokerState::Draining
+            } else {
+                BrokerState::Serving
+            };
+            (*id, state)
+        });
+        model.brokers = serving
+            .chain(draining)
+            .filter_map(|(id, state)| {
+                observed.pod_ips.get(&id).map(|ip| ExposedBroker {
+                    id,
                     host: ip.clone(),
                     port,
-                    state: BrokerState::Serving,
+                    state,
                 })
             })
             .collect();

@@ -9,9 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use super::pods::{crash_loop, pod_ready};
+use super::scaling::ScalingPlan;
 use super::{Desired, EffectiveBroker, Observed, names};
 use crate::api::{
-    BrokerPhase, BrokerStatus, KafkaCluster, KafkaClusterStatus, RollingUpgradeStatus, XdsStatus,
+    BrokerPhase, BrokerStatus, KafkaCluster, KafkaClusterStatus, ReplicaMoveKind,
+    ReplicaMovesStatus, RollingUpgradeStatus, XdsStatus,
 };
 use crate::kafka::QuorumInfo;
 
@@ -34,6 +36,9 @@ pub mod reasons {
     pub const BROKER_CRASH_LOOPING: &str = "BrokerCrashLooping";
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const VOLUME_RESIZE_REFUSED: &str = "VolumeResizeRefused";
+    pub const REMOVAL_REFUSED: &str = "RemovalRefused";
+    pub const DRAINING: &str = "Draining";
+    pub const REBALANCING: &str = "Rebalancing";
 }
 
 /// Per-broker outcome of the live configuration.
@@ -59,6 +64,8 @@ pub struct KafkaOutcome {
     pub rolling: bool,
     /// The KRaft quorum's voters differ from the spec's controllers.
     pub quorum_notice: Option<String>,
+    /// Replicas are moving (a drain or a rebalance): no broker restart starts meanwhile.
+    pub replicas_moving: bool,
 }
 
 /// What the cluster's Envoys took of the xDS snapshot.
@@ -81,6 +88,8 @@ pub struct StatusInput<'a> {
     pub kafka: &'a KafkaOutcome,
     /// Volume resizes that cannot be done.
     pub volumes: &'a [String],
+    /// Replica moves: leaving brokers, progress, a refused removal.
+    pub scaling: &'a ScalingPlan,
 }
 
 /// When the controller looks again without being woken by a watched change.
@@ -150,6 +159,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         cluster_id,
         kafka,
         volumes,
+        scaling,
     } = input;
     let generation = kc.metadata.generation;
     let mut brokers = Vec::new();
@@ -198,6 +208,18 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
             configuration_error: dynamic.and_then(|d| d.error.clone()),
         });
     }
+    for (id, phase) in &scaling.leaving {
+        let name = names::broker_pod(kc, *id);
+        let pod = pods.iter().find(|p| p.name_any() == name);
+        brokers.push(BrokerStatus {
+            id: *id,
+            pod_name: pod.map(|p| p.name_any()),
+            pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
+            phase: *phase,
+            ..Default::default()
+        });
+    }
+    brokers.sort_by_key(|b| b.id);
     let total = kc.spec.brokers.len();
     let bootstrap_address = kc.spec.listeners.external.first().and_then(|l| {
         let host = l
@@ -210,7 +232,8 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let has_external = !kc.spec.listeners.external.is_empty();
     let xds_ok = !has_external || envoy.all_acked;
     let all_ready = ready_brokers == total && xds_ok && !desired.waiting_for_address;
-    let settled = all_ready && !kafka.rolling;
+    let moving = scaling.moves.is_some() || !scaling.leaving.is_empty();
+    let settled = all_ready && !kafka.rolling && !moving;
     let ready_message = if desired.waiting_for_address {
         "waiting for the external LoadBalancer address".to_string()
     } else if ready_brokers < total {
@@ -238,6 +261,12 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                 .then(|| (reasons::BROKER_CRASH_LOOPING, crash_looping.join("; ")))
         })
         .or_else(|| {
+            scaling
+                .refused
+                .clone()
+                .map(|why| (reasons::REMOVAL_REFUSED, why))
+        })
+        .or_else(|| {
             (!volumes.is_empty()).then(|| (reasons::VOLUME_RESIZE_REFUSED, volumes.join("; ")))
         });
     let degraded = match problem {
@@ -262,6 +291,9 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let status = KafkaClusterStatus {
         observed_generation: generation,
         rolling_upgrade: kafka.roll.clone(),
+        replica_moves: scaling.moves.clone(),
+        rebalanced_brokers: scaling.rebalanced_brokers.clone(),
+        rebalance_requested: scaling.rebalance_requested.clone(),
         config_notices,
         conditions: vec![
             condition(
@@ -282,10 +314,17 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                     reasons::DONE
                 } else if kafka.rolling {
                     reasons::ROLLING_RESTART
+                } else if let Some(m) = &scaling.moves {
+                    match m.kind {
+                        ReplicaMoveKind::Drain => reasons::DRAINING,
+                        ReplicaMoveKind::Rebalance => reasons::REBALANCING,
+                    }
                 } else {
                     reasons::PROGRESSING
                 },
-                &roll_message.unwrap_or(ready_message.clone()),
+                &roll_message
+                    .or_else(|| scaling.moves.as_ref().map(moves_message))
+                    .unwrap_or(ready_message.clone()),
                 generation,
             ),
             degraded,
@@ -302,12 +341,34 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     };
     // Pods are watched; Kafka and Envoy's ACKs are not.
     let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
-    let requeue = if waiting_on_kafka || !xds_ok {
+    let requeue = if waiting_on_kafka || !xds_ok || scaling.waiting {
         Requeue::Soon
     } else {
         Requeue::Idle
     };
     (status, requeue)
+}
+
+/// One line on a replica move's progress.
+fn moves_message(m: &ReplicaMovesStatus) -> String {
+    let what = match m.kind {
+        ReplicaMoveKind::Drain => format!("draining brokers {:?}", m.brokers),
+        ReplicaMoveKind::Rebalance => format!("rebalancing onto brokers {:?}", m.brokers),
+    };
+    let mut line = format!(
+        "{what}: {}/{} partitions left",
+        m.partitions_left, m.partitions_total
+    );
+    if let Some(b) = m.bytes_left {
+        line.push_str(&format!(", {b} bytes on the drained brokers"));
+    }
+    if let Some(s) = m.estimated_seconds_left {
+        line.push_str(&format!(", about {s} s left"));
+    }
+    if let Some(why) = &m.message {
+        line.push_str(&format!("; {why}"));
+    }
+    line
 }
 
 /// Pier writes a static quorum (`controller.quorum.voters`): adding or removing a controller in

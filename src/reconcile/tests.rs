@@ -20,6 +20,7 @@ fn observed() -> Observed {
         pod_ips: BTreeMap::from([(0, "10.1.0.10".into()), (1, "10.1.0.11".into())]),
         external_address: Some("203.0.113.7".into()),
         cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+        ..Observed::default()
     }
 }
 
@@ -284,6 +285,33 @@ fn the_xds_model_lists_brokers_with_a_pod_ip() {
         resources.listeners.len(),
         3,
         "two brokers with IPs plus bootstrap"
+    );
+}
+
+#[test]
+fn brokers_that_left_the_spec_keep_their_listener_and_draining_ones_leave_bootstrap() {
+    let kc = example("kafkacluster-basic.yaml");
+    let mut o = observed();
+    o.pod_ips.insert(7, "10.1.0.17".into());
+    o.pod_ips.insert(8, "10.1.0.18".into());
+    o.retained = [7, 8].into();
+    o.draining = [8].into();
+    let d = plan(&kc, &o, &Settings::default()).unwrap();
+    let states: Vec<(i32, crate::model::BrokerState)> = d.external_access[0]
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.state))
+        .collect();
+    use crate::model::BrokerState::{Draining, Serving};
+    assert_eq!(
+        states,
+        [(0, Serving), (1, Serving), (7, Serving), (8, Draining)]
+    );
+    // Their objects are not planned: the controller keeps what exists.
+    assert!(
+        !names(&d.pods)
+            .iter()
+            .any(|n| n.ends_with("-7") || n.ends_with("-8"))
     );
 }
 

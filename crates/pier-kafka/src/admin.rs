@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
 use super::{
     BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOp, ConfigResource,
-    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, KafkaError, NewTopic, QuorumInfo,
-    Reassignment, TopicOutcome,
+    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, KafkaError, LogDir, NewTopic,
+    OngoingReassignment, QuorumInfo, Reassignment, TopicOutcome,
 };
 
 /// Timeouts and retries of an [`AdminClient`].
@@ -198,6 +198,20 @@ impl AdminClient {
         .await
     }
 
+    /// Some configs of many topics in one request, by topic (topics deleted meanwhile are
+    /// left out).
+    pub async fn describe_topic_configs(
+        &self,
+        topics: &[String],
+        keys: &[String],
+    ) -> Result<BTreeMap<String, Vec<ConfigEntry>>, KafkaError> {
+        self.call("DescribeConfigs", Target::Any, |c| {
+            let (topics, keys) = (topics.to_vec(), keys.to_vec());
+            Box::pin(async move { c.describe_topic_configs(&topics, &keys).await })
+        })
+        .await
+    }
+
     /// Sets and deletes configs of one resource (IncrementalAlterConfigs; never the legacy
     /// AlterConfigs). A broker's go to that broker, the rest to any node. With
     /// `validate_only` the broker only checks the change.
@@ -221,10 +235,42 @@ impl AdminClient {
         .await
     }
 
-    /// Partitions whose reassignment is in progress, as (topic, partition).
-    pub async fn list_partition_reassignments(&self) -> Result<Vec<(String, i32)>, KafkaError> {
+    /// Partitions whose reassignment is in progress, with the replicas being added and removed.
+    pub async fn list_partition_reassignments(
+        &self,
+    ) -> Result<Vec<OngoingReassignment>, KafkaError> {
         self.call("ListPartitionReassignments", Target::Any, |c| {
             Box::pin(c.list_partition_reassignments())
+        })
+        .await
+    }
+
+    /// Cancels the reassignments of these partitions (each reverts to its original replicas);
+    /// a partition that is no longer moving is no error.
+    pub async fn cancel_partition_reassignments(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<(), KafkaError> {
+        self.call("AlterPartitionReassignments", Target::Any, |c| {
+            let partitions = partitions.to_vec();
+            Box::pin(async move { c.cancel_partition_reassignments(&partitions).await })
+        })
+        .await
+    }
+
+    /// Removes a broker gone for good from the cluster metadata; `false` if it was not
+    /// registered.
+    pub async fn unregister_broker(&self, id: i32) -> Result<bool, KafkaError> {
+        self.call("UnregisterBroker", Target::Any, |c| {
+            Box::pin(c.unregister_broker(id))
+        })
+        .await
+    }
+
+    /// The log directories of one broker, asked of that broker.
+    pub async fn describe_log_dirs(&self, broker: i32) -> Result<Vec<LogDir>, KafkaError> {
+        self.call("DescribeLogDirs", Target::Node(broker), |c| {
+            Box::pin(c.describe_log_dirs())
         })
         .await
     }

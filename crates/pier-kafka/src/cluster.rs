@@ -1,11 +1,14 @@
-//! The cluster as a whole: its brokers (DescribeCluster) and its KRaft controller quorum
-//! (DescribeQuorum), in Pier's own types. Any broker answers both (it forwards DescribeQuorum
-//! to the quorum leader).
+//! The cluster as a whole: its brokers (DescribeCluster, UnregisterBroker) and its KRaft
+//! controller quorum (DescribeQuorum), in Pier's own types. Any broker answers them (it
+//! forwards to the controllers).
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_quorum_response::ReplicaState as WireReplicaState;
-use kafka_protocol::messages::{DescribeClusterRequest, DescribeQuorumRequest, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeQuorumRequest, TopicName, UnregisterBrokerRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 
+use super::error::codes::BROKER_ID_NOT_REGISTERED;
 use super::{BrokerConnection, KafkaError};
 
 /// The KRaft metadata log: the topic and partition DescribeQuorum asks about.
@@ -102,6 +105,25 @@ impl BrokerConnection {
             controller_id: response.controller_id.0,
             brokers,
         })
+    }
+
+    /// Removes a broker's registration from the cluster metadata (UnregisterBroker; any broker
+    /// forwards it to the controller). Only for brokers gone for good: a live broker that is
+    /// unregistered keeps running and registers again on its next start. `false` when it was
+    /// not registered (already unregistered: doing it again is harmless).
+    pub async fn unregister_broker(&mut self, id: i32) -> Result<bool, KafkaError> {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+        let response = self.send(&request).await?;
+        if response.error_code == BROKER_ID_NOT_REGISTERED {
+            return Ok(false);
+        }
+        KafkaError::check(
+            self.addr(),
+            "UnregisterBroker",
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        Ok(true)
     }
 
     /// The state of the KRaft quorum (`__cluster_metadata` partition 0).

@@ -4,15 +4,18 @@
 //! A [`ConfigResource::Broker`] or [`ConfigResource::BrokerLogger`] must be sent to that very
 //! broker (any other answers INVALID_REQUEST); [`ConfigResource::BrokerDefault`] (the
 //! cluster-wide default, resource name "") and topics may go to any broker.
+use std::collections::BTreeMap;
 use std::fmt;
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
 
+use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
 use super::{BrokerConnection, KafkaError};
 
 /// What a config belongs to.
@@ -176,6 +179,8 @@ pub enum ConfigOpKind {
     Set(String),
     /// Removes the value at this resource's level (the next level down applies again).
     Delete,
+    /// Adds an entry to a list config (e.g. a topic's throttled replicas) unless present.
+    Append(String),
 }
 
 impl ConfigOp {
@@ -192,9 +197,41 @@ impl ConfigOp {
             op: ConfigOpKind::Delete,
         }
     }
+
+    pub fn append(key: impl Into<String>, value: impl Into<String>) -> Self {
+        ConfigOp {
+            key: key.into(),
+            op: ConfigOpKind::Append(value.into()),
+        }
+    }
 }
 
 const DESCRIBE: &str = "DescribeConfigs";
+
+/// Pier's entries from an answer's, sorted by name.
+fn entries(configs: Vec<DescribeConfigsResourceResult>) -> Vec<ConfigEntry> {
+    let mut entries: Vec<ConfigEntry> = configs
+        .into_iter()
+        .map(|c| ConfigEntry {
+            name: c.name.to_string(),
+            value: c.value.map(|v| v.to_string()),
+            read_only: c.read_only,
+            source: ConfigSource::from_code(c.config_source),
+            sensitive: c.is_sensitive,
+            synonyms: c
+                .synonyms
+                .into_iter()
+                .map(|s| ConfigSynonym {
+                    name: s.name.to_string(),
+                    value: s.value.map(|v| v.to_string()),
+                    source: ConfigSource::from_code(s.source),
+                })
+                .collect(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries
+}
 const ALTER: &str = "IncrementalAlterConfigs";
 
 impl BrokerConnection {
@@ -236,28 +273,48 @@ impl BrokerConnection {
                 r.error_message.as_ref(),
             )
         })?;
-        let mut entries: Vec<ConfigEntry> = result
-            .configs
-            .into_iter()
-            .map(|c| ConfigEntry {
-                name: c.name.to_string(),
-                value: c.value.map(|v| v.to_string()),
-                read_only: c.read_only,
-                source: ConfigSource::from_code(c.config_source),
-                sensitive: c.is_sensitive,
-                synonyms: c
-                    .synonyms
-                    .into_iter()
-                    .map(|s| ConfigSynonym {
-                        name: s.name.to_string(),
-                        value: s.value.map(|v| v.to_string()),
-                        source: ConfigSource::from_code(s.source),
-                    })
-                    .collect(),
-            })
-            .collect();
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(entries(result.configs))
+    }
+
+    /// Some configs of many topics in one request, by topic. A topic deleted meanwhile is
+    /// left out; any other error of a topic fails the call (the answer would be incomplete).
+    pub async fn describe_topic_configs(
+        &mut self,
+        topics: &[String],
+        keys: &[String],
+    ) -> Result<BTreeMap<String, Vec<ConfigEntry>>, KafkaError> {
+        let topic_type = ConfigResource::Topic(String::new()).resource_type();
+        let request = DescribeConfigsRequest::default().with_resources(
+            topics
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(topic_type)
+                        .with_resource_name(StrBytes::from_string(t.clone()))
+                        .with_configuration_keys(Some(
+                            keys.iter()
+                                .map(|k| StrBytes::from_string(k.clone()))
+                                .collect(),
+                        ))
+                })
+                .collect(),
+        );
+        let response = self.send(&request).await?;
+        let mut out = BTreeMap::new();
+        for r in response.results {
+            let topic = r.resource_name.to_string();
+            match r.error_code {
+                0 => {
+                    out.insert(topic, entries(r.configs));
+                }
+                UNKNOWN_TOPIC_OR_PARTITION => {}
+                code => {
+                    let resource = ConfigResource::Topic(topic);
+                    return Err(self.resource_error(DESCRIBE, &resource, code, r.error_message));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Sets and deletes configs of one resource, leaving every other config as it is. With
@@ -283,6 +340,9 @@ impl BrokerConnection {
                                         (0, Some(StrBytes::from_string(v.clone())))
                                     }
                                     ConfigOpKind::Delete => (1, None),
+                                    ConfigOpKind::Append(v) => {
+                                        (2, Some(StrBytes::from_string(v.clone())))
+                                    }
                                 };
                                 AlterableConfig::default()
                                     .with_name(StrBytes::from_string(op.key.clone()))

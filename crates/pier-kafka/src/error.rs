@@ -187,6 +187,8 @@ pub mod codes {
     pub const POLICY_VIOLATION: i16 = 44;
     pub const INVALID_CONFIG: i16 = 40;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! - [`BrokerConnection`]: one connection to one broker (ApiVersions negotiation, framing,
 //!   timeouts; a boxed byte stream chosen by [`Transport`], plaintext today) with the typed
 //!   calls as methods: Metadata, CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum,
-//!   DescribeConfigs, IncrementalAlterConfigs, partition reassignments, ElectLeaders, Produce
-//!   and Fetch.
+//!   DescribeConfigs, IncrementalAlterConfigs, partition reassignments (and cancelling them),
+//!   ElectLeaders, UnregisterBroker, DescribeLogDirs, Produce and Fetch.
 //! - [`AdminClient`]: what the operator uses: node id → address map supplied by the caller
 //!   (never the advertised addresses), one cached connection per node, a timeout per attempt,
 //!   retries with exponential backoff on retriable failures only, broker-specific calls sent
@@ -23,6 +23,7 @@ mod config_classes;
 mod configs;
 mod connection;
 mod error;
+mod logdirs;
 mod metadata;
 mod reassign;
 mod records;
@@ -40,6 +41,7 @@ pub use configs::{
 };
 pub use connection::{BrokerConnection, ConnectOptions, Transport};
 pub use error::{KafkaError, codes};
+pub use logdirs::{LogDir, LogDirReplica};
 pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
-pub use reassign::{ElectionOutcome, Reassignment, plan_drain};
+pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drain};
 pub use records::TopicRef;

@@ -1,5 +1,5 @@
 //! Moving partition replicas and leadership: AlterPartitionReassignments,
-//! ListPartitionReassignments and ElectLeaders (preferred), and the pure planning of "move
+//! ListPartitionReassignments (with cancelling) and ElectLeaders (preferred), and the pure planning of "move
 //! every replica off these brokers".
 use std::collections::BTreeMap;
 
@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::error::codes::ELECTION_NOT_NEEDED;
+use super::error::codes::{ELECTION_NOT_NEEDED, NO_REASSIGNMENT_IN_PROGRESS};
 use super::{BrokerConnection, ClusterMetadata, KafkaError};
 
 /// What a preferred-leader election did for one partition. A partition whose preferred
@@ -23,6 +23,17 @@ pub struct ElectionOutcome {
     pub topic: String,
     pub partition: i32,
     pub result: Result<(), KafkaError>,
+}
+
+/// A partition whose reassignment is in progress (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    /// Every replica while the move runs: the targets plus those being removed.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
 }
 
 /// A partition and the replicas it should have.
@@ -141,8 +152,10 @@ impl BrokerConnection {
         Ok(())
     }
 
-    /// Partitions whose reassignment is still in progress, as (topic, partition).
-    pub async fn list_partition_reassignments(&mut self) -> Result<Vec<(String, i32)>, KafkaError> {
+    /// Partitions whose reassignment is still in progress, sorted by topic and partition.
+    pub async fn list_partition_reassignments(
+        &mut self,
+    ) -> Result<Vec<OngoingReassignment>, KafkaError> {
         let request = ListPartitionReassignmentsRequest::default()
             .with_timeout_ms(self.operation_timeout_ms());
         let response = self.send(&request).await?;
@@ -152,16 +165,73 @@ impl BrokerConnection {
             response.error_code,
             response.error_message.as_ref(),
         )?;
-        Ok(response
+        let ids = |v: Vec<BrokerId>| v.into_iter().map(|b| b.0).collect::<Vec<i32>>();
+        let mut out: Vec<OngoingReassignment> = response
             .topics
             .into_iter()
             .flat_map(|t| {
                 let name = t.name.0.to_string();
-                t.partitions
-                    .into_iter()
-                    .map(move |p| (name.clone(), p.partition_index))
+                t.partitions.into_iter().map(move |p| OngoingReassignment {
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    replicas: ids(p.replicas),
+                    adding: ids(p.adding_replicas),
+                    removing: ids(p.removing_replicas),
+                })
             })
-            .collect())
+            .collect();
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
+    }
+
+    /// Cancels the reassignments of the given partitions: Kafka reverts each to its original
+    /// replicas. A partition that is no longer moving (NO_REASSIGNMENT_IN_PROGRESS) is fine.
+    pub async fn cancel_partition_reassignments(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<(), KafkaError> {
+        let mut topics: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+        for (topic, partition) in partitions {
+            topics.entry(topic).or_default().push(
+                ReassignablePartition::default()
+                    .with_partition_index(*partition)
+                    .with_replicas(None),
+            );
+        }
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(self.operation_timeout_ms())
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        ReassignableTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            );
+        let response = self.send(&request).await?;
+        let api = "AlterPartitionReassignments (cancel)";
+        KafkaError::check(
+            self.addr(),
+            api,
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        for t in response.responses {
+            for p in t.partitions {
+                if p.error_code != 0 && p.error_code != NO_REASSIGNMENT_IN_PROGRESS {
+                    let message = Some(format!(
+                        "{}-{}: {}",
+                        t.name.0,
+                        p.partition_index,
+                        p.error_message.map(|m| m.to_string()).unwrap_or_default()
+                    ));
+                    return Err(KafkaError::broker(self.addr(), api, p.error_code, message));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Moves leadership of the given partitions (`None`: every partition) to their preferred

@@ -1,0 +1,571 @@
+//! Graceful scaling with real brokers run by the dev node agent and clients through Envoy:
+//! a removal that would break replication is refused; a removed broker is drained by the
+//! operator (an operator restart mid-drain resumes the same move) while Kafka's own
+//! VerifiableProducer (acks=all, idempotent) and a kcat consumer keep working, and its Pod and
+//! registration go only then; added brokers are filled until replica and leader counts are
+//! within one of the mean; throttles are gone at the end of every move.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pier::api::{BrokerPhase, KafkaCluster, KafkaClusterStatus};
+use pier::kafka::{AdminClient, AdminOptions, ConfigResource};
+use pier_testenv::devlet::{self, DevletOptions};
+use pier_testenv::{ControlPlane, LogDir, wait_for};
+use serde_json::json;
+use support::{Operator, read_topic, ready};
+
+mod support;
+
+const NS: &str = "default";
+const NAME: &str = "scale";
+/// Envoy's bootstrap port for this test (others use 29092 and 29192).
+const BOOTSTRAP: &str = "127.0.0.1:29392";
+/// Replicated three times, produced to during the whole test.
+const EVENTS: &str = "events";
+/// One partition, one replica, on the broker that is removed.
+const SOLO: &str = "solo";
+const SOLO_RECORDS: usize = 6000;
+
+fn broker(id: i32, roles: &[&str]) -> serde_json::Value {
+    json!({"id": id, "configGroup": "default", "roles": roles})
+}
+
+fn brokers_spec(ids: &[i32]) -> serde_json::Value {
+    serde_json::Value::Array(
+        ids.iter()
+            .map(|id| {
+                if *id < 3 {
+                    broker(*id, &["broker", "controller"])
+                } else {
+                    broker(*id, &["broker"])
+                }
+            })
+            .collect(),
+    )
+}
+
+fn cluster() -> anyhow::Result<KafkaCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaCluster",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {
+            "kafka": {
+                "readOnlyConfig": {
+                    "default.replication.factor": "3",
+                    "offsets.topic.replication.factor": "3",
+                    "transaction.state.log.replication.factor": "3",
+                    "transaction.state.log.min.isr": "2"
+                },
+                "clusterWideConfig": {"min.insync.replicas": "2"}
+            },
+            "brokerConfigGroups": {"default": {
+                "heapOpts": "-Xms256m -Xmx256m",
+                "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
+            }},
+            "brokers": brokers_spec(&[0, 1, 2, 3]),
+            "listeners": {"external": [{
+                "name": "external", "containerPort": 9094,
+                "bootstrapPort": 29392, "brokerPortBase": 29400
+            }]},
+            "envoy": {"replicas": 1},
+            // The slowest throttle Kafka advises: the drain takes long enough to restart
+            // the operator in the middle of it.
+            "rebalance": {"throttleBytesPerSecond": 1048576}
+        }
+    }))?)
+}
+
+async fn set_brokers(client: &Client, ids: &[i32]) -> anyhow::Result<()> {
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"brokers": brokers_spec(ids)}})),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn status(client: &Client) -> anyhow::Result<KafkaClusterStatus> {
+    Ok(Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .get(NAME)
+        .await?
+        .status
+        .unwrap_or_default())
+}
+
+/// Broker Pods by id: (uid, ready, pod IP), terminating ones left out.
+async fn broker_pods(client: &Client) -> anyhow::Result<BTreeMap<i32, (String, bool, String)>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let list = pods
+        .list(&ListParams::default().labels(&format!(
+            "kafka.pier.dev/cluster={NAME},app.kubernetes.io/component=broker"
+        )))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let id = p.labels().get("kafka.pier.dev/broker-id")?.parse().ok()?;
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            Some((
+                id,
+                (
+                    p.metadata.uid.clone().unwrap_or_default(),
+                    ready(&p),
+                    ip.unwrap_or_default(),
+                ),
+            ))
+        })
+        .collect())
+}
+
+/// An admin client on the Ready brokers' Pod IPs.
+async fn admin(client: &Client) -> anyhow::Result<AdminClient> {
+    let nodes: BTreeMap<i32, String> = broker_pods(client)
+        .await?
+        .into_iter()
+        .filter(|(_, (_, ready, ip))| *ready && !ip.is_empty())
+        .map(|(id, (_, _, ip))| (id, format!("{ip}:9092")))
+        .collect();
+    Ok(AdminClient::new(nodes, AdminOptions::default()))
+}
+
+async fn wait_brokers_ready(client: &Client, ids: &[i32], within: Duration) -> anyhow::Result<()> {
+    let want: BTreeSet<i32> = ids.iter().copied().collect();
+    wait_for(
+        &format!("brokers {ids:?} ready"),
+        within,
+        Duration::from_secs(1),
+        || async {
+            let b = broker_pods(client).await.ok()?;
+            let ready: BTreeSet<i32> = b.iter().filter(|(_, v)| v.1).map(|(k, _)| *k).collect();
+            (ready == want).then_some(())
+        },
+    )
+    .await
+}
+
+/// Kafka's own tool, on the Kafka classpath dev/setup installed.
+fn kafka_tool(class: &str) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(pier_testenv::program("kafka-node")?);
+    cmd.args(["class", class]);
+    cmd.env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m");
+    Ok(cmd)
+}
+
+/// Creates a topic with Kafka's TopicCommand through Envoy.
+async fn create_topic(args: &[&str]) -> anyhow::Result<()> {
+    let out = kafka_tool("org.apache.kafka.tools.TopicCommand")?
+        .args(["--bootstrap-server", BOOTSTRAP, "--create"])
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "TopicCommand {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Kafka's VerifiableProducer: acks=all, idempotent, a steady pace, every send's outcome on
+/// stdout as JSON.
+struct VerifiableProducer {
+    child: tokio::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl VerifiableProducer {
+    fn start(logs: &LogDir) -> anyhow::Result<Self> {
+        let config = logs.path().join("producer.properties");
+        std::fs::write(
+            &config,
+            "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n",
+        )?;
+        let out = logs.path().join("verifiable-producer.jsonl");
+        let child = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?
+            .args(["--bootstrap-server", BOOTSTRAP, "--topic", EVENTS])
+            .args(["--throughput", "100", "--acks", "-1"])
+            .arg("--producer.config")
+            .arg(&config)
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(
+                logs.path().join("verifiable-producer.stderr"),
+            )?)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(VerifiableProducer { child, out })
+    }
+
+    /// (acked values, failed sends) so far.
+    fn outcomes(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let text = std::fs::read_to_string(&self.out)?;
+        let (mut acked, mut failed) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            match event["name"].as_str() {
+                Some("producer_send_success") => {
+                    acked.push(event["value"].as_str().unwrap_or_default().to_string())
+                }
+                Some("producer_send_error") => failed.push(line.to_string()),
+                _ => {}
+            }
+        }
+        Ok((acked, failed))
+    }
+
+    async fn wait_acked(&self, at_least: usize) -> anyhow::Result<()> {
+        wait_for(
+            &format!("{at_least} records acked"),
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || async { (self.outcomes().ok()?.0.len() >= at_least).then_some(()) },
+        )
+        .await
+    }
+
+    /// Stops it (SIGTERM flushes what is in flight); returns the acked values.
+    async fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        let (acked, failed) = self.outcomes()?;
+        anyhow::ensure!(failed.is_empty(), "failed sends: {failed:?}");
+        Ok(acked)
+    }
+}
+
+/// Replicas and leaders per broker, over every partition of every topic.
+async fn counts(
+    admin: &AdminClient,
+) -> anyhow::Result<(BTreeMap<i32, usize>, BTreeMap<i32, usize>)> {
+    let md = admin.metadata(None).await?;
+    let (mut replicas, mut leaders) = (BTreeMap::new(), BTreeMap::new());
+    for b in &md.brokers {
+        replicas.insert(b.id, 0);
+        leaders.insert(b.id, 0);
+    }
+    for t in &md.topics {
+        for p in &t.partitions {
+            for r in &p.replicas {
+                *replicas.entry(*r).or_default() += 1;
+            }
+            *leaders.entry(p.leader).or_default() += 1;
+        }
+    }
+    Ok((replicas, leaders))
+}
+
+fn within_one_of_mean(counts: &BTreeMap<i32, usize>) -> bool {
+    let total: usize = counts.values().sum();
+    let n = counts.len().max(1);
+    let (lo, hi) = (total / n, total.div_ceil(n));
+    counts.values().all(|c| *c + 1 >= lo && *c <= hi + 1)
+}
+
+/// No topic lists throttled replicas and no broker has a throttle rate.
+async fn no_throttles(admin: &AdminClient, brokers: &[i32]) -> anyhow::Result<bool> {
+    let md = admin.metadata(None).await?;
+    for t in &md.topics {
+        let entries = admin
+            .describe_configs(&ConfigResource::Topic(t.name.clone()))
+            .await?;
+        if entries.iter().any(|e| {
+            e.name.ends_with(".replication.throttled.replicas")
+                && e.value.as_deref().is_some_and(|v| !v.is_empty())
+        }) {
+            return Ok(false);
+        }
+    }
+    for id in brokers {
+        let entries = admin.describe_configs(&ConfigResource::Broker(*id)).await?;
+        if entries.iter().any(|e| {
+            e.name.ends_with(".replication.throttled.rate")
+                && e.value
+                    .as_deref()
+                    .is_some_and(|v| v != i64::MAX.to_string())
+        }) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[tokio::test]
+async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("scaling")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let mut operator = Operator::start(client.clone(), NS).await?;
+    let _devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &cluster()?)
+        .await?;
+    wait_brokers_ready(&client, &[0, 1, 2, 3], Duration::from_secs(300)).await?;
+    wait_for(
+        "the cluster Ready",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    create_topic(&[
+        "--topic",
+        EVENTS,
+        "--partitions",
+        "6",
+        "--replication-factor",
+        "3",
+    ])
+    .await?;
+    create_topic(&["--topic", SOLO, "--replica-assignment", "3"]).await?;
+    // ~6 MB on broker 3 alone: at 1 MiB/s its move takes seconds.
+    let payload = "x".repeat(1000);
+    let solo_input: String = (0..SOLO_RECORDS)
+        .map(|i| format!("solo-{i:05}-{payload}\n"))
+        .collect();
+    let produced = pier_testenv::kcat(
+        &["-b", BOOTSTRAP, "-P", "-t", SOLO, "-X", "acks=all"],
+        Some(solo_input.as_bytes()),
+        Duration::from_secs(120),
+    )
+    .await?;
+    anyhow::ensure!(produced.status.success(), "kcat produce to {SOLO}");
+
+    let producer = VerifiableProducer::start(&logs)?;
+    // A consumer through Envoy for the whole test: everything acked must reach it.
+    let consumed = logs.path().join("consumer.out");
+    let mut consumer = tokio::process::Command::new(pier_testenv::program("kcat")?)
+        .args([
+            "-b",
+            BOOTSTRAP,
+            "-C",
+            "-t",
+            EVENTS,
+            "-o",
+            "beginning",
+            "-u",
+            "-q",
+        ])
+        .args(["-X", "reconnect.backoff.max.ms=1000"])
+        .stdout(std::fs::File::create(&consumed)?)
+        .stderr(std::fs::File::create(logs.path().join("consumer.stderr"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    producer.wait_acked(200).await?;
+    let start_pods = broker_pods(&client).await?;
+
+    // 1. Removing two brokers would leave 2, fewer than the replication factor 3: refused,
+    // nothing moves, no Pod goes.
+    set_brokers(&client, &[0, 1]).await?;
+    let refused = wait_for(
+        "the removal refused",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded" && c.status == "True")
+                .filter(|c| c.reason == "RemovalRefused")
+                .map(|c| c.message.clone())
+        },
+    )
+    .await?;
+    assert!(refused.contains("replication factor 3"), "{refused}");
+    let a = admin(&client).await?;
+    assert!(
+        a.list_partition_reassignments().await?.is_empty(),
+        "nothing moves"
+    );
+    assert_eq!(broker_pods(&client).await?, start_pods, "no Pod touched");
+    set_brokers(&client, &[0, 1, 2, 3]).await?;
+    wait_for(
+        "Degraded cleared",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "False")
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // 2. Remove broker 3: it drains first. The operator restarts mid-drain and resumes the
+    // same move.
+    set_brokers(&client, &[0, 1, 2]).await?;
+    let started_at = wait_for(
+        "broker 3 Draining",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let s = status(&client).await.ok()?;
+            let three = s.brokers.iter().find(|b| b.id == 3)?;
+            let moves = s.replica_moves.as_ref()?;
+            (three.phase == BrokerPhase::Draining && moves.partitions_left > 0)
+                .then(|| moves.started_at.clone())
+        },
+    )
+    .await?;
+    assert!(
+        broker_pods(&client).await?.contains_key(&3),
+        "broker 3's Pod stays while it holds replicas"
+    );
+    // The moving replicas are throttled (the single replica's ~6 MB take seconds at 1 MiB/s).
+    let throttled = admin(&client)
+        .await?
+        .describe_configs(&ConfigResource::Topic(SOLO.into()))
+        .await?
+        .into_iter()
+        .find(|e| e.name == "leader.replication.throttled.replicas")
+        .and_then(|e| e.value)
+        .unwrap_or_default();
+    assert!(
+        throttled.contains("0:3"),
+        "solo's leader replica on 3 is throttled: {throttled:?}"
+    );
+    operator.restart();
+    let resumed = wait_for(
+        "the restarted operator reporting the drain",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.replica_moves.map(|m| m.started_at)
+        },
+    )
+    .await;
+    // The move may also have finished meanwhile; if it is still there, it is the same one.
+    if let Ok(resumed) = resumed {
+        assert_eq!(resumed, started_at, "the same move, resumed");
+    }
+    wait_for(
+        "broker 3's Pod gone and broker 3 unregistered",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || async {
+            let pods = broker_pods(&client).await.ok()?;
+            if pods.contains_key(&3) {
+                return None;
+            }
+            let cluster = admin(&client).await.ok()?.describe_cluster().await.ok()?;
+            cluster.broker(3).is_none().then_some(())
+        },
+    )
+    .await?;
+    let now = broker_pods(&client).await?;
+    for id in 0..3 {
+        assert_eq!(
+            now[&id].0, start_pods[&id].0,
+            "broker {id} was not restarted"
+        );
+    }
+    let a = admin(&client).await?;
+    let md = a.metadata(Some(&[SOLO])).await?;
+    let solo = &md.topics[0].partitions[0];
+    assert!(
+        !solo.replicas.contains(&3) && solo.replicas.len() == 1,
+        "the single-replica topic lives elsewhere: {solo:?}"
+    );
+    let solo_back = read_topic(BOOTSTRAP, SOLO).await.unwrap_or_default();
+    assert_eq!(
+        solo_back.lines().filter(|l| l.starts_with("solo-")).count(),
+        SOLO_RECORDS,
+        "every record of the moved single replica"
+    );
+    wait_for(
+        "the drain done and its throttles removed",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || async {
+            let s = status(&client).await.ok()?;
+            if s.replica_moves.is_some() || s.brokers.iter().any(|b| b.id == 3) {
+                return None;
+            }
+            no_throttles(&a, &[0, 1, 2]).await.ok()?.then_some(())
+        },
+    )
+    .await?;
+
+    // 3. Add brokers 4 and 5: once Ready they are filled until replicas and leaders are
+    // within one of the mean; throttles are gone at the end.
+    set_brokers(&client, &[0, 1, 2, 4, 5]).await?;
+    wait_brokers_ready(&client, &[0, 1, 2, 4, 5], Duration::from_secs(300)).await?;
+    wait_for(
+        "the rebalance done, counts within one of the mean, no throttles",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || async {
+            let s = status(&client).await.ok()?;
+            let rebalanced = s.rebalanced_brokers.as_ref()?;
+            if s.replica_moves.is_some() || !rebalanced.contains(&4) || !rebalanced.contains(&5) {
+                return None;
+            }
+            let a = admin(&client).await.ok()?;
+            let (replicas, leaders) = counts(&a).await.ok()?;
+            let balanced = replicas.len() == 5
+                && within_one_of_mean(&replicas)
+                && within_one_of_mean(&leaders);
+            (balanced && no_throttles(&a, &[0, 1, 2, 4, 5]).await.ok()?).then_some(())
+        },
+    )
+    .await?;
+
+    // 4. Every acked record is there, and no send failed during any of it.
+    let acked = producer.finish().await?;
+    assert!(
+        acked.len() > 200,
+        "the producer kept producing: {}",
+        acked.len()
+    );
+    let missing = || -> anyhow::Result<Vec<String>> {
+        let text = std::fs::read_to_string(&consumed)?;
+        let back: BTreeSet<&str> = text.lines().collect();
+        Ok(acked
+            .iter()
+            .filter(|v| !back.contains(v.as_str()))
+            .cloned()
+            .collect())
+    };
+    let all_back = wait_for(
+        "the consumer to have every acked record",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || async { missing().ok()?.is_empty().then_some(()) },
+    )
+    .await;
+    assert!(
+        all_back.is_ok(),
+        "acked but never consumed: {:?}",
+        missing()?.iter().take(20).collect::<Vec<_>>()
+    );
+    assert!(
+        consumer.try_wait()?.is_none(),
+        "the consumer ran through all of it"
+    );
+    Ok(())
+}
