@@ -133,7 +133,9 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
     })
     .await?;
 
-    // A claim of the devlet's class gets a local volume, bound by kube-controller-manager.
+    // A claim of the devlet's class waits for its first consumer: the real scheduler places a
+    // Pod that uses it on the devlet's node, the devlet of that node makes the volume, and
+    // kube-controller-manager binds it.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
     let claim: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "data"},
@@ -141,21 +143,6 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
                  "resources": {"requests": {"storage": "1Gi"}}},
     }))?;
     claims.create(&PostParams::default(), &claim).await?;
-    let bound = wait_for("the claim to be Bound", WAIT, POLL, || async {
-        let c = claims.get("data").await.ok()?;
-        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
-    })
-    .await?;
-    let pv_name = bound
-        .spec
-        .and_then(|s| s.volume_name)
-        .context("volume name")?;
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let pv = pvs.get(&pv_name).await?;
-    let dir = pv.spec.and_then(|s| s.host_path).context("hostPath")?.path;
-    assert!(std::path::Path::new(&dir).is_dir(), "{dir} exists");
-
-    // The real scheduler places a Pod that uses the volume on the devlet's node.
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "user"},
         "spec": {
@@ -170,6 +157,19 @@ async fn devlet_node_volumes_and_scheduling() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(node_name, "dev-a");
+    let bound = wait_for("the claim to be Bound", WAIT, POLL, || async {
+        let c = claims.get("data").await.ok()?;
+        (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+    })
+    .await?;
+    let pv_name = bound
+        .spec
+        .and_then(|s| s.volume_name)
+        .context("volume name")?;
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs.get(&pv_name).await?;
+    let dir = pv.spec.and_then(|s| s.host_path).context("hostPath")?.path;
+    assert!(std::path::Path::new(&dir).is_dir(), "{dir} exists");
 
     // An Envoy Pod runs as a local process on its own loopback address, becomes Ready by its
     // TCP probe, and is restarted when it dies.

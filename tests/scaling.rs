@@ -3,7 +3,8 @@
 //! operator (an operator restart mid-drain resumes the same move) while Kafka's own
 //! VerifiableProducer (acks=all, idempotent) and a kcat consumer keep working, and its Pod and
 //! registration go only then; added brokers are filled until replica and leader counts are
-//! within one of the mean; throttles are gone at the end of every move.
+//! within one of the mean; throttles are gone at the end of every move. (Racks: unit tests of
+//! the balancer and the planner; several devlets do not resolve each other's Pod names yet.)
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -181,6 +181,15 @@ pub struct BrokerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub config_group: Option<String>,
+    /// The zone this broker runs in (overrides its config group's): its Pod is scheduled only
+    /// on nodes labelled `topology.kubernetes.io/zone=<rack>`, and Kafka's `broker.rack` says
+    /// so, so that Kafka and Pier's balancer spread each partition's replicas over zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    pub rack: Option<String>,
     /// Per-broker dynamic Kafka configuration (applied live).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256))]
@@ -223,6 +232,13 @@ pub struct BrokerSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerConfigGroup {
+    /// The zone of the group's brokers (see the broker's `rack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
+    pub rack: Option<String>,
     /// Kafka image (default: spec.kafka.image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]

@@ -20,6 +20,9 @@ use crate::api::{
     KafkaCluster, Role, StorageSpec, is_image, is_mount_path, is_pier_key, quantity_units,
 };
 
+/// The node label a broker's `rack` selects.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// Where the rendered server.properties is mounted.
 pub const CONFIG_DIR: &str = "/etc/pier";
 
@@ -28,6 +31,8 @@ pub const CONFIG_DIR: &str = "/etc/pier";
 pub struct EffectiveBroker {
     pub id: i32,
     pub roles: Vec<Role>,
+    /// Its zone: `broker.rack`, and a node selector on `topology.kubernetes.io/zone`.
+    pub rack: Option<String>,
     pub image: String,
     pub heap_opts: Option<String>,
     pub jvm_options: Vec<String>,
@@ -87,6 +92,10 @@ pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, Plan
         roles.dedup();
         let mut node_selector = g.node_selector.clone();
         node_selector.extend(b.node_selector.clone());
+        let rack = b.rack.clone().or(g.rack.clone());
+        if let Some(zone) = &rack {
+            node_selector.insert(ZONE_LABEL.to_string(), zone.clone());
+        }
         // Pier's keys select and identify its objects: the spec cannot set them (CEL refuses
         // them; a spec that predates the rule loses them here).
         let mut labels = g.labels.clone();
@@ -102,6 +111,7 @@ pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, Plan
         out.push(EffectiveBroker {
             id: b.id,
             roles,
+            rack,
             image: g
                 .image
                 .clone()

@@ -173,6 +173,31 @@ fn a_per_broker_read_only_change_touches_only_that_broker() {
     }
 }
 
+#[test]
+fn a_rack_pins_the_broker_to_its_zone_and_sets_broker_rack() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    let group = kc.spec.brokers[0].config_group.clone().unwrap();
+    kc.spec.broker_config_groups.get_mut(&group).unwrap().rack = Some("zone-a".into());
+    kc.spec.brokers[1].rack = Some("zone-b".into());
+    kc.spec.brokers[1]
+        .read_only_config
+        .insert("broker.rack".into(), "ignored".into());
+    let d = plan_of(&kc);
+    for (id, zone) in [(0, "zone-a"), (1, "zone-b")] {
+        assert_eq!(props(&d, id)["broker.rack"], zone, "broker {id}");
+        let selector = pod(&d, id)
+            .spec
+            .as_ref()
+            .unwrap()
+            .node_selector
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(selector["topology.kubernetes.io/zone"], zone);
+    }
+    let text = &d.config_maps[1].data.as_ref().unwrap()["server.properties"];
+    assert_eq!(text.matches("broker.rack=").count(), 1, "{text}");
+}
+
 fn restart_hash(p: &Pod) -> &str {
     &p.metadata.annotations.as_ref().unwrap()[names::RESTART_HASH_ANNOTATION]
 }

@@ -26,7 +26,9 @@ pub async fn ensure_storage_class(client: &kube::Client) -> anyhow::Result<()> {
         "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": PROVISIONER,
         "reclaimPolicy": "Retain",
-        "volumeBindingMode": "Immediate",
+        // Bound once the scheduler chose a node: with several devlets (zones) the volume is
+        // made by the devlet of the node the Pod goes to.
+        "volumeBindingMode": "WaitForFirstConsumer",
     });
     classes
         .patch(
@@ -71,6 +73,14 @@ async fn provision(
         return Ok(());
     }
     if claim.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    // The scheduler names the node (WaitForFirstConsumer); another devlet's claims are its own.
+    let selected = claim
+        .annotations()
+        .get("volume.kubernetes.io/selected-node")
+        .cloned();
+    if selected.as_deref() != Some(o.node_name.as_str()) {
         return Ok(());
     }
     let name = volume_name(claim);
