@@ -275,6 +275,22 @@ impl AdminClient {
         .await
     }
 
+    /// Moves replicas of one broker into other log directories of that broker, asked of that
+    /// broker: `(destination dir, topic, partition)`. Per-partition failures are in the
+    /// outcomes (not retried); asking again for the same destination does not restart a
+    /// running copy, so a retry of the whole call is harmless.
+    pub async fn alter_replica_log_dirs(
+        &self,
+        broker: i32,
+        moves: &[(String, String, i32)],
+    ) -> Result<Vec<(String, i32, Result<(), KafkaError>)>, KafkaError> {
+        self.call("AlterReplicaLogDirs", Target::Node(broker), |c| {
+            let moves = moves.to_vec();
+            Box::pin(async move { c.alter_replica_log_dirs(&moves).await })
+        })
+        .await
+    }
+
     /// Starts moving partitions to the given replicas (resubmitting the same target on a
     /// retry is harmless).
     pub async fn alter_partition_reassignments(
@@ -698,6 +714,8 @@ mod tests {
         spawnable(admin.elect_preferred_leaders());
         spawnable(admin.create_topics(&[]));
         spawnable(admin.delete_topics(&[]));
+        spawnable(admin.describe_log_dirs(1));
+        spawnable(admin.alter_replica_log_dirs(1, &[]));
     }
 
     #[tokio::test]

@@ -5,14 +5,15 @@
 //!   timeouts; a boxed byte stream chosen by [`Transport`], plaintext today) with the typed
 //!   calls as methods: Metadata, CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum,
 //!   DescribeConfigs, IncrementalAlterConfigs, partition reassignments (and cancelling them),
-//!   ElectLeaders, UnregisterBroker, DescribeLogDirs, Produce and Fetch.
+//!   ElectLeaders, UnregisterBroker, DescribeLogDirs, AlterReplicaLogDirs, Produce and Fetch.
 //! - [`AdminClient`]: what the operator uses: node id → address map supplied by the caller
 //!   (never the advertised addresses), one cached connection per node, a timeout per attempt,
 //!   retries with exponential backoff on retriable failures only, broker-specific calls sent
 //!   to that broker.
 //! - [`ConfigClasses`]: which broker configs are read-only, per-broker or cluster-wide, as data
 //!   generated from a real broker (`config-classes/*.tsv`).
-//! - [`plan_drain`]: pure planning of moving every replica off some brokers.
+//! - [`plan_drain`]: pure planning of moving every replica off some brokers;
+//!   [`plan_log_dir_moves`]: of emptying some log directories of one broker (JBOD).
 //!
 //! This crate has no `kube` or `k8s-openapi` dependency, so the compiler keeps it that way.
 #![forbid(unsafe_code)]
@@ -41,7 +42,7 @@ pub use configs::{
 };
 pub use connection::{BrokerConnection, ConnectOptions, Transport};
 pub use error::{KafkaError, codes};
-pub use logdirs::{LogDir, LogDirReplica};
+pub use logdirs::{LogDir, LogDirMove, LogDirPlan, LogDirReplica, dirs_empty, plan_log_dir_moves};
 pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
 pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drain};
 pub use records::TopicRef;

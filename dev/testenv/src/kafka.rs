@@ -27,6 +27,9 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
     /// `KAFKA_HEAP_OPTS` for every node.
     pub heap: String,
+    /// Data directories (`log.dirs`) per node, JBOD when more than one. With more than one,
+    /// `metadata.log.dir` is set to the first, so the others can be emptied and dropped.
+    pub log_dirs: usize,
 }
 
 impl Default for KafkaOptions {
@@ -35,6 +38,7 @@ impl Default for KafkaOptions {
             nodes: 3,
             properties: Vec::new(),
             heap: "-Xms256m -Xmx512m".to_string(),
+            log_dirs: 1,
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct KafkaNode {
     pub id: i32,
     pub ip: Ipv4Addr,
     pub properties: PathBuf,
+    /// Its `log.dirs`, in order.
+    pub log_dirs: Vec<PathBuf>,
     log: PathBuf,
     process: Option<Process>,
 }
@@ -86,6 +92,9 @@ impl KafkaCluster {
         if options.nodes == 0 {
             bail!("a Kafka cluster needs at least one node");
         }
+        if options.log_dirs == 0 {
+            bail!("a Kafka node needs at least one log dir");
+        }
         program("kafka-node")?;
         let dir = logs.sub("kafka")?;
         let ips = loopback_ips(options.nodes, &[BROKER_PORT, CONTROLLER_PORT])?;
@@ -100,7 +109,18 @@ impl KafkaCluster {
         let mut nodes = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
             let id = i as i32 + 1;
-            let data = logs.data(&format!("kafka-{id}"))?;
+            // The first dir keeps the name a single-dir node has always had.
+            let log_dirs = (0..options.log_dirs)
+                .map(|d| match d {
+                    0 => logs.data(&format!("kafka-{id}")),
+                    d => logs.data(&format!("kafka-{id}-{d}")),
+                })
+                .collect::<anyhow::Result<Vec<PathBuf>>>()?;
+            let joined = log_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             let mut props = vec![
                 ("process.roles".to_string(), "broker,controller".to_string()),
                 ("node.id".into(), id.to_string()),
@@ -119,7 +139,7 @@ impl KafkaCluster {
                     "listener.security.protocol.map".into(),
                     "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
                 ),
-                ("log.dirs".into(), data.display().to_string()),
+                ("log.dirs".into(), joined),
                 ("num.partitions".into(), "1".into()),
                 ("group.initial.rebalance.delay.ms".into(), "0".into()),
                 ("num.network.threads".into(), "2".into()),
@@ -139,6 +159,11 @@ impl KafkaCluster {
                     min_isr.to_string(),
                 ),
             ];
+            if log_dirs.len() > 1 {
+                // Kafka's default is the first of log.dirs; said explicitly so that
+                // emptying and dropping another dir never moves the metadata log.
+                props.push(("metadata.log.dir".into(), log_dirs[0].display().to_string()));
+            }
             for (k, v) in &options.properties {
                 props.retain(|(pk, _)| pk != k);
                 props.push((k.clone(), v.clone()));
@@ -151,6 +176,7 @@ impl KafkaCluster {
                 id,
                 ip: *ip,
                 properties,
+                log_dirs,
                 log: dir.join(format!("node-{id}.log")),
                 process: None,
             });
