@@ -3,6 +3,7 @@
 mod broker;
 pub mod claims;
 pub mod config;
+pub mod cruise_control;
 mod envoy;
 pub mod names;
 pub mod pods;

@@ -199,7 +199,7 @@ fn kubernetes_name(kc: &KafkaCluster) -> String {
 /// escaped (a raw line break would start a new key), a leading space escaped (leading
 /// whitespace is skipped), and everything outside printable ASCII as `\uXXXX` (Kafka reads the
 /// file as ISO-8859-1).
-fn escape(v: &str) -> String {
+pub(super) fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for (i, c) in v.chars().enumerate() {
         match c {
