@@ -108,48 +108,11 @@ impl BrokerConnection {
         &mut self,
         moves: &[Reassignment],
     ) -> Result<(), KafkaError> {
-        let mut topics: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
-        for m in moves {
-            topics.entry(&m.topic).or_default().push(
-                ReassignablePartition::default()
-                    .with_partition_index(m.partition)
-                    .with_replicas(Some(m.replicas.iter().map(|r| BrokerId(*r)).collect())),
-            );
-        }
-        let request = AlterPartitionReassignmentsRequest::default()
-            .with_timeout_ms(self.operation_timeout_ms())
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        ReassignableTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(name.to_string())))
-                            .with_partitions(partitions)
-                    })
-                    .collect(),
-            );
-        let response = self.send(&request).await?;
-        let api = "AlterPartitionReassignments";
-        KafkaError::check(
-            self.addr(),
-            api,
-            response.error_code,
-            response.error_message.as_ref(),
-        )?;
-        for t in response.responses {
-            for p in t.partitions {
-                if p.error_code != 0 {
-                    let message = Some(format!(
-                        "{}-{}: {}",
-                        t.name.0,
-                        p.partition_index,
-                        p.error_message.map(|m| m.to_string()).unwrap_or_default()
-                    ));
-                    return Err(KafkaError::broker(self.addr(), api, p.error_code, message));
-                }
-            }
-        }
-        Ok(())
+        let entries = moves
+            .iter()
+            .map(|m| (m.topic.as_str(), m.partition, Some(m.replicas.as_slice())));
+        self.reassign("AlterPartitionReassignments", entries, &[])
+            .await
     }
 
     /// Partitions whose reassignment is still in progress, sorted by topic and partition.
@@ -190,12 +153,29 @@ impl BrokerConnection {
         &mut self,
         partitions: &[(String, i32)],
     ) -> Result<(), KafkaError> {
+        let entries = partitions.iter().map(|(t, p)| (t.as_str(), *p, None));
+        self.reassign(
+            "AlterPartitionReassignments (cancel)",
+            entries,
+            &[NO_REASSIGNMENT_IN_PROGRESS],
+        )
+        .await
+    }
+
+    /// One AlterPartitionReassignments call: per partition the new replicas, or `None` to
+    /// cancel; the first per-partition error not in `fine` fails the call.
+    async fn reassign<'a>(
+        &mut self,
+        api: &str,
+        entries: impl Iterator<Item = (&'a str, i32, Option<&'a [i32]>)>,
+        fine: &[i16],
+    ) -> Result<(), KafkaError> {
         let mut topics: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
-        for (topic, partition) in partitions {
+        for (topic, partition, replicas) in entries {
             topics.entry(topic).or_default().push(
                 ReassignablePartition::default()
-                    .with_partition_index(*partition)
-                    .with_replicas(None),
+                    .with_partition_index(partition)
+                    .with_replicas(replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect())),
             );
         }
         let request = AlterPartitionReassignmentsRequest::default()
@@ -211,7 +191,6 @@ impl BrokerConnection {
                     .collect(),
             );
         let response = self.send(&request).await?;
-        let api = "AlterPartitionReassignments (cancel)";
         KafkaError::check(
             self.addr(),
             api,
@@ -220,7 +199,7 @@ impl BrokerConnection {
         )?;
         for t in response.responses {
             for p in t.partitions {
-                if p.error_code != 0 && p.error_code != NO_REASSIGNMENT_IN_PROGRESS {
+                if p.error_code != 0 && !fine.contains(&p.error_code) {
                     let message = Some(format!(
                         "{}-{}: {}",
                         t.name.0,
