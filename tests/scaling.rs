@@ -3,8 +3,8 @@
 //! operator (an operator restart mid-drain resumes the same move) while Kafka's own
 //! VerifiableProducer (acks=all, idempotent) and a kcat consumer keep working, and its Pod and
 //! registration go only then; added brokers are filled until replica and leader counts are
-//! within one of the mean; throttles are gone at the end of every move. (Racks: unit tests of
-//! the balancer and the planner; several devlets do not resolve each other's Pod names yet.)
+//! within one of the mean with every partition over both zones (two devlets, brokers pinned by
+//! `rack`); throttles are gone at the end of every move.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -30,8 +30,10 @@ const EVENTS: &str = "events";
 const SOLO: &str = "solo";
 const SOLO_RECORDS: usize = 6000;
 
+/// Even ids in zone-a, odd ones in zone-b: two devlets stand for two zones.
 fn broker(id: i32, roles: &[&str]) -> serde_json::Value {
-    json!({"id": id, "configGroup": "default", "roles": roles})
+    let rack = if id % 2 == 0 { "zone-a" } else { "zone-b" };
+    json!({"id": id, "configGroup": "default", "roles": roles, "rack": rack})
 }
 
 fn brokers_spec(ids: &[i32]) -> serde_json::Value {
@@ -275,6 +277,23 @@ fn within_one_of_mean(counts: &BTreeMap<i32, usize>) -> bool {
     counts.values().all(|c| *c + 1 >= lo && *c <= hi + 1)
 }
 
+/// Every partition with more than one replica has replicas in both zones (Kafka reports each
+/// broker's rack from its `broker.rack`).
+async fn spans_both_zones(admin: &AdminClient) -> anyhow::Result<bool> {
+    let md = admin.metadata(None).await?;
+    let rack: BTreeMap<i32, Option<String>> =
+        md.brokers.iter().map(|b| (b.id, b.rack.clone())).collect();
+    anyhow::ensure!(
+        rack.values().all(|r| r.is_some()),
+        "every broker has its rack: {rack:?}"
+    );
+    Ok(md.topics.iter().flat_map(|t| &t.partitions).all(|p| {
+        let zones: BTreeSet<&Option<String>> =
+            p.replicas.iter().filter_map(|r| rack.get(r)).collect();
+        p.replicas.len() < 2 || zones.len() == 2
+    }))
+}
+
 /// No topic lists throttled replicas and no broker has a throttle rate.
 async fn no_throttles(admin: &AdminClient, brokers: &[i32]) -> anyhow::Result<bool> {
     let md = admin.metadata(None).await?;
@@ -309,10 +328,12 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     let plane = ControlPlane::start(&logs).await?;
     let client = plane.client();
     let mut operator = Operator::start(client.clone(), NS).await?;
-    let _devlet = tokio::spawn(devlet::run(
-        client.clone(),
-        DevletOptions::new("dev-a", logs.data("devlet")?),
-    ));
+    let mut devlets = Vec::new();
+    for zone in ["zone-a", "zone-b"] {
+        let mut options = DevletOptions::new(zone, logs.data(&format!("devlet-{zone}"))?);
+        options.zone = Some(zone.to_string());
+        devlets.push(tokio::spawn(devlet::run(client.clone(), options)));
+    }
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &cluster()?)
         .await?;
@@ -536,7 +557,8 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
             let (replicas, leaders) = counts(&a).await.ok()?;
             let balanced = replicas.len() == 5
                 && within_one_of_mean(&replicas)
-                && within_one_of_mean(&leaders);
+                && within_one_of_mean(&leaders)
+                && spans_both_zones(&a).await.ok()?;
             (balanced && no_throttles(&a, &[0, 1, 2, 4, 5]).await.ok()?).then_some(())
         },
     )

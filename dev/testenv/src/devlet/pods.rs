@@ -211,6 +211,8 @@ impl RunningContainer {
 struct NodePods {
     running: BTreeMap<String, RunningPod>,
     waiting: BTreeMap<String, WaitingPod>,
+    /// Hosts-file lines of Pods other devlets run, by uid: one cluster-wide DNS.
+    elsewhere: BTreeMap<String, String>,
 }
 
 type Pods = Arc<Mutex<NodePods>>;
@@ -220,6 +222,7 @@ pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<
     let pods: Api<Pod> = Api::all(client.clone());
     let node: Pods = Arc::new(Mutex::new(NodePods::default()));
     tokio::spawn(probe_loop(client.clone(), o.clone(), node.clone()));
+    tokio::spawn(names_elsewhere(client.clone(), o.clone(), node.clone()));
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", o.node_name));
     let mut stream = watcher(pods, config).applied_objects().boxed();
     while let Some(pod) = stream.try_next().await? {
@@ -468,12 +471,7 @@ async fn start_pod(
         volumes.insert(v.name.clone(), vdir);
     }
 
-    let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-    let mut dns_names = vec![hostname.clone()];
-    if let Some(sub) = &spec.subdomain {
-        dns_names.push(format!("{hostname}.{sub}.{ns}.svc.cluster.local"));
-        dns_names.push(format!("{hostname}.{sub}.{ns}.svc"));
-    }
+    let dns_names = dns_names(pod);
     let grace = Duration::from_secs(
         spec.termination_grace_period_seconds
             .unwrap_or(30)
@@ -693,11 +691,72 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
         + "\n"
 }
 
+/// Keeps the names of Pods on other nodes in this node's hosts file, so Pods of several
+/// devlets (zones) reach each other by name as they would through cluster DNS.
+async fn names_elsewhere(client: kube::Client, o: DevletOptions, node: Pods) {
+    let pods: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName!={}", o.node_name));
+    let mut stream = watcher(pods, config).default_backoff().boxed();
+    while let Some(event) = stream.next().await {
+        let changed = {
+            let mut n = node.lock().await;
+            let before = n.elsewhere.clone();
+            match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    match hosts_line(&p) {
+                        Some(line) => n.elsewhere.insert(uid, line),
+                        None => n.elsewhere.remove(&uid),
+                    };
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    n.elsewhere
+                        .remove(&p.metadata.uid.clone().unwrap_or_default());
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                Err(e) => tracing::debug!(error = %e, "watching Pods of other nodes"),
+            }
+            n.elsewhere != before
+        };
+        if changed && let Err(e) = write_hosts(&o, &node).await {
+            tracing::warn!(error = %e, "cannot write the hosts file");
+        }
+    }
+}
+
+/// The hosts-file line of a Pod with an IP that is not going away.
+fn hosts_line(p: &Pod) -> Option<String> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let ip = p.status.as_ref()?.pod_ip.clone()?;
+    Some(format!("{ip} {}", dns_names(p).join(" ")))
+}
+
+/// A Pod's names: its hostname, and with a subdomain (a headless Service) the Service names.
+fn dns_names(p: &Pod) -> Vec<String> {
+    let spec = p.spec.clone().unwrap_or_default();
+    let hostname = spec.hostname.clone().unwrap_or_else(|| p.name_any());
+    let ns = p.namespace().unwrap_or_default();
+    let mut names = vec![hostname.clone()];
+    if let Some(sub) = &spec.subdomain {
+        names.push(format!("{hostname}.{sub}.{ns}.svc.cluster.local"));
+        names.push(format!("{hostname}.{sub}.{ns}.svc"));
+    }
+    names
+}
+
 async fn write_hosts(o: &DevletOptions, node: &Pods) -> anyhow::Result<()> {
     let mut text = String::from("127.0.0.1 localhost\n");
-    for p in node.lock().await.running.values() {
+    let n = node.lock().await;
+    for p in n.running.values() {
         text.push_str(&format!("{} {}\n", p.ip, p.dns_names.join(" ")));
     }
+    for line in n.elsewhere.values() {
+        text.push_str(line);
+        text.push('\n');
+    }
+    drop(n);
     let path = o.root.join("hosts");
     let tmp = o.root.join("hosts.tmp");
     std::fs::write(&tmp, text)?;
