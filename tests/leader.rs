@@ -5,7 +5,6 @@
 //! (as `pier xds` does).
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use support::{example, start_plane};
+use support::{LEASE_DURATION, OperatorArgs, OperatorProcess, example, start_plane};
 
 mod support;
 
@@ -28,113 +27,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(100);
 const NS: &str = "default";
 const LEASE: &str = "pier-operator";
-/// Short timings so the tests take seconds; renew deadline < lease duration as in production.
-const LEASE_DURATION: &str = "6s";
-const RENEW_DEADLINE: &str = "4s";
-const RETRY_PERIOD: &str = "500ms";
-
-/// How one operator replica is started.
-struct Replica<'a> {
-    name: &'a str,
-    /// `None`: POD_NAME unset, the identity is generated.
-    pod_name: Option<&'a str>,
-    /// Run as PID 1 of its own PID namespace, as in a container.
-    pid_namespace: bool,
-    kubeconfig: &'a Path,
-    xds_address: &'a str,
-}
-
-/// `pier operator` as a process.
-struct OperatorProcess {
-    process: Process,
-    metrics: SocketAddr,
-    xds: SocketAddr,
-}
-
-impl OperatorProcess {
-    fn start(plane: &ControlPlane, r: Replica<'_>) -> anyhow::Result<Self> {
-        let ports = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 2)?;
-        let xds: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, ports[0]).into();
-        let metrics: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, ports[1]).into();
-        let pier = env!("CARGO_BIN_EXE_pier");
-        let mut cmd = if r.pid_namespace {
-            // A user namespace makes a PID namespace possible without root.
-            let mut c = std::process::Command::new("unshare");
-            c.args([
-                "--user",
-                "--map-root-user",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--",
-                pier,
-            ]);
-            c
-        } else {
-            std::process::Command::new(pier)
-        };
-        cmd.arg("operator")
-            .arg("--kubeconfig")
-            .arg(r.kubeconfig)
-            .args(["--namespace", NS])
-            .arg(format!("--xds-listen={xds}"))
-            .arg(format!("--xds-address={}", r.xds_address))
-            .arg(format!("--metrics-listen={metrics}"))
-            .args(["--log-format", "json"])
-            .arg(format!("--leader-election-lease-duration={LEASE_DURATION}"))
-            .arg(format!("--leader-election-renew-deadline={RENEW_DEADLINE}"))
-            .arg(format!("--leader-election-retry-period={RETRY_PERIOD}"))
-            .env("POD_NAMESPACE", NS)
-            .env("RUST_LOG", "info,pier=debug");
-        match r.pod_name {
-            Some(pod) => cmd.env("POD_NAME", pod),
-            None => cmd.env_remove("POD_NAME"),
-        };
-        let log = plane
-            .logs()
-            .sub("operators")?
-            .join(format!("{}.log", r.name));
-        let process = Process::spawn(r.name, cmd, &log, Duration::from_secs(10))?;
-        Ok(Self {
-            process,
-            metrics,
-            xds,
-        })
-    }
-
-    async fn ready(&self) -> bool {
-        ready(self.metrics).await
-    }
-
-    /// Waits for the process to exit.
-    async fn exited(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.process.try_exit() {
-                return Ok(status);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{} did not exit within {within:?}; log:\n{}",
-                self.process.name(),
-                self.process.log_tail(20)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn ready(metrics: SocketAddr) -> bool {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build();
-    let Ok(client) = client else { return false };
-    match client.get(format!("http://{metrics}/readyz")).send().await {
-        Ok(r) => r.status().is_success(),
-        Err(_) => false,
-    }
-}
-
 /// Waits until exactly one of `ops` is ready and returns its index.
 async fn one_leader(ops: &[&OperatorProcess]) -> anyhow::Result<usize> {
     wait_for("exactly one replica to lead", WAIT, POLL, || async {
@@ -189,12 +81,14 @@ async fn replicas_without_pod_name_elect_exactly_one_leader() -> anyhow::Result<
     if !pid_namespace {
         println!("unprivileged PID namespaces unavailable: replicas share one PID namespace");
     }
-    let replica = |name| Replica {
+    let replica = |name| OperatorArgs {
         name,
         pod_name: None,
         pid_namespace,
         kubeconfig: plane.kubeconfig(),
-        xds_address: "pier-xds:18000",
+        namespace: NS,
+        xds_listen: None,
+        xds_address: Some("pier-xds:18000"),
     };
     let a = OperatorProcess::start(&plane, replica("op-a"))?;
     let b = OperatorProcess::start(&plane, replica("op-b"))?;
@@ -317,23 +211,27 @@ async fn a_leader_that_cannot_renew_stops_before_a_follower_takes_over() -> anyh
     let via_proxy = kubeconfig_via(&plane, proxy.addr, dir.path())?;
     let mut a = OperatorProcess::start(
         &plane,
-        Replica {
+        OperatorArgs {
             name: "op-proxied",
             pod_name: Some("op-proxied"),
             pid_namespace: false,
             kubeconfig: &via_proxy,
-            xds_address: "pier-xds:18000",
+            namespace: NS,
+            xds_listen: None,
+            xds_address: Some("pier-xds:18000"),
         },
     )?;
     one_leader(&[&a]).await?;
     let b = OperatorProcess::start(
         &plane,
-        Replica {
+        OperatorArgs {
             name: "op-direct",
             pod_name: Some("op-direct"),
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
-            xds_address: "pier-xds:18000",
+            namespace: NS,
+            xds_listen: None,
+            xds_address: Some("pier-xds:18000"),
         },
     )?;
     // The follower has seen the Lease (it renews every retry period) and stays a follower.
@@ -383,23 +281,27 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
     // The two replicas render the Envoy bootstrap differently, so its content says who wrote it.
     let mut a = OperatorProcess::start(
         &plane,
-        Replica {
+        OperatorArgs {
             name: "op-a",
             pod_name: Some("op-a"),
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
-            xds_address: "xds-of-a:18000",
+            namespace: NS,
+            xds_listen: None,
+            xds_address: Some("xds-of-a:18000"),
         },
     )?;
     one_leader(&[&a]).await?;
     let b = OperatorProcess::start(
         &plane,
-        Replica {
+        OperatorArgs {
             name: "op-b",
             pod_name: Some("op-b"),
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
-            xds_address: "xds-of-b:18000",
+            namespace: NS,
+            xds_listen: None,
+            xds_address: Some("xds-of-b:18000"),
         },
     )?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
@@ -498,12 +400,14 @@ async fn open_ads_stream(
 async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()> {
     let plane = start_plane("leader-sigterm").await?;
     let client = plane.client();
-    let replica = |name| Replica {
+    let replica = |name| OperatorArgs {
         name,
         pod_name: Some(name),
         pid_namespace: false,
         kubeconfig: plane.kubeconfig(),
-        xds_address: "pier-xds:18000",
+        namespace: NS,
+        xds_listen: None,
+        xds_address: Some("pier-xds:18000"),
     };
     let a = OperatorProcess::start(&plane, replica("op-a"))?;
     let b = OperatorProcess::start(&plane, replica("op-b"))?;
@@ -580,12 +484,14 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
         .await?;
     let op = OperatorProcess::start(
         &plane,
-        Replica {
+        OperatorArgs {
             name: "op",
             pod_name: Some("op"),
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
-            xds_address: "pier-xds:18000",
+            namespace: NS,
+            xds_listen: None,
+            xds_address: Some("pier-xds:18000"),
         },
     )?;
     wait_for("the operator to start", WAIT, POLL, || async {

@@ -92,18 +92,8 @@ fn uids(b: &BTreeMap<String, (String, bool, String)>) -> BTreeMap<String, String
         .collect()
 }
 
-/// An admin client on the brokers' Pod IPs, as the operator uses.
 async fn admin(client: &Client) -> anyhow::Result<AdminClient> {
-    let nodes: BTreeMap<i32, String> = brokers(client)
-        .await?
-        .into_iter()
-        .filter(|(_, (_, ready, ip))| *ready && !ip.is_empty())
-        .filter_map(|(name, (_, _, ip))| {
-            let id: i32 = name.rsplit('-').next()?.parse().ok()?;
-            Some((id, format!("{ip}:9092")))
-        })
-        .collect();
-    Ok(AdminClient::new(nodes, AdminOptions::default()))
+    support::broker_admin(client, NS, NAME).await
 }
 
 /// The value broker `id` reports for `key`, with its source.
@@ -169,11 +159,7 @@ async fn patch_spec(client: &Client, patch: serde_json::Value) -> anyhow::Result
 }
 
 async fn status(client: &Client) -> anyhow::Result<pier::api::KafkaClusterStatus> {
-    Ok(Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .get(NAME)
-        .await?
-        .status
-        .unwrap_or_default())
+    support::cluster_status(client, NS, NAME).await
 }
 
 fn condition(s: &pier::api::KafkaClusterStatus, type_: &str) -> Option<(String, String)> {

@@ -1,6 +1,8 @@
 //! Graceful scaling with real brokers run by the dev node agent and clients through Envoy:
 //! a removal that would break replication is refused; a removed broker is drained by the
-//! operator (an operator restart mid-drain resumes the same move) while Kafka's own
+//! operator (a `pier operator` process SIGKILLed mid-drain is replaced by one that resumes the
+//! same moves: Kafka's assignment after the drain is exactly the one in flight at the kill) while
+//! Kafka's own
 //! VerifiableProducer (acks=all, idempotent) and a kcat consumer keep working, and its Pod and
 //! registration go only then; added brokers are filled until replica and leader counts are
 //! within one of the mean with every partition over both zones (two devlets, brokers pinned by
@@ -8,15 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use pier::api::{BrokerPhase, KafkaCluster, KafkaClusterStatus};
-use pier::kafka::{AdminClient, AdminOptions, ConfigResource};
+use pier::kafka::{AdminClient, ConfigResource};
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
-use support::{Operator, read_topic, ready};
+use support::{BrokerPod, OperatorArgs, OperatorProcess, read_topic};
 
 mod support;
 
@@ -28,7 +29,8 @@ const BOOTSTRAP: &str = "127.0.0.1:29392";
 const EVENTS: &str = "events";
 /// One partition, one replica, on the broker that is removed.
 const SOLO: &str = "solo";
-const SOLO_RECORDS: usize = 6000;
+/// ~15 MB on the removed broker alone: at 1 MiB/s its move outlasts an operator's takeover.
+const SOLO_RECORDS: usize = 15_000;
 
 /// Even ids in zone-a, odd ones in zone-b: two devlets stand for two zones.
 fn broker(id: i32, roles: &[&str]) -> serde_json::Value {
@@ -75,7 +77,7 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
                 "bootstrapPort": 29392, "brokerPortBase": 29400
             }]},
             "envoy": {"replicas": 1},
-            // The slowest throttle Kafka advises: the drain takes long enough to restart
+            // The slowest throttle Kafka advises: the drain takes long enough to replace
             // the operator in the middle of it.
             "rebalance": {"throttleBytesPerSecond": 1048576}
         }
@@ -94,49 +96,15 @@ async fn set_brokers(client: &Client, ids: &[i32]) -> anyhow::Result<()> {
 }
 
 async fn status(client: &Client) -> anyhow::Result<KafkaClusterStatus> {
-    Ok(Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .get(NAME)
-        .await?
-        .status
-        .unwrap_or_default())
+    support::cluster_status(client, NS, NAME).await
 }
 
-/// Broker Pods by id: (uid, ready, pod IP), terminating ones left out.
-async fn broker_pods(client: &Client) -> anyhow::Result<BTreeMap<i32, (String, bool, String)>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let list = pods
-        .list(&ListParams::default().labels(&format!(
-            "kafka.pier.dev/cluster={NAME},app.kubernetes.io/component=broker"
-        )))
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            let id = p.labels().get("kafka.pier.dev/broker-id")?.parse().ok()?;
-            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
-            Some((
-                id,
-                (
-                    p.metadata.uid.clone().unwrap_or_default(),
-                    ready(&p),
-                    ip.unwrap_or_default(),
-                ),
-            ))
-        })
-        .collect())
+async fn broker_pods(client: &Client) -> anyhow::Result<BTreeMap<i32, BrokerPod>> {
+    support::broker_pods(client, NS, NAME).await
 }
 
-/// An admin client on the Ready brokers' Pod IPs.
 async fn admin(client: &Client) -> anyhow::Result<AdminClient> {
-    let nodes: BTreeMap<i32, String> = broker_pods(client)
-        .await?
-        .into_iter()
-        .filter(|(_, (_, ready, ip))| *ready && !ip.is_empty())
-        .map(|(id, (_, _, ip))| (id, format!("{ip}:9092")))
-        .collect();
-    Ok(AdminClient::new(nodes, AdminOptions::default()))
+    support::broker_admin(client, NS, NAME).await
 }
 
 async fn wait_brokers_ready(client: &Client, ids: &[i32], within: Duration) -> anyhow::Result<()> {
@@ -147,7 +115,7 @@ async fn wait_brokers_ready(client: &Client, ids: &[i32], within: Duration) -> a
         Duration::from_secs(1),
         || async {
             let b = broker_pods(client).await.ok()?;
-            let ready: BTreeSet<i32> = b.iter().filter(|(_, v)| v.1).map(|(k, _)| *k).collect();
+            let ready: BTreeSet<i32> = b.iter().filter(|(_, v)| v.ready).map(|(k, _)| *k).collect();
             (ready == want).then_some(())
         },
     )
@@ -322,12 +290,54 @@ async fn no_throttles(admin: &AdminClient, brokers: &[i32]) -> anyhow::Result<bo
     Ok(true)
 }
 
+/// Every partition's replicas (as a set) once the reassignments in flight are done.
+async fn assignment_when_done(
+    admin: &AdminClient,
+) -> anyhow::Result<BTreeMap<(String, i32), BTreeSet<i32>>> {
+    let moving: BTreeMap<(String, i32), BTreeSet<i32>> = admin
+        .list_partition_reassignments()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let target = r
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !r.removing.contains(b))
+                .collect();
+            ((r.topic, r.partition), target)
+        })
+        .collect();
+    let md = admin.metadata(None).await?;
+    let mut out = BTreeMap::new();
+    for t in md.topics {
+        for p in t.partitions {
+            let key = (t.name.clone(), p.index);
+            let replicas = match moving.get(&key) {
+                Some(target) => target.clone(),
+                None => p.replicas.iter().copied().collect(),
+            };
+            out.insert(key, replicas);
+        }
+    }
+    Ok(out)
+}
+
 #[tokio::test]
 async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow::Result<()> {
     let logs = LogDir::for_current_test("scaling")?;
     let plane = ControlPlane::start(&logs).await?;
     let client = plane.client();
-    let mut operator = Operator::start(client.clone(), NS).await?;
+    let operator_args = |name| OperatorArgs {
+        name,
+        pod_name: Some(name),
+        pid_namespace: false,
+        kubeconfig: plane.kubeconfig(),
+        namespace: NS,
+        xds_listen: None,
+        xds_address: None,
+    };
+    let mut operator = OperatorProcess::start(&plane, operator_args("op-1"))?;
     let mut devlets = Vec::new();
     for zone in ["zone-a", "zone-b"] {
         let mut options = DevletOptions::new(zone, logs.data(&format!("devlet-{zone}"))?);
@@ -362,7 +372,6 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     ])
     .await?;
     create_topic(&["--topic", SOLO, "--replica-assignment", "3"]).await?;
-    // ~6 MB on broker 3 alone: at 1 MiB/s its move takes seconds.
     let payload = "x".repeat(1000);
     let solo_input: String = (0..SOLO_RECORDS)
         .map(|i| format!("solo-{i:05}-{payload}\n"))
@@ -437,8 +446,8 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     )
     .await?;
 
-    // 2. Remove broker 3: it drains first. The operator restarts mid-drain and resumes the
-    // same move.
+    // 2. Remove broker 3: it drains first. The operator is SIGKILLed mid-drain; the next one
+    // resumes the same moves.
     set_brokers(&client, &[0, 1, 2]).await?;
     let started_at = wait_for(
         "broker 3 Draining",
@@ -470,9 +479,45 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         throttled.contains("0:3"),
         "solo's leader replica on 3 is throttled: {throttled:?}"
     );
-    operator.restart();
+    // What Kafka will hold once the moves in flight are done, read just before the operator
+    // dies: the new operator must finish exactly these moves, neither redo nor change them.
+    let expected = assignment_when_done(&admin(&client).await?).await?;
+    let started_moving: BTreeSet<(String, i32)> = admin(&client)
+        .await?
+        .list_partition_reassignments()
+        .await?
+        .into_iter()
+        .map(|r| (r.topic, r.partition))
+        .collect();
+    anyhow::ensure!(
+        started_moving.contains(&(SOLO.to_string(), 0)),
+        "solo moves when the operator dies"
+    );
+    operator.process.signal(libc::SIGKILL);
+    operator.exited(Duration::from_secs(10)).await?;
+    // Its replacement listens where the Envoys dial, as a new Pod behind the xDS Service would.
+    let operator = OperatorProcess::start(
+        &plane,
+        OperatorArgs {
+            xds_listen: Some(operator.xds),
+            ..operator_args("op-2")
+        },
+    )?;
+    wait_for(
+        "the new operator leading",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { operator.ready().await.then_some(()) },
+    )
+    .await?;
+    let still_moving = admin(&client).await?.list_partition_reassignments().await?;
+    println!(
+        "{} of {} partition moves still in flight when the new operator took over",
+        still_moving.len(),
+        started_moving.len()
+    );
     let resumed = wait_for(
-        "the restarted operator reporting the drain",
+        "the new operator reporting the drain",
         Duration::from_secs(60),
         Duration::from_millis(200),
         || async {
@@ -502,7 +547,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     let now = broker_pods(&client).await?;
     for id in 0..3 {
         assert_eq!(
-            now[&id].0, start_pods[&id].0,
+            now[&id].uid, start_pods[&id].uid,
             "broker {id} was not restarted"
         );
     }
@@ -538,6 +583,13 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         },
     )
     .await?;
+
+    // Nothing was moved twice or elsewhere: Kafka holds exactly what was in flight at the kill.
+    let after = assignment_when_done(&admin(&client).await?).await?;
+    assert_eq!(
+        after, expected,
+        "the new operator finished the moves in flight, and moved nothing else"
+    );
 
     // 3. Add brokers 4 and 5: once Ready they are filled until replicas and leaders are
     // within one of the mean; throttles are gone at the end.

@@ -532,7 +532,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             None
         }
     };
-    let moves = reconcile::scaling::plan(&reconcile::scaling::ScalingInput {
+    let mut moves = reconcile::scaling::plan(&reconcile::scaling::ScalingInput {
         kafka: view.as_ref(),
         ..scaling_input
     });
@@ -613,6 +613,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     // Replica moves, then live configuration and the roll's decision, through the Kafka admin
     // protocol.
     let move_failures = scaling::act(&admin, &moves).await;
+    moves.note_failures(&move_failures);
     for line in &moves.events {
         ctx.events
             .did(ctx, kc, events::Reason::ReplicaMoves, line)

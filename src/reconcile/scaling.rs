@@ -154,6 +154,16 @@ pub struct ScalingPlan {
     pub waiting: bool,
 }
 
+impl ScalingPlan {
+    /// Kafka refused or failed a step of this plan: status says so where the move is shown
+    /// (the next reconcile plans again from what Kafka then says).
+    pub fn note_failures(&mut self, failures: &[String]) {
+        if let (Some(m), false) = (self.moves.as_mut(), failures.is_empty()) {
+            m.message = Some(format!("a step failed, retrying: {}", failures.join("; ")));
+        }
+    }
+}
+
 /// Plans this reconcile's replica moves.
 pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     let prior = input.prior;
@@ -631,6 +641,21 @@ fn balance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_steps_are_shown_with_the_move() {
+        let mut p = ScalingPlan::default();
+        p.note_failures(&["submitting partition moves: timed out".into()]);
+        assert_eq!(p.moves, None, "no move, nothing to show them on");
+        p.moves = Some(ReplicaMovesStatus::default());
+        p.note_failures(&[]);
+        assert_eq!(p.moves.as_ref().and_then(|m| m.message.clone()), None);
+        p.note_failures(&["a: x".into(), "b: y".into()]);
+        assert_eq!(
+            p.moves.and_then(|m| m.message).as_deref(),
+            Some("a step failed, retrying: a: x; b: y")
+        );
+    }
     use crate::api::BrokerStatus;
 
     const NOW: i64 = 1_800_000_000_000;

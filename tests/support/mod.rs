@@ -1,6 +1,7 @@
 //! Shared by the integration tests that run the operator (`controller.rs`, `e2e.rs`,
-//! `rolling.rs`, `leader.rs`): the operator in the test process, a control plane without a
-//! scheduler, the shipped examples, and small Pod and record helpers.
+//! `rolling.rs`, `leader.rs`, `scaling.rs`): the operator in the test process or as a real
+//! `pier operator` process, a control plane without a scheduler, the shipped examples, and
+//! small Pod and record helpers.
 #![allow(dead_code)]
 use std::sync::Arc;
 
@@ -172,4 +173,207 @@ pub fn example(file: &str) -> anyhow::Result<pier::api::KafkaCluster> {
         .join("examples")
         .join(file);
     Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+/// Leader-election timings for operator processes in tests: short, so takeovers take seconds;
+/// the renew deadline stays below the lease duration as in production.
+pub const LEASE_DURATION: &str = "6s";
+pub const RENEW_DEADLINE: &str = "4s";
+pub const RETRY_PERIOD: &str = "500ms";
+
+/// How one `pier operator` process is started.
+pub struct OperatorArgs<'a> {
+    /// Its name in the test's logs (`operators/<name>.log`).
+    pub name: &'a str,
+    /// `None`: POD_NAME unset, the identity is generated.
+    pub pod_name: Option<&'a str>,
+    /// Run as PID 1 of its own PID namespace, as in a container.
+    pub pid_namespace: bool,
+    pub kubeconfig: &'a std::path::Path,
+    /// The watched namespace, also the Lease's.
+    pub namespace: &'a str,
+    /// Where its xDS server listens; `None`: a free port. A restarted operator passes the
+    /// address of the one before, which its Envoys dial.
+    pub xds_listen: Option<std::net::SocketAddr>,
+    /// What the Envoy bootstrap says to dial; `None`: `xds_listen`.
+    pub xds_address: Option<&'a str>,
+}
+
+/// `pier operator` as a process, as it runs in a Pod (leader election on).
+pub struct OperatorProcess {
+    pub process: pier_testenv::Process,
+    pub metrics: std::net::SocketAddr,
+    pub xds: std::net::SocketAddr,
+}
+
+impl OperatorProcess {
+    pub fn start(
+        plane: &pier_testenv::ControlPlane,
+        args: OperatorArgs<'_>,
+    ) -> anyhow::Result<Self> {
+        let localhost = std::net::Ipv4Addr::LOCALHOST;
+        let ports = pier_testenv::net::free_ports(localhost, 2)?;
+        let xds = args
+            .xds_listen
+            .unwrap_or_else(|| (localhost, ports[0]).into());
+        let metrics: std::net::SocketAddr = (localhost, ports[1]).into();
+        let pier = env!("CARGO_BIN_EXE_pier");
+        let mut cmd = if args.pid_namespace {
+            // A user namespace makes a PID namespace possible without root.
+            let mut c = std::process::Command::new("unshare");
+            c.args([
+                "--user",
+                "--map-root-user",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--",
+                pier,
+            ]);
+            c
+        } else {
+            std::process::Command::new(pier)
+        };
+        let xds_address = args
+            .xds_address
+            .map(str::to_string)
+            .unwrap_or_else(|| xds.to_string());
+        cmd.arg("operator")
+            .arg("--kubeconfig")
+            .arg(args.kubeconfig)
+            .args(["--namespace", args.namespace])
+            .arg(format!("--xds-listen={xds}"))
+            .arg(format!("--xds-address={xds_address}"))
+            .arg(format!("--metrics-listen={metrics}"))
+            .args(["--log-format", "json"])
+            .arg(format!("--leader-election-lease-duration={LEASE_DURATION}"))
+            .arg(format!("--leader-election-renew-deadline={RENEW_DEADLINE}"))
+            .arg(format!("--leader-election-retry-period={RETRY_PERIOD}"))
+            .env("POD_NAMESPACE", args.namespace)
+            .env("RUST_LOG", "info,pier=debug");
+        match args.pod_name {
+            Some(pod) => cmd.env("POD_NAME", pod),
+            None => cmd.env_remove("POD_NAME"),
+        };
+        let log = plane
+            .logs()
+            .sub("operators")?
+            .join(format!("{}.log", args.name));
+        let process =
+            pier_testenv::Process::spawn(args.name, cmd, &log, std::time::Duration::from_secs(10))?;
+        Ok(Self {
+            process,
+            metrics,
+            xds,
+        })
+    }
+
+    /// It leads (only the leader reports ready).
+    pub async fn ready(&self) -> bool {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build();
+        let Ok(client) = client else { return false };
+        match client
+            .get(format!("http://{}/readyz", self.metrics))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub async fn exited(
+        &mut self,
+        within: std::time::Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.process.try_exit() {
+                return Ok(status);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit within {within:?}; log:\n{}",
+                self.process.name(),
+                self.process.log_tail(20)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A broker Pod as the tests look at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerPod {
+    pub uid: String,
+    pub ready: bool,
+    /// Empty until the Pod has an IP.
+    pub ip: String,
+}
+
+/// The broker Pods of cluster `name`, by broker id; terminating ones left out.
+pub async fn broker_pods(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<std::collections::BTreeMap<i32, BrokerPod>> {
+    use kube::ResourceExt;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
+    let selector = format!("kafka.pier.dev/cluster={name},app.kubernetes.io/component=broker");
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let id = p.labels().get("kafka.pier.dev/broker-id")?.parse().ok()?;
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            Some((
+                id,
+                BrokerPod {
+                    uid: p.metadata.uid.clone().unwrap_or_default(),
+                    ready: ready(&p),
+                    ip: ip.unwrap_or_default(),
+                },
+            ))
+        })
+        .collect())
+}
+
+/// An admin client on the Ready brokers' Pod IPs (port 9092), as the operator uses.
+pub async fn broker_admin(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<pier::kafka::AdminClient> {
+    let nodes: std::collections::BTreeMap<i32, String> = broker_pods(client, namespace, name)
+        .await?
+        .into_iter()
+        .filter(|(_, b)| b.ready && !b.ip.is_empty())
+        .map(|(id, b)| (id, format!("{}:9092", b.ip)))
+        .collect();
+    Ok(pier::kafka::AdminClient::new(
+        nodes,
+        pier::kafka::AdminOptions::default(),
+    ))
+}
+
+/// The cluster's status; empty while Pier has written none.
+pub async fn cluster_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<pier::api::KafkaClusterStatus> {
+    Ok(
+        kube::Api::<pier::api::KafkaCluster>::namespaced(client.clone(), namespace)
+            .get(name)
+            .await?
+            .status
+            .unwrap_or_default(),
+    )
 }
