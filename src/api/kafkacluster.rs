@@ -685,6 +685,30 @@ pub struct BrokerStatus {
     /// Why the live (dynamic) configuration could not be applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub configuration_error: Option<String>,
+    /// Volumes that left the spec and are still being emptied (replicas moving to the
+    /// broker's other log dirs) before the broker restarts without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_removal: Option<VolumeRemovalStatus>,
+    /// The log dirs this broker is known to have. A log dir not among them was added: with
+    /// `spec.rebalance.onBrokerAdd` replicas are spread onto it once, then it is recorded here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_log_dirs: Vec<String>,
+}
+
+/// A broker's volumes being emptied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeRemovalStatus {
+    /// The leaving log dirs (`<mountPath>/kafka`).
+    pub dirs: Vec<String>,
+    /// Replicas (and copies in flight) still in them, as DescribeLogDirs last said.
+    pub partitions_left: i32,
+    /// Bytes still in them.
+    #[serde(default)]
+    pub bytes_left: i64,
+    /// Why the replicas cannot be moved, if they cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]

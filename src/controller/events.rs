@@ -19,6 +19,7 @@ pub enum Reason {
     RollingRestart,
     RollFinished,
     ReplicaMoves,
+    LogDirMoves,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -30,6 +31,8 @@ pub enum Reason {
     VolumeResizeRefused,
     RemovalRefused,
     ReplicaMoveFailed,
+    LogDirMoveFailed,
+    VolumeRemovalRefused,
 }
 
 impl Reason {
@@ -50,6 +53,9 @@ impl Reason {
             Reason::ReplicaMoves => "ReplicaMoves",
             Reason::RemovalRefused => "RemovalRefused",
             Reason::ReplicaMoveFailed => "ReplicaMoveFailed",
+            Reason::LogDirMoves => "LogDirMoves",
+            Reason::LogDirMoveFailed => "LogDirMoveFailed",
+            Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
         }
     }
 }

@@ -11,6 +11,7 @@ mod live_config;
 mod roll;
 mod scaling;
 mod status;
+mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -537,6 +538,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         ..scaling_input
     });
     tracing::debug!(?moves, "replica moves planned");
+    // A volume leaving a broker is emptied (and one added filled) before the plan drops it.
+    let volumes_view = volumes::observe_and_move(kc, &stores, &admin).await;
 
     let observed = Observed {
         pod_ips: pods
@@ -552,6 +555,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         cluster_id: Some(cluster_id.clone()),
         retained: moves.retained.clone(),
         draining: moves.draining.clone(),
+        volumes: volumes_view.observed.clone(),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.
@@ -579,8 +583,13 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     writer
         .converge(&desired.config_maps, Mode::Update, waiting)
         .await?;
+    // A leaving volume's claim is not planned but still mounted: no claim is deleted then.
+    let volumes_leaving = desired
+        .brokers
+        .iter()
+        .any(|b| b.layout.mounts.iter().any(|m| m.leaving));
     writer
-        .converge(&desired.claims, Mode::CreateOnly, false)
+        .converge(&desired.claims, Mode::CreateOnly, volumes_leaving)
         .await?;
     let (resized, volume_problems) =
         apply::resize_claims(ctx, &stores, &ns, &name, &desired.claims).await?;
@@ -645,6 +654,28 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         .and_then(|q| q.as_ref().ok())
         .and_then(|q| reconcile::status::quorum_notice(q, &desired.brokers));
     outcome.replicas_moving = moves.moves.is_some();
+    outcome.volumes = volumes_view.outcome.clone();
+    for line in &volumes_view.events {
+        ctx.events
+            .did(ctx, kc, events::Reason::LogDirMoves, line)
+            .await;
+    }
+    ctx.events
+        .problems(
+            ctx,
+            kc,
+            events::Reason::LogDirMoveFailed,
+            &volumes_view.failures,
+        )
+        .await;
+    ctx.events
+        .problems(
+            ctx,
+            kc,
+            events::Reason::VolumeRemovalRefused,
+            &desired.volume_refusals,
+        )
+        .await;
     let step = roll::plan(kc, ctx, &admin, &pods, &desired, quorum, &mut outcome).await;
 
     let group_status = ctx.cache.group_status(&group);

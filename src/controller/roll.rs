@@ -50,7 +50,7 @@ pub async fn plan(
     outcome: &mut KafkaOutcome,
 ) -> Step {
     let now = now_ms();
-    let nodes: Vec<NodeState> = desired
+    let mut nodes: Vec<NodeState> = desired
         .brokers
         .iter()
         .map(|b| {
@@ -73,6 +73,17 @@ pub async fn plan(
             }
         })
         .collect();
+    // A restart that removes volumes waits until they are empty: a partition may have been
+    // created in one since the plan dropped it.
+    for n in nodes.iter_mut().filter(|n| n.restart_due.is_some()) {
+        let name = names::broker_pod(kc, n.id);
+        let planned = desired.pods.iter().find(|p| p.name_any() == name);
+        let dropped = super::volumes::dropped_dirs(broker_pod(kc, pods, n.id), planned);
+        if let Some(why) = super::volumes::still_holding(admin, n.id, &dropped).await {
+            tracing::info!(broker = n.id, %why, "restart waits for its removed volumes to empty");
+            n.restart_due = None;
+        }
+    }
     outcome.restart_due = nodes
         .iter()
         .filter(|n| n.restart_due.is_some())

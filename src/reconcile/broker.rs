@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use super::names::{
     self, BROKER_ID_LABEL, BROKER_ROLE_LABEL, COMPONENT_LABEL, MOUNT_PATH_ANNOTATION,
 };
+use super::volumes::{Layout, layout, log_dir};
 use super::{PlanError, cluster_labels, owner_reference};
 use crate::api::{
     KafkaCluster, Role, StorageSpec, is_image, is_mount_path, is_pier_key, quantity_units,
@@ -39,6 +40,9 @@ pub struct EffectiveBroker {
     pub resources: Option<ResourceRequirements>,
     /// The group's volumes, then the broker's own; never empty in a plan.
     pub storage: Vec<StorageSpec>,
+    /// Where those volumes go (claims, order, leaving ones, the metadata dir): from the spec
+    /// alone in [`effective_brokers`], from what exists too in a plan.
+    pub layout: Layout,
     pub node_selector: BTreeMap<String, String>,
     pub affinity: Option<Affinity>,
     pub tolerations: Vec<Toleration>,
@@ -63,12 +67,13 @@ impl EffectiveBroker {
         self.roles.contains(&Role::Controller)
     }
 
-    /// Kafka log dirs: `<mountPath>/kafka` of every volume (a subdirectory, since a fresh volume
-    /// may hold `lost+found`).
+    /// Kafka log dirs: `<mountPath>/kafka` of every mounted volume (a subdirectory, since a
+    /// fresh volume may hold `lost+found`), leaving ones included.
     pub fn log_dirs(&self) -> Vec<String> {
-        self.storage
+        self.layout
+            .mounts
             .iter()
-            .map(|s| format!("{}/kafka", s.mount_path.trim_end_matches('/')))
+            .map(|m| log_dir(&m.mount_path))
             .collect()
     }
 }
@@ -130,7 +135,11 @@ pub fn effective_brokers(kc: &KafkaCluster) -> Result<Vec<EffectiveBroker>, Plan
             annotations,
             config: b.config.clone(),
             read_only_config: b.read_only_config.clone(),
+            layout: Layout::default(),
         });
+    }
+    for b in &mut out {
+        b.layout = layout(kc, b, None);
     }
     out.sort_by_key(|b| b.id);
     Ok(out)
@@ -240,13 +249,16 @@ pub fn claims(
 ) -> Vec<PersistentVolumeClaim> {
     b.storage
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .filter_map(|s| {
+            let claim = b.layout.mounts.iter().find(|m| {
+                !m.leaving
+                    && m.mount_path.trim_end_matches('/') == s.mount_path.trim_end_matches('/')
+            })?;
             let mut labels = broker_labels(kc, b);
             labels.insert(COMPONENT_LABEL.into(), "broker-storage".into());
-            PersistentVolumeClaim {
+            Some(PersistentVolumeClaim {
                 metadata: ObjectMeta {
-                    name: Some(names::broker_claim(kc, b.id, i)),
+                    name: Some(claim.claim.clone()),
                     namespace: Some(namespace.to_string()),
                     labels: Some(labels),
                     annotations: Some(BTreeMap::from([(
@@ -277,7 +289,7 @@ pub fn claims(
                     ..Default::default()
                 }),
                 ..Default::default()
-            }
+            })
         })
         .collect()
 }
@@ -325,18 +337,18 @@ pub fn pod(
         read_only: Some(true),
         ..Default::default()
     }];
-    for (i, s) in b.storage.iter().enumerate() {
+    for m in &b.layout.mounts {
         volumes.push(Volume {
-            name: format!("data-{i}"),
+            name: m.volume.clone(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: names::broker_claim(kc, b.id, i),
+                claim_name: m.claim.clone(),
                 read_only: None,
             }),
             ..Default::default()
         });
         mounts.push(VolumeMount {
-            name: format!("data-{i}"),
-            mount_path: s.mount_path.clone(),
+            name: m.volume.clone(),
+            mount_path: m.mount_path.clone(),
             ..Default::default()
         });
     }
@@ -448,10 +460,17 @@ pub fn pod(
 /// list: adding or removing a controller changes it on every node, and rolling every node for
 /// that cannot change a static quorum's membership anyway (that needs KIP-853's dynamic
 /// quorum); restarted nodes read the current list.
-fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> String {
+pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> String {
     let mut input = serde_json::to_vec(pod).unwrap_or_default();
+    // `metadata.log.dir` naming the first log dir says what Kafka does without it: brokers
+    // rendered before Pier wrote it explicitly are not restarted for it.
+    let first_dir = properties
+        .lines()
+        .find_map(|l| l.strip_prefix("log.dirs="))
+        .and_then(|v| v.split(',').next())
+        .map(|d| format!("metadata.log.dir={d}"));
     for line in properties.lines() {
-        if !line.starts_with("controller.quorum.voters=") {
+        if !line.starts_with("controller.quorum.voters=") && Some(line) != first_dir.as_deref() {
             input.extend_from_slice(line.as_bytes());
             input.push(b'\n');
         }

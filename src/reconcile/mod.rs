@@ -12,6 +12,7 @@ pub mod roll;
 pub mod scaling;
 mod services;
 pub mod status;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -25,7 +26,7 @@ use crate::api::{KafkaCluster, Role};
 use crate::model::{ExternalAccess, ModelError};
 use crate::xds::{EnvoyResources, translate};
 
-pub use broker::{EffectiveBroker, effective_brokers};
+pub use broker::{CONFIG_DIR, EffectiveBroker, effective_brokers};
 pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, envoy_bootstrap};
 pub use properties::server_properties;
 
@@ -43,6 +44,8 @@ pub struct Observed {
     pub retained: std::collections::BTreeSet<i32>,
     /// Those of `retained` that are draining: out of Envoy's bootstrap.
     pub draining: std::collections::BTreeSet<i32>,
+    /// Each broker's claims and log dirs in use, by broker id (see [`volumes`]).
+    pub volumes: BTreeMap<i32, volumes::ObservedVolumes>,
 }
 
 /// Operator settings that shape the objects.
@@ -84,6 +87,8 @@ pub struct Desired {
     pub config: config::ConfigPlan,
     /// The spec's brokers with their config groups applied, by id.
     pub brokers: Vec<EffectiveBroker>,
+    /// Volume removals refused (the volume holds the metadata log; it stays).
+    pub volume_refusals: Vec<String>,
 }
 
 /// Why no plan can be made.
@@ -144,7 +149,12 @@ pub fn plan(
     settings: &Settings,
 ) -> Result<Desired, PlanError> {
     let namespace = kc.namespace().ok_or(PlanError::NoNamespace)?;
-    let brokers = effective_brokers(kc)?;
+    let mut brokers = effective_brokers(kc)?;
+    let mut volume_refusals = Vec::new();
+    for b in &mut brokers {
+        b.layout = volumes::layout(kc, b, observed.volumes.get(&b.id));
+        volume_refusals.extend(b.layout.refused.clone());
+    }
     if !brokers.iter().any(|b| b.roles.contains(&Role::Controller)) {
         return Err(PlanError::NoController);
     }
@@ -231,6 +241,7 @@ pub fn plan(
             .extend(envoy::disruption_budget(kc, &namespace));
     }
     desired.brokers = brokers;
+    desired.volume_refusals = volume_refusals;
     Ok(desired)
 }
 

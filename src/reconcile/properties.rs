@@ -22,6 +22,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "controller.quorum.bootstrap.servers",
     "log.dirs",
     "log.dir",
+    "metadata.log.dir",
 ];
 
 /// Renders broker `b`'s configuration: what Pier derives plus the spec's keys that need a
@@ -121,6 +122,7 @@ pub fn server_properties(
         ("listeners", bound.join(",")),
         ("listener.security.protocol.map", protocols.join(",")),
         ("log.dirs", b.log_dirs().join(",")),
+        ("metadata.log.dir", b.layout.metadata_dir.clone()),
     ];
     if b.is_broker() {
         derived.push(("advertised.listeners", advertised.join(",")));

@@ -39,6 +39,8 @@ pub mod reasons {
     pub const REMOVAL_REFUSED: &str = "RemovalRefused";
     pub const DRAINING: &str = "Draining";
     pub const REBALANCING: &str = "Rebalancing";
+    pub const REMOVING_VOLUMES: &str = "RemovingVolumes";
+    pub const VOLUME_REMOVAL_REFUSED: &str = "VolumeRemovalRefused";
 }
 
 /// Per-broker outcome of the live configuration.
@@ -66,6 +68,8 @@ pub struct KafkaOutcome {
     pub quorum_notice: Option<String>,
     /// Replicas are moving (a drain or a rebalance): no broker restart starts meanwhile.
     pub replicas_moving: bool,
+    /// Volumes being emptied, and the log dirs each broker is known to have.
+    pub volumes: super::volumes::VolumeOutcome,
 }
 
 /// What the cluster's Envoys took of the xDS snapshot.
@@ -148,6 +152,22 @@ pub fn degraded_reason(status: &KafkaClusterStatus) -> Option<(&str, &str)> {
         .map(|c| (c.reason.as_str(), c.message.as_str()))
 }
 
+/// What the Reconciling condition says while volumes are emptied.
+fn volumes_message(v: &super::volumes::VolumeOutcome) -> String {
+    v.removals
+        .iter()
+        .map(|(id, r)| {
+            format!(
+                "broker {id}: moving {} replicas ({} bytes) off {}",
+                r.partitions_left,
+                r.bytes_left,
+                r.dirs.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The status after a reconcile that applied the plan, and when to look again.
 pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let StatusInput {
@@ -206,6 +226,17 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
             },
             configuration_state: Some(state.into()),
             configuration_error: dynamic.and_then(|d| d.error.clone()),
+            volume_removal: kafka.volumes.removals.get(&b.id).cloned(),
+            known_log_dirs: kafka
+                .volumes
+                .known_log_dirs
+                .get(&b.id)
+                .cloned()
+                .or_else(|| {
+                    let prior = kc.status.as_ref()?.brokers.iter().find(|p| p.id == b.id)?;
+                    Some(prior.known_log_dirs.clone())
+                })
+                .unwrap_or_default(),
         });
     }
     for (id, phase) in &scaling.leaving {
@@ -232,7 +263,8 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let has_external = !kc.spec.listeners.external.is_empty();
     let xds_ok = !has_external || envoy.all_acked;
     let all_ready = ready_brokers == total && xds_ok && !desired.waiting_for_address;
-    let moving = scaling.moves.is_some() || !scaling.leaving.is_empty();
+    let removing_volumes = !kafka.volumes.removals.is_empty();
+    let moving = scaling.moves.is_some() || !scaling.leaving.is_empty() || removing_volumes;
     let settled = all_ready && !kafka.rolling && !moving;
     let ready_message = if desired.waiting_for_address {
         "waiting for the external LoadBalancer address".to_string()
@@ -265,6 +297,14 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                 .refused
                 .clone()
                 .map(|why| (reasons::REMOVAL_REFUSED, why))
+        })
+        .or_else(|| {
+            (!desired.volume_refusals.is_empty()).then(|| {
+                (
+                    reasons::VOLUME_REMOVAL_REFUSED,
+                    desired.volume_refusals.join("; "),
+                )
+            })
         })
         .or_else(|| {
             (!volumes.is_empty()).then(|| (reasons::VOLUME_RESIZE_REFUSED, volumes.join("; ")))
@@ -319,11 +359,14 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                         ReplicaMoveKind::Drain => reasons::DRAINING,
                         ReplicaMoveKind::Rebalance => reasons::REBALANCING,
                     }
+                } else if removing_volumes {
+                    reasons::REMOVING_VOLUMES
                 } else {
                     reasons::PROGRESSING
                 },
                 &roll_message
                     .or_else(|| scaling.moves.as_ref().map(moves_message))
+                    .or_else(|| removing_volumes.then(|| volumes_message(&kafka.volumes)))
                     .unwrap_or(ready_message.clone()),
                 generation,
             ),
@@ -341,7 +384,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     };
     // Pods are watched; Kafka and Envoy's ACKs are not.
     let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
-    let requeue = if waiting_on_kafka || !xds_ok || scaling.waiting {
+    let requeue = if waiting_on_kafka || !xds_ok || scaling.waiting || removing_volumes {
         Requeue::Soon
     } else {
         Requeue::Idle

@@ -410,6 +410,9 @@ async fn start_pod(
 
     // Volumes: name → local directory.
     let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    // Claims' volumes: mounted through a link at the container path under the Pod's `root`
+    // (below), so a path the process reports ends with the path the container sees.
+    let mut claimed: std::collections::BTreeSet<String> = Default::default();
     for v in spec.volumes.clone().unwrap_or_default() {
         let vdir = dir.join("volumes").join(&v.name);
         if let Some(cm) = &v.config_map {
@@ -449,6 +452,7 @@ async fn start_pod(
                 .context("volume is not a local directory")?
                 .path;
             volumes.insert(v.name.clone(), PathBuf::from(path));
+            claimed.insert(v.name.clone());
             continue;
         } else if let Some(d) = &v.downward_api {
             std::fs::create_dir_all(&vdir)?;
@@ -484,8 +488,14 @@ async fn start_pod(
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|m| volumes.get(&m.name).map(|d| (m.mount_path, d.clone())))
-            .collect();
+            .filter_map(|m| {
+                let d = volumes.get(&m.name)?;
+                if !claimed.contains(&m.name) {
+                    return Some(Ok((m.mount_path, d.clone())));
+                }
+                Some(link_mount(&dir, &m.mount_path, d).map(|link| (m.mount_path, link)))
+            })
+            .collect::<std::io::Result<_>>()?;
         let mut rc = RunningContainer {
             spec: c.clone(),
             mounts,
@@ -559,6 +569,23 @@ fn has_launcher(image: &str) -> bool {
 /// `key="value"` lines, as the kubelet writes labels and annotations.
 fn format_map(m: &BTreeMap<String, String>) -> String {
     m.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect()
+}
+
+/// `<pod dir>/root<mount path>`, a link to `target`: the path the container's `mount_path`
+/// maps to. Every Pod (uid) has its own, so a Pod whose volumes changed since the last one
+/// maps exactly its own.
+fn link_mount(pod_dir: &Path, mount_path: &str, target: &Path) -> std::io::Result<PathBuf> {
+    let link = pod_dir.join("root").join(mount_path.trim_matches('/'));
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(_) => std::fs::remove_file(&link)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::os::unix::fs::symlink(target, &link)?;
+    Ok(link)
 }
 
 /// Rewrites a path of the container's filesystem to the local directory it is mounted from.
@@ -682,6 +709,10 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
             } else if let Some(v) = line.strip_prefix("log.dirs=") {
                 let dirs: Vec<String> = v.split(',').map(|d| map_path(d, mounts)).collect();
                 format!("log.dirs={}", dirs.join(","))
+            } else if let Some(v) = line.strip_prefix("metadata.log.dir=") {
+                format!("metadata.log.dir={}", map_path(v, mounts))
+            } else if let Some(v) = line.strip_prefix("log.dir=") {
+                format!("log.dir={}", map_path(v, mounts))
             } else {
                 line.to_string()
             }
@@ -1006,6 +1037,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_claimed_volume_is_linked_at_its_container_path() {
+        let pod = std::env::temp_dir().join(format!("devlet-link-{}", std::process::id()));
+        let target = pod.join("pv");
+        std::fs::create_dir_all(&target).unwrap();
+        let link = link_mount(&pod, "/var/lib/kafka/data0", &target).unwrap();
+        assert!(link.ends_with("root/var/lib/kafka/data0"));
+        std::fs::write(link.join("f"), "x").unwrap();
+        assert!(target.join("f").exists());
+        // Linking again (a restarted container) replaces the link.
+        let again = link_mount(&pod, "/var/lib/kafka/data0/", &target).unwrap();
+        assert_eq!(again, link);
+        std::fs::remove_dir_all(&pod).unwrap();
+    }
+
+    #[test]
     fn exec_probes_succeed_fail_and_time_out() {
         let ip = Ipv4Addr::LOCALHOST;
         let exec = |c: &[&str]| Readiness::Exec(c.iter().map(|s| s.to_string()).collect());
@@ -1031,10 +1077,11 @@ mod tests {
             "/tmp/p/config/server.properties"
         );
         assert_eq!(map_path("/etc/pierre", &mounts), "/etc/pierre");
-        let text = "node.id=1\nlisteners=INTERNAL://:9092,CONTROLLER://:9093\nlog.dirs=/var/lib/kafka/data0/kafka\n";
+        let text = "node.id=1\nlisteners=INTERNAL://:9092,CONTROLLER://:9093\nlog.dirs=/var/lib/kafka/data0/kafka\nmetadata.log.dir=/var/lib/kafka/data0/kafka\n";
         let out = rewrite_kafka_properties(text, Ipv4Addr::new(127, 9, 0, 1), &mounts);
         assert!(out.contains("listeners=INTERNAL://127.9.0.1:9092,CONTROLLER://127.9.0.1:9093"));
         assert!(out.contains("log.dirs=/tmp/v/pvc-1/kafka"));
+        assert!(out.contains("metadata.log.dir=/tmp/v/pvc-1/kafka"), "{out}");
         assert!(out.contains("node.id=1"));
         let env = BTreeMap::from([("POD_NAME".to_string(), "envoy-0".to_string())]);
         assert_eq!(
