@@ -17,7 +17,7 @@ use pier::kafka::{AdminClient, ConfigResource};
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
-use support::{BrokerPod, OperatorArgs, OperatorProcess, read_topic};
+use support::{BrokerPod, OperatorArgs, OperatorProcess, VerifiableProducer, read_topic};
 
 mod support;
 
@@ -122,99 +122,8 @@ async fn wait_brokers_ready(client: &Client, ids: &[i32], within: Duration) -> a
     .await
 }
 
-/// Kafka's own tool, on the Kafka classpath dev/setup installed.
-fn kafka_tool(class: &str) -> anyhow::Result<tokio::process::Command> {
-    let mut cmd = tokio::process::Command::new(pier_testenv::program("kafka-node")?);
-    cmd.args(["class", class]);
-    cmd.env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m");
-    Ok(cmd)
-}
-
-/// Creates a topic with Kafka's TopicCommand through Envoy.
 async fn create_topic(args: &[&str]) -> anyhow::Result<()> {
-    let out = kafka_tool("org.apache.kafka.tools.TopicCommand")?
-        .args(["--bootstrap-server", BOOTSTRAP, "--create"])
-        .args(args)
-        .output()
-        .await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "TopicCommand {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// Kafka's VerifiableProducer: acks=all, idempotent, a steady pace, every send's outcome on
-/// stdout as JSON.
-struct VerifiableProducer {
-    child: tokio::process::Child,
-    out: std::path::PathBuf,
-}
-
-impl VerifiableProducer {
-    fn start(logs: &LogDir) -> anyhow::Result<Self> {
-        let config = logs.path().join("producer.properties");
-        std::fs::write(
-            &config,
-            "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n",
-        )?;
-        let out = logs.path().join("verifiable-producer.jsonl");
-        let child = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?
-            .args(["--bootstrap-server", BOOTSTRAP, "--topic", EVENTS])
-            .args(["--throughput", "100", "--acks", "-1"])
-            .arg("--producer.config")
-            .arg(&config)
-            .stdout(std::fs::File::create(&out)?)
-            .stderr(std::fs::File::create(
-                logs.path().join("verifiable-producer.stderr"),
-            )?)
-            .kill_on_drop(true)
-            .spawn()?;
-        Ok(VerifiableProducer { child, out })
-    }
-
-    /// (acked values, failed sends) so far.
-    fn outcomes(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-        let text = std::fs::read_to_string(&self.out)?;
-        let (mut acked, mut failed) = (Vec::new(), Vec::new());
-        for line in text.lines() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            match event["name"].as_str() {
-                Some("producer_send_success") => {
-                    acked.push(event["value"].as_str().unwrap_or_default().to_string())
-                }
-                Some("producer_send_error") => failed.push(line.to_string()),
-                _ => {}
-            }
-        }
-        Ok((acked, failed))
-    }
-
-    async fn wait_acked(&self, at_least: usize) -> anyhow::Result<()> {
-        wait_for(
-            &format!("{at_least} records acked"),
-            Duration::from_secs(120),
-            Duration::from_millis(500),
-            || async { (self.outcomes().ok()?.0.len() >= at_least).then_some(()) },
-        )
-        .await
-    }
-
-    /// Stops it (SIGTERM flushes what is in flight); returns the acked values.
-    async fn finish(mut self) -> anyhow::Result<Vec<String>> {
-        if let Some(pid) = self.child.id() {
-            std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status()?;
-        }
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
-        let (acked, failed) = self.outcomes()?;
-        anyhow::ensure!(failed.is_empty(), "failed sends: {failed:?}");
-        Ok(acked)
-    }
+    support::create_topic(BOOTSTRAP, args).await
 }
 
 /// Replicas and leaders per broker, over every partition of every topic.
@@ -384,7 +293,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     .await?;
     anyhow::ensure!(produced.status.success(), "kcat produce to {SOLO}");
 
-    let producer = VerifiableProducer::start(&logs)?;
+    let producer = VerifiableProducer::start(&logs, BOOTSTRAP, EVENTS)?;
     // A consumer through Envoy for the whole test: everything acked must reach it.
     let consumed = logs.path().join("consumer.out");
     let mut consumer = tokio::process::Command::new(pier_testenv::program("kcat")?)

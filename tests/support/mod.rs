@@ -1,9 +1,10 @@
 //! Shared by the integration tests that run the operator (`controller.rs`, `e2e.rs`,
-//! `rolling.rs`, `leader.rs`, `scaling.rs`): the operator in the test process or as a real
-//! `pier operator` process, a control plane without a scheduler, the shipped examples, and
-//! small Pod and record helpers.
+//! `rolling.rs`, `leader.rs`, `scaling.rs`, `jbod.rs`): the operator in the test process or as
+//! a real `pier operator` process, a control plane without a scheduler, the shipped examples,
+//! small Pod and record helpers, and Kafka's own tools (TopicCommand, VerifiableProducer).
 #![allow(dead_code)]
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -376,4 +377,104 @@ pub async fn cluster_status(
             .status
             .unwrap_or_default(),
     )
+}
+
+/// Kafka's own tool, on the Kafka classpath dev/setup installed.
+pub fn kafka_tool(class: &str) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(pier_testenv::program("kafka-node")?);
+    cmd.args(["class", class]);
+    cmd.env("KAFKA_HEAP_OPTS", "-Xms64m -Xmx256m");
+    Ok(cmd)
+}
+
+/// Creates a topic with Kafka's TopicCommand.
+pub async fn create_topic(bootstrap: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = kafka_tool("org.apache.kafka.tools.TopicCommand")?
+        .args(["--bootstrap-server", bootstrap, "--create"])
+        .args(args)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "TopicCommand {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Kafka's VerifiableProducer: acks=all, idempotent, a steady pace, every send's outcome on
+/// stdout as JSON.
+pub struct VerifiableProducer {
+    child: tokio::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl VerifiableProducer {
+    /// Produces to `topic` at 100 records/s until finished.
+    pub fn start(
+        logs: &pier_testenv::LogDir,
+        bootstrap: &str,
+        topic: &str,
+    ) -> anyhow::Result<Self> {
+        let config = logs.path().join("producer.properties");
+        std::fs::write(
+            &config,
+            "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n",
+        )?;
+        let out = logs.path().join("verifiable-producer.jsonl");
+        let child = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?
+            .args(["--bootstrap-server", bootstrap, "--topic", topic])
+            .args(["--throughput", "100", "--acks", "-1"])
+            .arg("--producer.config")
+            .arg(&config)
+            .stdout(std::fs::File::create(&out)?)
+            .stderr(std::fs::File::create(
+                logs.path().join("verifiable-producer.stderr"),
+            )?)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(VerifiableProducer { child, out })
+    }
+
+    /// (acked values, failed sends) so far.
+    pub fn outcomes(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let text = std::fs::read_to_string(&self.out)?;
+        let (mut acked, mut failed) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            match event["name"].as_str() {
+                Some("producer_send_success") => {
+                    acked.push(event["value"].as_str().unwrap_or_default().to_string())
+                }
+                Some("producer_send_error") => failed.push(line.to_string()),
+                _ => {}
+            }
+        }
+        Ok((acked, failed))
+    }
+
+    pub async fn wait_acked(&self, at_least: usize) -> anyhow::Result<()> {
+        pier_testenv::wait_for(
+            &format!("{at_least} records acked"),
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || async { (self.outcomes().ok()?.0.len() >= at_least).then_some(()) },
+        )
+        .await
+    }
+
+    /// Stops it (SIGTERM flushes what is in flight); returns the acked values.
+    pub async fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        if let Some(pid) = self.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        let (acked, failed) = self.outcomes()?;
+        anyhow::ensure!(failed.is_empty(), "failed sends: {failed:?}");
+        Ok(acked)
+    }
 }
