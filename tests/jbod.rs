@@ -4,7 +4,8 @@
 //! topic that lives only on broker 0. Removing the volume that holds the metadata log is
 //! refused with nothing touched; removing the other one moves every replica off it — Kafka's
 //! DescribeLogDirs shows it empty while broker 0's Pod is still the same — and only then is
-//! broker 0 restarted without it. No partition lost a replica and every record reads back.
+//! broker 0 restarted without it. A volume added to broker 0 gets a share of its replicas
+//! (`rebalance.onBrokerAdd`). No partition lost a replica and every record reads back.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ const SOLO: &str = "solo";
 const SOLO_RECORDS: usize = 4_000;
 const DATA0: &str = "/var/lib/kafka/data0";
 const DATA1: &str = "/var/lib/kafka/data1";
+const DATA2: &str = "/var/lib/kafka/data2";
 
 fn volume(mount: &str) -> serde_json::Value {
     json!({"mountPath": mount, "size": "1Gi"})
@@ -360,7 +362,54 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
         .get(&format!("{NAME}-broker-0-data-1"))
         .await?;
 
-    // 3. No partition lost a replica; every record is there.
+    let on_data0 = dir_on(&dirs, DATA0)
+        .map(|d| d.replicas.iter().filter(|r| r.topic == SOLO).count())
+        .unwrap_or_default();
+    assert_eq!(on_data0, 4, "every solo partition in data0: {dirs:?}");
+    wait_ready(&client, Duration::from_secs(120)).await?;
+
+    // 3. A new volume: broker 0 restarts with it (a new claim, named without colliding with
+    // data1's, which stays), and Pier spreads broker 0's replicas onto it once.
+    let uid0 = broker_pods(&client).await?[&0].uid.clone();
+    set_volumes(&client, &[DATA0, DATA2]).await?;
+    let spread = wait_for(
+        "replicas spread onto data2",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let p = broker_pods(&client).await.ok()?.get(&0).cloned()?;
+            if !p.ready || p.uid == uid0 {
+                return None;
+            }
+            let dirs = log_dirs_of_0(&client).await.ok()?;
+            let n = dir_on(&dirs, DATA2)?
+                .replicas
+                .iter()
+                .filter(|r| !r.future)
+                .count();
+            (n > 0).then_some(n)
+        },
+    )
+    .await?;
+    println!("{spread} replicas spread onto data2");
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .get(&format!("{NAME}-broker-0-data-2"))
+        .await?;
+    wait_for(
+        "data2 recorded as known",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let s = status(&client).await.ok()?;
+            let b0 = s.brokers.into_iter().find(|b| b.id == 0)?;
+            b0.known_log_dirs
+                .contains(&format!("{DATA2}/kafka"))
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // 4. No partition lost a replica; every record is there.
     wait_ready(&client, Duration::from_secs(120)).await?;
     wait_for(
         "every partition fully replicated",
@@ -385,10 +434,6 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
         solo.topics[0].partitions.iter().all(|p| p.replicas == [0]),
         "solo still lives on broker 0 alone: {solo:?}"
     );
-    let on_data0 = dir_on(&log_dirs_of_0(&client).await?, DATA0)
-        .map(|d| d.replicas.iter().filter(|r| r.topic == SOLO).count())
-        .unwrap_or_default();
-    assert_eq!(on_data0, 4, "every solo partition in data0");
     wait_for(
         "every solo record read back",
         Duration::from_secs(60),
