@@ -281,6 +281,7 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
     let uid0 = start_pods[&0].uid.clone();
     set_volumes(&client, &[DATA0]).await?;
     let (mut saw_removal_status, mut emptied_before_restart) = (false, false);
+    let mut moving_seen = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         anyhow::ensure!(
@@ -294,12 +295,23 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
         {
             saw_removal_status = true;
         }
-        // Kafka first, then the Pod: an empty dir seen before the same Pod is still there
-        // was empty before the restart.
+        // The config first, then Kafka, then the Pod: an empty dir seen before the same Pod is
+        // still there was empty before the restart; a dir the config dropped is empty already
+        // (a broker that crashed now would come back without it).
+        let listed = properties_of_0(&client)
+            .await?
+            .contains(&format!("{DATA1}/kafka"));
         let left = match log_dirs_of_0(&client).await {
             Ok(dirs) => dir_on(&dirs, DATA1).map(|d| d.replicas.len()),
             Err(_) => None,
         };
+        if let Some(n) = left.filter(|n| *n > 0) {
+            anyhow::ensure!(
+                listed,
+                "broker 0's config dropped data1 while Kafka still has {n} replicas in it"
+            );
+            moving_seen += 1;
+        }
         let pod = broker_pods(&client).await?.get(&0).cloned();
         match pod {
             Some(p) if p.uid == uid0 => {
@@ -320,6 +332,7 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
         saw_removal_status,
         "status.brokers[0].volumeRemoval was shown"
     );
+    println!("data1 seen holding replicas {moving_seen} times before it was empty");
     wait_for(
         "broker 0 back",
         Duration::from_secs(120),
