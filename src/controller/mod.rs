@@ -539,7 +539,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     });
     tracing::debug!(?moves, "replica moves planned");
     // A volume leaving a broker is emptied (and one added filled) before the plan drops it.
-    let volumes_view = volumes::observe_and_move(kc, &stores, &admin).await;
+    let volumes_view = volumes::observe_and_move(kc, &stores, &admin, &pods).await;
 
     let observed = Observed {
         pod_ips: pods

@@ -35,6 +35,7 @@ pub async fn observe_and_move(
     kc: &KafkaCluster,
     stores: &Stores,
     admin: &AdminClient,
+    pods: &[Pod],
 ) -> VolumesView {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
@@ -60,6 +61,16 @@ pub async fn observe_and_move(
             .and_then(|c| c.data.as_ref()?.get("server.properties"))
         {
             o.read_properties(text);
+        }
+        // A dir the running Pod still mounts is in use too (the config may have dropped it
+        // just before a partition was created in it): it is emptied again before the restart.
+        // Not a Pod being deleted: its replacement is made from the plan alone.
+        let running = super::live_config::broker_pod(kc, pods, b.id)
+            .filter(|p| p.metadata.deletion_timestamp.is_none());
+        for d in dropped_dirs(running, None) {
+            if !o.log_dirs.contains(&d) {
+                o.log_dirs.push(d);
+            }
         }
         look_at_broker(kc, admin, b, &mut o, &mut view).await;
         view.observed.insert(b.id, o);
