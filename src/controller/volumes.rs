@@ -62,17 +62,11 @@ pub async fn observe_and_move(
         {
             o.read_properties(text);
         }
-        // A dir the running Pod still mounts is in use too (the config may have dropped it
-        // just before a partition was created in it): it is emptied again before the restart.
-        // Not a Pod being deleted: its replacement is made from the plan alone.
-        let running = super::live_config::broker_pod(kc, pods, b.id)
-            .filter(|p| p.metadata.deletion_timestamp.is_none());
-        for d in dropped_dirs(running, None) {
-            if !o.log_dirs.contains(&d) {
-                o.log_dirs.push(d);
-            }
-        }
-        look_at_broker(kc, admin, b, &mut o, &mut view).await;
+        // The dirs the running Pod mounts: one the config dropped may have got a partition
+        // since it was emptied, and is emptied again (the roll waits for it). They never put
+        // a volume back into the plan: only the config's dirs do.
+        let mounted = dropped_dirs(super::live_config::broker_pod(kc, pods, b.id), None);
+        look_at_broker(kc, admin, b, &mounted, &mut o, &mut view).await;
         view.observed.insert(b.id, o);
     }
     view
@@ -82,6 +76,7 @@ async fn look_at_broker(
     kc: &KafkaCluster,
     admin: &AdminClient,
     b: &EffectiveBroker,
+    mounted: &[String],
     o: &mut ObservedVolumes,
     view: &mut VolumesView,
 ) {
@@ -92,12 +87,17 @@ async fn look_at_broker(
             .iter()
             .any(|s| s.mount_path.trim_end_matches('/') == m)
     };
-    let leaving: Vec<String> = o
+    let mut leaving: Vec<String> = o
         .log_dirs
         .iter()
         .filter(|d| !in_spec(d) && o.metadata_dir.as_ref() != Some(*d))
         .cloned()
         .collect();
+    for d in mounted {
+        if !in_spec(d) && !leaving.contains(d) && o.metadata_dir.as_ref() != Some(d) {
+            leaving.push(d.clone());
+        }
+    }
     let prior_known: Vec<String> = kc
         .status
         .as_ref()
