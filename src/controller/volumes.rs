@@ -269,3 +269,40 @@ pub async fn still_holding(admin: &AdminClient, id: i32, dropped: &[String]) -> 
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, VolumeMount};
+
+    fn pod(mounts: &[&str]) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    volume_mounts: Some(
+                        mounts
+                            .iter()
+                            .map(|m| VolumeMount {
+                                mount_path: m.to_string(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dropped_dirs_are_the_data_mounts_the_planned_pod_lacks() {
+        let running = pod(&["/etc/pier", "/a", "/b"]);
+        let planned = pod(&["/etc/pier", "/a"]);
+        assert_eq!(dropped_dirs(Some(&running), Some(&planned)), ["/b/kafka"]);
+        assert_eq!(dropped_dirs(Some(&running), None), ["/a/kafka", "/b/kafka"]);
+        assert!(dropped_dirs(Some(&planned), Some(&running)).is_empty());
+        assert!(dropped_dirs(None, Some(&planned)).is_empty());
+    }
+}
