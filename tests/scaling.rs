@@ -523,7 +523,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         "the new operator leading",
         Duration::from_secs(60),
         Duration::from_millis(200),
-        || async { operator.ready().await.then_some(()) },
+        || async { operator.leading().await.then_some(()) },
     )
     .await?;
     let still_moving = admin(&client).await?.list_partition_reassignments().await?;

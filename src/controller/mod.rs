@@ -7,6 +7,7 @@
 mod apply;
 mod events;
 pub mod leader;
+pub mod leader_pod;
 mod live_config;
 mod roll;
 mod scaling;

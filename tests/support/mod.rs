@@ -268,14 +268,23 @@ impl OperatorProcess {
         })
     }
 
-    /// It leads (only the leader reports ready).
+    /// It leads (`/leader`).
+    pub async fn leading(&self) -> bool {
+        self.admin_ok("/leader").await
+    }
+
+    /// It serves its role, leading or standing by (`/readyz`, its readiness probe).
     pub async fn ready(&self) -> bool {
+        self.admin_ok("/readyz").await
+    }
+
+    async fn admin_ok(&self, path: &str) -> bool {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(2))
             .build();
         let Ok(client) = client else { return false };
         match client
-            .get(format!("http://{}/readyz", self.metrics))
+            .get(format!("http://{}{path}", self.metrics))
             .send()
             .await
         {
