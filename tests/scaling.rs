@@ -350,6 +350,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         pid_namespace: false,
         kubeconfig: plane.kubeconfig(),
         namespace: NS,
+        pod_namespace: None,
         xds_listen: None,
         xds_address: None,
     };
