@@ -362,11 +362,9 @@ fn forget(scaling: &mut ScalingPlan) {
 
 /// CC moves the replicas: the built-in plan's moves, throttles and their events go.
 fn suppress_builtin(scaling: &mut ScalingPlan) {
-    if !scaling.submit.is_empty() || scaling.throttles.is_some() {
-        scaling
-            .events
-            .retain(|e| !super::scaling::is_builtin_move_event(e));
-    }
+    scaling
+        .events
+        .retain(|e| !super::scaling::is_builtin_move_event(e));
     scaling.submit.clear();
     scaling.throttles = None;
     if let Some(m) = scaling.moves.as_mut() {
@@ -402,3 +400,6 @@ fn describe(op: &Operation) -> String {
         OperationKind::RemoveDisks => "the removal of disks".to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,11 +164,13 @@ impl ScalingPlan {
     }
 }
 
-/// Whether an event line announces moves of Pier's own balancer (dropped when another engine
-/// moves the replicas).
+/// Whether an event line announces moves of Pier's own balancer, or their end (dropped when
+/// another engine moves the replicas).
 pub fn is_builtin_move_event(line: &str) -> bool {
     (line.starts_with("draining brokers ") && line.contains(": moving "))
+        || (line.starts_with("drain of brokers ") && line.ends_with(" done"))
         || line.starts_with("rebalancing: moving ")
+        || line == "rebalance done"
         || line == ALREADY_BALANCED
 }
 
