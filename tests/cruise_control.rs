@@ -5,7 +5,7 @@
 //! With `fallback: BuiltIn` and CC not ready, a removed broker is drained by Pier's own
 //! balancer and CC is asked nothing. With `fallback: Wait`, a removal waits and status says
 //! why; once CC is ready Pier asks it (`remove_broker`, with the spec's throttle) and moves
-//! nothing itself. A CC restart forgets the task: Pier submits again and never takes the lost
+//! nothing itself; the broker put back stops CC's execution. A CC restart forgets the task: Pier submits again and never takes the lost
 //! task as done. CC saying "done" while Kafka still shows replicas on the broker deletes
 //! nothing (Pier submits again). The test, standing in for CC's executor, then moves the
 //! replicas through Kafka: the broker's Pod goes only once Kafka shows it empty.
@@ -142,8 +142,14 @@ fn remove_requests(cc: &StandIn) -> Vec<String> {
         .collect()
 }
 
-/// Waits until CC received `n` remove_broker requests and Pier persisted the latest task.
-async fn wait_submission(client: &Client, cc: &StandIn, n: usize) -> anyhow::Result<String> {
+/// Waits until CC received `n` remove_broker requests and Pier persisted the latest task as
+/// the operation's submission number `attempts`.
+async fn wait_submission(
+    client: &Client,
+    cc: &StandIn,
+    n: usize,
+    attempts: u32,
+) -> anyhow::Result<String> {
     wait_for(
         &format!("remove_broker #{n} accepted and persisted"),
         Duration::from_secs(60),
@@ -160,8 +166,8 @@ async fn wait_submission(client: &Client, cc: &StandIn, n: usize) -> anyhow::Res
                     .then(|| world.tasks.last().map(|t| t.id.clone()))
                     .flatten()?
             };
-            let (task, attempts) = persisted_task(&status(client).await.ok()?)?;
-            (task == latest && attempts as usize == n).then_some(task)
+            let (task, persisted) = persisted_task(&status(client).await.ok()?)?;
+            (task == latest && persisted == attempts).then_some(task)
         },
     )
     .await
@@ -270,7 +276,7 @@ async fn cruise_control_drains_a_broker_and_pier_deletes_it_only_when_kafka_says
         let mut world = cc.world();
         world.windows_after_state_polls = world.state_polls;
     }
-    let first = wait_submission(&client, &cc, 1).await?;
+    wait_submission(&client, &cc, 1, 1).await?;
     assert_eq!(remove_requests(&cc), vec!["3".to_string()]);
     let throttle = cc.world().executions()[0]
         .param("replication_throttle")
@@ -282,9 +288,30 @@ async fn cruise_control_drains_a_broker_and_pier_deletes_it_only_when_kafka_says
     );
     assert!(holders(&client).await?.contains(&3));
 
+    // Broker 3 back in the spec: CC's execution is stopped, the broker Running again.
+    patch(&client, json!({"brokers": brokers_spec(&[0, 1, 2, 3])})).await?;
+    wait_for(
+        "CC stopped and broker 3 Running",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let stopped = cc
+                .world()
+                .seen
+                .iter()
+                .any(|s| s.method == "POST" && s.endpoint == "stop_proposal_execution");
+            let s = status(&client).await.ok()?;
+            (stopped && phase(&s, 3) == Some(BrokerPhase::Running) && persisted_task(&s).is_none())
+                .then_some(())
+        },
+    )
+    .await?;
+    patch(&client, json!({"brokers": brokers_spec(&[0, 1, 2])})).await?;
+    let first = wait_submission(&client, &cc, 2, 1).await?;
+
     // 3. CC restarts and forgets the task: Pier submits again, never reports it done.
     cc.restart();
-    let second = wait_submission(&client, &cc, 2).await?;
+    let second = wait_submission(&client, &cc, 3, 2).await?;
     assert_ne!(first, second);
     let s = status(&client).await?;
     assert_eq!(phase(&s, 3), Some(BrokerPhase::Draining));
@@ -305,7 +332,7 @@ async fn cruise_control_drains_a_broker_and_pier_deletes_it_only_when_kafka_says
         task.phase = Phase::Completed;
         task.script.clear();
     }
-    let third = wait_submission(&client, &cc, 3).await?;
+    let third = wait_submission(&client, &cc, 4, 3).await?;
     assert!(
         pods(&client).await?.contains(&3),
         "CC's done deletes nothing"
@@ -340,7 +367,7 @@ async fn cruise_control_drains_a_broker_and_pier_deletes_it_only_when_kafka_says
     assert_eq!(pods(&client).await?, BTreeSet::from([0, 1, 2]));
     assert_eq!(
         remove_requests(&cc).len(),
-        3,
+        4,
         "nothing submitted after Kafka said empty"
     );
     let s = status(&client).await?;
@@ -371,6 +398,6 @@ async fn cruise_control_drains_a_broker_and_pier_deletes_it_only_when_kafka_says
         },
     )
     .await?;
-    assert_eq!(remove_requests(&cc).len(), 3, "CC was asked nothing more");
+    assert_eq!(remove_requests(&cc).len(), 4, "CC was asked nothing more");
     Ok(())
 }
