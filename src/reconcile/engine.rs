@@ -124,7 +124,13 @@ pub fn plan(input: &EngineInput<'_>, scaling: &mut ScalingPlan) -> Vec<Call> {
         }
         (Some(need), _) => Some(need),
         // The brokers CC drained hold nothing now (Kafka says): nothing more to wait for.
-        (None, Some(prior)) if prior.kind == OperationKind::RemoveBroker => {
+        (None, Some(prior))
+            if prior.kind == OperationKind::RemoveBroker
+                && !prior
+                    .brokers
+                    .iter()
+                    .any(|id| scaling.leaving.get(id) == Some(&BrokerPhase::Draining)) =>
+        {
             scaling.events.push(format!(
                 "Cruise Control's drain of brokers {:?}: Kafka shows them empty",
                 prior.brokers

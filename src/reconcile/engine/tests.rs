@@ -699,3 +699,22 @@ fn no_answer_from_cc_deletes_a_broker_or_reports_a_lost_task_done() {
         }
     }
 }
+
+#[test]
+fn a_refused_wider_removal_leaves_the_drain_in_flight_to_cc() {
+    // Broker 3 drains with CC; then broker 2 is removed too, which the built-in plan refuses.
+    let mut w = World::drain()
+        .moving(3, 2)
+        .with_op(submitted(Operation::remove_brokers([3]), 1))
+        .task(TaskStatus::InExecution, true);
+    w.spec = vec![0];
+    let (builtin, after, calls) = w.run();
+    assert!(builtin.refused.is_some());
+    assert!(calls.is_empty());
+    assert_eq!(op_of(&after).unwrap().task_id.as_deref(), Some(TASK));
+    assert!(
+        !after.events.iter().any(|e| e.contains("empty")),
+        "{:?}",
+        after.events
+    );
+}
