@@ -30,6 +30,7 @@ pub enum Reason {
     VolumeResizeRefused,
     RemovalRefused,
     ReplicaMoveFailed,
+    CruiseControlFailed,
 }
 
 impl Reason {
@@ -50,6 +51,7 @@ impl Reason {
             Reason::ReplicaMoves => "ReplicaMoves",
             Reason::RemovalRefused => "RemovalRefused",
             Reason::ReplicaMoveFailed => "ReplicaMoveFailed",
+            Reason::CruiseControlFailed => "CruiseControlFailed",
         }
     }
 }

@@ -164,6 +164,18 @@ impl ScalingPlan {
     }
 }
 
+/// Whether an event line announces moves of Pier's own balancer, or their end (dropped when
+/// another engine moves the replicas).
+pub fn is_builtin_move_event(line: &str) -> bool {
+    (line.starts_with("draining brokers ") && line.contains(": moving "))
+        || (line.starts_with("drain of brokers ") && line.ends_with(" done"))
+        || line.starts_with("rebalancing: moving ")
+        || line == "rebalance done"
+        || line == ALREADY_BALANCED
+}
+
+const ALREADY_BALANCED: &str = "rebalance: replicas and leaders are already balanced";
+
 /// Plans this reconcile's replica moves.
 pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     let prior = input.prior;
@@ -511,8 +523,7 @@ fn rebalance(input: &ScalingInput<'_>, kafka: &KafkaView, out: &mut ScalingPlan)
     }
     match balance(input, kafka, &BTreeSet::new(), crate::balance::Mode::Full) {
         Ok(moves) if moves.is_empty() => {
-            out.events
-                .push("rebalance: replicas and leaders are already balanced".into());
+            out.events.push(ALREADY_BALANCED.into());
         }
         Ok(moves) => {
             let mut status = ReplicaMovesStatus {
