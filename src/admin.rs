@@ -1,5 +1,5 @@
 //! Pier's HTTP admin endpoint: `/status` (every node group's xDS status as JSON), `/metrics`
-//! (Prometheus text format), `/healthz` and `/readyz`.
+//! (Prometheus text format), `/healthz`, `/readyz` and `/leader`.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,29 +13,48 @@ use prometheus_client::registry::Registry;
 
 use crate::xds::SnapshotCache;
 
+/// What a replica says about itself.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// It serves its role: it leads, or stands by to take over. Not while starting or stopping.
+    pub ready: AtomicBool,
+    /// It leads: it reconciles and its xDS server has the Envoys' config.
+    pub leading: AtomicBool,
+}
+
+impl Health {
+    /// A process that is the only one of its kind (`pier xds`): ready and leading from the start.
+    pub fn alone() -> Arc<Self> {
+        Arc::new(Self {
+            ready: AtomicBool::new(true),
+            leading: AtomicBool::new(true),
+        })
+    }
+}
+
 struct AdminState {
     cache: Arc<SnapshotCache>,
     registry: Registry,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
-/// Serves the admin endpoint until the process ends. `/readyz` answers 200 only while `ready`
-/// is set (an operator replica is ready when it leads: only then does its xDS server have
-/// config to give, so its Service must route Envoys to it alone).
+/// Serves the admin endpoint until the process ends. `/readyz` answers 200 while the replica
+/// serves its role (leading or standing by), `/leader` only while it leads.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
     registry: Registry,
-    ready: Arc<AtomicBool>,
+    health: Arc<Health>,
 ) {
     let state = Arc::new(AdminState {
         cache,
         registry,
-        ready,
+        health,
     });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/leader", get(leader))
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(state);
@@ -51,10 +70,21 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.health.ready.load(Ordering::Relaxed) {
         (axum::http::StatusCode::OK, "ok")
     } else {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not leading")
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "starting or stopping",
+        )
+    }
+}
+
+async fn leader(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    if state.health.leading.load(Ordering::Relaxed) {
+        (axum::http::StatusCode::OK, "leading")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "standing by")
     }
 }
 

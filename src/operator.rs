@@ -4,12 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::admin::Health;
 use crate::controller::leader::{Elector, LeaderError, LeaseConfig};
+use crate::controller::leader_pod::LeaderPod;
 use crate::controller::{self, Context};
 use crate::reconcile::Settings;
 use crate::xds::SnapshotCache;
@@ -53,12 +55,16 @@ enum Ended {
     Lost(LeaderError),
     /// Every controller stream ended by itself.
     Controller,
+    /// It could not start leading (the xDS port was taken meanwhile).
+    Failed(OperatorError),
 }
 
 /// Connects to Kubernetes and runs until Ctrl-C or SIGTERM, or until it loses leadership (an
-/// error: the process exits non-zero and its restart campaigns again). Stopping goes in the
-/// order that keeps one actor at a time: stop reconciling (and report unready), hand the Lease
-/// over, then drain the xDS streams so Envoys reconnect to the new leader.
+/// error: the process exits non-zero and its restart campaigns again). A replica stands by
+/// (ready, xDS port closed) until it leads; then it opens the xDS port, marks its Pod for the
+/// xDS Service and reconciles. Stopping goes in the order that keeps one actor at a time: stop
+/// reconciling (and report unready), unmark the Pod, hand the Lease over, then drain the xDS
+/// streams so Envoys reconnect to the new leader.
 pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(lease) = &options.leader_election {
         lease.validate().map_err(OperatorError::Leader)?;
@@ -85,30 +91,27 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     };
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
-    let xds_listener = crate::listen::bind(options.xds_listen, "xDS").await?;
+    // The xDS port is open on the leader only: an Envoy that reaches a stand-by is refused at
+    // once and dials again, instead of waiting on a server that has no config for it. Binding
+    // it here once says early that the port is free.
+    drop(crate::listen::bind(options.xds_listen, "xDS").await?);
     let admin_listener = crate::listen::bind(options.metrics_listen, "metrics").await?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
     let ctx = Context::new(client.clone(), cache.clone(), options.settings);
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     ctx.register(&mut registry);
-    // The admin endpoint serves until the process exits, so /readyz says "not leading" while
-    // the xDS streams drain.
+    // The admin endpoint serves until the process exits, so /readyz says "stopping" while the
+    // xDS streams drain.
     tokio::spawn(crate::admin::serve(
         admin_listener,
         cache.clone(),
         registry,
-        ready.clone(),
+        health.clone(),
     ));
+    let leader_pod = LeaderPod::from_env(&client);
     let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
-    let xds = tokio::spawn(async move {
-        let stop = async {
-            let _ = xds_stopped.await;
-        };
-        if let Err(e) = crate::shutdown::serve_xds(xds_listener, cache, stop).await {
-            tracing::error!(error = %e, "xDS server failed");
-        }
-    });
+    let mut xds: Option<tokio::task::JoinHandle<()>> = None;
     tracing::info!(
         namespaces = ?options.namespaces,
         xds = %options.xds_listen,
@@ -127,19 +130,41 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             .into_iter()
             .map(|ns| controller::run(ctx.clone(), ns, std::future::pending())),
     );
+    // A stand-by is ready: it serves its role, which is to be there when the leader goes.
+    health.ready.store(true, Ordering::Relaxed);
     let leading = async {
-        match elector.as_mut() {
-            Some(elector) => {
-                elector.acquire().await;
-                ready.store(true, Ordering::Relaxed);
-                match elector.lead(controller).await {
-                    Ok(_) => Ended::Controller,
-                    Err(lost) => Ended::Lost(lost),
-                }
+        if let Some(elector) = elector.as_mut() {
+            elector.acquire().await;
+        }
+        let listener = match crate::listen::bind(options.xds_listen, "xDS").await {
+            Ok(l) => l,
+            Err(e) => return Ended::Failed(e.into()),
+        };
+        let cache = cache.clone();
+        xds = Some(tokio::spawn(async move {
+            let stop = async {
+                let _ = xds_stopped.await;
+            };
+            if let Err(e) = crate::shutdown::serve_xds(listener, cache, stop).await {
+                tracing::error!(error = %e, "xDS server failed");
             }
+        }));
+        health.leading.store(true, Ordering::Relaxed);
+        let marking = async {
+            if let Some(pod) = &leader_pod {
+                pod.keep_trying_to_mark().await;
+            }
+        };
+        let work = async {
+            futures::join!(controller, marking);
+        };
+        match elector.as_mut() {
+            Some(elector) => match elector.lead(work).await {
+                Ok(()) => Ended::Controller,
+                Err(lost) => Ended::Lost(lost),
+            },
             None => {
-                ready.store(true, Ordering::Relaxed);
-                controller.await;
+                work.await;
                 Ended::Controller
             }
         }
@@ -150,9 +175,22 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         _ = crate::shutdown::requested() => Ended::Signal,
         ended = leading => ended,
     };
-    ready.store(false, Ordering::Relaxed);
+    health.ready.store(false, Ordering::Relaxed);
+    health.leading.store(false, Ordering::Relaxed);
     if let Ended::Lost(e) = &ended {
         tracing::error!(error = %e, "stopped acting: lost leadership");
+    }
+    // Out of the xDS Service first, then the Lease goes to a stand-by.
+    if let (Some(pod), Some(_)) = (&leader_pod, &xds) {
+        match tokio::time::timeout(RELEASE_TIMEOUT, pod.unmark()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove the leader label from this Pod; the next leader does")
+            }
+            Err(_) => tracing::warn!(
+                "removing the leader label from this Pod timed out; the next leader does"
+            ),
+        }
     }
     if let Some(elector) = elector.as_mut() {
         match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
@@ -166,12 +204,15 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         }
     }
     let _ = stop_xds.send(());
-    if let Err(e) = xds.await {
+    if let Some(xds) = xds
+        && let Err(e) = xds.await
+    {
         tracing::error!(error = %e, "xDS server task failed");
     }
     tracing::info!("operator stopped");
     match ended {
         Ended::Lost(e) => Err(OperatorError::LostLeadership(e)),
+        Ended::Failed(e) => Err(e),
         Ended::Signal | Ended::Controller => Ok(()),
     }
 }

@@ -187,7 +187,7 @@ pub async fn run(
             admin_listener,
             cache.clone(),
             registry,
-            Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            crate::admin::Health::alone(),
         ));
     }
     tokio::spawn(watch_file(config, cache.clone(), group));

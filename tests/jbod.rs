@@ -162,6 +162,7 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: None,
         },

@@ -2,7 +2,8 @@
 //! leader even when every replica is PID 1 without `POD_NAME`, a leader that cannot reach the
 //! apiserver stops acting before a follower takes over, a frozen leader does not act when it
 //! wakes up, and a SIGTERMed leader hands over in well under 2 s, then drains its xDS streams
-//! (as `pier xds` does).
+//! (as `pier xds` does). The stand-by is ready with its xDS port closed; the leader marks its
+//! Pod for the xDS Service, and takes the mark off a leader that died with it.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
 use pier::api::KafkaCluster;
+use pier::controller::leader_pod::LEADER_LABEL;
 use pier_testenv::{ControlPlane, LogDir, Process, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +35,7 @@ async fn one_leader(ops: &[&OperatorProcess]) -> anyhow::Result<usize> {
     wait_for("exactly one replica to lead", WAIT, POLL, || async {
         let mut leaders = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            if op.ready().await {
+            if op.leading().await {
                 leaders.push(i);
             }
         }
@@ -87,6 +90,7 @@ async fn replicas_without_pod_name_elect_exactly_one_leader() -> anyhow::Result<
         pid_namespace,
         kubeconfig: plane.kubeconfig(),
         namespace: NS,
+        pod_namespace: None,
         xds_listen: None,
         xds_address: Some("pier-xds:18000"),
     };
@@ -110,13 +114,87 @@ async fn replicas_without_pod_name_elect_exactly_one_leader() -> anyhow::Result<
         let l = lease(&client).await?;
         assert_eq!(holder(&l).as_deref(), Some(first.as_str()));
         assert!(
-            !ops[1 - leader].ready().await,
+            !ops[1 - leader].leading().await,
             "the follower must not report ready"
         );
         renewals.insert(l.spec.and_then(|s| s.renew_time).map(|t| t.0.to_string()));
         tokio::time::sleep(POLL).await;
     }
-    assert!(ops[leader].ready().await);
+    assert!(ops[leader].leading().await);
+    // The stand-by is Ready all along (rollouts and disruption budgets count on it), with its
+    // xDS port closed: an Envoy that reaches it is refused and dials again.
+    assert!(ops[1 - leader].ready().await, "the stand-by is ready");
+    assert!(
+        TcpStream::connect(ops[1 - leader].xds).await.is_err(),
+        "the stand-by's xDS port is closed"
+    );
+    TcpStream::connect(ops[leader].xds)
+        .await
+        .context("the leader's xDS port is open")?;
+    Ok(())
+}
+
+/// Pier's own Pods, as the chart's Deployment makes them (no kubelet runs them here).
+async fn operator_pod(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "pier"}},
+        "spec": {"containers": [{"name": "pier", "image": "pier"}]},
+    }))?;
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &pod)
+        .await?;
+    Ok(())
+}
+
+/// The Pods that carry the leader label.
+async fn marked(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("{LEADER_LABEL}=true")))
+        .await?;
+    Ok(pods.items.iter().map(|p| p.name_any()).collect())
+}
+
+#[tokio::test]
+async fn the_leader_marks_its_pod_for_the_xds_service() -> anyhow::Result<()> {
+    let plane = start_plane("leader-label").await?;
+    let client = plane.client();
+    for name in ["op-a", "op-b"] {
+        operator_pod(&client, name).await?;
+    }
+    let replica = |name| OperatorArgs {
+        name,
+        pod_name: Some(name),
+        pid_namespace: false,
+        kubeconfig: plane.kubeconfig(),
+        namespace: NS,
+        pod_namespace: None,
+        xds_listen: None,
+        xds_address: Some("pier-xds:18000"),
+    };
+    let a = OperatorProcess::start(&plane, replica("op-a"))?;
+    let b = OperatorProcess::start(&plane, replica("op-b"))?;
+    let leader = one_leader(&[&a, &b]).await?;
+    let (mut leader, mut follower) = if leader == 0 { (a, b) } else { (b, a) };
+    let leader_name = leader.process.name().to_string();
+    wait_for("the leader's Pod marked", WAIT, POLL, || async {
+        (marked(&client).await.ok()? == [leader_name.clone()]).then_some(())
+    })
+    .await?;
+
+    // Killed without a word, the leader keeps its mark; the next leader takes it off.
+    leader.process.signal(libc::SIGKILL);
+    leader.exited(Duration::from_secs(10)).await?;
+    let next = follower.process.name().to_string();
+    wait_for("the new leader's Pod marked, alone", WAIT, POLL, || async {
+        (marked(&client).await.ok()? == [next.clone()]).then_some(())
+    })
+    .await?;
+    assert!(follower.leading().await);
+
+    // A leader that stops unmarks itself.
+    follower.process.terminate();
+    follower.exited(Duration::from_secs(20)).await?;
+    assert_eq!(marked(&client).await?, Vec::<String>::new());
     Ok(())
 }
 
@@ -217,6 +295,7 @@ async fn a_leader_that_cannot_renew_stops_before_a_follower_takes_over() -> anyh
             pid_namespace: false,
             kubeconfig: &via_proxy,
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: Some("pier-xds:18000"),
         },
@@ -230,6 +309,7 @@ async fn a_leader_that_cannot_renew_stops_before_a_follower_takes_over() -> anyh
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: Some("pier-xds:18000"),
         },
@@ -242,16 +322,16 @@ async fn a_leader_that_cannot_renew_stops_before_a_follower_takes_over() -> anyh
         || async { logged_identity(&b).ok() },
     )
     .await?;
-    assert!(a.ready().await && !b.ready().await);
+    assert!(a.leading().await && !b.leading().await);
 
     // Every apiserver call of the leader hangs from now on.
     proxy.freeze();
     let frozen = Instant::now();
     let mut leader_stopped = None;
     let deadline = frozen + WAIT;
-    while !b.ready().await {
+    while !b.leading().await {
         anyhow::ensure!(Instant::now() < deadline, "the follower did not take over");
-        if leader_stopped.is_none() && !a.ready().await {
+        if leader_stopped.is_none() && !a.leading().await {
             leader_stopped = Some(frozen.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -263,7 +343,7 @@ async fn a_leader_that_cannot_renew_stops_before_a_follower_takes_over() -> anyh
         stopped < follower_ready,
         "the leader stopped at {stopped:?}, after the follower took over at {follower_ready:?}"
     );
-    assert!(!a.ready().await);
+    assert!(!a.leading().await);
     let status = a.exited(WAIT).await?;
     assert!(
         !status.success(),
@@ -287,6 +367,7 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: Some("xds-of-a:18000"),
         },
@@ -300,6 +381,7 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: Some("xds-of-b:18000"),
         },
@@ -329,7 +411,7 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
     // Freeze the leader; the follower takes over and rewrites the bootstrap.
     a.process.signal(libc::SIGSTOP);
     wait_for("the follower to take over", WAIT, POLL, || async {
-        b.ready().await.then_some(())
+        b.leading().await.then_some(())
     })
     .await?;
     let taken_over = wait_for(
@@ -357,7 +439,7 @@ async fn a_frozen_leader_does_not_act_when_it_wakes_up() -> anyhow::Result<()> {
         "the old leader wrote the bootstrap after it woke up"
     );
     assert_eq!(holder(&lease(&client).await?).as_deref(), Some("op-b"));
-    assert!(b.ready().await);
+    assert!(b.leading().await);
     let log = std::fs::read_to_string(a.process.log_path())?;
     assert!(
         log.contains("renew deadline"),
@@ -406,6 +488,7 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
         pid_namespace: false,
         kubeconfig: plane.kubeconfig(),
         namespace: NS,
+        pod_namespace: None,
         xds_listen: None,
         xds_address: Some("pier-xds:18000"),
     };
@@ -425,7 +508,7 @@ async fn a_sigtermed_leader_hands_over_at_once_and_drains() -> anyhow::Result<()
         "the follower to take over",
         WAIT,
         Duration::from_millis(20),
-        || async { follower.ready().await.then_some(()) },
+        || async { follower.leading().await.then_some(()) },
     )
     .await?;
     let failover = sent.elapsed();
@@ -490,6 +573,7 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
             pid_namespace: false,
             kubeconfig: plane.kubeconfig(),
             namespace: NS,
+            pod_namespace: None,
             xds_listen: None,
             xds_address: Some("pier-xds:18000"),
         },
@@ -504,7 +588,7 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut l = leases.get(LEASE).await?;
         assert_eq!(holder(&l).as_deref(), Some("skewed"), "renewal {i}");
-        assert!(!op.ready().await, "the operator took a live Lease");
+        assert!(!op.leading().await, "the operator took a live Lease");
         if let Some(spec) = l.spec.as_mut() {
             spec.renew_time = Some(skewed(i));
         }
@@ -513,7 +597,7 @@ async fn a_skewed_clock_does_not_steal_a_live_lease() -> anyhow::Result<()> {
     }
     // The holder stops renewing: the operator takes over a lease duration after the last change.
     wait_for("the operator to take over", WAIT, POLL, || async {
-        op.ready().await.then_some(())
+        op.leading().await.then_some(())
     })
     .await?;
     let after = last_renewal.elapsed();

@@ -201,35 +201,51 @@ async fn no_throttles(admin: &AdminClient, brokers: &[i32]) -> anyhow::Result<bo
 
 /// Every partition's replicas (as a set) once the reassignments in flight are done.
 async fn assignment_when_done(
-    admin: &AdminClient,
+    client: &Client,
+    leaving: i32,
 ) -> anyhow::Result<BTreeMap<(String, i32), BTreeSet<i32>>> {
-    let moving: BTreeMap<(String, i32), BTreeSet<i32>> = admin
-        .list_partition_reassignments()
-        .await?
-        .into_iter()
-        .map(|r| {
-            let target = r
-                .replicas
-                .iter()
-                .copied()
-                .filter(|b| !r.removing.contains(b))
+    // The reassignments and the metadata are two answers (the metadata maybe from a broker a
+    // moment behind): a partition whose move ended between them still lists its old replicas.
+    // Every partition on the leaving broker moves in one batch, so a partition that is not
+    // moving and still has a replica there is such a torn read; read again.
+    wait_for(
+        "a consistent read of the assignment",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let admin = admin(client).await.ok()?;
+            let moving: BTreeMap<(String, i32), BTreeSet<i32>> = admin
+                .list_partition_reassignments()
+                .await
+                .ok()?
+                .into_iter()
+                .map(|r| {
+                    let target = r
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|b| !r.removing.contains(b))
+                        .collect();
+                    ((r.topic, r.partition), target)
+                })
                 .collect();
-            ((r.topic, r.partition), target)
-        })
-        .collect();
-    let md = admin.metadata(None).await?;
-    let mut out = BTreeMap::new();
-    for t in md.topics {
-        for p in t.partitions {
-            let key = (t.name.clone(), p.index);
-            let replicas = match moving.get(&key) {
-                Some(target) => target.clone(),
-                None => p.replicas.iter().copied().collect(),
-            };
-            out.insert(key, replicas);
-        }
-    }
-    Ok(out)
+            let md = admin.metadata(None).await.ok()?;
+            let mut out = BTreeMap::new();
+            for t in md.topics {
+                for p in t.partitions {
+                    let key = (t.name.clone(), p.index);
+                    let replicas = match moving.get(&key) {
+                        Some(target) => target.clone(),
+                        None if p.replicas.contains(&leaving) => return None,
+                        None => p.replicas.iter().copied().collect(),
+                    };
+                    out.insert(key, replicas);
+                }
+            }
+            Some(out)
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -243,6 +259,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         pid_namespace: false,
         kubeconfig: plane.kubeconfig(),
         namespace: NS,
+        pod_namespace: None,
         xds_listen: None,
         xds_address: None,
     };
@@ -390,7 +407,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     );
     // What Kafka will hold once the moves in flight are done, read just before the operator
     // dies: the new operator must finish exactly these moves, neither redo nor change them.
-    let expected = assignment_when_done(&admin(&client).await?).await?;
+    let expected = assignment_when_done(&client, 3).await?;
     let started_moving: BTreeSet<(String, i32)> = admin(&client)
         .await?
         .list_partition_reassignments()
@@ -416,7 +433,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
         "the new operator leading",
         Duration::from_secs(60),
         Duration::from_millis(200),
-        || async { operator.ready().await.then_some(()) },
+        || async { operator.leading().await.then_some(()) },
     )
     .await?;
     let still_moving = admin(&client).await?.list_partition_reassignments().await?;
@@ -494,7 +511,7 @@ async fn brokers_are_drained_before_removal_and_filled_after_adding() -> anyhow:
     .await?;
 
     // Nothing was moved twice or elsewhere: Kafka holds exactly what was in flight at the kill.
-    let after = assignment_when_done(&admin(&client).await?).await?;
+    let after = assignment_when_done(&client, 3).await?;
     assert_eq!(
         after, expected,
         "the new operator finished the moves in flight, and moved nothing else"

@@ -17,10 +17,14 @@ pub const DEFAULT_CRUISE_CONTROL_IMAGE: &str = "quay.io/strimzi/kafka:0.48.0-kaf
 #[serde(rename_all = "camelCase")]
 pub struct CruiseControlSpec {
     /// Use Cruise Control for draining, filling and rebalancing brokers. Enabling it also adds
-    /// CC's metrics reporter to every broker (a restart of each; its jar must be on the brokers'
-    /// classpath).
+    /// CC's metrics reporter to every broker unless `metricsReporter` is off.
     #[serde(default)]
     pub enabled: bool,
+    /// Add CC's metrics reporter to every broker (`metric.reporters`, a rolling restart). Its
+    /// jar must be on the brokers' classpath; turn this off for brokers without it (CC then
+    /// has no metrics of its own and needs another source).
+    #[serde(default = "default_true")]
+    pub metrics_reporter: bool,
     /// Image of the Cruise Control Deployment Pier runs (unused with `url`).
     #[serde(default = "default_image")]
     #[schemars(length(max = 512))]
@@ -60,6 +64,10 @@ pub struct CruiseControlSpec {
     pub url: Option<String>,
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_image() -> String {
     DEFAULT_CRUISE_CONTROL_IMAGE.to_string()
 }
@@ -68,6 +76,7 @@ impl Default for CruiseControlSpec {
     fn default() -> Self {
         Self {
             enabled: false,
+            metrics_reporter: true,
             image: default_image(),
             command: Vec::new(),
             config: BTreeMap::new(),

@@ -82,6 +82,10 @@ pub struct KafkaClusterSpec {
     /// How replicas move: draining brokers removed from the spec, filling brokers added to it.
     #[serde(default)]
     pub rebalance: RebalanceSpec,
+    /// Cruise Control as the engine of replica moves instead of Pier's own balancer (off by
+    /// default).
+    #[serde(default)]
+    pub cruise_control: crate::api::CruiseControlSpec,
 }
 
 /// Replica moves. A broker removed from the spec is drained (its replicas move to the others)
@@ -625,6 +629,14 @@ pub struct ReplicaMovesStatus {
     /// What the move waits for, if it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The Cruise Control operation doing this move (`spec.cruiseControl`): the request, CC's
+    /// task id, submissions so far. Kept so a restarted operator (or a restarted CC) picks the
+    /// task up again instead of starting over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cruise_control: Option<pier_cruise_control::Operation>,
+    /// Why the Cruise Control operation failed; no further submission until the move changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cruise_control_failure: Option<String>,
 }
 
 /// Durable state of a rolling restart.

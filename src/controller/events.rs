@@ -33,6 +33,7 @@ pub enum Reason {
     ReplicaMoveFailed,
     LogDirMoveFailed,
     VolumeRemovalRefused,
+    CruiseControlFailed,
 }
 
 impl Reason {
@@ -56,6 +57,7 @@ impl Reason {
             Reason::LogDirMoves => "LogDirMoves",
             Reason::LogDirMoveFailed => "LogDirMoveFailed",
             Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
+            Reason::CruiseControlFailed => "CruiseControlFailed",
         }
     }
 }

@@ -5,8 +5,10 @@
 //! (`status`), conditionally on the KafkaCluster's resourceVersion; a Pod deletion of the roll
 //! happens only after that write. Events go through one dedupe helper (`events`).
 mod apply;
+mod cruise_control;
 mod events;
 pub mod leader;
+pub mod leader_pod;
 mod live_config;
 mod roll;
 mod scaling;
@@ -621,8 +623,18 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
 
     // Replica moves, then live configuration and the roll's decision, through the Kafka admin
     // protocol.
-    let move_failures = scaling::act(&admin, &moves).await;
+    let cc_failures = cruise_control::run(kc, view.as_ref(), &mut moves, now_ms()).await;
+    let mut move_failures = scaling::act(&admin, &moves).await;
     moves.note_failures(&move_failures);
+    move_failures.extend(cc_failures);
+    ctx.events
+        .problem(
+            ctx,
+            kc,
+            events::Reason::CruiseControlFailed,
+            reconcile::engine::failure(&moves),
+        )
+        .await;
     for line in &moves.events {
         ctx.events
             .did(ctx, kc, events::Reason::ReplicaMoves, line)
@@ -809,8 +821,12 @@ fn scaling_input<'a>(
         restarting: prior
             .and_then(|s| s.rolling_upgrade.as_ref())
             .is_some_and(|r| r.restarting.is_some()),
-        now_ms: k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+        now_ms: now_ms(),
     }
+}
+
+fn now_ms() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
 
 /// The status of a cluster Pier has not written yet.

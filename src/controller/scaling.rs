@@ -34,6 +34,15 @@ pub async fn observe(admin: &AdminClient, ask: Ask<'_>) -> Result<KafkaView, Vie
     if admin.nodes().is_empty() {
         return Err(ViewError::NoBroker);
     }
+    // Reassignments first, then metadata: a move that ends between the two answers is then seen
+    // as still moving (its listed replicas win), never as a settled partition that holds old and
+    // new replicas at once, which would be planned again with a replication factor too high.
+    let ongoing: BTreeMap<(String, i32), crate::kafka::OngoingReassignment> = admin
+        .list_partition_reassignments()
+        .await?
+        .into_iter()
+        .map(|r| ((r.topic.clone(), r.partition), r))
+        .collect();
     let md = admin.metadata(None).await?;
     if let Some(t) = md.topics.iter().find(|t| t.error_code != 0) {
         return Err(ViewError::Topic {
@@ -41,12 +50,6 @@ pub async fn observe(admin: &AdminClient, ask: Ask<'_>) -> Result<KafkaView, Vie
             code: t.error_code,
         });
     }
-    let ongoing: BTreeMap<(String, i32), crate::kafka::OngoingReassignment> = admin
-        .list_partition_reassignments()
-        .await?
-        .into_iter()
-        .map(|r| ((r.topic.clone(), r.partition), r))
-        .collect();
     let mut partitions = Vec::new();
     for t in &md.topics {
         for p in &t.partitions {

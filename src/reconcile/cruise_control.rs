@@ -116,7 +116,7 @@ fn bootstrap(kc: &KafkaCluster, namespace: &str) -> Result<(String, &'static str
 /// The read-only keys broker `b` needs for CC: its metrics reporter, writing to
 /// [`METRICS_TOPIC`] (created by the reporter with the cluster's default partitions and
 /// replication factor, so adding brokers changes none of these keys and restarts nothing).
-/// Empty when CC is disabled or `b` has no broker role (controllers host no replicas). Also
+/// Empty when CC or `metricsReporter` is disabled or `b` has no broker role (controllers host no replicas). Also
 /// with an external CC (`url`): it samples the same topic. Merge into the broker's read-only
 /// configuration with [`add_broker_config`].
 pub fn broker_config(
@@ -125,7 +125,7 @@ pub fn broker_config(
     namespace: &str,
     b: &EffectiveBroker,
 ) -> Result<BTreeMap<String, String>, PlanError> {
-    if !spec.enabled || !b.is_broker() {
+    if !spec.enabled || !spec.metrics_reporter || !b.is_broker() {
         return Ok(BTreeMap::new());
     }
     let (servers, protocol) = bootstrap(kc, namespace)?;

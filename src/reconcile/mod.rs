@@ -4,6 +4,7 @@ mod broker;
 pub mod claims;
 pub mod config;
 pub mod cruise_control;
+pub mod engine;
 mod envoy;
 pub mod names;
 pub mod pods;
@@ -194,6 +195,19 @@ pub fn plan(
         config: config::plan_config(kc, &brokers),
         ..Desired::default()
     };
+    // Cruise Control: its metrics reporter in every broker's file, its objects when Pier runs it.
+    let cruise_control = &kc.spec.cruise_control;
+    for b in &brokers {
+        let keys = cruise_control::broker_config(kc, cruise_control, &namespace, b)?;
+        if let Some(c) = desired.config.brokers.get_mut(&b.id) {
+            cruise_control::add_broker_config(&mut c.file, keys);
+        }
+    }
+    if let Some(cc) = cruise_control::plan(kc, cruise_control, &namespace, &brokers)? {
+        desired.config_maps.push(cc.config_map);
+        desired.deployments.push(cc.deployment);
+        desired.services.push(cc.service);
+    }
     let external_hosts = services::advertised_external(kc, observed);
     // Brokers advertise their external address; without it they would need a restart later.
     desired.waiting_for_address =

@@ -164,6 +164,18 @@ impl ScalingPlan {
     }
 }
 
+/// Whether an event line announces moves of Pier's own balancer, or their end (dropped when
+/// another engine moves the replicas).
+pub fn is_builtin_move_event(line: &str) -> bool {
+    (line.starts_with("draining brokers ") && line.contains(": moving "))
+        || (line.starts_with("drain of brokers ") && line.ends_with(" done"))
+        || line.starts_with("rebalancing: moving ")
+        || line == "rebalance done"
+        || line == ALREADY_BALANCED
+}
+
+const ALREADY_BALANCED: &str = "rebalance: replicas and leaders are already balanced";
+
 /// Plans this reconcile's replica moves.
 pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     let prior = input.prior;
@@ -262,13 +274,15 @@ pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
         drain(input, kafka, &holding, prior_moves.as_ref(), &mut out);
     } else if any_moving {
         // Moves of a finished drain's cancel, a rebalance, or someone else's: wait for them.
-        out.moves = prior_moves.map(|mut m| {
-            m.partitions_left =
-                i32::try_from(kafka.partitions.iter().filter(|p| p.moving()).count())
-                    .unwrap_or(i32::MAX);
-            m.message = Some("waiting for the partitions in flight".into());
-            m
-        });
+        // Moves status does not know of (submitted by a reconcile whose status write was then
+        // lost to a conflict, or by someone else) are adopted, so their end is seen: throttles
+        // cleared, leaders restored.
+        let in_flight = kafka.partitions.iter().filter(|p| p.moving()).count();
+        let mut m = prior_moves.unwrap_or_else(|| adopt(kafka, input.now_ms, &mut out));
+        m.partitions_left = i32::try_from(in_flight).unwrap_or(i32::MAX);
+        m.partitions_total = m.partitions_total.max(m.partitions_left);
+        m.message = Some("waiting for the partitions in flight".into());
+        out.moves = Some(m);
         out.waiting = true;
     } else {
         if let Some(m) = &prior_moves {
@@ -285,6 +299,29 @@ pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
     }
     out.waiting |= !out.retained.is_empty() || !out.unregister.is_empty() || out.moves.is_some();
     out
+}
+
+/// Moves in flight that status does not record, tracked from now on as a rebalance: the
+/// throttles that may belong to them (every topic and broker involved) are cleared when they end.
+fn adopt(kafka: &KafkaView, now_ms: i64, out: &mut ScalingPlan) -> ReplicaMovesStatus {
+    let moving: Vec<&PartitionView> = kafka.partitions.iter().filter(|p| p.moving()).collect();
+    let topics: BTreeSet<String> = moving.iter().map(|p| p.topic.clone()).collect();
+    let brokers: BTreeSet<i32> = moving
+        .iter()
+        .flat_map(|p| p.replicas.iter().chain(&p.adding).chain(&p.removing))
+        .copied()
+        .collect();
+    out.events.push(format!(
+        "found {} partitions moving that status did not record: tracking them until they are done",
+        moving.len()
+    ));
+    ReplicaMovesStatus {
+        kind: ReplicaMoveKind::Rebalance,
+        started_at: format_ms(now_ms),
+        throttled_brokers: brokers.into_iter().collect(),
+        throttled_topics: topics.into_iter().collect(),
+        ..Default::default()
+    }
 }
 
 /// Without Kafka's answer nothing can be known to be empty: every leaving broker with the
@@ -486,8 +523,7 @@ fn rebalance(input: &ScalingInput<'_>, kafka: &KafkaView, out: &mut ScalingPlan)
     }
     match balance(input, kafka, &BTreeSet::new(), crate::balance::Mode::Full) {
         Ok(moves) if moves.is_empty() => {
-            out.events
-                .push("rebalance: replicas and leaders are already balanced".into());
+            out.events.push(ALREADY_BALANCED.into());
         }
         Ok(moves) => {
             let mut status = ReplicaMovesStatus {
@@ -971,6 +1007,44 @@ mod tests {
         assert_eq!(c.topics, BTreeSet::from(["a".to_string()]));
         assert_eq!(c.brokers, BTreeSet::from([0, 1]), "broker 3 is gone");
         assert!(p.events.iter().any(|e| e.contains("done")));
+    }
+
+    #[test]
+    fn moves_status_lost_are_adopted_and_their_throttles_cleared_at_the_end() {
+        // A rebalance was submitted, then the status write that recorded it lost a conflict.
+        let mut kafka = view(&[0, 1, 2, 3], &[("a", 0, &[0, 1]), ("b", 0, &[1, 2])]);
+        kafka.partitions[0] = PartitionView {
+            topic: "a".into(),
+            partition: 0,
+            replicas: vec![3, 1, 0],
+            adding: vec![3],
+            removing: vec![0],
+        };
+        let mut case = Case::new(&[0, 1, 2, 3], Some(kafka.clone()));
+        case.prior.rebalanced_brokers = Some(vec![0, 1, 2]);
+        let p = case.plan();
+        assert!(p.submit.is_empty(), "nothing new while a move runs");
+        let m = p.moves.expect("the move in flight is tracked");
+        assert_eq!(m.kind, ReplicaMoveKind::Rebalance);
+        assert_eq!((m.partitions_total, m.partitions_left), (1, 1));
+        assert_eq!(m.throttled_topics, ["a"]);
+        assert_eq!(m.throttled_brokers, [0, 1, 3]);
+        assert!(p.waiting && p.events.iter().any(|e| e.contains("did not record")));
+
+        // It ends: the adopted move's throttles go, leaders are restored.
+        kafka.partitions[0] = PartitionView {
+            topic: "a".into(),
+            partition: 0,
+            replicas: vec![3, 1],
+            ..Default::default()
+        };
+        case.kafka = Some(kafka);
+        case.prior.replica_moves = Some(m);
+        let p = case.plan();
+        let c = p.clear_throttles.expect("cleared");
+        assert_eq!(c.topics, BTreeSet::from(["a".to_string()]));
+        assert_eq!(c.brokers, BTreeSet::from([0, 1, 3]));
+        assert!(p.elect_leaders);
     }
 
     #[test]

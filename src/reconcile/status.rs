@@ -37,6 +37,7 @@ pub mod reasons {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const VOLUME_RESIZE_REFUSED: &str = "VolumeResizeRefused";
     pub const REMOVAL_REFUSED: &str = "RemovalRefused";
+    pub const CRUISE_CONTROL_FAILED: &str = "CruiseControlFailed";
     pub const DRAINING: &str = "Draining";
     pub const REBALANCING: &str = "Rebalancing";
     pub const REMOVING_VOLUMES: &str = "RemovingVolumes";
@@ -297,6 +298,9 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                 .refused
                 .clone()
                 .map(|why| (reasons::REMOVAL_REFUSED, why))
+        })
+        .or_else(|| {
+            super::engine::failure(scaling).map(|why| (reasons::CRUISE_CONTROL_FAILED, why.into()))
         })
         .or_else(|| {
             (!desired.volume_refusals.is_empty()).then(|| {

@@ -767,3 +767,61 @@ fn the_plan_carries_envoys_resources_and_refuses_what_envoy_would_reject() {
         PlanError::External(crate::model::ModelError::PortOutOfRange { id: 2, .. })
     ));
 }
+
+#[test]
+fn cruise_control_is_planned_only_when_enabled() {
+    let off = plan_of(&example("kafkacluster-basic.yaml"));
+    assert!(
+        !names(&off.deployments)
+            .iter()
+            .any(|n| n.contains("cruise-control"))
+    );
+    assert!(!props(&off, 0).contains_key("metric.reporters"));
+
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.cruise_control.enabled = true;
+    let on = plan_of(&kc);
+    for objs in [
+        names(&on.deployments),
+        names(&on.services),
+        names(&on.config_maps),
+    ] {
+        assert!(
+            objs.contains(&"basic-cruise-control".to_string()),
+            "{objs:?}"
+        );
+    }
+    assert_eq!(
+        props(&on, 0).get("metric.reporters").map(String::as_str),
+        Some(cruise_control::METRICS_REPORTER_CLASS)
+    );
+    assert_ne!(restart_hash(pod(&on, 0)), restart_hash(pod(&off, 0)));
+
+    // Without the reporter the brokers' files are untouched.
+    kc.spec.cruise_control.metrics_reporter = false;
+    let quiet = plan_of(&kc);
+    assert_eq!(props(&quiet, 0), props(&off, 0));
+    assert_eq!(restart_hash(pod(&quiet, 0)), restart_hash(pod(&off, 0)));
+
+    // A CC the user runs: nothing deployed, the reporter still set.
+    kc.spec.cruise_control.metrics_reporter = true;
+    kc.spec.cruise_control.url = Some("http://cc.example:9090".into());
+    let external = plan_of(&kc);
+    assert!(
+        !names(&external.deployments)
+            .iter()
+            .any(|n| n.contains("cruise-control"))
+    );
+    assert!(props(&external, 0).contains_key("metric.reporters"));
+
+    // CC's own spec errors are plan errors (InvalidSpec).
+    kc.spec.cruise_control.url = None;
+    kc.spec
+        .cruise_control
+        .config
+        .insert("bootstrap.servers".into(), "elsewhere:9092".into());
+    assert!(matches!(
+        plan(&kc, &observed(), &Settings::default()),
+        Err(PlanError::ReservedKey { .. })
+    ));
+}

@@ -191,8 +191,10 @@ pub struct OperatorArgs<'a> {
     /// Run as PID 1 of its own PID namespace, as in a container.
     pub pid_namespace: bool,
     pub kubeconfig: &'a std::path::Path,
-    /// The watched namespace, also the Lease's.
+    /// The watched namespace, also the Lease's unless `pod_namespace` is given.
     pub namespace: &'a str,
+    /// `POD_NAMESPACE`, the namespace of the operator's own Pod and Lease; `None`: `namespace`.
+    pub pod_namespace: Option<&'a str>,
     /// Where its xDS server listens; `None`: a free port. A restarted operator passes the
     /// address of the one before, which its Envoys dial.
     pub xds_listen: Option<std::net::SocketAddr>,
@@ -250,7 +252,10 @@ impl OperatorProcess {
             .arg(format!("--leader-election-lease-duration={LEASE_DURATION}"))
             .arg(format!("--leader-election-renew-deadline={RENEW_DEADLINE}"))
             .arg(format!("--leader-election-retry-period={RETRY_PERIOD}"))
-            .env("POD_NAMESPACE", args.namespace)
+            .env(
+                "POD_NAMESPACE",
+                args.pod_namespace.unwrap_or(args.namespace),
+            )
             .env("RUST_LOG", "info,pier=debug");
         match args.pod_name {
             Some(pod) => cmd.env("POD_NAME", pod),
@@ -269,14 +274,23 @@ impl OperatorProcess {
         })
     }
 
-    /// It leads (only the leader reports ready).
+    /// It leads (`/leader`).
+    pub async fn leading(&self) -> bool {
+        self.admin_ok("/leader").await
+    }
+
+    /// It serves its role, leading or standing by (`/readyz`, its readiness probe).
     pub async fn ready(&self) -> bool {
+        self.admin_ok("/readyz").await
+    }
+
+    async fn admin_ok(&self, path: &str) -> bool {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(2))
             .build();
         let Ok(client) = client else { return false };
         match client
-            .get(format!("http://{}/readyz", self.metrics))
+            .get(format!("http://{}{path}", self.metrics))
             .send()
             .await
         {

@@ -491,12 +491,15 @@ impl ControlPlane {
     }
 }
 
-/// Logs every write request's metadata (who, verb, resource, name, response code), nothing
-/// of reads, and only once a request is complete.
+/// Logs every write request's metadata (who, verb, resource, name, response code), and every
+/// request of a ServiceAccount (reads too: a test of the RBAC Pier ships finds any refused
+/// request), only once a request is complete.
 const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+- level: Metadata
+  userGroups: [system:serviceaccounts]
 - level: Metadata
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
