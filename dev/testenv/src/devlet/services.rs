@@ -230,7 +230,13 @@ fn sync(
             let task = tokio::spawn(forward(listener, targets.clone()));
             proxy.ports.insert(number, (task, targets));
         }
-        proxy.ports.retain(|number, _| seen.contains(number));
+        proxy.ports.retain(|number, (task, _)| {
+            let keep = seen.contains(number);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
     }
 }
 
@@ -315,8 +321,14 @@ fn ready_endpoints(slices: &[&Arc<EndpointSlice>], port_name: Option<&str>) -> V
 async fn forward(listener: TcpListener, targets: Targets) {
     let next = AtomicUsize::new(0);
     loop {
-        let Ok((mut inbound, peer)) = listener.accept().await else {
-            continue;
+        let (mut inbound, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin.
+                tracing::debug!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let target = {
             let t = targets.read().unwrap_or_else(|e| e.into_inner());
