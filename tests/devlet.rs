@@ -773,9 +773,10 @@ fn hosts_address(root: &std::path::Path, name: &str) -> Option<std::net::Ipv4Add
 }
 
 /// The devlet's Service proxy: a ClusterIP Service gets an address of its own (in the hosts
-/// file and in an Envoy bootstrap that names the Service), and new connections go to its ready
-/// endpoint through the named target port; when the selector's label moves to another Pod, new
-/// connections reach that one at the same address.
+/// file and in an Envoy bootstrap that names the Service; such an Envoy waits, Pending, until
+/// the Service is there), and new connections go to its ready endpoint through the named target
+/// port; when the selector's label moves to another Pod, new connections reach that one at the
+/// same address. The Pods are Ready by probes on a named port.
 #[tokio::test]
 async fn devlet_proxies_services_to_their_ready_endpoints() -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::Service;
@@ -813,6 +814,29 @@ async fn devlet_proxies_services_to_their_ready_endpoints() -> anyhow::Result<()
         )
         .await?;
     }
+    // An Envoy whose bootstrap names a Service that is not there yet waits for it, Pending.
+    cms.create(
+        &PostParams::default(),
+        &config_map(
+            "web-client",
+            "bootstrap.yaml",
+            &client_bootstrap(24033, "web.default.svc", 24032),
+        )?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &envoy_pod("web-client", "web-client", "bootstrap.yaml", 24033)?,
+    )
+    .await?;
+    let message = wait_for("web-client Pending for its Service", WAIT, POLL, || async {
+        let p = pods.get("web-client").await.ok()?;
+        let s = p.status.as_ref()?;
+        let c = s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+        (s.phase.as_deref() == Some("Pending")).then(|| c.message.clone().unwrap_or_default())
+    })
+    .await?;
+    assert!(message.contains("web.default.svc"), "{message}");
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web", "serving": "yes"},
@@ -843,20 +867,6 @@ async fn devlet_proxies_services_to_their_ready_endpoints() -> anyhow::Result<()
     .await?;
 
     // An Envoy whose bootstrap names the Service reaches it through the proxy.
-    cms.create(
-        &PostParams::default(),
-        &config_map(
-            "web-client",
-            "bootstrap.yaml",
-            &client_bootstrap(24033, "web.default.svc", 24032),
-        )?,
-    )
-    .await?;
-    pods.create(
-        &PostParams::default(),
-        &envoy_pod("web-client", "web-client", "bootstrap.yaml", 24033)?,
-    )
-    .await?;
     let client_ip: std::net::Ipv4Addr = wait_for("web-client to be Ready", WAIT, POLL, || async {
         let p = pods.get("web-client").await.ok()?;
         pod_ready(&p).then_some(())?;
