@@ -913,3 +913,59 @@ async fn devlet_proxies_services_to_their_ready_endpoints() -> anyhow::Result<()
     devlet.abort();
     Ok(())
 }
+
+/// Liveness probes as a kubelet runs them: a container whose probe (on a named port) fails
+/// `failureThreshold` times in a row is stopped and restarted; one that passes is left alone.
+#[tokio::test]
+async fn devlet_restarts_a_container_whose_liveness_probe_fails() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("devlet-liveness")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Each Envoy listens on `port`; its liveness probe is on the port named `health`.
+    for (name, port, health) in [("alive", 24040, 24040), ("unwell", 24041, 24042)] {
+        cms.create(
+            &PostParams::default(),
+            &config_map(name, "bootstrap.yaml", &bootstrap(port))?,
+        )
+        .await?;
+        let mut pod = envoy_pod(name, name, "bootstrap.yaml", port)?;
+        let c = &mut pod.spec.as_mut().context("spec")?.containers[0];
+        c.ports = serde_json::from_value(json!([
+            {"name": "listener", "containerPort": port},
+            {"name": "health", "containerPort": health},
+        ]))?;
+        c.liveness_probe = serde_json::from_value(json!({
+            "tcpSocket": {"port": "health"}, "periodSeconds": 1, "failureThreshold": 2,
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+    }
+    let restarts = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let s = pods.get(name).await.ok()?.status?;
+            Some(s.container_statuses?.first()?.restart_count)
+        }
+    };
+    wait_for("unwell to be restarted twice", WAIT, POLL, || async {
+        (restarts("unwell").await? >= 2).then_some(())
+    })
+    .await?;
+    wait_for("alive to be Ready", WAIT, POLL, || async {
+        pod_ready(&pods.get("alive").await.ok()?).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        restarts("alive").await,
+        Some(0),
+        "a passing probe restarts nothing"
+    );
+    assert!(!devlet.is_finished(), "the devlet keeps running");
+    devlet.abort();
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! cluster. Known images map to local launchers; volumes become directories; the Pod's DNS name
 //! resolves through a hosts file the JVM reads (`-Djdk.net.hosts.file`).
 //!
-//! As a kubelet: a container that exits is restarted per restartPolicy with the crash-loop
+//! As a kubelet: a container that exits (or fails its liveness probe) is restarted per restartPolicy with the crash-loop
 //! back-off (see [`super::container`]) and reported with `restartCount`, `lastState` and
 //! `CrashLoopBackOff`; a Pod that cannot start yet (its ports are taken on every address, a
 //! ConfigMap or claim is not there yet) stays Pending with the reason and is tried again. Only
@@ -73,6 +73,20 @@ struct RunningContainer {
     oom_kills_at_start: Option<u64>,
     /// How the last run ended.
     last: Option<Terminated>,
+    liveness: Option<Liveness>,
+}
+
+/// A container's liveness probe: after `threshold` failures in a row, one `period` apart, the
+/// container is stopped, and restarted per restartPolicy as after any exit.
+struct Liveness {
+    check: Readiness,
+    initial_delay: Duration,
+    period: Duration,
+    threshold: u32,
+    failures: u32,
+    next_at: Instant,
+    /// SIGTERM was sent; if the probe keeps failing, SIGKILL follows.
+    stopping: bool,
 }
 
 /// A Pod that cannot start yet (its ports are taken, a volume is not ready): it stays Pending
@@ -131,6 +145,11 @@ impl RunningContainer {
         self.state = State::Running {
             started_at: now_rfc3339(),
         };
+        if let Some(l) = &mut self.liveness {
+            l.failures = 0;
+            l.stopping = false;
+            l.next_at = Instant::now() + l.initial_delay;
+        }
         Ok(())
     }
 
@@ -467,6 +486,15 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
             log_offset: 0,
             oom_kills_at_start: None,
             last: None,
+            liveness: c.liveness_probe.as_ref().map(|probe| Liveness {
+                check: probe_check(c, probe),
+                initial_delay: seconds(probe.initial_delay_seconds, 0),
+                period: seconds(probe.period_seconds, 10),
+                threshold: probe.failure_threshold.unwrap_or(3).max(1) as u32,
+                failures: 0,
+                next_at: Instant::now(),
+                stopping: false,
+            }),
         };
         rc.spawn(o, pod, ip, &dir)?;
         containers.push(rc);
@@ -474,20 +502,7 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
     let readiness = spec
         .containers
         .first()
-        .and_then(|c| Some((c, c.readiness_probe.clone()?)))
-        .map(|(c, probe)| {
-            // A named port is the container's port of that name, as for a kubelet.
-            let port = |p: &IntOrString| container_port(c, p).unwrap_or(0);
-            if let Some(t) = &probe.tcp_socket {
-                Readiness::Tcp(port(&t.port))
-            } else if let Some(h) = &probe.http_get {
-                Readiness::Http(port(&h.port), h.path.clone().unwrap_or_else(|| "/".into()))
-            } else if let Some(e) = &probe.exec {
-                Readiness::Exec(e.command.clone().unwrap_or_default())
-            } else {
-                Readiness::Always
-            }
-        })
+        .and_then(|c| Some(probe_check(c, c.readiness_probe.as_ref()?)))
         .unwrap_or(Readiness::Always);
     tracing::info!(pod = %name, %ip, "started");
     let now = now_rfc3339();
@@ -508,6 +523,25 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
             .unwrap_or_else(|| "Always".into()),
         _refreshers: refreshers,
     })
+}
+
+/// What a probe of container `c` checks. A named port is the container's port of that name, as
+/// for a kubelet.
+fn probe_check(c: &Container, probe: &k8s_openapi::api::core::v1::Probe) -> Readiness {
+    let port = |p: &IntOrString| container_port(c, p).unwrap_or(0);
+    if let Some(t) = &probe.tcp_socket {
+        Readiness::Tcp(port(&t.port))
+    } else if let Some(h) = &probe.http_get {
+        Readiness::Http(port(&h.port), h.path.clone().unwrap_or_else(|| "/".into()))
+    } else if let Some(e) = &probe.exec {
+        Readiness::Exec(e.command.clone().unwrap_or_default())
+    } else {
+        Readiness::Always
+    }
+}
+
+fn seconds(value: Option<i32>, default: u64) -> Duration {
+    Duration::from_secs(value.map_or(default, |v| v.max(0) as u64))
 }
 
 /// The port a probe or Service names: a number, or the name of one of the container's ports.
@@ -983,6 +1017,29 @@ async fn probe_loop(client: kube::Client, o: Node, node: Pods) {
                     }
                     if c.restart_if_due(&o, &p.pod, p.ip, &p.dir, &p.restart_policy) {
                         changed = true;
+                    }
+                    // Liveness: a running container that fails its probe `threshold` times in
+                    // a row is stopped; its exit is then handled as any other.
+                    if let (Some(l), Some(process), State::Running { .. }) =
+                        (c.liveness.as_mut(), c.process.as_ref(), &c.state)
+                        && l.next_at <= now
+                    {
+                        l.next_at = now + l.period;
+                        if probe(&l.check, p.ip) {
+                            l.failures = 0;
+                        } else {
+                            l.failures += 1;
+                            if l.failures >= l.threshold {
+                                tracing::warn!(pod = %p.name, container = %c.spec.name, failures = l.failures, "liveness probe failed: stopping the container");
+                                l.failures = 0;
+                                if l.stopping {
+                                    process.signal(libc::SIGKILL);
+                                } else {
+                                    process.terminate();
+                                    l.stopping = true;
+                                }
+                            }
+                        }
                     }
                 }
                 let alive = p
