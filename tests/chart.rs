@@ -157,10 +157,13 @@ async fn pier_runs_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()> {
             "watchNamespaces={default}",
         ]))?;
     // The Pod the operator says it is (its leader mark needs pods/patch in its namespace);
-    // bound to no node, so no devlet runs it.
+    // bound to no node, so no devlet runs it. Of the chart's ServiceAccount (the ServiceAccount
+    // admission plugin refuses Pods of one that does not exist yet, as `default` of a fresh
+    // namespace may be).
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "pier-0", "labels": {"app.kubernetes.io/name": "pier"}},
-        "spec": {"nodeName": "elsewhere", "containers": [{"name": "pier", "image": "pier"}]},
+        "spec": {"nodeName": "elsewhere", "serviceAccountName": "pier",
+                 "containers": [{"name": "pier", "image": "pier"}]},
     }))?;
     Api::<Pod>::namespaced(client.clone(), RELEASE_NS)
         .create(&PostParams::default(), &pod)

@@ -461,3 +461,511 @@ async fn watch_crash_loop(
         tokio::time::sleep(POLL).await;
     }
 }
+
+/// The directory of a Pod the devlet runs (`<root>/pods/<ns>_<name>_<uid>`).
+async fn pod_dir(
+    pods: &Api<Pod>,
+    root: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let uid = pods.get(name).await?.metadata.uid.context("uid")?;
+    Ok(root.join("pods").join(format!("default_{name}_{uid}")))
+}
+
+/// The environment of the process that has `needle` in its environment.
+fn environ_with(needle: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().parse::<i32>().is_err() {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ);
+        if environ.split('\0').any(|kv| kv == needle) {
+            return Ok(environ
+                .split('\0')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect());
+        }
+    }
+    anyhow::bail!("no process with {needle} in its environment")
+}
+
+/// A Pod of Pier's image as the chart makes it: named ports, readiness on `port: metrics`,
+/// listening on all addresses, run as ServiceAccount `sa`.
+fn pier_pod(name: &str, sa: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "pier"}},
+        "spec": {
+            "serviceAccountName": sa,
+            "containers": [{"name": "pier", "image": "ghcr.io/pier-dev/pier:test",
+                "args": ["operator", "--xds-listen=0.0.0.0:24020", "--metrics-listen=0.0.0.0:24021",
+                         "--namespace=default", "--leader-election-lease-duration=6s",
+                         "--leader-election-renew-deadline=4s", "--leader-election-retry-period=1s"],
+                "env": [
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                ],
+                "ports": [{"name": "xds", "containerPort": 24020}, {"name": "metrics", "containerPort": 24021}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "metrics"}, "periodSeconds": 1}}],
+        },
+    }))?)
+}
+
+/// Pier's Pods as the chart's Deployment makes them run from Pier's image (an OCI archive as
+/// `make image` writes it, whose `/pier` says it ran and then runs this build's operator) as
+/// their ServiceAccount: the ServiceAccount admission plugin's `kube-api-access-*` volume is
+/// filled (a token from the TokenRequest API, `kube-root-ca.crt`, the namespace), the operator
+/// gets a kubeconfig of them and the apiserver's address, readiness is probed on the port
+/// named `metrics`, two replicas listening on 0.0.0.0 both run, and a ServiceAccount without
+/// rights is refused (RBAC holds).
+#[tokio::test]
+async fn devlet_runs_pier_from_its_image_as_its_service_account() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use std::os::unix::fs::PermissionsExt;
+
+    let logs = LogDir::for_current_test("devlet-pier")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+
+    // The image: /pier announces itself and runs the operator built with this test.
+    let work = logs.data("image")?;
+    let script = work.join("pier");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"pier from the image: $0\"\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_pier")
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    let archive = work.join("pier-image.tar");
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/dev/image"))
+        .arg("--binary")
+        .arg(&script)
+        .arg("--out")
+        .arg(&archive)
+        .args(["--tag", "ghcr.io/pier-dev/pier:test"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dev/image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let root = logs.data("devlet")?;
+    let mut options = DevletOptions::new("dev-a", root.clone());
+    options.pier_image = archive;
+    let devlet = tokio::spawn(devlet::run(client.clone(), options));
+
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    for sa in ["pier", "nobody"] {
+        let account: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": sa}}))?;
+        sas.create(&PostParams::default(), &account).await?;
+    }
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "pier-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "pier", "namespace": "default"}],
+    }))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+
+    let mark = plane.audit_mark()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pier_pod("pier-0", "pier")?)
+        .await?;
+    pods.create(&PostParams::default(), &pier_pod("pier-1", "nobody")?)
+        .await?;
+    wait_for(
+        "pier-0 to be Ready",
+        Duration::from_secs(90),
+        POLL,
+        || async { pod_ready(&pods.get("pier-0").await.ok()?).then_some(()) },
+    )
+    .await?;
+
+    // It ran the image's /pier.
+    let dir = pod_dir(&pods, &root, "pier-0").await?;
+    let log = std::fs::read_to_string(dir.join("pier.log"))?;
+    assert!(log.contains("pier from the image"), "{log}");
+
+    // The admission plugin's volume, filled as a kubelet fills it.
+    let pod = pods.get("pier-0").await?;
+    let volume = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name.starts_with("kube-api-access-") && v.projected.is_some())
+        .context("the ServiceAccount admission plugin's projected volume")?;
+    let vdir = dir.join("volumes").join(&volume.name);
+    let token = vdir.join("token");
+    assert!(!std::fs::read_to_string(&token)?.trim().is_empty());
+    assert_eq!(
+        std::fs::metadata(&token)?.permissions().mode() & 0o777,
+        0o644,
+        "defaultMode 420"
+    );
+    assert_eq!(std::fs::read_to_string(vdir.join("namespace"))?, "default");
+    let root_ca = Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .get("kube-root-ca.crt")
+        .await?;
+    assert_eq!(
+        Some(std::fs::read_to_string(vdir.join("ca.crt"))?),
+        root_ca.data.context("data")?.get("ca.crt").cloned()
+    );
+
+    // The operator's environment: the apiserver, and a kubeconfig of the projected files.
+    let kubeconfig = dir.join("kubeconfig");
+    let env = environ_with(&format!("KUBECONFIG={}", kubeconfig.display()))?;
+    let server: url::Url = plane.server_url().parse()?;
+    assert_eq!(
+        env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
+        server.host_str()
+    );
+    assert_eq!(
+        env.get("KUBERNETES_SERVICE_PORT").cloned(),
+        server.port().map(|p| p.to_string())
+    );
+    let config = std::fs::read_to_string(&kubeconfig)?;
+    assert!(
+        config.contains(&format!("tokenFile: {}", token.display())),
+        "{config}"
+    );
+
+    // Every request of the operator was made as its ServiceAccount; the replica whose
+    // ServiceAccount has no rights is refused.
+    wait_for("pier-1 to be refused", WAIT, POLL, || async {
+        let events = plane.audit_events(&mark, None).ok()?;
+        events
+            .iter()
+            .any(|e| e.user == "system:serviceaccount:default:nobody" && e.code == 403)
+            .then_some(())
+    })
+    .await?;
+    let events = plane.audit_events(&mark, None)?;
+    let by_pier: Vec<_> = events
+        .iter()
+        .filter(|e| e.user == "system:serviceaccount:default:pier")
+        .collect();
+    assert!(
+        by_pier
+            .iter()
+            .any(|e| e.resource == "leases" && e.code < 300),
+        "the operator took its Lease as its ServiceAccount: {:?}",
+        by_pier.iter().map(|e| e.summary()).collect::<Vec<_>>()
+    );
+    assert!(
+        by_pier.iter().all(|e| e.code != 403),
+        "{:?}",
+        by_pier.iter().map(|e| e.summary()).collect::<Vec<_>>()
+    );
+    assert!(!devlet.is_finished(), "the devlet keeps running");
+    devlet.abort();
+    Ok(())
+}
+
+/// An Envoy answering every HTTP request on `port` (all addresses) with `body`.
+fn web_bootstrap(port: u16, body: &str) -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: web
+    address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: web
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: [\"*\"]
+              routes:
+              - match: {{prefix: /}}
+                direct_response: {{status: 200, body: {{inline_string: {body}}}}}
+"
+    )
+}
+
+/// An Envoy forwarding TCP on `port` to `upstream` (`host:port`, resolved by Envoy's DNS).
+fn client_bootstrap(port: u16, host: &str, upstream_port: u16) -> String {
+    format!(
+        "static_resources:
+  listeners:
+  - name: out
+    address: {{socket_address: {{address: 0.0.0.0, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: out
+          cluster: web
+  clusters:
+  - name: web
+    type: STRICT_DNS
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: web
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {upstream_port}}}}}}}
+"
+    )
+}
+
+/// An Envoy Pod with labels, its port named `http`, Ready by a TCP probe on that name.
+fn named_port_pod(
+    name: &str,
+    labels: serde_json::Value,
+    config_map: &str,
+    port: u16,
+) -> anyhow::Result<Pod> {
+    let mut pod = envoy_pod(name, config_map, "bootstrap.yaml", port)?;
+    pod.metadata.labels = serde_json::from_value(labels)?;
+    let c = &mut pod.spec.as_mut().context("spec")?.containers[0];
+    c.ports = serde_json::from_value(json!([{"name": "http", "containerPort": port}]))?;
+    c.readiness_probe =
+        serde_json::from_value(json!({"tcpSocket": {"port": "http"}, "periodSeconds": 1}))?;
+    Ok(pod)
+}
+
+/// The body of `GET /` at `addr`, if it answers.
+async fn http_get(addr: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    Some(text.split_once("\r\n\r\n")?.1.to_string())
+}
+
+/// The address the devlet's hosts file gives `name`.
+fn hosts_address(root: &std::path::Path, name: &str) -> Option<std::net::Ipv4Addr> {
+    let hosts = std::fs::read_to_string(root.join("hosts")).ok()?;
+    hosts
+        .lines()
+        .find(|l| l.split_whitespace().skip(1).any(|n| n == name))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The devlet's Service proxy: a ClusterIP Service gets an address of its own (in the hosts
+/// file and in an Envoy bootstrap that names the Service; such an Envoy waits, Pending, until
+/// the Service is there), and new connections go to its ready endpoint through the named target
+/// port; when the selector's label moves to another Pod, new connections reach that one at the
+/// same address. The Pods are Ready by probes on a named port.
+#[tokio::test]
+async fn devlet_proxies_services_to_their_ready_endpoints() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams};
+
+    let logs = LogDir::for_current_test("devlet-services")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let root = logs.data("devlet")?;
+    let devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", root.clone()),
+    ));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, port) in [("a", 24030), ("b", 24031)] {
+        cms.create(
+            &PostParams::default(),
+            &config_map(
+                &format!("web-{name}"),
+                "bootstrap.yaml",
+                &web_bootstrap(port, name),
+            )?,
+        )
+        .await?;
+        let serving = if name == "a" { "yes" } else { "no" };
+        pods.create(
+            &PostParams::default(),
+            &named_port_pod(
+                &format!("web-{name}"),
+                json!({"app": "web", "serving": serving}),
+                &format!("web-{name}"),
+                port,
+            )?,
+        )
+        .await?;
+    }
+    // An Envoy whose bootstrap names a Service that is not there yet waits for it, Pending.
+    cms.create(
+        &PostParams::default(),
+        &config_map(
+            "web-client",
+            "bootstrap.yaml",
+            &client_bootstrap(24033, "web.default.svc", 24032),
+        )?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &envoy_pod("web-client", "web-client", "bootstrap.yaml", 24033)?,
+    )
+    .await?;
+    let message = wait_for("web-client Pending for its Service", WAIT, POLL, || async {
+        let p = pods.get("web-client").await.ok()?;
+        let s = p.status.as_ref()?;
+        let c = s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+        (s.phase.as_deref() == Some("Pending")).then(|| c.message.clone().unwrap_or_default())
+    })
+    .await?;
+    assert!(message.contains("web.default.svc"), "{message}");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web", "serving": "yes"},
+                 "ports": [{"name": "http", "port": 24032, "targetPort": "http"}]},
+    }))?;
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &service)
+        .await?;
+    // Ready by probes on the port named `http`.
+    for name in ["web-a", "web-b"] {
+        wait_for(&format!("{name} to be Ready"), WAIT, POLL, || async {
+            pod_ready(&pods.get(name).await.ok()?).then_some(())
+        })
+        .await?;
+    }
+    let ip = wait_for("web.default.svc in the hosts file", WAIT, POLL, || async {
+        hosts_address(&root, "web.default.svc")
+    })
+    .await?;
+    assert_eq!(
+        hosts_address(&root, "web.default.svc.cluster.local"),
+        Some(ip)
+    );
+    let proxy = std::net::SocketAddr::from((ip, 24032));
+    wait_for("the proxy to reach web-a", WAIT, POLL, || async {
+        (http_get(proxy).await? == "a").then_some(())
+    })
+    .await?;
+
+    // An Envoy whose bootstrap names the Service reaches it through the proxy.
+    let client_ip: std::net::Ipv4Addr = wait_for("web-client to be Ready", WAIT, POLL, || async {
+        let p = pods.get("web-client").await.ok()?;
+        pod_ready(&p).then_some(())?;
+        p.status?.pod_ip?.parse().ok()
+    })
+    .await?;
+    let through_envoy = std::net::SocketAddr::from((client_ip, 24033));
+    wait_for(
+        "Envoy to reach web-a by the Service's name",
+        WAIT,
+        POLL,
+        || async { (http_get(through_envoy).await? == "a").then_some(()) },
+    )
+    .await?;
+
+    // The label moves: new connections reach web-b, at the same address.
+    for (name, serving) in [("web-a", "no"), ("web-b", "yes")] {
+        pods.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"serving": serving}}})),
+        )
+        .await?;
+    }
+    wait_for("the proxy to reach web-b", WAIT, POLL, || async {
+        for _ in 0..3 {
+            if http_get(proxy).await? != "b" {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    assert_eq!(
+        hosts_address(&root, "web.default.svc"),
+        Some(ip),
+        "the address stays"
+    );
+    wait_for("Envoy to reach web-b", WAIT, POLL, || async {
+        (http_get(through_envoy).await? == "b").then_some(())
+    })
+    .await?;
+    assert!(!devlet.is_finished(), "the devlet keeps running");
+    devlet.abort();
+    Ok(())
+}
+
+/// Liveness probes as a kubelet runs them: a container whose probe (on a named port) fails
+/// `failureThreshold` times in a row is stopped and restarted; one that passes is left alone.
+#[tokio::test]
+async fn devlet_restarts_a_container_whose_liveness_probe_fails() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("devlet-liveness")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Each Envoy listens on `port`; its liveness probe is on the port named `health`.
+    for (name, port, health) in [("alive", 24040, 24040), ("unwell", 24041, 24042)] {
+        cms.create(
+            &PostParams::default(),
+            &config_map(name, "bootstrap.yaml", &bootstrap(port))?,
+        )
+        .await?;
+        let mut pod = envoy_pod(name, name, "bootstrap.yaml", port)?;
+        let c = &mut pod.spec.as_mut().context("spec")?.containers[0];
+        c.ports = serde_json::from_value(json!([
+            {"name": "listener", "containerPort": port},
+            {"name": "health", "containerPort": health},
+        ]))?;
+        c.liveness_probe = serde_json::from_value(json!({
+            "tcpSocket": {"port": "health"}, "periodSeconds": 1, "failureThreshold": 2,
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+    }
+    let restarts = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let s = pods.get(name).await.ok()?.status?;
+            Some(s.container_statuses?.first()?.restart_count)
+        }
+    };
+    wait_for("unwell to be restarted twice", WAIT, POLL, || async {
+        (restarts("unwell").await? >= 2).then_some(())
+    })
+    .await?;
+    wait_for("alive to be Ready", WAIT, POLL, || async {
+        pod_ready(&pods.get("alive").await.ok()?).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        restarts("alive").await,
+        Some(0),
+        "a passing probe restarts nothing"
+    );
+    assert!(!devlet.is_finished(), "the devlet keeps running");
+    devlet.abort();
+    Ok(())
+}

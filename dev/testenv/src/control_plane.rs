@@ -150,7 +150,6 @@ impl ControlPlane {
                 "--service-account-signing-key-file={}",
                 files.sa_key.display()
             ),
-            "--disable-admission-plugins=ServiceAccount".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             format!("--audit-policy-file={}", audit_policy.display()),

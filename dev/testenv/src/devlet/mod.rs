@@ -2,12 +2,16 @@
 //! without one. This first part registers a Node and keeps it alive (Ready condition and Lease
 //! heartbeat), and provisions PersistentVolumes as local directories for the StorageClass
 //! `pier-dev-local` (kube-controller-manager's PV binder then binds them), and runs the Pods
-//! bound to it as local processes (Kafka and Envoy images); it also plays the cloud's
-//! LoadBalancer provider.
+//! bound to it as local processes (Kafka, Envoy and Pier images) with their ServiceAccount
+//! tokens, plays kube-proxy for ClusterIP Services (a userspace proxy, see [`services`]), and
+//! plays the cloud's LoadBalancer provider.
 mod container;
+mod image;
 mod loadbalancer;
 mod node;
+mod pod_volumes;
 mod pods;
+pub mod services;
 mod volumes;
 
 use std::path::PathBuf;
@@ -35,6 +39,13 @@ pub struct DevletOptions {
     /// (the first is at once), doubling up to the maximum. The kubelet's: 10 s and 5 min.
     pub crash_backoff: Duration,
     pub crash_backoff_max: Duration,
+    /// The apiserver URL Pods are given (`KUBERNETES_SERVICE_HOST`/`_PORT`, Pier's kubeconfig);
+    /// `None`: the address the apiserver publishes (`serverAddressByClientCIDRs` of `/api`).
+    pub api_server: Option<String>,
+    /// The OCI archive of Pier's image (`make image`); when it exists, Pods of the Pier image
+    /// run the `pier` binary extracted from it, else `$PIER_BINARY`. Default:
+    /// `$PIER_IMAGE_ARCHIVE`, else `<cargo target dir>/pier-image.tar`.
+    pub pier_image: PathBuf,
 }
 
 impl DevletOptions {
@@ -49,20 +60,48 @@ impl DevletOptions {
             heartbeat_every: Duration::from_secs(10),
             crash_backoff: Duration::from_secs(10),
             crash_backoff_max: Duration::from_secs(300),
+            api_server: None,
+            pier_image: std::env::var_os("PIER_IMAGE_ARCHIVE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::paths::target_dir().join("pier-image.tar")),
         }
     }
 }
 
 /// Runs the devlet's parts until one fails.
-pub async fn run(client: kube::Client, options: DevletOptions) -> anyhow::Result<()> {
+pub async fn run(client: kube::Client, mut options: DevletOptions) -> anyhow::Result<()> {
     register_node(&client, &options).await?;
     ensure_storage_class(&client).await?;
     std::fs::create_dir_all(&options.root)?;
+    if options.api_server.is_none() {
+        match published_api_server(&client).await {
+            Ok(url) => options.api_server = Some(url),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "containers get no KUBERNETES_SERVICE_HOST"
+                )
+            }
+        }
+    }
+    let (addresses, proxy) = services::proxy(client.clone());
     tokio::try_join!(
         heartbeat(client.clone(), options.clone()),
         provision_volumes(client.clone(), options.clone()),
-        run_pods(client.clone(), options.clone()),
+        run_pods(client.clone(), options.clone(), addresses),
         provide_load_balancers(client.clone()),
+        proxy,
     )?;
     Ok(())
+}
+
+/// The apiserver's address as it publishes it for clients (`GET /api`), as a URL.
+async fn published_api_server(client: &kube::Client) -> anyhow::Result<String> {
+    let versions = client.list_core_api_versions().await?;
+    let address = versions
+        .server_address_by_client_cidrs
+        .first()
+        .map(|a| a.server_address.clone())
+        .ok_or_else(|| anyhow::anyhow!("the apiserver publishes no address (GET /api)"))?;
+    Ok(format!("https://{address}"))
 }

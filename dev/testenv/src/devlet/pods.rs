@@ -3,11 +3,19 @@
 //! cluster. Known images map to local launchers; volumes become directories; the Pod's DNS name
 //! resolves through a hosts file the JVM reads (`-Djdk.net.hosts.file`).
 //!
-//! As a kubelet: a container that exits is restarted per restartPolicy with the crash-loop
+//! As a kubelet: a container that exits (or fails its liveness probe) is restarted per restartPolicy with the crash-loop
 //! back-off (see [`super::container`]) and reported with `restartCount`, `lastState` and
 //! `CrashLoopBackOff`; a Pod that cannot start yet (its ports are taken on every address, a
 //! ConfigMap or claim is not there yet) stays Pending with the reason and is tried again. Only
 //! an image without a local launcher fails a Pod.
+//!
+//! Every container gets `KUBERNETES_SERVICE_HOST`/`_PORT` (the real apiserver), as from a
+//! kubelet. A Pier container also gets `KUBECONFIG`: a kubeconfig in the Pod's directory made of
+//! its projected ServiceAccount token and CA (a local process cannot see
+//! `/var/run/secrets/kubernetes.io/serviceaccount`, where in-cluster clients look), so it
+//! authenticates as its ServiceAccount; and its `0.0.0.0:` listen addresses become the Pod's
+//! address, so replicas do not collide. An Envoy's bootstrap gets Service names replaced by the
+//! devlet's proxy addresses (see [`super::services`]).
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -17,9 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -28,6 +35,8 @@ use tokio::sync::Mutex;
 
 use super::DevletOptions;
 use super::container::{Backoff, State, Terminated, log_tail, now_rfc3339, oom_kills, status_json};
+use super::pod_volumes::{self, AbortOnDrop, field_value};
+use super::services::{Addresses, rewrite_service_names, unknown_service_names};
 use crate::net::loopback_ips;
 use crate::paths::program;
 use crate::process::Process;
@@ -47,6 +56,8 @@ struct RunningPod {
     started_at: String,
     ready_since: String,
     restart_policy: String,
+    /// Keep the Pod's ServiceAccount tokens fresh while it runs here.
+    _refreshers: Vec<AbortOnDrop>,
 }
 
 struct RunningContainer {
@@ -62,6 +73,20 @@ struct RunningContainer {
     oom_kills_at_start: Option<u64>,
     /// How the last run ended.
     last: Option<Terminated>,
+    liveness: Option<Liveness>,
+}
+
+/// A container's liveness probe: after `threshold` failures in a row, one `period` apart, the
+/// container is stopped, and restarted per restartPolicy as after any exit.
+struct Liveness {
+    check: Readiness,
+    initial_delay: Duration,
+    period: Duration,
+    threshold: u32,
+    failures: u32,
+    next_at: Instant,
+    /// SIGTERM was sent; if the probe keeps failing, SIGKILL follows.
+    stopping: bool,
 }
 
 /// A Pod that cannot start yet (its ports are taken, a volume is not ready): it stays Pending
@@ -110,13 +135,7 @@ enum Readiness {
 }
 
 impl RunningContainer {
-    fn spawn(
-        &mut self,
-        o: &DevletOptions,
-        pod: &Pod,
-        ip: Ipv4Addr,
-        dir: &Path,
-    ) -> anyhow::Result<()> {
+    fn spawn(&mut self, o: &Node, pod: &Pod, ip: Ipv4Addr, dir: &Path) -> anyhow::Result<()> {
         let cmd = launcher(o, pod, &self.spec, ip, &self.mounts, dir)?;
         let log = self.log_path(dir);
         let name = format!("{}/{}", pod.name_any(), self.spec.name);
@@ -126,6 +145,11 @@ impl RunningContainer {
         self.state = State::Running {
             started_at: now_rfc3339(),
         };
+        if let Some(l) = &mut self.liveness {
+            l.failures = 0;
+            l.stopping = false;
+            l.next_at = Instant::now() + l.initial_delay;
+        }
         Ok(())
     }
 
@@ -180,7 +204,7 @@ impl RunningContainer {
     /// Restarts the container if its back-off is over. Returns true if it tried.
     fn restart_if_due(
         &mut self,
-        o: &DevletOptions,
+        o: &Node,
         pod: &Pod,
         ip: Ipv4Addr,
         dir: &Path,
@@ -217,12 +241,43 @@ struct NodePods {
 
 type Pods = Arc<Mutex<NodePods>>;
 
+/// What the Pods of this node are run with: the node's options and the addresses of the
+/// Service proxy.
+#[derive(Clone)]
+struct Node {
+    options: DevletOptions,
+    services: Addresses,
+}
+
+impl std::ops::Deref for Node {
+    type Target = DevletOptions;
+    fn deref(&self) -> &DevletOptions {
+        &self.options
+    }
+}
+
+/// Rewrites the hosts file whenever Services get or lose proxy addresses.
+async fn service_names(o: Node, node: Pods) {
+    let mut services = o.services.clone();
+    while services.changed().await.is_ok() {
+        if let Err(e) = write_hosts(&o, &node).await {
+            tracing::warn!(error = %e, "cannot write the hosts file");
+        }
+    }
+}
+
 /// Runs Pods bound to this node until the watch fails.
-pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<()> {
+pub async fn run_pods(
+    client: kube::Client,
+    options: DevletOptions,
+    services: Addresses,
+) -> anyhow::Result<()> {
+    let o = Node { options, services };
     let pods: Api<Pod> = Api::all(client.clone());
     let node: Pods = Arc::new(Mutex::new(NodePods::default()));
     tokio::spawn(probe_loop(client.clone(), o.clone(), node.clone()));
     tokio::spawn(names_elsewhere(client.clone(), o.clone(), node.clone()));
+    tokio::spawn(service_names(o.clone(), node.clone()));
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", o.node_name));
     let mut stream = watcher(pods, config).applied_objects().boxed();
     while let Some(pod) = stream.try_next().await? {
@@ -233,12 +288,7 @@ pub async fn run_pods(client: kube::Client, o: DevletOptions) -> anyhow::Result<
     Ok(())
 }
 
-async fn handle(
-    client: &kube::Client,
-    o: &DevletOptions,
-    node: &Pods,
-    pod: &Pod,
-) -> anyhow::Result<()> {
+async fn handle(client: &kube::Client, o: &Node, node: &Pods, pod: &Pod) -> anyhow::Result<()> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.namespace().unwrap_or_default();
     if pod.metadata.deletion_timestamp.is_some() {
@@ -293,7 +343,7 @@ async fn handle(
 /// `previous` is its waiting entry when this is a retry.
 async fn try_start(
     client: &kube::Client,
-    o: &DevletOptions,
+    o: &Node,
     node: &Pods,
     pod: &Pod,
     previous: Option<Duration>,
@@ -361,11 +411,7 @@ async fn try_start(
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
-async fn start_pod(
-    client: &kube::Client,
-    o: &DevletOptions,
-    pod: &Pod,
-) -> Result<RunningPod, StartError> {
+async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<RunningPod, StartError> {
     let spec = pod
         .spec
         .clone()
@@ -409,71 +455,19 @@ async fn start_pod(
     };
 
     // Volumes: name → local directory.
-    let mut volumes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let pod_volumes::PodVolumes {
+        dirs: volumes,
+        refreshers,
+    } = pod_volumes::prepare(client, pod, &dir).await?;
     // Claims' volumes: mounted through a link at the container path under the Pod's `root`
     // (below), so a path the process reports ends with the path the container sees.
-    let mut claimed: std::collections::BTreeSet<String> = Default::default();
-    for v in spec.volumes.clone().unwrap_or_default() {
-        let vdir = dir.join("volumes").join(&v.name);
-        if let Some(cm) = &v.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            let cm = api
-                .get(&cm.name)
-                .await
-                .with_context(|| format!("ConfigMap {}", cm.name))?;
-            std::fs::create_dir_all(&vdir)?;
-            for (k, text) in cm.data.unwrap_or_default() {
-                std::fs::write(vdir.join(k), text)?;
-            }
-        } else if let Some(secret) = &v.secret {
-            let secret_name = secret.secret_name.clone().unwrap_or_default();
-            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let s = api
-                .get(&secret_name)
-                .await
-                .with_context(|| format!("Secret {secret_name}"))?;
-            std::fs::create_dir_all(&vdir)?;
-            for (k, bytes) in s.data.unwrap_or_default() {
-                std::fs::write(vdir.join(k), bytes.0)?;
-            }
-        } else if let Some(claim) = &v.persistent_volume_claim {
-            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-            let c = claims.get(&claim.claim_name).await?;
-            let pv_name = c
-                .spec
-                .and_then(|s| s.volume_name)
-                .context("claim not bound")?;
-            let pv = Api::<PersistentVolume>::all(client.clone())
-                .get(&pv_name)
-                .await?;
-            let path = pv
-                .spec
-                .and_then(|s| s.host_path)
-                .context("volume is not a local directory")?
-                .path;
-            volumes.insert(v.name.clone(), PathBuf::from(path));
-            claimed.insert(v.name.clone());
-            continue;
-        } else if let Some(d) = &v.downward_api {
-            std::fs::create_dir_all(&vdir)?;
-            for item in d.items.clone().unwrap_or_default() {
-                let field = item.field_ref.map(|f| f.field_path).unwrap_or_default();
-                let value = match field.as_str() {
-                    "metadata.name" => pod.name_any(),
-                    "metadata.namespace" => ns.clone(),
-                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
-                    "metadata.labels" => format_map(pod.labels()),
-                    "metadata.annotations" => format_map(pod.annotations()),
-                    _ => String::new(),
-                };
-                std::fs::write(vdir.join(&item.path), value)?;
-            }
-        } else {
-            // emptyDir and anything else: a fresh directory.
-            std::fs::create_dir_all(&vdir)?;
-        }
-        volumes.insert(v.name.clone(), vdir);
-    }
+    let claimed: std::collections::BTreeSet<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.persistent_volume_claim.is_some())
+        .map(|v| v.name.clone())
+        .collect();
 
     let dns_names = dns_names(pod);
     let grace = Duration::from_secs(
@@ -507,6 +501,15 @@ async fn start_pod(
             log_offset: 0,
             oom_kills_at_start: None,
             last: None,
+            liveness: c.liveness_probe.as_ref().map(|probe| Liveness {
+                check: probe_check(c, probe),
+                initial_delay: seconds(probe.initial_delay_seconds, 0),
+                period: seconds(probe.period_seconds, 10),
+                threshold: probe.failure_threshold.unwrap_or(3).max(1) as u32,
+                failures: 0,
+                next_at: Instant::now(),
+                stopping: false,
+            }),
         };
         rc.spawn(o, pod, ip, &dir)?;
         containers.push(rc);
@@ -514,23 +517,7 @@ async fn start_pod(
     let readiness = spec
         .containers
         .first()
-        .and_then(|c| c.readiness_probe.clone())
-        .map(|probe| {
-            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-            let port = |p: &IntOrString| match p {
-                IntOrString::Int(n) => u16::try_from(*n).unwrap_or(0),
-                IntOrString::String(_) => 0,
-            };
-            if let Some(t) = &probe.tcp_socket {
-                Readiness::Tcp(port(&t.port))
-            } else if let Some(h) = &probe.http_get {
-                Readiness::Http(port(&h.port), h.path.clone().unwrap_or_else(|| "/".into()))
-            } else if let Some(e) = &probe.exec {
-                Readiness::Exec(e.command.clone().unwrap_or_default())
-            } else {
-                Readiness::Always
-            }
-        })
+        .and_then(|c| Some(probe_check(c, c.readiness_probe.as_ref()?)))
         .unwrap_or(Readiness::Always);
     tracing::info!(pod = %name, %ip, "started");
     let now = now_rfc3339();
@@ -549,7 +536,40 @@ async fn start_pod(
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into()),
+        _refreshers: refreshers,
     })
+}
+
+/// What a probe of container `c` checks. A named port is the container's port of that name, as
+/// for a kubelet.
+fn probe_check(c: &Container, probe: &k8s_openapi::api::core::v1::Probe) -> Readiness {
+    let port = |p: &IntOrString| container_port(c, p).unwrap_or(0);
+    if let Some(t) = &probe.tcp_socket {
+        Readiness::Tcp(port(&t.port))
+    } else if let Some(h) = &probe.http_get {
+        Readiness::Http(port(&h.port), h.path.clone().unwrap_or_else(|| "/".into()))
+    } else if let Some(e) = &probe.exec {
+        Readiness::Exec(e.command.clone().unwrap_or_default())
+    } else {
+        Readiness::Always
+    }
+}
+
+fn seconds(value: Option<i32>, default: u64) -> Duration {
+    Duration::from_secs(value.map_or(default, |v| v.max(0) as u64))
+}
+
+/// The port a probe or Service names: a number, or the name of one of the container's ports.
+fn container_port(c: &Container, port: &IntOrString) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
 }
 
 /// The ports of `ports` that cannot be bound on a fresh loopback address right now.
@@ -564,11 +584,6 @@ fn busy_ports(ports: &[u16]) -> Vec<u16> {
 
 fn has_launcher(image: &str) -> bool {
     ["kafka", "envoy", "pier"].iter().any(|k| image.contains(k))
-}
-
-/// `key="value"` lines, as the kubelet writes labels and annotations.
-fn format_map(m: &BTreeMap<String, String>) -> String {
-    m.iter().map(|(k, v)| format!("{k}={v:?}\n")).collect()
 }
 
 /// `<pod dir>/root<mount path>`, a link to `target`: the path the container's `mount_path`
@@ -604,21 +619,77 @@ fn map_path(path: &str, mounts: &[(String, PathBuf)]) -> String {
     }
 }
 
-fn env_of(pod: &Pod, c: &Container) -> BTreeMap<String, String> {
+/// A container's environment: the apiserver's address as the kubelet gives it to every
+/// container (`KUBERNETES_SERVICE_HOST`/`_PORT`), then the container's own variables.
+fn env_of(o: &Node, pod: &Pod, c: &Container) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
+    if let Some((host, port)) = o.api_server.as_deref().and_then(host_port) {
+        env.insert("KUBERNETES_SERVICE_HOST".to_string(), host.clone());
+        env.insert("KUBERNETES_SERVICE_PORT".to_string(), port.to_string());
+        env.insert(
+            "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+            port.to_string(),
+        );
+    }
     for e in c.env.clone().unwrap_or_default() {
         let value = match (&e.value, &e.value_from) {
             (Some(v), _) => v.clone(),
-            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                Some("metadata.name") => pod.name_any(),
-                Some("metadata.namespace") => pod.namespace().unwrap_or_default(),
-                _ => String::new(),
-            },
+            (None, Some(from)) => from
+                .field_ref
+                .as_ref()
+                .map(|f| field_value(pod, &f.field_path))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         env.insert(e.name, value);
     }
     env
+}
+
+/// Host and port of an `https://host:port` URL.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some((uri.host()?.to_string(), uri.port_u16().unwrap_or(443)))
+}
+
+/// Where a container sees its ServiceAccount (the `kube-api-access-*` mount).
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A kubeconfig for a local process in place of the in-cluster config: the apiserver, the
+/// projected CA and token file (re-read by the client as the devlet renews it), the Pod's
+/// namespace. `None` without a ServiceAccount mount.
+fn service_account_kubeconfig(
+    o: &Node,
+    pod: &Pod,
+    mounts: &[(String, PathBuf)],
+    dir: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
+    let (Some(server), Some((_, sa))) = (
+        o.api_server.as_deref(),
+        mounts
+            .iter()
+            .find(|(m, _)| m.trim_end_matches('/') == SERVICE_ACCOUNT_DIR),
+    ) else {
+        return Ok(None);
+    };
+    let ns = pod.namespace().unwrap_or_default();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": {
+            "server": server,
+            "certificate-authority": sa.join("ca.crt").display().to_string(),
+        }}],
+        "users": [{"name": "service-account", "user": {
+            "tokenFile": sa.join("token").display().to_string(),
+        }}],
+        "contexts": [{"name": "in-cluster", "context": {
+            "cluster": "cluster", "user": "service-account", "namespace": ns,
+        }}],
+        "current-context": "in-cluster",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml_ng::to_string(&config)?)?;
+    Ok(Some(path))
 }
 
 /// `$(VAR)` expansion, as the kubelet does for command and args.
@@ -632,7 +703,7 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
 
 /// The local command for a container, by image.
 fn launcher(
-    o: &DevletOptions,
+    o: &Node,
     pod: &Pod,
     c: &Container,
     ip: Ipv4Addr,
@@ -640,7 +711,7 @@ fn launcher(
     dir: &Path,
 ) -> anyhow::Result<Command> {
     let image = c.image.clone().unwrap_or_default();
-    let env = env_of(pod, c);
+    let env = env_of(o, pod, c);
     let script = c.command.clone().unwrap_or_default().join(" ")
         + " "
         + &c.args.clone().unwrap_or_default().join(" ");
@@ -666,13 +737,35 @@ fn launcher(
         return Ok(cmd);
     }
     if image.contains("envoy") {
-        let args: Vec<String> = c
+        let mut args: Vec<String> = c
             .args
             .clone()
             .unwrap_or_default()
             .iter()
             .map(|a| map_path(&expand(a, &env), mounts))
             .collect();
+        // The bootstrap, with Service names replaced by the proxy's addresses.
+        if let Some(i) = args.iter().position(|a| a == "-c" || a == "--config-path")
+            && let Some(path) = args.get(i + 1).cloned()
+        {
+            let original =
+                std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            let services = o.services.borrow().clone();
+            let text = rewrite_service_names(&original, &services);
+            let unknown = unknown_service_names(&text, &services);
+            if !unknown.is_empty() {
+                bail!("the Envoy bootstrap names Services without an address yet: {unknown:?}");
+            }
+            if text != original {
+                // Same file name, so Envoy's messages name the file the Pod names.
+                let copy = dir.join(format!("{}-config", c.name));
+                std::fs::create_dir_all(&copy)?;
+                let file = Path::new(&path).file_name().unwrap_or("bootstrap".as_ref());
+                let local = copy.join(file);
+                std::fs::write(&local, text)?;
+                args[i + 1] = local.display().to_string();
+            }
+        }
         let mut cmd = Command::new(program("envoy")?);
         cmd.args(&args)
             .args(["--use-dynamic-base-id", "--config-yaml"])
@@ -683,18 +776,23 @@ fn launcher(
         return Ok(cmd);
     }
     if image.contains("pier") {
-        let pier = std::env::var_os("PIER_BINARY")
-            .map(PathBuf::from)
-            .context("the Pier image needs PIER_BINARY (the pier binary to run)")?;
+        // The image's entrypoint is /pier, its command `operator`; `command` replaces the
+        // entrypoint (only /pier is in the image), `args` the command.
+        let pier = super::image::pier_binary(o)?;
+        let mut args: Vec<String> = c.command.clone().unwrap_or_default();
+        if !args.is_empty() {
+            args.remove(0);
+        }
+        args.extend(c.args.clone().unwrap_or_else(|| vec!["operator".into()]));
         let mut cmd = Command::new(pier);
         cmd.args(
-            c.args
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .map(|a| expand(a, &env)),
+            args.iter()
+                .map(|a| expand(a, &env).replace("0.0.0.0:", &format!("{ip}:"))),
         )
         .envs(&env);
+        if let Some(kubeconfig) = service_account_kubeconfig(o, pod, mounts, dir)? {
+            cmd.env("KUBECONFIG", kubeconfig);
+        }
         return Ok(cmd);
     }
     bail!("image {image:?} has no local launcher (known: Kafka, Envoy, Pier)")
@@ -724,7 +822,7 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
 
 /// Keeps the names of Pods on other nodes in this node's hosts file, so Pods of several
 /// devlets (zones) reach each other by name as they would through cluster DNS.
-async fn names_elsewhere(client: kube::Client, o: DevletOptions, node: Pods) {
+async fn names_elsewhere(client: kube::Client, o: Node, node: Pods) {
     let pods: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName!={}", o.node_name));
     let mut stream = watcher(pods, config).default_backoff().boxed();
@@ -777,7 +875,7 @@ fn dns_names(p: &Pod) -> Vec<String> {
     names
 }
 
-async fn write_hosts(o: &DevletOptions, node: &Pods) -> anyhow::Result<()> {
+async fn write_hosts(o: &Node, node: &Pods) -> anyhow::Result<()> {
     let mut text = String::from("127.0.0.1 localhost\n");
     let n = node.lock().await;
     for p in n.running.values() {
@@ -788,6 +886,14 @@ async fn write_hosts(o: &DevletOptions, node: &Pods) -> anyhow::Result<()> {
         text.push('\n');
     }
     drop(n);
+    // Services: both names of each on one line.
+    let mut by_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    for (name, ip) in o.services.borrow().iter() {
+        by_ip.entry(*ip).or_default().push(name.clone());
+    }
+    for (ip, names) in by_ip {
+        text.push_str(&format!("{ip} {}\n", names.join(" ")));
+    }
     let path = o.root.join("hosts");
     let tmp = o.root.join("hosts.tmp");
     std::fs::write(&tmp, text)?;
@@ -919,7 +1025,7 @@ async fn patch_status(client: &kube::Client, pod: &Pod, status: Value) -> anyhow
 
 /// Every second: container exits and restarts (restartPolicy, crash-loop back-off),
 /// readiness probes, and retries of Pods waiting to start.
-async fn probe_loop(client: kube::Client, o: DevletOptions, node: Pods) {
+async fn probe_loop(client: kube::Client, o: Node, node: Pods) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let mut changes = Vec::new();
@@ -947,6 +1053,29 @@ async fn probe_loop(client: kube::Client, o: DevletOptions, node: Pods) {
                     }
                     if c.restart_if_due(&o, &p.pod, p.ip, &p.dir, &p.restart_policy) {
                         changed = true;
+                    }
+                    // Liveness: a running container that fails its probe `threshold` times in
+                    // a row is stopped; its exit is then handled as any other.
+                    if let (Some(l), Some(process), State::Running { .. }) =
+                        (c.liveness.as_mut(), c.process.as_ref(), &c.state)
+                        && l.next_at <= now
+                    {
+                        l.next_at = now + l.period;
+                        if probe(&l.check, p.ip) {
+                            l.failures = 0;
+                        } else {
+                            l.failures += 1;
+                            if l.failures >= l.threshold {
+                                tracing::warn!(pod = %p.name, container = %c.spec.name, failures = l.failures, "liveness probe failed: stopping the container");
+                                l.failures = 0;
+                                if l.stopping {
+                                    process.signal(libc::SIGKILL);
+                                } else {
+                                    process.terminate();
+                                    l.stopping = true;
+                                }
+                            }
+                        }
                     }
                 }
                 let alive = p
