@@ -411,6 +411,8 @@ pub fn pod(
             ..Default::default()
         },
         spec: Some(PodSpec {
+            // Nothing in it talks to the Kubernetes API: no ServiceAccount token to leak.
+            automount_service_account_token: Some(false),
             hostname: Some(names::broker_pod(kc, b.id)),
             subdomain: Some(names::headless_service(kc)),
             containers: vec![Container {
@@ -461,7 +463,13 @@ pub fn pod(
 /// that cannot change a static quorum's membership anyway (that needs KIP-853's dynamic
 /// quorum); restarted nodes read the current list.
 pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> String {
-    let mut input = serde_json::to_vec(pod).unwrap_or_default();
+    // Brokers rendered before Pier turned off the token automount are not restarted for it:
+    // their next restart for another reason drops the token.
+    let mut hashed = pod.clone();
+    if let Some(spec) = hashed.spec.as_mut() {
+        spec.automount_service_account_token = None;
+    }
+    let mut input = serde_json::to_vec(&hashed).unwrap_or_default();
     // `metadata.log.dir` naming the first log dir says what Kafka does without it: brokers
     // rendered before Pier wrote it explicitly are not restarted for it.
     let first_dir = properties

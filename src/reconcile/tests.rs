@@ -249,6 +249,23 @@ fn pod_spec_changes_and_the_restart_annotation_change_restart_hashes() {
 }
 
 #[test]
+fn brokers_get_no_service_account_token_and_older_pods_are_not_restarted_for_it() {
+    let kc = example("kafkacluster-basic.yaml");
+    let d = plan_of(&kc);
+    let planned = pod(&d, 0);
+    let spec = planned.spec.as_ref().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    // A Pod rendered before: the same but for the automount field.
+    let mut older = planned.clone();
+    older.spec.as_mut().unwrap().automount_service_account_token = None;
+    let props = &d.config_maps[1].data.as_ref().unwrap()["server.properties"];
+    assert_eq!(
+        broker::restart_hash(&kc, &older, props),
+        broker::restart_hash(&kc, planned, props)
+    );
+}
+
+#[test]
 fn removing_a_broker_removes_only_its_objects() {
     let kc = example("kafkacluster-basic.yaml");
     let mut smaller = kc.clone();
