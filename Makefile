@@ -8,8 +8,8 @@ setup:
 test: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	dev/demo --smoke
 	dev/image
+	dev/demo --smoke
 	cargo test --workspace --locked
 
 demo:

@@ -1,10 +1,12 @@
 //! The local environment behind `make demo`.
 //!
-//! * `pier-testenv demo --pier target/debug/pier`: a real control plane, the dev node agent and
-//!   the Pier operator; applies `examples/kafkacluster-basic.yaml`, shows progress until the
-//!   cluster is Ready, prints the bootstrap address through Envoy and kcat commands, and runs
-//!   until Ctrl-C (or SIGTERM), when it stops everything it started. `--smoke` makes one
-//!   produce/consume round trip through Envoy instead and exits 0 or 1.
+//! * `pier-testenv demo --image target/pier-image.tar`: a real control plane and the dev node
+//!   agent; installs Pier as a user does (`helm install` of `charts/pier`: the devlet runs both
+//!   operator replicas from the image, each as its ServiceAccount); applies
+//!   `examples/kafkacluster-basic.yaml`, shows progress until the cluster is Ready, prints the
+//!   bootstrap address through Envoy and kcat commands, and runs until Ctrl-C (or SIGTERM), when
+//!   it stops everything it started. `--smoke` makes one produce/consume round trip through Envoy
+//!   instead and exits 0 or 1.
 //! * `pier-testenv up`: just a control plane and a Kafka cluster (no operator).
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use pier_testenv::devlet::{self, DevletOptions};
-use pier_testenv::{ControlPlane, KafkaCluster, LogDir, Process, program};
+use pier_testenv::{ControlPlane, KafkaCluster, LogDir, program};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,11 +30,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// The operator demo: control plane, dev node agent, Pier, and a KafkaCluster.
+    /// The operator demo: control plane, dev node agent, Pier installed by its chart, and a
+    /// KafkaCluster.
     Demo {
-        /// The pier binary to run as the operator.
+        /// Pier's image as an OCI archive (`make image`).
         #[arg(long)]
-        pier: PathBuf,
+        image: PathBuf,
+        /// Pier's Helm chart.
+        #[arg(long, default_value = "charts/pier")]
+        chart: PathBuf,
         /// The KafkaCluster to apply.
         #[arg(long, default_value = "examples/kafkacluster-basic.yaml")]
         example: PathBuf,
@@ -54,10 +60,11 @@ async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Demo {
-            pier,
+            image,
+            chart,
             example,
             smoke,
-        } => demo(pier, example, smoke).await,
+        } => demo(image, chart, example, smoke).await,
         Cmd::Up { kafka_nodes, smoke } => up(kafka_nodes, smoke).await,
     };
     if let Err(e) = result {
@@ -94,7 +101,12 @@ fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> anyhow::Result<String
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-async fn demo(pier: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()> {
+async fn demo(image: PathBuf, chart: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        image.exists(),
+        "no image at {} (`make image` writes it)",
+        image.display()
+    );
     let logs = LogDir::named("demo")?;
     println!("Logs and configs: {}", logs.path().display());
     println!("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler…");
@@ -102,25 +114,33 @@ async fn demo(pier: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()
     let kubeconfig = plane.kubeconfig().to_path_buf();
 
     println!("Starting the dev node agent (runs Pods as local processes)…");
-    let devlet = tokio::spawn(devlet::run(
-        plane.client(),
-        DevletOptions::new("pier-dev", logs.data("devlet")?),
-    ));
+    let mut options = DevletOptions::new("pier-dev", logs.data("devlet")?);
+    options.pier_image = image.clone();
+    let devlet = tokio::spawn(devlet::run(plane.client(), options));
 
-    println!("Starting the Pier operator…");
-    let ports = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 2)?;
-    let xds = format!("127.0.0.1:{}", ports[0]);
-    let metrics = format!("127.0.0.1:{}", ports[1]);
-    let mut cmd = Command::new(&pier);
-    cmd.arg("operator")
+    println!(
+        "Installing Pier: helm install pier {} --namespace pier-system (image {})…",
+        chart.display(),
+        image.display()
+    );
+    let helm_home = logs.sub("helm")?;
+    let out = Command::new(program("helm")?)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .arg(format!("--xds-listen={xds}"))
-        .arg(format!("--xds-address={xds}"))
-        .arg(format!("--metrics-listen={metrics}"))
-        .arg("--no-leader-election");
-    let operator_log = logs.sub("operator")?.join("pier.log");
-    let mut operator = Process::spawn("pier-operator", cmd, &operator_log, Duration::from_secs(5))?;
+        .args(["install", "pier"])
+        .arg(&chart)
+        .args(["--namespace", "pier-system", "--create-namespace"])
+        .env("HELM_CACHE_HOME", helm_home.join("cache"))
+        .env("HELM_CONFIG_HOME", helm_home.join("config"))
+        .env("HELM_DATA_HOME", helm_home.join("data"))
+        .output()
+        .context("running helm")?;
+    if !out.status.success() {
+        bail!(
+            "helm install: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
 
     let name = kubectl(
         &kubeconfig,
@@ -133,7 +153,6 @@ async fn demo(pier: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()
     let started = std::time::Instant::now();
     let mut last = String::new();
     loop {
-        operator.check_running()?;
         if devlet.is_finished() {
             bail!(
                 "the dev node agent stopped; see the logs in {}",
@@ -168,6 +187,20 @@ async fn demo(pier: PathBuf, example: PathBuf, smoke: bool) -> anyhow::Result<()
         &kubeconfig,
         &["get", &name, "-o", "jsonpath={.status.bootstrapAddress}"],
     )?;
+    let leader_ip = kubectl(
+        &kubeconfig,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "pier-system",
+            "-l",
+            "kafka.pier.dev/leader=true",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ],
+    )
+    .unwrap_or_default();
     let bin = pier_testenv::paths::cache_dir().join("bin");
     println!(
         "
@@ -176,10 +209,11 @@ Ready: a Kafka cluster run by Pier, reachable through Envoy at {bootstrap}.
 Try (in another terminal):
   export PATH={bin}:$PATH KUBECONFIG={kubeconfig}
   kubectl get kafkaclusters,pods,svc
+  kubectl -n pier-system get pods -L kafka.pier.dev/leader     # Pier, installed by its chart
   kcat -b {bootstrap} -L
   seq 1 100 | kcat -b {bootstrap} -P -t demo
   kcat -b {bootstrap} -C -t demo -o beginning -e
-  curl -s http://{metrics}/status     # the Envoys' xDS status
+  curl -s http://{leader_ip}:8080/status     # the Envoys' xDS status, from the leader
 ",
         bin = bin.display(),
         kubeconfig = kubeconfig.display(),
@@ -192,7 +226,6 @@ Try (in another terminal):
     }
     devlet.abort();
     let _ = devlet.await;
-    operator.stop();
     drop(plane);
     println!("Stopped.");
     Ok(())
