@@ -193,14 +193,7 @@ async fn pier_runs_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()> {
         .create(&PostParams::default(), &example("kafkacluster-basic.yaml")?)
         .await?;
     // A refused request fails the test at once, not after the wait for Ready times out.
-    let refused = || -> anyhow::Result<Vec<String>> {
-        Ok(plane
-            .audit_events(&mark, None)?
-            .into_iter()
-            .filter(|e| e.user == SERVICE_ACCOUNT && e.code == 403)
-            .map(|e| e.summary())
-            .collect())
-    };
+    let refused = || plane.audit_refused(SERVICE_ACCOUNT, &mark);
     wait_for(
         "the cluster Ready, or a request of the operator refused",
         Duration::from_secs(300),

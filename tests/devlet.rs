@@ -642,11 +642,10 @@ async fn devlet_runs_pier_from_its_image_as_its_service_account() -> anyhow::Res
     // Every request of the operator was made as its ServiceAccount; the replica whose
     // ServiceAccount has no rights is refused.
     wait_for("pier-1 to be refused", WAIT, POLL, || async {
-        let events = plane.audit_events(&mark, None).ok()?;
-        events
-            .iter()
-            .any(|e| e.user == "system:serviceaccount:default:nobody" && e.code == 403)
-            .then_some(())
+        let refused = plane
+            .audit_refused("system:serviceaccount:default:nobody", &mark)
+            .ok()?;
+        (!refused.is_empty()).then_some(())
     })
     .await?;
     let events = plane.audit_events(&mark, None)?;

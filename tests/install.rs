@@ -266,12 +266,7 @@ async fn helm_install_runs_pier_with_only_its_rbac() -> anyhow::Result<()> {
     // Not one request of the operator was refused while it was installed. (Uninstalling
     // deletes its RBAC with its Deployment: the last words of a stopping replica, taking its
     // leader mark off and handing the Lease over, may be refused then, which is harmless.)
-    let refused: Vec<String> = plane
-        .audit_events(&mark, None)?
-        .into_iter()
-        .filter(|e| e.user == SERVICE_ACCOUNT && e.code == 403)
-        .map(|e| e.summary())
-        .collect();
+    let refused = plane.audit_refused(SERVICE_ACCOUNT, &mark)?;
     assert!(refused.is_empty(), "refused: {refused:#?}");
 
     // Uninstalled, the operator goes; the cluster, its brokers and their claims stay.

@@ -364,6 +364,17 @@ impl ControlPlane {
         Ok(counts)
     }
 
+    /// Requests of `user` the apiserver refused (403) since `since`, as summaries: a test of
+    /// the RBAC Pier ships fails on any.
+    pub fn audit_refused(&self, user: &str, since: &AuditMark) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .audit_events(since, None)?
+            .into_iter()
+            .filter(|e| e.user == user && e.code == 403)
+            .map(|e| e.summary())
+            .collect())
+    }
+
     /// Every audit event between two marks (`to` = now if `None`).
     pub fn audit_events(
         &self,
