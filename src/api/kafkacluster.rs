@@ -86,6 +86,12 @@ pub struct KafkaClusterSpec {
     /// default).
     #[serde(default)]
     pub cruise_control: crate::api::CruiseControlSpec,
+    /// Certificate authorities and certificates, used by TLS listeners.
+    #[serde(default)]
+    pub tls: crate::api::TlsSpec,
+    /// SCRAM users, for SASL listeners.
+    #[serde(default)]
+    pub sasl: crate::api::SaslSpec,
 }
 
 /// Replica moves. A broker removed from the spec is drained (its replicas move to the others)
@@ -204,6 +210,13 @@ pub struct BrokerSpec {
     #[schemars(extend("maxProperties" = 256))]
     #[x_kube(validation = crate::api::config_keys_rule())]
     pub read_only_config: BTreeMap<String, String>,
+    /// Per-broker configuration values read from Secrets (passwords): dynamic keys are set
+    /// live and set again when the Secret changes, read-only ones reach the broker through
+    /// the mounted Secret (a change restarts it). Never written into a ConfigMap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
+    pub config_from: BTreeMap<String, crate::api::ConfigValueFrom>,
     /// Extra volumes of this broker, added to its config group's. Every broker needs at least
     /// one volume, its own or its group's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -333,6 +346,14 @@ pub struct KafkaSpec {
     #[schemars(extend("maxProperties" = 256))]
     #[x_kube(validation = crate::api::config_keys_rule())]
     pub cluster_wide_config: BTreeMap<String, String>,
+    /// Configuration values of every broker read from Secrets (passwords): cluster-wide keys
+    /// are set live as the cluster default, per-broker keys live on each broker, read-only
+    /// keys through the mounted Secret; set again when the Secret changes. Never written into
+    /// a ConfigMap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = crate::api::config_keys_rule())]
+    pub config_from: BTreeMap<String, crate::api::ConfigValueFrom>,
 }
 
 fn default_kafka_image() -> String {
@@ -346,6 +367,7 @@ impl Default for KafkaSpec {
             cluster_id: None,
             read_only_config: BTreeMap::new(),
             cluster_wide_config: BTreeMap::new(),
+            config_from: BTreeMap::new(),
         }
     }
 }
@@ -408,6 +430,7 @@ fn default_internal_listeners() -> Vec<InternalListener> {
             name: "internal".into(),
             port: 9092,
             protocol: SecurityProtocol::Plaintext,
+            client_auth: crate::api::ClientAuth::None,
             used_for_inter_broker: true,
             used_for_controller: false,
         },
@@ -415,6 +438,7 @@ fn default_internal_listeners() -> Vec<InternalListener> {
             name: "controller".into(),
             port: 9093,
             protocol: SecurityProtocol::Plaintext,
+            client_auth: crate::api::ClientAuth::None,
             used_for_inter_broker: false,
             used_for_controller: true,
         },
@@ -432,6 +456,9 @@ pub struct InternalListener {
     pub port: i32,
     #[serde(default)]
     pub protocol: SecurityProtocol,
+    /// With `SSL` or `SASL_SSL`: whether clients must present a certificate.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub client_auth: crate::api::ClientAuth,
     /// Brokers replicate over this listener (exactly one should say so).
     #[serde(default)]
     pub used_for_inter_broker: bool,
@@ -477,6 +504,10 @@ pub struct ExternalListener {
     pub advertised_host: Option<String>,
     #[serde(default)]
     pub protocol: SecurityProtocol,
+    /// With `SSL` or `SASL_SSL`: whether clients must present a certificate (signed by the
+    /// clients CA). Envoy passes TLS through, so the broker checks it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub client_auth: crate::api::ClientAuth,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_source_ranges: Vec<String>,
     /// Annotations of the LoadBalancer Service (not in Pier's prefix).
@@ -582,6 +613,13 @@ pub struct KafkaClusterStatus {
     /// The last value of the `kafka.pier.dev/rebalance` annotation acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance_requested: Option<String>,
+    /// The cluster's CAs and certificates, when a listener uses TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::api::TlsStatus>,
+    /// Which version of each referenced Secret was last applied live (`configFrom` dynamic
+    /// keys, SCRAM users): what → `<secret>@<resourceVersion>`. Versions, never values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied_secrets: BTreeMap<String, String>,
 }
 
 /// What a replica move is for.
@@ -735,4 +773,8 @@ pub struct XdsStatus {
     /// The latest rejection of that version, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }

@@ -2,10 +2,12 @@
 //! are the source of truth; `pier crd` prints the CRD generated from them and `crds/` holds it.
 mod cruise_control;
 mod kafkacluster;
+mod security;
 mod validation;
 
 pub use cruise_control::*;
 pub use kafkacluster::*;
+pub use security::*;
 pub use validation::*;
 
 use kube::CustomResourceExt;

@@ -843,6 +843,8 @@ static EMPTY_STATUS: crate::api::KafkaClusterStatus = crate::api::KafkaClusterSt
     replica_moves: None,
     rebalanced_brokers: None,
     rebalance_requested: None,
+    tls: None,
+    applied_secrets: std::collections::BTreeMap::new(),
 };
 
 /// Removes the finalizer of earlier versions, touching no other finalizer.

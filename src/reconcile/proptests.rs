@@ -136,6 +136,7 @@ fn external(i: usize, sni: bool) -> ExternalListener {
         }),
         advertised_host: None,
         protocol: Default::default(),
+        client_auth: Default::default(),
         load_balancer_source_ranges: Vec::new(),
         annotations: BTreeMap::new(),
     }

@@ -71,6 +71,12 @@ pub struct KafkaOutcome {
     pub replicas_moving: bool,
     /// Volumes being emptied, and the log dirs each broker is known to have.
     pub volumes: super::volumes::VolumeOutcome,
+    /// The cluster's CAs and certificates (when a listener uses TLS).
+    pub tls: Option<crate::api::TlsStatus>,
+    /// A certificate renewal or CA rotation waits for brokers to reload: look again soon.
+    pub tls_pending: bool,
+    /// Referenced Secrets' versions applied live (see `KafkaClusterStatus::applied_secrets`).
+    pub applied_secrets: BTreeMap<String, String>,
 }
 
 /// What the cluster's Envoys took of the xDS snapshot.
@@ -385,10 +391,17 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
             all_acked: envoy.all_acked,
             rejected: envoy.rejected.clone(),
         }),
+        tls: kafka.tls.clone(),
+        applied_secrets: kafka.applied_secrets.clone(),
     };
     // Pods are watched; Kafka and Envoy's ACKs are not.
     let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
-    let requeue = if waiting_on_kafka || !xds_ok || scaling.waiting || removing_volumes {
+    let requeue = if waiting_on_kafka
+        || kafka.tls_pending
+        || !xds_ok
+        || scaling.waiting
+        || removing_volumes
+    {
         Requeue::Soon
     } else {
         Requeue::Idle
