@@ -11,6 +11,7 @@ pub mod pods;
 mod properties;
 pub mod roll;
 pub mod scaling;
+pub mod security;
 mod services;
 pub mod status;
 pub mod volumes;
@@ -141,6 +142,8 @@ pub enum PlanError {
     NoStorage { id: i32 },
     #[error("external access: {0}")]
     External(#[from] ModelError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Plans every object of `kc`.
@@ -160,6 +163,7 @@ pub fn plan(
         return Err(PlanError::NoController);
     }
     properties::check_config_keys(kc)?;
+    security::check(kc)?;
     broker::check(kc, &brokers)?;
     let cluster_id = kc
         .spec
