@@ -9,9 +9,15 @@
 
 mod cert;
 mod error;
+mod plan;
 
 pub use cert::{
     BACKDATE, CaMaterial, CertInfo, DAY, Issuer, Leaf, LeafRequest, generate_ca, issued_by,
     key_matches, normalize_bundle, parse_bundle,
 };
 pub use error::{PkiError, Reason, Result};
+pub use plan::{
+    CA_CRT, CA_KEY, CA_OLD_CRT, CA_OLD_KEY, CaInput, CaKind, CaPhase, CaSource, CaStatus, KEYSTORE,
+    LeafInput, LeafStatus, PHASE, PkiInput, PkiPlan, PkiStatus, SecretData, SecretRole,
+    SecretWrite, Served, TLS_CRT, TLS_KEY, TRUSTSTORE, normalize_serial, plan,
+};
