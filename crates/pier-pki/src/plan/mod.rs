@@ -309,6 +309,14 @@ pub struct PkiPlan {
 pub fn plan(input: &PkiInput) -> PkiPlan {
     let mut out = PkiPlan::default();
     let now = input.now;
+    check_settings(input, &mut out);
+    // The first leaf of each Secret name (a second one is refused below).
+    let mut names = std::collections::BTreeSet::new();
+    let managed: Vec<&LeafInput> = input
+        .leaves
+        .iter()
+        .filter(|l| names.insert(l.secret_name.as_str()))
+        .collect();
     let mut cas: BTreeMap<CaKind, CaState> = BTreeMap::new();
     for kind in CaKind::ALL {
         let ca = ca_input(input, kind);
@@ -323,18 +331,15 @@ pub fn plan(input: &PkiInput) -> PkiPlan {
         if state.phase == CaPhase::Normal {
             continue;
         }
-        let unsettled = input
-            .leaves
+        let unsettled = managed
             .iter()
             .filter(|leaf| leaf.issuer == kind || leaf.trust.contains(&kind))
             .find(|leaf| {
                 let eval = evaluate(leaf, &cas, now);
                 !(eval.reissue.is_empty() && eval.blocked.is_none() && served(leaf))
-            })
-            .map(|leaf| leaf.secret_name.as_str());
-        match unsettled {
-            None => advance.push(kind),
-            Some(name) => cas.get_mut(&kind).expect("both kinds").waiting_on = Some(name.into()),
+            });
+        if unsettled.is_none() {
+            advance.push(kind);
         }
     }
     for kind in advance {
@@ -388,8 +393,25 @@ pub fn plan(input: &PkiInput) -> PkiPlan {
         }
     }
 
-    // Leaves.
+    // Leaves; a second leaf for one Secret is refused (two writes would fight).
+    let mut seen = std::collections::BTreeSet::new();
     for leaf in &input.leaves {
+        if !seen.insert(leaf.secret_name.as_str()) {
+            let reason = format!(
+                "two certificates for Secret {}: only the first is managed",
+                leaf.secret_name
+            );
+            out.errors.push(reason.clone());
+            out.status.leaves.push(LeafStatus {
+                secret_name: leaf.secret_name.clone(),
+                serial: None,
+                not_after: None,
+                issuer_serial: None,
+                served: false,
+                pending_reason: Some(reason),
+            });
+            continue;
+        }
         let status = plan_leaf(leaf, &cas, now, &mut out);
         out.status.leaves.push(status);
     }
@@ -411,7 +433,21 @@ pub fn plan(input: &PkiInput) -> PkiPlan {
             not_after: issuing.map(|c| c.not_after),
             phase: state.phase,
             trusted_serials: trusted.iter().map(|c| c.serial.clone()).collect(),
-            waiting_for: state.waiting_on.clone(),
+            waiting_for: (state.phase != CaPhase::Normal)
+                .then(|| {
+                    managed
+                        .iter()
+                        .filter(|l| l.issuer == kind || l.trust.contains(&kind))
+                        .find(|l| {
+                            out.status
+                                .leaves
+                                .iter()
+                                .find(|s| s.secret_name == l.secret_name)
+                                .is_some_and(|s| !s.served || s.pending_reason.is_some())
+                        })
+                        .map(|l| l.secret_name.clone())
+                })
+                .flatten(),
         });
         if state.phase != CaPhase::Normal {
             out.waiting = true;
@@ -479,8 +515,6 @@ struct CaState {
     fresh: bool,
     /// A rotation step was taken in this plan: no other step of this CA.
     stepped: bool,
-    /// The leaf a rotation step waits for.
-    waiting_on: Option<String>,
 }
 
 impl CaState {
@@ -495,7 +529,6 @@ impl CaState {
             unavailable: None,
             fresh: false,
             stepped: false,
-            waiting_on: None,
         };
         match &ca.source {
             CaSource::Provided { secret } => state.load_provided(secret.as_ref(), out),
@@ -767,6 +800,42 @@ fn same_private(current: Option<&SecretData>, desired: &SecretData) -> bool {
             .collect()
     };
     strip(current) == strip(desired)
+}
+
+/// Settings that work but surely are not what the user meant, as errors.
+fn check_settings(input: &PkiInput, out: &mut PkiPlan) {
+    let window = |what: String, validity: u32, renew: u32| {
+        (renew >= validity).then(|| {
+            format!(
+                "{what}: renewBeforeDays ({renew}) is not less than validityDays ({validity}): renewed one day after issuance"
+            )
+        })
+    };
+    for kind in CaKind::ALL {
+        let ca = ca_input(input, kind);
+        if matches!(ca.source, CaSource::Generated { .. }) {
+            out.errors.extend(window(
+                format!("{kind} CA"),
+                ca.validity_days,
+                ca.renew_before_days,
+            ));
+        }
+    }
+    for leaf in &input.leaves {
+        let name = &leaf.secret_name;
+        out.errors.extend(window(
+            format!("certificate {name}"),
+            leaf.validity_days,
+            leaf.renew_before_days,
+        ));
+        for key in [TLS_CRT, TLS_KEY, KEYSTORE, TRUSTSTORE] {
+            if leaf.extra.contains_key(key) {
+                out.errors.push(format!(
+                    "Secret {name}: extra key {key} ignored: Pier writes it"
+                ));
+            }
+        }
+    }
 }
 
 /// Seconds before expiry at which a certificate is renewed: `renew_before_days`, but always less

@@ -469,6 +469,16 @@ fn a_renewal_window_as_long_as_the_validity_never_loops() {
         "{:?}",
         plans.iter().map(|p| &p.events).collect::<Vec<_>>()
     );
+    let errors = &plans[1].errors;
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert_eq!(
+        errors[0],
+        "cluster CA: renewBeforeDays (90) is not less than validityDays (20): renewed one day after issuance"
+    );
+    assert!(
+        errors[1].starts_with("certificate broker-0: renewBeforeDays (30)"),
+        "{errors:?}"
+    );
     // Renewed one day before expiry (the window shrinks to validity - 1 day).
     let not_after = leaf_cert(&input.leaves[0]).unwrap().not_after;
     input.now = not_after - DAY;
@@ -584,7 +594,55 @@ fn extra_keys_never_override_the_managed_ones() {
     let mut plans = converge(&mut input);
     let last = plans.pop().unwrap();
     assert!(last.writes.is_empty());
+    assert_eq!(
+        last.errors,
+        ["Secret broker-0: extra key tls.crt ignored: Pier writes it"]
+    );
     assert!(leaf_cert(&input.leaves[0]).is_some());
+}
+
+#[test]
+fn a_second_leaf_for_one_secret_is_refused() {
+    let mut input = input();
+    let mut twin = leaf("broker-0", Clients, &[]);
+    twin.request.dns_names = vec!["twin.example".into()];
+    input.leaves.push(twin);
+    let plans = converge(&mut input);
+    let first = &plans[0];
+    assert_eq!(
+        written_leaves(first),
+        ["broker-0", "broker-1", "envoy", "operator"]
+    );
+    assert_eq!(
+        first.errors,
+        ["two certificates for Secret broker-0: only the first is managed"]
+    );
+    assert_eq!(first.status.leaves.len(), 5);
+    assert!(first.status.leaves[4].pending_reason.is_some());
+    assert_eq!(plans.len(), 2, "the first one wins, no flapping");
+    // The refused twin (issued by the clients CA) holds no rotation back.
+    input.clients_ca.force_renew = true;
+    let mut phases = Vec::new();
+    for _ in 0..4 {
+        serve_all(&mut input);
+        let p = plan(&input);
+        input.clients_ca.force_renew = false;
+        phases.push(ca_status(&p, Clients).phase);
+        apply(&mut input, &p);
+    }
+    assert_eq!(
+        phases,
+        [
+            CaPhase::TrustBoth,
+            CaPhase::Reissue,
+            CaPhase::DropOld,
+            CaPhase::Normal
+        ]
+    );
+    assert!(issued_by(
+        &leaf_named(&input, "broker-0").current.as_ref().unwrap()[TLS_CRT],
+        &private(&input, Cluster)[CA_CRT]
+    ));
 }
 
 #[test]
@@ -1054,6 +1112,11 @@ fn a_cluster_ca_rotation_walks_every_step_waiting_for_served_certificates() {
         ]
     );
     assert_eq!(ca_status(&p1, Cluster).phase, CaPhase::TrustBoth);
+    assert_eq!(
+        ca_status(&p1, Cluster).waiting_for.as_deref(),
+        Some("broker-0")
+    );
+    assert_eq!(ca_status(&p1, Clients).waiting_for, None);
     assert!(p1.waiting);
     let before: Vec<String> = ["broker-0", "broker-1", "envoy", "operator"]
         .iter()
@@ -1209,6 +1272,7 @@ fn a_cluster_ca_rotation_walks_every_step_waiting_for_served_certificates() {
         [CA_CRT, CA_KEY]
     );
     assert_eq!(ca_status(&p4, Cluster).phase, CaPhase::Normal);
+    assert_eq!(ca_status(&p4, Cluster).waiting_for, None);
     assert!(!p4.waiting);
     apply(&mut input, &p4);
     let done = plan(&input);
