@@ -1416,8 +1416,9 @@ fn both_cas_rotate_at_once_independently() {
 
 #[test]
 fn a_crash_after_the_ca_write_resumes_from_the_secrets_phase() {
-    // Walk a rotation; at each step, lose every write but the CA Secrets' (a crash right after
-    // them) and plan again: the same phase, the same CAs, and the leaves re-planned for it.
+    // Walk a rotation; at each step, lose every write but the CA private Secret's (a crash right
+    // after it) and plan again: the same phase, the same CAs, the public Secret and the leaves
+    // re-planned for it.
     let mut input = settled();
     input.cluster_ca.force_renew = true;
     for expected in [
@@ -1435,7 +1436,7 @@ fn a_crash_after_the_ca_write_resumes_from_the_secrets_phase() {
             writes: p
                 .writes
                 .iter()
-                .filter(|w| !matches!(w.role, SecretRole::Leaf(_)))
+                .filter(|w| matches!(w.role, SecretRole::CaPrivate(_)))
                 .cloned()
                 .collect(),
             ..PkiPlan::default()
@@ -1459,6 +1460,11 @@ fn a_crash_after_the_ca_write_resumes_from_the_secrets_phase() {
             resumed.events
         );
         assert_eq!(written_leaves(&resumed), written_leaves(&p), "{expected:?}");
+        assert_eq!(
+            roles(&resumed).contains(&SecretRole::CaPublic(Cluster)),
+            roles(&p).contains(&SecretRole::CaPublic(Cluster)),
+            "{expected:?}"
+        );
         apply(&mut crashed, &resumed);
         input = crashed;
     }
