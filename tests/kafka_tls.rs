@@ -285,6 +285,16 @@ async fn tls_mtls_scram_and_a_live_keystore_reload() -> anyhow::Result<()> {
         .await
         .context("keystore reload, symlink swap")?;
     eprintln!("reload, symlink swap: {:?}", step.elapsed());
+    let step = Instant::now();
+    refused_reload(&cluster, &pki, &plain, &logs)
+        .await
+        .context("refused keystore reload")?;
+    eprintln!("refused reload: {:?}", step.elapsed());
+    let step = Instant::now();
+    truststore_reload(&cluster, &pki, &plain)
+        .await
+        .context("truststore reload")?;
+    eprintln!("truststore reload: {:?}", step.elapsed());
     Ok(())
 }
 
@@ -658,6 +668,142 @@ async fn keystore_rewritten_in_place(
     );
     admin.set_server_names(names());
     admin.describe_cluster().await?;
+
+    // Only per broker: the cluster default is refused.
+    let err = plain
+        .incremental_alter_configs(
+            &ConfigResource::BrokerDefault,
+            &[ConfigOp::set(
+                "listener.name.tls.ssl.keystore.location",
+                pki.tls_keystore(1).display().to_string(),
+            )],
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(pier::kafka::codes::INVALID_REQUEST),
+        "{err}"
+    );
+
+    Ok(())
+}
+
+/// SETs `key` (a keystore or truststore location) to `path` on BROKER `id`.
+async fn set_location(plain: &AdminClient, id: i32, key: &str, path: &Path) -> anyhow::Result<()> {
+    plain
+        .incremental_alter_configs(
+            &ConfigResource::Broker(id),
+            &[ConfigOp::set(key, path.display().to_string())],
+            false,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Waits until node `id`'s log holds `needle` at least `times` times.
+async fn wait_for_log(logs: &LogDir, id: i32, needle: &str, times: usize) -> anyhow::Result<()> {
+    let log = logs.path().join("kafka").join(format!("node-{id}.log"));
+    let what = format!("node {id} to log {needle:?} {times} times");
+    wait_for(&what, WAIT, EVERY, || {
+        let log = log.clone();
+        async move {
+            let text = std::fs::read_to_string(&log).ok()?;
+            (text.matches(needle).count() >= times).then_some(())
+        }
+    })
+    .await
+}
+
+/// A certificate that drops a SAN: the SET succeeds, but the broker refuses the reload (only
+/// its log says so) and keeps serving the current certificate. While that file stays, a
+/// reload of another listener of that broker is blocked too; once the file is fixed, one SET
+/// reloads every listener whose file changed.
+async fn refused_reload(
+    cluster: &KafkaCluster,
+    pki: &Pki,
+    plain: &AdminClient,
+    logs: &LogDir,
+) -> anyhow::Result<()> {
+    const REFUSED: &str = "Keystore SubjectAltNames do not match";
+    let tls_key = "listener.name.tls.ssl.keystore.location";
+    let mtls_key = "listener.name.mtls.ssl.keystore.location";
+    let tls_before = served_now(cluster, pki, 1, TLS_PORT).await?;
+    let mtls_before = served_now(cluster, pki, 1, MTLS_PORT).await?;
+    let pids = cluster.pids();
+
+    let narrower = pki.ca.issue(&LeafSpec {
+        common_name: "kafka-1",
+        dns_names: &[&dns_name(1)],
+        server: true,
+        ..LeafSpec::default()
+    })?;
+    std::fs::write(pki.tls_keystore(1), pki.keystore(&narrower))?;
+    set_location(plain, 1, tls_key, &pki.tls_keystore(1)).await?;
+    wait_for_log(logs, 1, REFUSED, 1).await?;
+    assert_eq!(served_now(cluster, pki, 1, TLS_PORT).await?, tls_before);
+
+    // The MTLS listener's renewal is held up by the TLS listener's refused file.
+    let mtls_renewed = pki.broker_cert(1)?;
+    swap_volume(&pki.mtls_volume(1), 3, &pki.keystore(&mtls_renewed))?;
+    set_location(plain, 1, mtls_key, &pki.mtls_volume(1).join("keystore.pem")).await?;
+    wait_for_log(logs, 1, REFUSED, 2).await?;
+    assert_eq!(served_now(cluster, pki, 1, MTLS_PORT).await?, mtls_before);
+
+    // Fixed: one SET (of the TLS listener) reloads both.
+    let tls_renewed = pki.broker_cert(1)?;
+    std::fs::write(pki.tls_keystore(1), pki.keystore(&tls_renewed))?;
+    set_location(plain, 1, tls_key, &pki.tls_keystore(1)).await?;
+    wait_for_served(cluster, pki, 1, TLS_PORT, &der(&tls_renewed.cert)?).await?;
+    wait_for_served(cluster, pki, 1, MTLS_PORT, &der(&mtls_renewed.cert)?).await?;
+    assert_eq!(cluster.pids(), pids, "no broker restarted");
+    Ok(())
+}
+
+/// A listener's truststore reloads the same way: a client certificate from a new CA is
+/// refused until the bundle holds the new CA too and the location is SET again.
+async fn truststore_reload(
+    cluster: &KafkaCluster,
+    pki: &Pki,
+    plain: &AdminClient,
+) -> anyhow::Result<()> {
+    let next = Ca::new("pier-test-clients-ca-2")?;
+    let client = next.issue(&LeafSpec {
+        common_name: "pier-operator",
+        client: true,
+        ..LeafSpec::default()
+    })?;
+    let addr = format!("{}:{MTLS_PORT}", cluster.node(1)?.ip);
+    let options = connect(Transport::Tls(tls(&pki.ca, Some(&client))?), None);
+    let err = BrokerConnection::connect_named(&addr, Some(&dns_name(1)), options.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KafkaError::Tls { .. }), "{err}");
+    std::fs::write(
+        pki.ca_file(),
+        format!("{}{}", pki.ca.cert_pem(), next.cert_pem()),
+    )?;
+    plain
+        .incremental_alter_configs(
+            &ConfigResource::Broker(1),
+            &[ConfigOp::set(
+                "listener.name.mtls.ssl.truststore.location",
+                pki.ca_file().display().to_string(),
+            )],
+            false,
+        )
+        .await?;
+    wait_for("node 1 to accept the new CA's client", WAIT, EVERY, || {
+        let (addr, options) = (addr.clone(), options.clone());
+        async move {
+            let mut conn = BrokerConnection::connect_named(&addr, Some(&dns_name(1)), options)
+                .await
+                .ok()?;
+            conn.metadata(None).await.ok()
+        }
+    })
+    .await?;
     Ok(())
 }
 
