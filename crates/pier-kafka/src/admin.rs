@@ -1032,6 +1032,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn new_names_or_connect_options_replace_the_cached_connections() {
+        let a = cluster_broker(&[]).await;
+        let b = cluster_broker(&[]).await;
+        let admin = AdminClient::new([(1, a.addr.clone()), (2, b.addr.clone())], quick());
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!((a.connections(), b.connections()), (1, 1));
+
+        admin.set_server_names([(2, "kafka-2.example".to_string())]);
+        assert_eq!(
+            admin.server_names(),
+            BTreeMap::from([(2, "kafka-2.example".to_string())])
+        );
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!(
+            (a.connections(), b.connections()),
+            (1, 2),
+            "only the renamed node reconnects"
+        );
+        admin.set_nodes([(1, a.addr.clone()), (2, b.addr.clone())]);
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!(b.connections(), 2, "set_nodes keeps the names");
+
+        admin.set_connect_options(admin.connect_options());
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        assert_eq!(a.connections(), 1, "same options: connections kept");
+        admin.set_connect_options(ConnectOptions {
+            client_id: "pier-2".into(),
+            ..admin.connect_options()
+        });
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!((a.connections(), b.connections()), (2, 3));
+        assert_eq!(admin.connect_options().client_id, "pier-2");
+    }
+
+    #[tokio::test]
     async fn topics_with_retriable_errors_are_retried_alone() {
         let broker = fake_broker(&[(ApiKey::CreateTopics, 7)], |req| {
             let r: CreateTopicsRequest = req.decode();
