@@ -521,6 +521,7 @@ async fn scram(cluster: &KafkaCluster, pki: &Pki, plain: &AdminClient) -> anyhow
     .unwrap_err();
     assert!(matches!(err, KafkaError::Authentication { .. }), "{err}");
     assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
+    eprintln!("mechanism not enabled: {err}");
 
     // A changed credential: the old password is refused, the new one accepted.
     plain

@@ -89,10 +89,17 @@ impl BrokerConnection {
         let response = self.send(&handshake).await?;
         if response.error_code != 0 {
             let enabled: Vec<String> = response.mechanisms.iter().map(|m| m.to_string()).collect();
-            let code = KafkaError::broker(self.addr(), "SaslHandshake", response.error_code, None);
+            let name = match KafkaError::broker(self.addr(), "", response.error_code, None) {
+                KafkaError::Broker { name, .. } => name,
+                _ => String::new(),
+            };
             return Err(refused(
                 self.addr(),
-                format!("{code}; the listener enables {enabled:?}"),
+                format!(
+                    "SaslHandshake answered error code {} ({name}); the listener enables {}",
+                    response.error_code,
+                    enabled.join(", ")
+                ),
             ));
         }
         let lifetime_ms = match sasl.mechanism.scram() {
