@@ -212,6 +212,11 @@ fn listener_properties(pki: &Pki) -> Vec<(String, String)> {
             "listener.name.scramplain.scram-sha-256.sasl.jaas.config".into(),
             "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
         ),
+        // Sessions end after 6 s unless re-authenticated (KIP-368).
+        (
+            "listener.name.scramplain.scram-sha-256.connections.max.reauth.ms".into(),
+            "6000".into(),
+        ),
     ];
     for l in ["tls", "mtls", "scram"] {
         props.push((format!("listener.name.{l}.ssl.keystore.type"), "PEM".into()));
@@ -498,6 +503,27 @@ async fn scram(cluster: &KafkaCluster, pki: &Pki, plain: &AdminClient) -> anyhow
     assert!(matches!(err, KafkaError::Authentication { .. }), "{err}");
     assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
     eprintln!("wrong password: {err}");
+
+    // A session the broker limits (6 s): the connection reports itself done shortly before
+    // the end, and the admin client opens a new one.
+    let node = cluster.node(1)?;
+    let conn = BrokerConnection::connect_named(
+        &format!("{}:{SCRAM_PLAIN_PORT}", node.ip),
+        None,
+        connect(Transport::Plaintext, Some(sha256("first"))),
+    )
+    .await?;
+    assert!(!conn.is_broken());
+    wait_for("the limited session to end", WAIT, EVERY, || {
+        let broken = conn.is_broken();
+        async move { broken.then_some(()) }
+    })
+    .await?;
+    let admin256 = AdminClient::new(
+        addrs(cluster, SCRAM_PLAIN_PORT),
+        options(connect(Transport::Plaintext, Some(sha256("first")))),
+    );
+    admin256.describe_cluster().await?;
 
     // The admin client over SASL_SSL.
     let admin = AdminClient::new(
