@@ -20,6 +20,7 @@ pub enum Reason {
     RollFinished,
     ReplicaMoves,
     LogDirMoves,
+    Certificates,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -34,6 +35,7 @@ pub enum Reason {
     LogDirMoveFailed,
     VolumeRemovalRefused,
     CruiseControlFailed,
+    CertificatesFailed,
 }
 
 impl Reason {
@@ -58,6 +60,8 @@ impl Reason {
             Reason::LogDirMoveFailed => "LogDirMoveFailed",
             Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
             Reason::CruiseControlFailed => "CruiseControlFailed",
+            Reason::Certificates => "Certificates",
+            Reason::CertificatesFailed => "CertificatesFailed",
         }
     }
 }

@@ -102,6 +102,15 @@ impl Operator {
         }
     }
 
+    /// The controller's metrics in Prometheus' text format.
+    pub fn metrics(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.ctx.register(&mut registry);
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
     /// Listener names of a node group's xDS snapshot.
     pub fn listeners(&self, group: &str) -> Vec<String> {
         self.ctx
@@ -430,20 +439,39 @@ impl VerifiableProducer {
         bootstrap: &str,
         topic: &str,
     ) -> anyhow::Result<Self> {
-        let config = logs.path().join("producer.properties");
+        Self::start_with(logs, "verifiable-producer", bootstrap, topic, "", None)
+    }
+
+    /// [`Self::start`] with extra producer properties (TLS settings, say) and JVM options (a
+    /// hosts file), its files named after `name`.
+    pub fn start_with(
+        logs: &pier_testenv::LogDir,
+        name: &str,
+        bootstrap: &str,
+        topic: &str,
+        extra_properties: &str,
+        jvm_options: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let config = logs.path().join(format!("{name}.properties"));
         std::fs::write(
             &config,
-            "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n",
+            format!(
+                "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n{extra_properties}"
+            ),
         )?;
-        let out = logs.path().join("verifiable-producer.jsonl");
-        let child = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?
+        let out = logs.path().join(format!("{name}.jsonl"));
+        let mut tool = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?;
+        if let Some(opts) = jvm_options {
+            tool.env("KAFKA_JVM_OPTS", opts);
+        }
+        let child = tool
             .args(["--bootstrap-server", bootstrap, "--topic", topic])
             .args(["--throughput", "100", "--acks", "-1"])
             .arg("--producer.config")
             .arg(&config)
             .stdout(std::fs::File::create(&out)?)
             .stderr(std::fs::File::create(
-                logs.path().join("verifiable-producer.stderr"),
+                logs.path().join(format!("{name}.stderr")),
             )?)
             .kill_on_drop(true)
             .spawn()?;

@@ -56,6 +56,12 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
+# Secrets: Pier's own (the clusters' CAs and certificates) watched (list, watch), created and
+# updated (create, patch); Secrets a spec references (a provided CA, configFrom values, SCRAM
+# passwords) read by name (get).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch]
 # Events on KafkaClusters (kube-rs' recorder creates them and patches a repeated one).
 - apiGroups: [events.k8s.io]
   resources: [events]
