@@ -524,15 +524,28 @@ pub async fn reload(
         if !reachable.contains_key(&b.id) {
             continue;
         }
+        // The value the broker has is set again (what its file says; the same path anywhere
+        // the Pod's files are where the Pod spec mounts them).
+        let resource = crate::kafka::ConfigResource::Broker(b.id);
+        let current: BTreeMap<String, String> = match admin.describe_configs(&resource).await {
+            Ok(entries) => entries
+                .into_iter()
+                .filter_map(|e| Some((e.name, e.value?)))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(broker = b.id, error = %e, "cannot read the broker's store locations");
+                continue;
+            }
+        };
         let ops: Vec<crate::kafka::ConfigOp> = security::reload_keys(kc, b)
             .iter()
-            .map(|(k, v)| crate::kafka::ConfigOp::set(k, v))
+            .map(|(k, planned)| crate::kafka::ConfigOp::set(k, current.get(k).unwrap_or(planned)))
             .collect();
         if ops.is_empty() {
             continue;
         }
         match admin
-            .incremental_alter_configs(&crate::kafka::ConfigResource::Broker(b.id), &ops, false)
+            .incremental_alter_configs(&resource, &ops, false)
             .await
         {
             Ok(()) => tracing::info!(broker = b.id, "asked the broker to reload its certificate"),
