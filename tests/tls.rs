@@ -4,7 +4,8 @@
 //! client that knows only `bootstrap.<domain>` and the CA (kcat, Kafka's Java producer, Pier's
 //! Rust client), a listener that requires client certificates, and certificates renewed live
 //! under a running producer: no broker restarted, the new certificate served; then the
-//! cluster CA rotated with clients that trust old and new during the overlap.
+//! cluster CA rotated under a producer that trusts old and new during the overlap, after which
+//! only the new CA verifies.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -438,6 +439,105 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
     producer.wait_acked(acked_at_renewal + 200).await?;
     let acked = producer.finish().await?;
     assert!(acked.len() > acked_at_renewal);
+    assert_eq!(
+        uids(&broker_pods(&client, NS, NAME).await?),
+        before,
+        "no broker restarted"
+    );
+
+    // The cluster CA rotated: clients that take the bundle of old and new during the overlap
+    // keep producing through every step; afterwards only the new CA verifies the brokers.
+    let cluster_ca = |s: &pier::api::KafkaClusterStatus| {
+        s.tls
+            .as_ref()
+            .and_then(|t| t.cas.iter().find(|c| c.kind == "cluster").cloned())
+    };
+    let old_ca = cluster_ca(&status(&client).await?).expect("cluster CA in status");
+    annotate(&client, "kafka.pier.dev/renew-cluster-ca", "1").await?;
+    let overlap = wait_for(
+        "the rotation to trust old and new",
+        WAIT,
+        Duration::from_millis(200),
+        || async {
+            let ca = cluster_ca(&status(&client).await.ok()?)?;
+            (ca.trusted.len() == 2 && ca.trusted.contains(&old_ca.serial)).then_some(ca)
+        },
+    )
+    .await?;
+    assert!(
+        ["trust-both", "reissue"].contains(&overlap.phase.as_str()),
+        "{overlap:?}"
+    );
+    let bundle = secret_key(&client, &format!("{NAME}-cluster-ca-cert"), "ca.crt").await?;
+    assert_eq!(
+        pier_pki::parse_bundle(&bundle)?.len(),
+        2,
+        "the public bundle holds old and new"
+    );
+    let bundle_file = logs.path().join("bundle.pem");
+    std::fs::write(&bundle_file, &bundle)?;
+    let producer = VerifiableProducer::start_with(
+        &logs,
+        "rotation-producer",
+        &bootstrap,
+        TOPIC,
+        &format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            bundle_file.display()
+        ),
+        Some(&format!("-Djdk.net.hosts.file={}", hosts.display())),
+    )?;
+    producer.wait_acked(100).await?;
+    let phases = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let rotated = wait_for(
+        "the rotation to finish",
+        WAIT,
+        Duration::from_millis(200),
+        || async {
+            let s = status(&client).await.ok()?;
+            let ca = cluster_ca(&s)?;
+            phases.lock().ok()?.insert(ca.phase.clone());
+            let all_served = s.tls.as_ref()?.certificates.iter().all(|c| c.served);
+            (ca.phase.is_empty()
+                && ca.serial != old_ca.serial
+                && ca.trusted.len() == 1
+                && all_served)
+                .then_some(ca)
+        },
+    )
+    .await?;
+    let seen = phases.into_inner().unwrap_or_default();
+    assert!(
+        seen.contains("drop-old") || seen.contains("reissue"),
+        "phases seen: {seen:?}"
+    );
+    let acked_at_rotation = producer.outcomes()?.0.len();
+    producer.wait_acked(acked_at_rotation + 100).await?;
+    producer.finish().await?;
+    let new_ca = secret_key(&client, &format!("{NAME}-cluster-ca-cert"), "ca.crt").await?;
+    let new_infos = pier_pki::parse_bundle(&new_ca)?;
+    assert_eq!(new_infos.len(), 1);
+    assert_eq!(new_infos[0].serial, rotated.serial);
+    let new_file = logs.path().join("new-ca.pem");
+    std::fs::write(&new_file, &new_ca)?;
+    let names = wait_for(
+        "kcat with the new CA",
+        WAIT,
+        Duration::from_secs(2),
+        || async {
+            kcat_brokers(&hosts, &bootstrap, &tls_args(&new_file, None))
+                .await
+                .ok()
+                .filter(|n| n.len() == 3)
+        },
+    )
+    .await?;
+    assert_eq!(names.len(), 3);
+    let refused = kcat_brokers(&hosts, &bootstrap, &tls).await;
+    assert!(
+        refused.is_err(),
+        "only the old CA no longer verifies: {refused:?}"
+    );
     assert_eq!(
         uids(&broker_pods(&client, NS, NAME).await?),
         before,
