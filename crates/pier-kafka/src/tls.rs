@@ -53,6 +53,9 @@ impl std::fmt::Debug for TlsOptions {
 pub struct TlsConfig {
     options: TlsOptions,
     config: Arc<rustls::ClientConfig>,
+    /// The same without session resumption: a resumed TLS 1.3 session carries no certificate,
+    /// rustls reports the one from the first session, so [`served_certificate`] never resumes.
+    fresh: Arc<rustls::ClientConfig>,
 }
 
 impl PartialEq for TlsConfig {
@@ -114,10 +117,17 @@ impl TlsConfig {
                 ));
             }
         };
+        let mut fresh = config.clone();
+        fresh.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig {
             options,
             config: Arc::new(config),
+            fresh: Arc::new(fresh),
         })
+    }
+
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
     }
 
     pub fn options(&self) -> &TlsOptions {
@@ -152,11 +162,11 @@ pub(crate) fn server_name(
 pub(crate) async fn connect_tls(
     addr: &str,
     name: ServerName<'static>,
-    tls: &TlsConfig,
+    config: Arc<rustls::ClientConfig>,
     within: Duration,
 ) -> Result<TlsStream<TcpStream>, KafkaError> {
     let tcp = connect_tcp(addr, within).await?;
-    let connector = TlsConnector::from(tls.config.clone());
+    let connector = TlsConnector::from(config);
     match timeout(within, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(KafkaError::io(addr, "TLS handshake", e)),
@@ -169,9 +179,14 @@ pub(crate) async fn connect_tls(
 }
 
 /// The leaf certificate (DER) the TLS listener at `addr` serves now, verified against `tls`'s
-/// trust bundle and `server_name` (default: the host of `addr`). A fresh connection each time,
-/// so after a keystore reload it shows the new certificate. Only the handshake is done: the
-/// listener may require a client certificate (`tls` may carry one) or SASL after it.
+/// trust bundle and `server_name` (default: the host of `addr`). A new connection and a full
+/// handshake (never a resumed session) each time. Only the handshake is done: the listener may
+/// require a client certificate (`tls` may carry one) or SASL after it.
+///
+/// Kafka holds one TLS context per listener and network thread (`num.network.threads`),
+/// reloads them one after the other, and hands new connections to the threads in turn: to
+/// confirm a keystore reload, see the new certificate on at least `num.network.threads`
+/// consecutive handshakes (one is not enough: the next may still get the old one).
 pub async fn served_certificate(
     addr: &str,
     server_name: Option<&str>,
@@ -179,7 +194,7 @@ pub async fn served_certificate(
     within: Duration,
 ) -> Result<Vec<u8>, KafkaError> {
     let name = self::server_name(addr, server_name)?;
-    let stream = connect_tls(addr, name, tls, within).await?;
+    let stream = connect_tls(addr, name, tls.fresh.clone(), within).await?;
     let (_, session) = stream.get_ref();
     session
         .peer_certificates()
