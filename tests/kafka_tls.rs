@@ -7,7 +7,7 @@
 //! | TLS        | 9094 | SSL            | PEM keystore file rewritten in place       |
 //! | MTLS       | 9095 | SSL            | `ssl.client.auth=required`, kubelet-style symlinked keystore |
 //! | SCRAM      | 9096 | SASL_SSL       | SCRAM-SHA-512                              |
-//! | SCRAMPLAIN | 9097 | SASL_PLAINTEXT | SCRAM-SHA-256                              |
+//! | SCRAMPLAIN | 9097 | SASL_PLAINTEXT | SCRAM-SHA-256, and PLAIN (user in the JAAS config) |
 //!
 //! Broker certificates name `kafka-<id>.kafka.test` and the node's IP.
 use std::collections::BTreeMap;
@@ -206,7 +206,13 @@ fn listener_properties(pki: &Pki) -> Vec<(String, String)> {
         ),
         (
             "listener.name.scramplain.sasl.enabled.mechanisms".into(),
-            "SCRAM-SHA-256".into(),
+            "SCRAM-SHA-256,PLAIN".into(),
+        ),
+        (
+            "listener.name.scramplain.plain.sasl.jaas.config".into(),
+            "org.apache.kafka.common.security.plain.PlainLoginModule required \
+             user_carol=\"carol-secret\";"
+                .into(),
         ),
         (
             "listener.name.scramplain.scram-sha-256.sasl.jaas.config".into(),
@@ -509,6 +515,22 @@ async fn scram(cluster: &KafkaCluster, pki: &Pki, plain: &AdminClient) -> anyhow
     assert!(matches!(err, KafkaError::Authentication { .. }), "{err}");
     assert!(err.to_string().contains("SCRAM-SHA-512"), "{err}");
     eprintln!("wrong password: {err}");
+
+    // PLAIN (the broker's JAAS config holds the user).
+    let plain_addr = format!("{}:{SCRAM_PLAIN_PORT}", cluster.node(1)?.ip);
+    let carol = |pw: &str| {
+        connect(
+            Transport::Plaintext,
+            Some(scram_login("carol", pw, SaslMechanism::Plain)),
+        )
+    };
+    let mut conn = BrokerConnection::connect(&plain_addr, carol("carol-secret")).await?;
+    conn.metadata(None).await?;
+    let err = BrokerConnection::connect(&plain_addr, carol("wrong"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KafkaError::Authentication { .. }), "{err}");
+    eprintln!("PLAIN, wrong password: {err}");
 
     // A session the broker limits (6 s): the connection reports itself done shortly before
     // the end, and the admin client opens a new one.
