@@ -19,7 +19,7 @@ use anyhow::Context;
 use pier::kafka::{
     AdminClient, AdminOptions, BrokerConnection, ConfigOp, ConfigResource, ConnectOptions,
     KafkaError, SaslMechanism, SaslOptions, ScramMechanism, TlsConfig, TlsOptions, Transport,
-    certificate_serial, served_certificate,
+    certificate_serial, served_certificate, served_certificates,
 };
 use pier_testenv::kafka::{BROKER_PORT, CONTROLLER_PORT, KafkaOptions};
 use pier_testenv::pki::{Ca, CertPem, LeafSpec};
@@ -646,13 +646,8 @@ async fn served_samples(
         ..LeafSpec::default()
     })?;
     let tls = tls(&pki.ca, Some(&client))?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(
-            served_certificate(&addr, Some(&dns_name(id)), &tls, Duration::from_secs(5)).await?,
-        );
-    }
-    Ok(out)
+    let within = Duration::from_secs(5);
+    Ok(served_certificates(&addr, Some(&dns_name(id)), &tls, within, n).await?)
 }
 
 /// Waits until node `id`'s listener on `port` serves `want` (DER) on twice as many
@@ -707,6 +702,15 @@ async fn keystore_rewritten_in_place(
     let pids = cluster.pids();
     let old = &served[&(1, TLS_PORT)];
     assert_eq!(&served_now(cluster, pki, 1, TLS_PORT).await?, old);
+    let (addr1, within) = (
+        format!("{}:{TLS_PORT}", cluster.node(1)?.ip),
+        Duration::from_secs(5),
+    );
+    let probe = tls(&pki.ca, None)?;
+    assert_eq!(
+        &served_certificate(&addr1, Some(&dns_name(1)), &probe, within).await?,
+        old
+    );
 
     let renewed = pki.broker_cert(1)?;
     let new = der(&renewed.cert)?;
@@ -736,6 +740,11 @@ async fn keystore_rewritten_in_place(
     );
     let now = served_now(cluster, pki, 1, TLS_PORT).await?;
     assert_eq!(certificate_serial(&now), new_serial);
+    // One TlsConfig reused before and after, as the operator caches it: the new certificate.
+    assert_eq!(
+        served_certificate(&addr1, Some(&dns_name(1)), &probe, within).await?,
+        new
+    );
     // Per broker: node 2 still serves its own, unchanged certificate.
     assert_eq!(
         &served_now(cluster, pki, 2, TLS_PORT).await?,

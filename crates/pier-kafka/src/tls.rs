@@ -53,8 +53,10 @@ impl std::fmt::Debug for TlsOptions {
 pub struct TlsConfig {
     options: TlsOptions,
     config: Arc<rustls::ClientConfig>,
-    /// The same without session resumption: a resumed TLS 1.3 session carries no certificate,
-    /// rustls reports the one from the first session, so [`served_certificate`] never resumes.
+    /// The same without session resumption, for [`served_certificate`]: a resumed session
+    /// carries no certificate (rustls would report the one of the session resumed), so a
+    /// probe of what is served always does a full handshake. (Kafka 4.1 was not seen to
+    /// resume across a keystore reload anyway: the reload makes a new SSL context.)
     fresh: Arc<rustls::ClientConfig>,
 }
 
@@ -201,6 +203,24 @@ pub async fn served_certificate(
         .and_then(|chain| chain.first())
         .map(|leaf| leaf.as_ref().to_vec())
         .ok_or_else(|| KafkaError::malformed(addr, "TLS handshake", "no server certificate"))
+}
+
+/// The leaf certificates of `handshakes` consecutive [`served_certificate`] handshakes, in
+/// order. With `handshakes` >= the broker's `num.network.threads` on an otherwise quiet
+/// listener, every network thread's TLS context answered once: all equal to the certificate
+/// just written means the reload reached all of them.
+pub async fn served_certificates(
+    addr: &str,
+    server_name: Option<&str>,
+    tls: &TlsConfig,
+    within: Duration,
+    handshakes: usize,
+) -> Result<Vec<Vec<u8>>, KafkaError> {
+    let mut out = Vec::with_capacity(handshakes);
+    for _ in 0..handshakes {
+        out.push(served_certificate(addr, server_name, tls, within).await?);
+    }
+    Ok(out)
 }
 
 /// The serial number of a DER X.509 certificate: its magnitude, big-endian, without leading
