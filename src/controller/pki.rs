@@ -33,6 +33,8 @@ pub const RENEW_CLIENTS_CA_ANNOTATION: &str = "kafka.pier.dev/renew-clients-ca";
 const RENEWED_FOR_ANNOTATION: &str = "kafka.pier.dev/renewed-for";
 /// How long asking a broker for its certificate may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Handshakes that must all see the new certificate (twice Kafka's default network threads).
+const PROBE_HANDSHAKES: usize = 6;
 
 /// What the PKI did this reconcile.
 #[derive(Debug, Clone, Default)]
@@ -387,10 +389,27 @@ async fn served(
     };
     let ns = kc.namespace().unwrap_or_default();
     let host = names::broker_host(kc, &ns, b.id, &settings.cluster_domain);
-    match crate::kafka::served_certificate(&format!("{ip}:{port}"), Some(&host), tls, PROBE_TIMEOUT)
-        .await
+    // Kafka reloads each network thread's TLS context in turn and hands connections to the
+    // threads in turn: a reload is done when several handshakes in a row see one certificate.
+    match crate::kafka::served_certificates(
+        &format!("{ip}:{port}"),
+        Some(&host),
+        tls,
+        PROBE_TIMEOUT,
+        PROBE_HANDSHAKES,
+    )
+    .await
     {
-        Ok(der) => Served::Running(crate::kafka::certificate_serial(&der).map(|s| serial_hex(&s))),
+        Ok(certs) => {
+            let serials: std::collections::BTreeSet<Option<String>> = certs
+                .iter()
+                .map(|der| crate::kafka::certificate_serial(der).map(|s| serial_hex(&s)))
+                .collect();
+            match serials.into_iter().collect::<Vec<_>>().as_slice() {
+                [one] => Served::Running(one.clone()),
+                _ => Served::Running(None),
+            }
+        }
         Err(e) => {
             tracing::debug!(broker = b.id, error = %e, "cannot ask the broker for its certificate");
             Served::Running(None)
