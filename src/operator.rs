@@ -29,6 +29,10 @@ pub struct OperatorOptions {
     pub settings: Settings,
     /// Compete for a Lease before reconciling; `None` runs as the only replica.
     pub leader_election: Option<LeaseConfig>,
+    /// Serve xDS over TLS with client certificates; plaintext when absent.
+    pub xds_tls: Option<crate::listen::XdsTlsFiles>,
+    /// The admin endpoint's bearer token file; no token asked for when absent.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,10 @@ pub enum OperatorError {
     Leader(LeaderError),
     #[error(transparent)]
     Listen(#[from] crate::listen::ListenError),
+    #[error("xDS TLS: {0}")]
+    XdsTls(#[from] crate::xds::tls::TlsError),
+    #[error(transparent)]
+    AdminToken(#[from] crate::admin::TokenError),
 }
 
 /// How long a stopping leader tries to hand its Lease over before it gives up on it (the Lease
@@ -89,6 +97,12 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         }
         None => None,
     };
+    let xds_tls = crate::listen::xds_tls(options.xds_tls.as_ref(), options.xds_listen)?;
+    let admin_token = options
+        .admin_token_file
+        .as_deref()
+        .map(crate::admin::AdminToken::from_file)
+        .transpose()?;
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
     // The xDS port is open on the leader only: an Envoy that reaches a stand-by is refused at
@@ -98,6 +112,10 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let admin_listener = crate::listen::bind(options.metrics_listen, "metrics").await?;
     let health = Arc::new(Health::default());
     let ctx = Context::new(client.clone(), cache.clone(), options.settings);
+    if let Some(tls) = &xds_tls {
+        // The controller registers each KafkaCluster's CA for its node group here.
+        let _ = ctx.xds_trust.set(tls.trust().clone());
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     ctx.register(&mut registry);
@@ -108,6 +126,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         cache.clone(),
         registry,
         health.clone(),
+        admin_token,
     ));
     let leader_pod = LeaderPod::from_env(&client);
     let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -140,12 +159,12 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             Ok(l) => l,
             Err(e) => return Ended::Failed(e.into()),
         };
-        let cache = cache.clone();
+        let (cache, tls) = (cache.clone(), xds_tls.clone());
         xds = Some(tokio::spawn(async move {
             let stop = async {
                 let _ = xds_stopped.await;
             };
-            if let Err(e) = crate::shutdown::serve_xds(listener, cache, stop).await {
+            if let Err(e) = crate::shutdown::serve_xds(listener, cache, tls, stop).await {
                 tracing::error!(error = %e, "xDS server failed");
             }
         }));

@@ -1,6 +1,8 @@
 //! The Envoy Deployment in front of the brokers, its bootstrap ConfigMap and its
 //! PodDisruptionBudget. The Pod template holds no config hash: Envoy's Kafka config comes over
-//! xDS, so broker changes never roll Envoy.
+//! xDS, so broker changes never roll Envoy. With `Settings::xds_tls` Envoy dials xDS over TLS
+//! with the client certificate of the Secret [`names::envoy_xds_tls`], mounted at
+//! [`XDS_TLS_DIR`].
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
@@ -8,7 +10,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, TCPSocketAction,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,14 +25,47 @@ use crate::api::{KafkaCluster, is_pier_key};
 /// `envoy/bootstrap.yaml`, the one bootstrap every Pier-driven Envoy uses.
 pub const ENVOY_BOOTSTRAP_TEMPLATE: &str = include_str!("../../envoy/bootstrap.yaml");
 
-/// The bootstrap pointed at Pier's xDS server at `xds_address` (`host:port`).
-pub fn envoy_bootstrap(xds_address: &str) -> String {
+/// Where the Envoy container finds its xDS client certificate (`tls.crt`, `tls.key`) and the
+/// CA of the xDS server's certificate (`xds-ca.crt`).
+pub const XDS_TLS_DIR: &str = "/etc/pier/xds-tls";
+
+/// The bootstrap pointed at Pier's xDS server at `xds_address` (`host:port`); with `tls`, over
+/// TLS with the client certificate in [`XDS_TLS_DIR`], verifying that the server's certificate
+/// names `host`.
+pub fn envoy_bootstrap(xds_address: &str, tls: bool) -> String {
     let (host, port) = xds_address
         .rsplit_once(':')
         .unwrap_or((xds_address, "18000"));
-    ENVOY_BOOTSTRAP_TEMPLATE.replace(
+    let text = ENVOY_BOOTSTRAP_TEMPLATE.replace(
         "address: 127.0.0.1, port_value: 18000",
         &format!("address: {host}, port_value: {port}"),
+    );
+    if !tls {
+        return text;
+    }
+    // The xDS cluster is the template's last; its transport socket goes before its endpoints.
+    let socket = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}
+        common_tls_context:
+          alpn_protocols: [h2]
+          tls_certificates:
+          - certificate_chain: {{filename: {XDS_TLS_DIR}/tls.crt}}
+            private_key: {{filename: {XDS_TLS_DIR}/tls.key}}
+          validation_context:
+            trusted_ca: {{filename: {XDS_TLS_DIR}/xds-ca.crt}}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {{exact: {host}}}
+"#
+    );
+    text.replacen(
+        "    load_assignment:\n      cluster_name: pier_xds",
+        &format!("{socket}    load_assignment:\n      cluster_name: pier_xds"),
+        1,
     )
 }
 
@@ -50,13 +86,13 @@ pub fn bootstrap_config_map(kc: &KafkaCluster, namespace: &str, settings: &Setti
         },
         data: Some(BTreeMap::from([(
             "bootstrap.yaml".to_string(),
-            envoy_bootstrap(&settings.xds_address),
+            envoy_bootstrap(&settings.xds_address, settings.xds_tls),
         )])),
         ..Default::default()
     }
 }
 
-pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
+pub fn deployment(kc: &KafkaCluster, namespace: &str, settings: &Settings) -> Deployment {
     let spec = &kc.spec.envoy;
     let labels = envoy_labels(kc);
     let selector = BTreeMap::from([
@@ -73,6 +109,36 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
         });
     }
     let probe_port = kc.spec.listeners.external.first().map(|l| l.bootstrap_port);
+    let mut mounts = vec![VolumeMount {
+        name: "bootstrap".into(),
+        mount_path: "/etc/envoy".into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "bootstrap".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::envoy_bootstrap(kc),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if settings.xds_tls {
+        mounts.push(VolumeMount {
+            name: "xds-tls".into(),
+            mount_path: XDS_TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: "xds-tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::envoy_xds_tls(kc)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let annotations: BTreeMap<String, String> = spec
         .annotations
         .iter()
@@ -134,12 +200,7 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
                         }]),
                         ports: Some(ports),
                         resources: spec.resources.clone(),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "bootstrap".into(),
-                            mount_path: "/etc/envoy".into(),
-                            read_only: Some(true),
-                            ..Default::default()
-                        }]),
+                        volume_mounts: Some(mounts),
                         // Envoy opens its listeners once it has its config over xDS.
                         readiness_probe: probe_port.map(|port| Probe {
                             tcp_socket: Some(TCPSocketAction {
@@ -151,14 +212,7 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str) -> Deployment {
                         }),
                         ..Default::default()
                     }],
-                    volumes: Some(vec![Volume {
-                        name: "bootstrap".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: names::envoy_bootstrap(kc),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     termination_grace_period_seconds: Some(45),
                     ..Default::default()
                 }),

@@ -56,6 +56,9 @@ pub struct Settings {
     pub xds_address: String,
     /// Kubernetes cluster DNS domain.
     pub cluster_domain: String,
+    /// Envoys reach the xDS server over TLS with a client certificate (their Deployment
+    /// mounts the Secret [`names::envoy_xds_tls`]).
+    pub xds_tls: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
         Self {
             xds_address: "pier-xds.pier-system.svc:18000".into(),
             cluster_domain: "cluster.local".into(),
+            xds_tls: false,
         }
     }
 }
@@ -249,7 +253,9 @@ pub fn plan(
         desired
             .config_maps
             .push(envoy::bootstrap_config_map(kc, &namespace, settings));
-        desired.deployments.push(envoy::deployment(kc, &namespace));
+        desired
+            .deployments
+            .push(envoy::deployment(kc, &namespace, settings));
         desired
             .disruption_budgets
             .extend(envoy::disruption_budget(kc, &namespace));
