@@ -28,7 +28,7 @@ use crate::model::{ExternalAccess, ModelError};
 use crate::xds::{EnvoyResources, translate};
 
 pub use broker::{CONFIG_DIR, EffectiveBroker, effective_brokers};
-pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, envoy_bootstrap};
+pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, XDS_TLS_DIR, envoy_bootstrap};
 pub use properties::server_properties;
 
 /// What the controller observed besides the KafkaCluster itself.
