@@ -33,3 +33,32 @@ fn unknown_arguments_are_rejected_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
+
+#[test]
+fn xds_tls_flags_come_together() {
+    let out = pier(&["xds", "--config", "x.yaml", "--xds-tls-cert", "tls.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-tls-key"), "{text}");
+
+    let out = pier(&["operator", "--xds-client-ca", "ca.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-tls-cert"), "{text}");
+}
+
+#[test]
+fn pier_xds_with_tls_needs_a_client_ca() {
+    let out = pier(&[
+        "xds",
+        "--config",
+        "x.yaml",
+        "--xds-tls-cert",
+        "tls.crt",
+        "--xds-tls-key",
+        "tls.key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-client-ca"), "{text}");
+}

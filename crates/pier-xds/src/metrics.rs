@@ -33,6 +33,8 @@ pub enum RefusalReason {
     GroupMismatch,
     /// TLS: the client's certificate chain is not trusted (refused in the handshake).
     Untrusted,
+    /// TLS: too many handshakes in progress; the connection was closed before its handshake.
+    TooManyHandshakes,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -81,6 +81,8 @@ pub struct Limits {
     pub drain_timeout: Duration,
     /// Time a TLS client has to complete its handshake.
     pub tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; connections beyond are closed at once.
+    pub max_tls_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -94,6 +96,7 @@ impl Default for Limits {
             max_request_bytes: 4 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
             tls_handshake_timeout: Duration::from_secs(10),
+            max_tls_handshakes: 256,
         }
     }
 }
@@ -480,12 +483,7 @@ pub async fn serve_with(
     let _reloading = tls
         .clone()
         .map(|tls| AbortOnDrop(tokio::spawn(tls.watch())));
-    let incoming = crate::tls::incoming(
-        listener,
-        tls,
-        limits.tls_handshake_timeout,
-        cache.metrics().clone(),
-    );
+    let incoming = crate::tls::incoming(listener, tls, &limits, cache.metrics().clone());
     let server = tonic::transport::Server::builder()
         // Envoy keeps one long-lived stream; keepalives notice a dead peer behind a NAT or LB.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -773,8 +771,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(crate::metrics::XdsMetrics::default());
-        let timeout = Limits::default().tls_handshake_timeout;
-        let mut incoming = Box::pin(crate::tls::incoming(listener, None, timeout, metrics));
+        let limits = Limits::default();
+        let mut incoming = Box::pin(crate::tls::incoming(listener, None, &limits, metrics));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
         assert!(accepted.tcp().nodelay().unwrap());

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::metrics::{RefusalReason, XdsMetrics};
+use crate::server::Limits;
 
 /// How often the serving certificate's files are checked for a change.
 pub const CERT_RELOAD_PERIOD: Duration = Duration::from_secs(1);
@@ -559,17 +560,21 @@ fn handshake_refusal(e: &io::Error) -> Option<RefusalReason> {
     }
 }
 
-/// Connections accepted on `listener`: with `tls`, each after its handshake (run in a task of
-/// its own, bounded by `handshake_timeout`; a failed one is logged, counted when it is about
-/// the client certificate, and dropped); without, as they come. The stream ends, and the
-/// listener closes, when the stream is dropped.
+/// Connections accepted on `listener`, with `TCP_NODELAY` (a response that follows another
+/// must not wait for the client's delayed ACK): with `tls`, each after its handshake, run in a
+/// task of its own within `limits.tls_handshake_timeout`, at most `limits.max_tls_handshakes`
+/// at once (a failed one is logged, counted when it is about the client certificate, and
+/// dropped); without, as they come. The stream ends, and the listener closes, when the stream
+/// is dropped.
 pub fn incoming(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<ServerTls>>,
-    handshake_timeout: Duration,
+    limits: &Limits,
     metrics: Arc<XdsMetrics>,
-) -> impl Stream<Item = io::Result<XdsConn>> {
+) -> impl Stream<Item = io::Result<XdsConn>> + use<> {
     let (tx, rx) = mpsc::channel::<io::Result<XdsConn>>(64);
+    let handshake_timeout = limits.tls_handshake_timeout;
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(limits.max_tls_handshakes));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -594,8 +599,14 @@ pub fn incoming(
                 }
                 continue;
             };
+            let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                metrics.refused(RefusalReason::TooManyHandshakes);
+                tracing::debug!(%remote, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             let (acceptor, tx, metrics) = (tls.acceptor.clone(), tx.clone(), metrics.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let handshake = tokio::select! {
                     done = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => done,
                     _ = tx.closed() => return,
@@ -645,18 +656,37 @@ mod tests {
         }
 
         fn client(&self, uri: Option<&str>) -> CertificateDer<'static> {
-            let mut params = CertificateParams::new(vec!["envoy".to_string()]).unwrap();
+            self.leaf(uri, false).der
+        }
+
+        /// A client certificate, or a server certificate for "localhost".
+        fn leaf(&self, uri: Option<&str>, server: bool) -> Leaf {
+            let name = if server { "localhost" } else { "envoy" };
+            let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
             if let Some(uri) = uri {
                 params
                     .subject_alt_names
                     .push(SanType::URI(uri.try_into().unwrap()));
             }
-            params
-                .extended_key_usages
-                .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+            params.extended_key_usages.push(if server {
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth
+            } else {
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth
+            });
             let key = KeyPair::generate().unwrap();
-            params.signed_by(&key, &self.0).unwrap().der().clone()
+            let cert = params.signed_by(&key, &self.0).unwrap();
+            Leaf {
+                der: cert.der().clone(),
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
         }
+    }
+
+    struct Leaf {
+        der: CertificateDer<'static>,
+        cert_pem: String,
+        key_pem: String,
     }
 
     fn ok(trust: &ClientTrust, cert: &CertificateDer<'_>) -> bool {
@@ -730,5 +760,106 @@ mod tests {
                 .to_string()
                 .contains("no CERTIFICATE")
         );
+    }
+
+    /// A TLS client of `addr` with `client` (certificate, key PEM), trusting `server_ca`.
+    async fn handshake(
+        addr: SocketAddr,
+        server_ca: &Ca,
+        client: Option<&Leaf>,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let mut roots = RootCertStore::empty();
+        roots.add(server_ca.der()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            Some(leaf) => builder
+                .with_client_auth_cert(
+                    vec![leaf.der.clone()],
+                    PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await?;
+        // TLS 1.3: the server judges the client's certificate after the client finished; a
+        // refusal shows on the first read.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"x").await?;
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf)).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(0)) => Err(io::Error::other("closed by the server")),
+            _ => Ok(tls),
+        }
+    }
+
+    #[tokio::test]
+    async fn handshakes_run_apart_and_time_out() {
+        use futures::StreamExt;
+        use tokio::io::AsyncReadExt;
+        use tonic::transport::server::Connected;
+        let (server_ca, client_ca) = (Ca::new("server"), Ca::new("clients"));
+        let server = server_ca.leaf(None, true);
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, &server.cert_pem).unwrap();
+        std::fs::write(&key_path, &server.key_pem).unwrap();
+        let trust = ClientTrust::new(vec![client_ca.der()]).unwrap();
+        let tls = ServerTls::new(&cert_path, &key_path, trust).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            tls_handshake_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        let metrics = Arc::new(XdsMetrics::default());
+        let mut conns = Box::pin(incoming(listener, Some(tls), &limits, metrics.clone()));
+
+        // A client that connects and never says hello holds up no one...
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let client = client_ca.leaf(Some(&crate::identity::spiffe_uri("kafka", "demo")), false);
+        let accepted = tokio::spawn(async move { conns.next().await.map(|c| (c, conns)) });
+        let in_time = Duration::from_secs(1);
+        let done = tokio::time::timeout(in_time, handshake(addr, &server_ca, Some(&client))).await;
+        let _tls = done.expect("not held up by the silent client").unwrap();
+        let (conn, mut conns) = accepted.await.unwrap().unwrap();
+        let peer = conn.unwrap().connect_info();
+        assert_eq!(
+            peer.certificates.unwrap()[0],
+            client.der,
+            "the handler sees the chain"
+        );
+        // ...and is closed after the handshake timeout.
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+
+        // No certificate, or one from an unknown CA: refused in the handshake and counted.
+        assert!(handshake(addr, &server_ca, None).await.is_err());
+        let rogue = Ca::new("rogue").leaf(None, false);
+        assert!(handshake(addr, &server_ca, Some(&rogue)).await.is_err());
+        let counted = |reason| {
+            metrics
+                .refused_streams
+                .get(&crate::metrics::RefusalLabels { reason })
+                .map(|c| c.get())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while counted(RefusalReason::Untrusted).is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "refusals not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counted(RefusalReason::NoCertificate), Some(1));
+        assert_eq!(counted(RefusalReason::Untrusted), Some(1));
+        drop(conns.next());
     }
 }
