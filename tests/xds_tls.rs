@@ -213,32 +213,43 @@ async fn envoy(
     let tls_dir = dir.join("xds-tls");
     std::fs::create_dir_all(&tls_dir)?;
     std::fs::write(tls_dir.join("xds-ca.crt"), pki.server_ca.cert_pem())?;
+    let tls_path = tls_dir.display().to_string();
+    // The bootstrap ConfigMap's SDS files, pointing at this Envoy's certificate directory.
+    for (file, text) in pier::reconcile::xds_tls_sds_files() {
+        let text = text.replace(pier::reconcile::XDS_TLS_DIR, &tls_path);
+        std::fs::write(dir.join(file), text)?;
+    }
     let address = format!("{XDS_HOST}:{}", pier.listen.port());
-    let mut text = pier::reconcile::envoy_bootstrap(&address, true);
+    let text = pier::reconcile::envoy_bootstrap(&address, true).replace(
+        pier::reconcile::ENVOY_CONFIG_DIR,
+        &dir.display().to_string(),
+    );
+    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+    let cluster = yaml
+        .get_mut("static_resources")
+        .and_then(|v| v.get_mut("clusters"))
+        .and_then(|v| v.get_mut(0))
+        .and_then(|v| v.as_mapping_mut())
+        .context("no xDS cluster in the bootstrap")?;
+    // pier xds listens on 127.0.0.1 only; "localhost" may resolve to ::1 first.
+    cluster.insert("dns_lookup_family".into(), "V4_ONLY".into());
     match cert {
         ClientCert::Some(pem) => {
-            std::fs::write(tls_dir.join("tls.crt"), &pem.cert)?;
-            std::fs::write(tls_dir.join("tls.key"), &pem.key)?;
+            write_pair(&tls_dir.join("tls.crt"), &tls_dir.join("tls.key"), &pem)?
         }
         ClientCert::None => {
-            let lines: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    !["tls_certificates:", "certificate_chain:", "private_key:"]
-                        .iter()
-                        .any(|k| l.contains(k))
-                })
-                .collect();
-            text = lines.join("\n");
+            let common = cluster
+                .get_mut("transport_socket")
+                .and_then(|v| v.get_mut("typed_config"))
+                .and_then(|v| v.get_mut("common_tls_context"))
+                .and_then(|v| v.as_mapping_mut())
+                .context("no common_tls_context in the TLS bootstrap")?;
+            common
+                .remove("tls_certificate_sds_secret_configs")
+                .context("no client certificate in the TLS bootstrap")?;
         }
     }
-    let text = text
-        .replace(pier::reconcile::XDS_TLS_DIR, &tls_dir.display().to_string())
-        // pier xds listens on 127.0.0.1 only; "localhost" may resolve to ::1 first.
-        .replace(
-            "type: STRICT_DNS",
-            "type: STRICT_DNS\n    dns_lookup_family: V4_ONLY",
-        );
+    let text = serde_yaml_ng::to_string(&yaml)?;
     let group = pier::model::group_name(NAMESPACE, CLUSTER);
     Envoy::start(
         logs,

@@ -29,9 +29,50 @@ pub const ENVOY_BOOTSTRAP_TEMPLATE: &str = include_str!("../../envoy/bootstrap.y
 /// CA of the xDS server's certificate (`xds-ca.crt`).
 pub const XDS_TLS_DIR: &str = "/etc/pier/xds-tls";
 
+/// Where the Envoy container finds its bootstrap ConfigMap's files.
+pub const ENVOY_CONFIG_DIR: &str = "/etc/envoy";
+
+/// SDS secret names of the xDS client certificate and of the xDS server's CA.
+const CLIENT_CERT_SECRET: &str = "pier_xds_client_certificate";
+const SERVER_CA_SECRET: &str = "pier_xds_server_ca";
+
+/// The bootstrap ConfigMap's files besides the bootstrap when xDS is served over TLS: SDS
+/// resources (file name, content) that read the certificate files in [`XDS_TLS_DIR`] and
+/// watch that directory, so Envoy uses a renewed Secret without a restart.
+pub fn xds_tls_sds_files() -> [(&'static str, String); 2] {
+    const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+    [
+        (
+            "xds-tls-certificate.yaml",
+            format!(
+                r#"resources:
+- "@type": {SECRET}
+  name: {CLIENT_CERT_SECRET}
+  tls_certificate:
+    certificate_chain: {{filename: {XDS_TLS_DIR}/tls.crt}}
+    private_key: {{filename: {XDS_TLS_DIR}/tls.key}}
+    watched_directory: {{path: {XDS_TLS_DIR}}}
+"#
+            ),
+        ),
+        (
+            "xds-tls-ca.yaml",
+            format!(
+                r#"resources:
+- "@type": {SECRET}
+  name: {SERVER_CA_SECRET}
+  validation_context:
+    trusted_ca: {{filename: {XDS_TLS_DIR}/xds-ca.crt}}
+    watched_directory: {{path: {XDS_TLS_DIR}}}
+"#
+            ),
+        ),
+    ]
+}
+
 /// The bootstrap pointed at Pier's xDS server at `xds_address` (`host:port`); with `tls`, over
-/// TLS with the client certificate in [`XDS_TLS_DIR`], verifying that the server's certificate
-/// names `host`.
+/// TLS with the client certificate in [`XDS_TLS_DIR`] (through [`xds_tls_sds_files`], in
+/// [`ENVOY_CONFIG_DIR`]), verifying that the server's certificate names `host`.
 pub fn envoy_bootstrap(xds_address: &str, tls: bool) -> String {
     let (host, port) = xds_address
         .rsplit_once(':')
@@ -52,14 +93,21 @@ pub fn envoy_bootstrap(xds_address: &str, tls: bool) -> String {
         sni: {host}
         common_tls_context:
           alpn_protocols: [h2]
-          tls_certificates:
-          - certificate_chain: {{filename: {XDS_TLS_DIR}/tls.crt}}
-            private_key: {{filename: {XDS_TLS_DIR}/tls.key}}
-          validation_context:
-            trusted_ca: {{filename: {XDS_TLS_DIR}/xds-ca.crt}}
-            match_typed_subject_alt_names:
-            - san_type: DNS
-              matcher: {{exact: {host}}}
+          tls_certificate_sds_secret_configs:
+          - name: {CLIENT_CERT_SECRET}
+            sds_config:
+              path_config_source: {{path: {ENVOY_CONFIG_DIR}/xds-tls-certificate.yaml}}
+              resource_api_version: V3
+          combined_validation_context:
+            default_validation_context:
+              match_typed_subject_alt_names:
+              - san_type: DNS
+                matcher: {{exact: {host}}}
+            validation_context_sds_secret_config:
+              name: {SERVER_CA_SECRET}
+              sds_config:
+                path_config_source: {{path: {ENVOY_CONFIG_DIR}/xds-tls-ca.yaml}}
+                resource_api_version: V3
 "#
     );
     text.replacen(
@@ -76,6 +124,17 @@ fn envoy_labels(kc: &KafkaCluster) -> BTreeMap<String, String> {
 }
 
 pub fn bootstrap_config_map(kc: &KafkaCluster, namespace: &str, settings: &Settings) -> ConfigMap {
+    let mut data = BTreeMap::from([(
+        "bootstrap.yaml".to_string(),
+        envoy_bootstrap(&settings.xds_address, settings.xds_tls),
+    )]);
+    if settings.xds_tls {
+        data.extend(
+            xds_tls_sds_files()
+                .into_iter()
+                .map(|(name, text)| (name.to_string(), text)),
+        );
+    }
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(names::envoy_bootstrap(kc)),
@@ -84,10 +143,7 @@ pub fn bootstrap_config_map(kc: &KafkaCluster, namespace: &str, settings: &Setti
             owner_references: owner_reference(kc).map(|o| vec![o]),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(
-            "bootstrap.yaml".to_string(),
-            envoy_bootstrap(&settings.xds_address, settings.xds_tls),
-        )])),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -111,7 +167,7 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str, settings: &Settings) -> De
     let probe_port = kc.spec.listeners.external.first().map(|l| l.bootstrap_port);
     let mut mounts = vec![VolumeMount {
         name: "bootstrap".into(),
-        mount_path: "/etc/envoy".into(),
+        mount_path: ENVOY_CONFIG_DIR.into(),
         read_only: Some(true),
         ..Default::default()
     }];
@@ -178,7 +234,7 @@ pub fn deployment(kc: &KafkaCluster, namespace: &str, settings: &Settings) -> De
                         image: Some(spec.image.clone()),
                         args: Some(vec![
                             "-c".into(),
-                            "/etc/envoy/bootstrap.yaml".into(),
+                            format!("{ENVOY_CONFIG_DIR}/bootstrap.yaml"),
                             "--service-node".into(),
                             "$(POD_NAME)".into(),
                             "--service-cluster".into(),

@@ -28,7 +28,9 @@ use crate::model::{ExternalAccess, ModelError};
 use crate::xds::{EnvoyResources, translate};
 
 pub use broker::{CONFIG_DIR, EffectiveBroker, effective_brokers};
-pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, XDS_TLS_DIR, envoy_bootstrap};
+pub use envoy::{
+    ENVOY_BOOTSTRAP_TEMPLATE, ENVOY_CONFIG_DIR, XDS_TLS_DIR, envoy_bootstrap, xds_tls_sds_files,
+};
 pub use properties::server_properties;
 
 /// What the controller observed besides the KafkaCluster itself.

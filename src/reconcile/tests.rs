@@ -497,26 +497,49 @@ fn with_xds_tls_envoy_dials_with_its_client_certificate() {
     );
     assert_eq!(tls["sni"].as_str(), Some("pier-xds.pier-system.svc"));
     let common = &tls["common_tls_context"];
-    let cert = &common["tls_certificates"][0];
+    // The certificate and the CA come through file-based SDS, watched: renewals need no restart.
+    let cert_sds = &common["tls_certificate_sds_secret_configs"][0];
     assert_eq!(
-        cert["certificate_chain"]["filename"].as_str(),
-        Some("/etc/pier/xds-tls/tls.crt")
+        cert_sds["sds_config"]["path_config_source"]["path"].as_str(),
+        Some("/etc/envoy/xds-tls-certificate.yaml")
     );
+    let validation = &common["combined_validation_context"];
+    let ca_sds = &validation["validation_context_sds_secret_config"];
     assert_eq!(
-        cert["private_key"]["filename"].as_str(),
-        Some("/etc/pier/xds-tls/tls.key")
-    );
-    let validation = &common["validation_context"];
-    assert_eq!(
-        validation["trusted_ca"]["filename"].as_str(),
-        Some("/etc/pier/xds-tls/xds-ca.crt")
+        ca_sds["sds_config"]["path_config_source"]["path"].as_str(),
+        Some("/etc/envoy/xds-tls-ca.yaml")
     );
     // The CA alone is not enough: the server's certificate must name the host Envoy dials.
-    let san = &validation["match_typed_subject_alt_names"][0];
+    let san = &validation["default_validation_context"]["match_typed_subject_alt_names"][0];
     assert_eq!(san["san_type"].as_str(), Some("DNS"));
     assert_eq!(
         san["matcher"]["exact"].as_str(),
         Some("pier-xds.pier-system.svc")
+    );
+    let files: BTreeMap<&str, serde_yaml_ng::Value> = xds_tls_sds_files()
+        .iter()
+        .map(|(name, text)| (*name, serde_yaml_ng::from_str(text).unwrap()))
+        .collect();
+    let cert = &files["xds-tls-certificate.yaml"]["resources"][0];
+    assert_eq!(cert["name"], cert_sds["name"]);
+    let pair = &cert["tls_certificate"];
+    assert_eq!(
+        pair["certificate_chain"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/tls.crt")
+    );
+    assert_eq!(
+        pair["private_key"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/tls.key")
+    );
+    assert_eq!(
+        pair["watched_directory"]["path"].as_str(),
+        Some("/etc/pier/xds-tls")
+    );
+    let ca = &files["xds-tls-ca.yaml"]["resources"][0];
+    assert_eq!(ca["name"], ca_sds["name"]);
+    assert_eq!(
+        ca["validation_context"]["trusted_ca"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/xds-ca.crt")
     );
     assert_eq!(
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
@@ -536,7 +559,11 @@ fn with_xds_tls_envoy_dials_with_its_client_certificate() {
         .iter()
         .find(|c| c.metadata.name.as_deref() == Some("basic-envoy-bootstrap"))
         .unwrap();
-    assert!(bootstrap.data.as_ref().unwrap()["bootstrap.yaml"].contains("UpstreamTlsContext"));
+    let data = bootstrap.data.as_ref().unwrap();
+    assert!(data["bootstrap.yaml"].contains("UpstreamTlsContext"));
+    for (name, text) in xds_tls_sds_files() {
+        assert_eq!(data[name], text, "{name} is in the ConfigMap");
+    }
     let pod = d.deployments[0]
         .spec
         .as_ref()
