@@ -66,8 +66,12 @@ struct PierXds {
     process: pier_testenv::Process,
     listen: SocketAddr,
     admin: SocketAddr,
+    /// The serving certificate's Secret-like directory (`tls.crt`, `tls.key`).
+    tls_dir: PathBuf,
     server_cert: PathBuf,
-    server_key: PathBuf,
+    client_ca: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    log: PathBuf,
     http: reqwest::Client,
 }
 
@@ -76,9 +80,9 @@ impl PierXds {
         let dir = logs.sub("pier-xds")?;
         let ports = pier_testenv::net::free_ports(Ipv4Addr::LOCALHOST, 2)?;
         let server = pki.server_cert()?;
-        let (server_cert, server_key) = (dir.join("server.crt"), dir.join("server.key"));
-        std::fs::write(&server_cert, &server.cert)?;
-        std::fs::write(&server_key, &server.key)?;
+        let tls_dir = dir.join("tls");
+        write_pair(&tls_dir, &server, &[])?;
+        let (server_cert, server_key) = (tls_dir.join("tls.crt"), tls_dir.join("tls.key"));
         let client_ca = dir.join("client-ca.crt");
         std::fs::write(&client_ca, pki.client_ca.cert_pem())?;
         let token = dir.join("admin-token");
@@ -87,36 +91,50 @@ impl PierXds {
         std::fs::write(&config, brokers_file)?;
         let listen: SocketAddr = (Ipv4Addr::LOCALHOST, ports[0]).into();
         let admin: SocketAddr = (Ipv4Addr::LOCALHOST, ports[1]).into();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pier"));
-        cmd.arg("xds")
-            .arg("--config")
-            .arg(&config)
-            .arg(format!("--listen={listen}"))
-            .arg(format!("--admin={admin}"))
-            .arg("--admin-token-file")
-            .arg(&token)
-            .arg("--xds-tls-cert")
-            .arg(&server_cert)
-            .arg("--xds-tls-key")
-            .arg(&server_key)
-            .arg("--xds-client-ca")
-            .arg(&client_ca);
-        let process = pier_testenv::Process::spawn(
-            "pier-xds",
-            cmd,
-            &dir.join("pier.log"),
-            Duration::from_secs(5),
-        )?;
+        let args: Vec<std::ffi::OsString> = vec![
+            "xds".into(),
+            "--config".into(),
+            config.into(),
+            format!("--listen={listen}").into(),
+            format!("--admin={admin}").into(),
+            "--admin-token-file".into(),
+            token.into(),
+            "--xds-tls-cert".into(),
+            server_cert.clone().into(),
+            "--xds-tls-key".into(),
+            server_key.into(),
+            "--xds-client-ca".into(),
+            client_ca.clone().into(),
+        ];
+        let log = dir.join("pier.log");
         Ok(Self {
-            process,
+            process: Self::spawn(&args, &log)?,
             listen,
             admin,
+            tls_dir,
             server_cert,
-            server_key,
+            client_ca,
+            args,
+            log,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()?,
         })
+    }
+
+    fn spawn(args: &[std::ffi::OsString], log: &Path) -> anyhow::Result<pier_testenv::Process> {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pier"));
+        cmd.args(args);
+        pier_testenv::Process::spawn("pier-xds", cmd, log, Duration::from_secs(5))
+    }
+
+    /// Kills the process and starts it again trusting only `client_ca_pem` for clients.
+    async fn restart_trusting(&mut self, client_ca_pem: &str) -> anyhow::Result<()> {
+        self.process.signal(libc::SIGKILL);
+        self.process.stop();
+        std::fs::write(&self.client_ca, client_ca_pem)?;
+        self.process = Self::spawn(&self.args, &self.log)?;
+        self.wait_serving().await
     }
 
     async fn wait_serving(&mut self) -> anyhow::Result<()> {
@@ -143,6 +161,18 @@ impl PierXds {
             .await?;
         anyhow::ensure!(resp.status().is_success(), "metrics: {}", resp.status());
         Ok(resp.text().await?)
+    }
+
+    /// `/status`, with the token.
+    async fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .http
+            .get(format!("http://{}/status", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "status: {}", resp.status());
+        Ok(resp.json().await?)
     }
 
     /// `pier_xds_refused_streams_total{reason}`.
@@ -211,8 +241,7 @@ async fn envoy(
 ) -> anyhow::Result<Envoy> {
     let dir = logs.sub(name)?;
     let tls_dir = dir.join("xds-tls");
-    std::fs::create_dir_all(&tls_dir)?;
-    std::fs::write(tls_dir.join("xds-ca.crt"), pki.server_ca.cert_pem())?;
+    let server_ca = pki.server_ca.cert_pem();
     let tls_path = tls_dir.display().to_string();
     // The bootstrap ConfigMap's SDS files, pointing at this Envoy's certificate directory.
     for (file, text) in pier::reconcile::xds_tls_sds_files() {
@@ -234,10 +263,10 @@ async fn envoy(
     // pier xds listens on 127.0.0.1 only; "localhost" may resolve to ::1 first.
     cluster.insert("dns_lookup_family".into(), "V4_ONLY".into());
     match cert {
-        ClientCert::Some(pem) => {
-            write_pair(&tls_dir.join("tls.crt"), &tls_dir.join("tls.key"), &pem)?
-        }
+        // The Secret <cluster>-envoy-xds-tls.
+        ClientCert::Some(pem) => write_pair(&tls_dir, &pem, &[("xds-ca.crt", &server_ca)])?,
         ClientCert::None => {
+            write_secret(&tls_dir, &[("xds-ca.crt", &server_ca)])?;
             let common = cluster
                 .get_mut("transport_socket")
                 .and_then(|v| v.get_mut("typed_config"))
@@ -548,14 +577,41 @@ fn der(pem: &str) -> anyhow::Result<CertificateDer<'static>> {
     Ok(CertificateDer::from_pem_slice(pem.as_bytes())?)
 }
 
-fn write_pair(cert: &Path, key: &Path, pem: &CertPem) -> anyhow::Result<()> {
-    // As a Secret volume update does: the new pair appears at once (rename is atomic).
-    for (path, text) in [(cert, &pem.cert), (key, &pem.key)] {
-        let tmp = path.with_extension("new");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)?;
+/// Writes `files` into `dir` as the kubelet updates a Secret volume: into a new versioned
+/// directory, then one atomic rename of the `..data` symlink, so readers see all the new files
+/// or none; `dir/<name>` are symlinks through `..data`.
+fn write_secret(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::fs::create_dir_all(dir)?;
+    let n = VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let version = format!("..{}-{n}", std::process::id());
+    std::fs::create_dir(dir.join(&version))?;
+    for (name, text) in files {
+        std::fs::write(dir.join(&version).join(name), text)?;
+    }
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::os::unix::fs::symlink(&version, dir.join("..data_tmp"))?;
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data"))?;
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link)?;
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old))?;
     }
     Ok(())
+}
+
+/// A certificate Secret's files: `tls.crt`, `tls.key`, and more.
+fn write_pair(dir: &Path, pem: &CertPem, more: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut files = vec![
+        ("tls.crt", pem.cert.as_str()),
+        ("tls.key", pem.key.as_str()),
+    ];
+    files.extend_from_slice(more);
+    write_secret(dir, &files)
 }
 
 #[tokio::test]
@@ -586,7 +642,7 @@ async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::
     reaches(broker_port).await?;
 
     let renewed = pki.server_cert()?;
-    write_pair(&pier.server_cert, &pier.server_key, &renewed)?;
+    write_pair(&pier.tls_dir, &renewed, &[])?;
     let want = der(&renewed.cert)?;
     wait_for(
         "new connections to get the renewed certificate",
@@ -617,12 +673,12 @@ async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::
     // A broken renewal (key of another certificate) keeps the last good one serving.
     let other = pki.server_cert()?;
     write_pair(
-        &pier.server_cert,
-        &pier.server_key,
+        &pier.tls_dir,
         &CertPem {
             cert: other.cert,
             key: renewed.key.clone(),
         },
+        &[],
     )?;
     let log = pier.process.log_path().to_path_buf();
     wait_for("pier to report the bad pair", WAIT, POLL, || async {
@@ -632,5 +688,78 @@ async fn a_renewed_serving_certificate_is_served_without_a_restart() -> anyhow::
     })
     .await?;
     assert_eq!(served_certificate(&pier, &pki, &client).await?, want);
+    Ok(())
+}
+
+/// The serial numbers of the client certificate Envoy has loaded for the xDS cluster.
+async fn client_serials(envoy: &Envoy) -> anyhow::Result<Vec<String>> {
+    let text = envoy.admin_get("/certs").await?;
+    let certs: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(certs["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().into_iter().flatten())
+        .filter_map(|c| c["serial_number"].as_str().map(str::to_string))
+        .collect())
+}
+
+async fn connected(envoy: &Envoy) -> Option<u64> {
+    envoy.stat("control_plane.connected_state").await.ok()?
+}
+
+#[tokio::test]
+async fn an_envoy_uses_its_renewed_client_certificate_without_a_restart() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("xds-tls-envoy-renewal")?;
+    let pki = Pki::new()?;
+    let (file, broker_port) = brokers_file().await?;
+    let mut pier = PierXds::start(&logs, &pki, &file)?;
+    pier.wait_serving().await?;
+    let first = envoy_cert(&pki.client_ca, NAMESPACE, CLUSTER)?;
+    let mut envoy = envoy(&logs, "envoy", &pki, &pier, ClientCert::Some(first)).await?;
+    envoy.wait_live(WAIT).await?;
+    reaches(broker_port).await?;
+    let old = client_serials(&envoy).await?;
+    assert_eq!(old.len(), 1, "{old:?}");
+    let pid = envoy.pid();
+
+    // The Secret is renewed with a certificate from a new CA: Envoy picks it up from disk.
+    let new_ca = Ca::new("renewed envoy client CA")?;
+    let renewed = envoy_cert(&new_ca, NAMESPACE, CLUSTER)?;
+    let tls_dir = logs.path().join("envoy/xds-tls");
+    let server_ca = pki.server_ca.cert_pem();
+    write_pair(&tls_dir, &renewed, &[("xds-ca.crt", &server_ca)])?;
+    wait_for(
+        "Envoy to load the renewed certificate",
+        WAIT,
+        POLL,
+        || async {
+            let now = client_serials(&envoy).await.ok()?;
+            (now.len() == 1 && now != old).then_some(())
+        },
+    )
+    .await?;
+
+    // The server now trusts only the new CA: Envoy reconnects with the renewed certificate.
+    pier.restart_trusting(&new_ca.cert_pem()).await?;
+    wait_for(
+        "the new pier xds to serve Envoy, which has the renewed certificate",
+        WAIT,
+        POLL,
+        || async {
+            let status = pier.status().await.ok()?;
+            let group = &status[0];
+            let served = group["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n["node_id"] == "envoy");
+            (served && group["all_acked"] == true).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(connected(&envoy).await, Some(1));
+    reaches(broker_port).await?;
+    assert_eq!(pier.refused("Untrusted").await?, 0);
+    assert_eq!(envoy.pid(), pid, "Envoy was not restarted");
     Ok(())
 }
