@@ -77,6 +77,13 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(lease) = &options.leader_election {
         lease.validate().map_err(OperatorError::Leader)?;
     }
+    // Files given on the command line are checked before anything else.
+    let xds_tls = crate::listen::xds_tls(options.xds_tls.as_ref(), options.xds_listen)?;
+    let admin_token = options
+        .admin_token_file
+        .as_deref()
+        .map(crate::admin::AdminToken::from_file)
+        .transpose()?;
     let client = match &options.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -97,12 +104,6 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         }
         None => None,
     };
-    let xds_tls = crate::listen::xds_tls(options.xds_tls.as_ref(), options.xds_listen)?;
-    let admin_token = options
-        .admin_token_file
-        .as_deref()
-        .map(crate::admin::AdminToken::from_file)
-        .transpose()?;
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
     // The xDS port is open on the leader only: an Envoy that reaches a stand-by is refused at

@@ -62,3 +62,25 @@ fn pier_xds_with_tls_needs_a_client_ca() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("--xds-client-ca"), "{text}");
 }
+
+#[test]
+fn the_operator_checks_its_tls_and_token_files_first() {
+    let out = pier(&[
+        "operator",
+        "--xds-tls-cert",
+        "/nonexistent/tls.crt",
+        "--xds-tls-key",
+        "/nonexistent/tls.key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("cannot read /nonexistent/tls.crt"), "{text}");
+
+    let out = pier(&["operator", "--admin-token-file", "/nonexistent/token"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("admin token file /nonexistent/token"),
+        "{text}"
+    );
+}

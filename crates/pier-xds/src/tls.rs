@@ -862,4 +862,36 @@ mod tests {
         assert_eq!(counted(RefusalReason::Untrusted), Some(1));
         drop(conns.next());
     }
+
+    #[tokio::test]
+    async fn in_the_handshake_a_group_ca_vouches_for_its_group_only() {
+        let (server_ca, demo_ca) = (Ca::new("server"), Ca::new("demo"));
+        let server = server_ca.leaf(None, true);
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert_path, &server.cert_pem).unwrap();
+        std::fs::write(&key_path, &server.key_pem).unwrap();
+        // No static roots: only what the operator registers vouches.
+        let trust = ClientTrust::new(vec![]).unwrap();
+        let tls = ServerTls::new(&cert_path, &key_path, trust.clone()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(XdsMetrics::default());
+        let _conns = incoming(listener, Some(tls), &Limits::default(), metrics);
+        let uri = crate::identity::spiffe_uri;
+        let demo = demo_ca.leaf(Some(&uri("kafka", "demo")), false);
+        let other = demo_ca.leaf(Some(&uri("kafka", "other")), false);
+
+        assert!(handshake(addr, &server_ca, Some(&demo)).await.is_err());
+        trust
+            .set_group_roots("kafka/demo", vec![demo_ca.der()])
+            .unwrap();
+        assert!(handshake(addr, &server_ca, Some(&demo)).await.is_ok());
+        assert!(
+            handshake(addr, &server_ca, Some(&other)).await.is_err(),
+            "demo's CA cannot vouch for kafka/other"
+        );
+        trust.remove_group("kafka/demo");
+        assert!(handshake(addr, &server_ca, Some(&demo)).await.is_err());
+    }
 }
