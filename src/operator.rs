@@ -120,6 +120,9 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     ctx.register(&mut registry);
+    if let Some(tls) = &xds_tls {
+        tls.register(&mut registry);
+    }
     // The admin endpoint serves until the process exits, so /readyz says "stopping" while the
     // xDS streams drain.
     tokio::spawn(crate::admin::serve(

@@ -210,6 +210,9 @@ pub async fn run(options: XdsOptions) -> Result<(), RunError> {
         let admin_listener = crate::listen::bind(addr, "admin").await?;
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        if let Some(tls) = &tls {
+            tls.register(&mut registry);
+        }
         tokio::spawn(crate::admin::serve(
             admin_listener,
             cache.clone(),

@@ -377,6 +377,17 @@ async fn only_the_envoy_whose_certificate_names_its_cluster_gets_its_config() ->
     assert_eq!(status("/metrics").await?, 401);
     assert_eq!(status("/status").await?, 401);
     assert_eq!(status("/healthz").await?, 200);
+    let metrics = pier.metrics().await?;
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pier_xds_serving_certificate_expiry_timestamp_seconds ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .context("no serving certificate expiry metric")?;
+    assert!(expiry > 0, "{expiry}");
     let log = std::fs::read_to_string(pier.process.log_path())?;
     assert!(!log.contains(TOKEN), "the admin token is never logged");
     Ok(())

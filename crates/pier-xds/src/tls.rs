@@ -274,15 +274,26 @@ struct ServingCert {
     current: RwLock<Arc<CertifiedKey>>,
 }
 
+impl ServingCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-        )
+        Some(self.current())
     }
+}
+
+/// When the leaf certificate of `key` expires (Unix seconds).
+fn not_after(key: &CertifiedKey) -> Option<i64> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(key.cert.first()?.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// The xDS server's TLS: serving certificate files, client trust and the rustls config.
@@ -294,6 +305,8 @@ pub struct ServerTls {
     seen: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
     trust: ClientTrust,
     acceptor: tokio_rustls::TlsAcceptor,
+    /// When the serving certificate in use expires (Unix seconds).
+    expiry: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -335,6 +348,8 @@ impl ServerTls {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(serving.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
+        let expiry = prometheus_client::metrics::gauge::Gauge::default();
+        expiry.set(not_after(&serving.current()).unwrap_or(0));
         Ok(Arc::new(Self {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
@@ -342,7 +357,17 @@ impl ServerTls {
             seen: std::sync::Mutex::new((cert_bytes, key_bytes)),
             trust,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            expiry,
         }))
+    }
+
+    /// Registers `pier_xds_serving_certificate_expiry_timestamp_seconds`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "pier_xds_serving_certificate_expiry_timestamp_seconds",
+            "When the xDS server's certificate in use expires (Unix time)",
+            self.expiry.clone(),
+        );
     }
 
     /// The client trust, to register and remove node groups' CAs.
@@ -352,12 +377,7 @@ impl ServerTls {
 
     /// The serving certificate chain now in use.
     pub fn serving_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.serving
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .cert
-            .clone()
+        self.serving.current().cert.clone()
     }
 
     /// Reads the files again; if they changed and form a valid pair, new handshakes use them.
@@ -379,11 +399,14 @@ impl ServerTls {
             &key_bytes,
             &self.trust,
         )?;
+        let key = Arc::new(key);
+        let expires = not_after(&key);
         *self
             .serving
             .current
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+            .unwrap_or_else(|p| p.into_inner()) = key;
+        self.expiry.set(expires.unwrap_or(0));
         Ok(true)
     }
 
@@ -396,6 +419,7 @@ impl ServerTls {
             match self.reload() {
                 Ok(true) => tracing::info!(
                     cert = %self.cert_path.display(),
+                    expires = self.expiry.get(),
                     "xDS serving certificate reloaded; new connections get it"
                 ),
                 Ok(false) => {}
