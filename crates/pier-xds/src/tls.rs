@@ -167,6 +167,13 @@ impl ClientTrust {
         Ok(())
     }
 
+    /// [`ClientTrust::set_group_roots`] with the CAs of a PEM bundle (e.g. a CA Secret's
+    /// `ca.crt`).
+    pub fn set_group_roots_pem(&self, group: &str, pem: &str) -> Result<(), TlsError> {
+        let what = format!("CA bundle of node group {group}");
+        self.set_group_roots(group, parse_certificates(Path::new(&what), pem.as_bytes())?)
+    }
+
     /// The group's CAs vouch for nobody any more.
     pub fn remove_group(&self, group: &str) {
         let mut groups = self.inner.groups.write().unwrap_or_else(|p| p.into_inner());
@@ -738,7 +745,7 @@ mod tests {
             .set_group_roots("kafka/demo", vec![demo_ca.der()])
             .unwrap();
         trust
-            .set_group_roots("kafka/other", vec![other_ca.der()])
+            .set_group_roots_pem("kafka/other", &other_ca.0.pem())
             .unwrap();
         assert_eq!(trust.groups(), ["kafka/demo", "kafka/other"]);
         assert!(ok(&trust, &demo));
