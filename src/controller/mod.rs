@@ -187,6 +187,9 @@ pub struct Context {
     pub client: Client,
     pub cache: Arc<SnapshotCache>,
     pub settings: Settings,
+    /// The xDS server's client trust when it serves TLS: each KafkaCluster's CA is registered
+    /// for its node group (`ClientTrust::set_group_roots`).
+    pub xds_trust: std::sync::OnceLock<crate::xds::ClientTrust>,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
     pub writes: Counter,
@@ -227,6 +230,7 @@ impl Context {
             client,
             cache,
             settings,
+            xds_trust: std::sync::OnceLock::new(),
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
