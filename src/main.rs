@@ -42,6 +42,11 @@ enum Command {
         admin_token_file: Option<PathBuf>,
         #[command(flatten)]
         xds_tls: XdsTlsArgs,
+        /// The CA (PEM) that signed --xds-tls-cert: the Envoys get it (Secret
+        /// <cluster>-envoy-xds-tls, key xds-ca.crt) to verify the xDS server. Read again
+        /// when it changes.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_server_ca: Option<PathBuf>,
         /// The Kubernetes cluster DNS domain.
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
@@ -167,6 +172,7 @@ fn main() {
             metrics_listen,
             admin_token_file,
             xds_tls,
+            xds_server_ca,
             cluster_domain,
             log_format: _,
             leader_election_namespace,
@@ -186,6 +192,7 @@ fn main() {
                     xds_tls: xds_tls.xds_tls_cert.is_some(),
                 },
                 xds_tls: xds_tls.files(),
+                xds_server_ca,
                 admin_token_file,
                 leader_election: (!no_leader_election).then(|| {
                     use pier::controller::leader::{LeaseConfig, default_identity};

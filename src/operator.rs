@@ -31,6 +31,8 @@ pub struct OperatorOptions {
     pub leader_election: Option<LeaseConfig>,
     /// Serve xDS over TLS with client certificates; plaintext when absent.
     pub xds_tls: Option<crate::listen::XdsTlsFiles>,
+    /// The CA of the xDS serving certificate, handed to the Envoys.
+    pub xds_server_ca: Option<std::path::PathBuf>,
     /// The admin endpoint's bearer token file; no token asked for when absent.
     pub admin_token_file: Option<PathBuf>,
 }
@@ -116,6 +118,9 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(tls) = &xds_tls {
         // The controller registers each KafkaCluster's CA for its node group here.
         let _ = ctx.xds_trust.set(tls.trust().clone());
+    }
+    if let Some(ca) = &options.xds_server_ca {
+        let _ = ctx.xds_server_ca.set(ca.clone());
     }
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);

@@ -236,7 +236,9 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
     let logs = LogDir::for_current_test("tls")?;
     let plane = ControlPlane::start(&logs).await?;
     let client = plane.client();
-    let operator = Operator::start(client.clone(), NS).await?;
+    // xDS over mTLS too: the Envoy gets its listeners only with the client certificate Pier
+    // issues it from the cluster CA (its identity names this cluster).
+    let operator = Operator::start_with_xds_tls(client.clone(), NS, logs.path()).await?;
     let _devlet = tokio::spawn(devlet::run(
         client.clone(),
         DevletOptions::new("dev-a", logs.data("devlet")?),

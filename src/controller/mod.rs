@@ -190,6 +190,8 @@ pub struct Context {
     /// The xDS server's client trust when it serves TLS: each KafkaCluster's CA is registered
     /// for its node group (`ClientTrust::set_group_roots`).
     pub xds_trust: std::sync::OnceLock<crate::xds::ClientTrust>,
+    /// The CA file of the xDS serving certificate, given to each cluster's Envoys.
+    pub xds_server_ca: std::sync::OnceLock<std::path::PathBuf>,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
     pub writes: Counter,
@@ -231,6 +233,7 @@ impl Context {
             cache,
             settings,
             xds_trust: std::sync::OnceLock::new(),
+            xds_server_ca: std::sync::OnceLock::new(),
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
@@ -296,6 +299,9 @@ impl Context {
         self.failures.remove(&key);
         self.throttles_checked.remove(&key);
         self.events.forget(namespace, name);
+        if let Some(trust) = self.xds_trust.get() {
+            trust.remove_group(&group);
+        }
         self.certificate_expiry.remove(&ClusterLabels {
             namespace: namespace.to_string(),
             cluster: name.to_string(),

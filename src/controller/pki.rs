@@ -104,7 +104,11 @@ pub async fn converge(
     pods: &[Pod],
     connect: Option<&ConnectOptions>,
 ) -> Result<Option<TlsOutcome>, Error> {
-    if !security::uses_tls(kc) {
+    // Envoys dialing xDS over TLS need a client certificate from the cluster CA even when
+    // no Kafka listener speaks TLS.
+    let envoy_tls = ctx.settings.xds_tls && !kc.spec.listeners.external.is_empty();
+    let kafka_tls = security::uses_tls(kc);
+    if !kafka_tls && !envoy_tls {
         return Ok(None);
     }
     let ns = kc.namespace().unwrap_or_default();
@@ -154,7 +158,7 @@ pub async fn converge(
         Transport::Plaintext => None,
     });
     let mut leaves = Vec::new();
-    for b in &desired.brokers {
+    for b in desired.brokers.iter().filter(|_| kafka_tls) {
         let secret = names::broker_tls_secret(kc, b.id);
         let cert_names = security::broker_certificate_names(kc, &ns, b, observed, &ctx.settings);
         let served = served(kc, &ctx.settings, pods, b, tls_config.as_ref()).await;
@@ -179,22 +183,57 @@ pub async fn converge(
         });
     }
     let operator_secret = names::operator_tls_secret(kc);
-    leaves.push(LeafInput {
-        secret_name: operator_secret.clone(),
-        request: LeafRequest {
-            common_name: "pier-operator".into(),
-            client: true,
-            ..Default::default()
-        },
-        issuer: CaKind::Clients,
-        trust: vec![CaKind::Cluster],
-        current: current(&operator_secret),
-        extra: SecretData::new(),
-        validity_days: validity,
-        renew_before_days: renew_before,
-        // Read again for every new connection.
-        served_serial: Served::NotRunning,
-    });
+    if envoy_tls {
+        let secret = names::envoy_xds_tls(kc);
+        let server_ca = ctx
+            .xds_server_ca
+            .get()
+            .map(|path| (path, std::fs::read_to_string(path)));
+        match server_ca {
+            Some((_, Ok(ca))) => leaves.push(LeafInput {
+                secret_name: secret.clone(),
+                request: LeafRequest {
+                    common_name: format!("{name}-envoy"),
+                    uris: vec![crate::xds::identity::spiffe_uri(&ns, &name)],
+                    client: true,
+                    ..Default::default()
+                },
+                issuer: CaKind::Cluster,
+                trust: Vec::new(),
+                current: current(&secret),
+                extra: SecretData::from([("xds-ca.crt".to_string(), ca)]),
+                validity_days: validity,
+                renew_before_days: renew_before,
+                // Envoy reads the files again when they change (file-based SDS).
+                served_serial: Served::NotRunning,
+            }),
+            Some((path, Err(e))) => errors.push(format!(
+                "xDS over TLS: cannot read the xDS server CA {}: {e}",
+                path.display()
+            )),
+            None => errors.push(
+                "xDS over TLS: the operator has no --xds-server-ca, so the Envoys cannot verify the xDS server".into(),
+            ),
+        }
+    }
+    if kafka_tls {
+        leaves.push(LeafInput {
+            secret_name: operator_secret.clone(),
+            request: LeafRequest {
+                common_name: "pier-operator".into(),
+                client: true,
+                ..Default::default()
+            },
+            issuer: CaKind::Clients,
+            trust: vec![CaKind::Cluster],
+            current: current(&operator_secret),
+            extra: SecretData::new(),
+            validity_days: validity,
+            renew_before_days: renew_before,
+            // Read again for every new connection.
+            served_serial: Served::NotRunning,
+        });
+    }
 
     let input = PkiInput {
         now: k8s_openapi::jiff::Timestamp::now().as_second(),
@@ -235,6 +274,24 @@ pub async fn converge(
         .await?;
     }
 
+    // The cluster CA vouches, at Pier's xDS server, for this cluster's Envoys only.
+    if let Some(trust) = ctx.xds_trust.get() {
+        let written = plan.writes.iter().find_map(|w| match w.role {
+            SecretRole::CaPublic(CaKind::Cluster) => w.data.get(pier_pki::CA_CRT).cloned(),
+            _ => None,
+        });
+        let bundle = written.or_else(|| {
+            cached
+                .get(&names::ca_cert_secret(kc, "cluster"))
+                .and_then(|s| secret_data(s).get(pier_pki::CA_CRT).cloned())
+        });
+        if let Some(pem) = bundle {
+            let group = crate::model::group_name(&ns, &name);
+            if let Err(e) = trust.set_group_roots_pem(&group, &pem) {
+                errors.push(format!("the cluster CA cannot vouch for its Envoys: {e}"));
+            }
+        }
+    }
     let reload = plan
         .status
         .leaves
