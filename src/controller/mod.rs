@@ -12,6 +12,7 @@ pub mod leader_pod;
 mod live_config;
 mod roll;
 mod scaling;
+mod secrets;
 mod status;
 mod volumes;
 
@@ -367,7 +368,11 @@ pub async fn run(
     // streams are polled here so that the caches fill.
     let claims_driver = claim_events.for_each(|_| async {});
     let budgets_driver = pdb_events.for_each(|_| async {});
-    let controller = Controller::new(kcs, watcher::Config::default())
+    let controller = Controller::new(kcs, watcher::Config::default());
+    // A referenced Secret's change wakes the clusters that read it.
+    let referencing = secrets::referencing(controller.store());
+    let controller = controller
+        .watches_stream(secrets::changes(&client, ns), referencing)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
         .owns_stream(svc_events)
@@ -543,6 +548,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     // A volume leaving a broker is emptied (and one added filled) before the plan drops it.
     let volumes_view = volumes::observe_and_move(kc, &stores, &admin, &pods).await;
 
+    // Referenced Secrets: versions for the plan (restart hash), values for live config.
+    let fetched = secrets::read(ctx, kc).await;
     let observed = Observed {
         pod_ips: pods
             .iter()
@@ -558,10 +565,11 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         retained: moves.retained.clone(),
         draining: moves.draining.clone(),
         volumes: volumes_view.observed.clone(),
+        secret_versions: secrets::versions(&fetched, &pods),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.
-    let desired = match reconcile::plan(kc, &observed, &ctx.settings) {
+    let mut desired = match reconcile::plan(kc, &observed, &ctx.settings) {
         Ok(d) => {
             ctx.events
                 .problem(ctx, kc, events::Reason::InvalidSpec, None)
@@ -579,6 +587,10 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         }
     };
 
+    desired
+        .config
+        .notices
+        .extend(reconcile::secret_refs::notices(&desired.config, &fetched));
     let mut writer = apply::Writer::new(ctx, &stores, &ns, &name, &moves.retained);
     // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
     let waiting = desired.waiting_for_address;
@@ -651,9 +663,13 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             moves.refused.as_deref(),
         )
         .await;
-    let mut outcome = KafkaOutcome::default();
+    let mut outcome = KafkaOutcome {
+        applied_secrets: prior.applied_secrets.clone(),
+        ..KafkaOutcome::default()
+    };
     if !desired.waiting_for_address {
-        outcome.dynamic = live_config::run(kc, ctx, &admin, &desired).await;
+        (outcome.dynamic, outcome.applied_secrets) =
+            live_config::run(kc, ctx, &admin, &desired, &fetched).await;
     }
     // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
     let quorum = if admin.nodes().is_empty() {

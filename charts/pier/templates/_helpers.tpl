@@ -56,6 +56,12 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
+# Secrets, one rule, each verb for a reason: get reads a Secret a cluster references
+# (configFrom, SCRAM passwords) when it reconciles; list and watch follow Secrets' metadata
+# only (no value is listed) so that a changed Secret wakes the clusters that reference it.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
 # Events on KafkaClusters (kube-rs' recorder creates them and patches a repeated one).
 - apiGroups: [events.k8s.io]
   resources: [events]

@@ -812,12 +812,48 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
             } else if let Some(v) = line.strip_prefix("log.dir=") {
                 format!("log.dir={}", map_path(v, mounts))
             } else {
-                line.to_string()
+                map_provider_paths(line, mounts)
             }
         })
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+/// Config-provider references with a path (`${provider:/mounted/dir:key}`, as Kafka's
+/// Directory and File providers read) pointed at the local directory of the mount.
+fn map_provider_paths(line: &str, mounts: &[(String, PathBuf)]) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            rest = &rest[start..];
+            break;
+        };
+        let inner = &after[..end];
+        let mapped = match inner.split_once(':') {
+            Some((provider, path_key)) if path_key.starts_with('/') => {
+                let (path, key) = match path_key.rsplit_once(':') {
+                    Some((p, k)) => (p, Some(k)),
+                    None => (path_key, None),
+                };
+                let path = map_path(path, mounts);
+                match key {
+                    Some(k) => format!("{provider}:{path}:{k}"),
+                    None => format!("{provider}:{path}"),
+                }
+            }
+            _ => inner.to_string(),
+        };
+        out.push_str("${");
+        out.push_str(&mapped);
+        out.push('}');
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Keeps the names of Pods on other nodes in this node's hosts file, so Pods of several
@@ -1212,6 +1248,12 @@ mod tests {
         assert!(out.contains("log.dirs=/tmp/v/pvc-1/kafka"));
         assert!(out.contains("metadata.log.dir=/tmp/v/pvc-1/kafka"), "{out}");
         assert!(out.contains("node.id=1"));
+        let mounts = vec![("/etc/pier-secrets/s".to_string(), PathBuf::from("/tmp/p/s"))];
+        let line = "a=${pierdir:/etc/pier-secrets/s:k} ${env:HOME} ${file:/elsewhere/f:k} ${x";
+        assert_eq!(
+            map_provider_paths(line, &mounts),
+            "a=${pierdir:/tmp/p/s:k} ${env:HOME} ${file:/elsewhere/f:k} ${x"
+        );
         let env = BTreeMap::from([("POD_NAME".to_string(), "envoy-0".to_string())]);
         assert_eq!(
             expand("--service-node=$(POD_NAME)", &env),
