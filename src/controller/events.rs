@@ -34,6 +34,7 @@ pub enum Reason {
     LogDirMoveFailed,
     VolumeRemovalRefused,
     CruiseControlFailed,
+    SecretUnavailable,
 }
 
 impl Reason {
@@ -58,6 +59,7 @@ impl Reason {
             Reason::LogDirMoveFailed => "LogDirMoveFailed",
             Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
             Reason::CruiseControlFailed => "CruiseControlFailed",
+            Reason::SecretUnavailable => "SecretUnavailable",
         }
     }
 }

@@ -587,10 +587,12 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         }
     };
 
-    desired
-        .config
-        .notices
-        .extend(reconcile::secret_refs::notices(&desired.config, &fetched));
+    let secret_notices = reconcile::secret_refs::notices(&desired.config, &fetched);
+    let unavailable: Vec<String> = secret_notices.iter().map(|n| n.to_string()).collect();
+    ctx.events
+        .problems(ctx, kc, events::Reason::SecretUnavailable, &unavailable)
+        .await;
+    desired.config.notices.extend(secret_notices);
     let mut writer = apply::Writer::new(ctx, &stores, &ns, &name, &moves.retained);
     // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
     let waiting = desired.waiting_for_address;

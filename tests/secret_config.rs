@@ -1,0 +1,364 @@
+//! Configuration values from Secrets (`configFrom`) with a real broker run by the dev node
+//! agent and the operator in this process: a cluster-wide dynamic key reaches Kafka live and a
+//! changed Secret sets it again without a restart; a read-only key resolves through the mounted
+//! Secret (Kafka's DirectoryConfigProvider) while the ConfigMap holds only the reference, and a
+//! changed Secret restarts the broker; a Secret that is missing is a notice and an Event naming
+//! it, the rest of the spec still converges, and creating it applies the key.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use pier::api::KafkaCluster;
+use pier::kafka::{ConfigResource, ConfigSource};
+use pier_testenv::devlet::{self, DevletOptions};
+use pier_testenv::{ControlPlane, LogDir, wait_for};
+use serde_json::json;
+use support::Operator;
+
+mod support;
+
+const NS: &str = "default";
+const NAME: &str = "secrets";
+/// A value no ConfigMap or Pod may ever hold.
+const MARKER: &str = "s3cr3t-never-rendered";
+
+fn cluster() -> anyhow::Result<KafkaCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaCluster",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {
+            "kafka": {
+                "readOnlyConfig": {
+                    "offsets.topic.replication.factor": "1",
+                    "transaction.state.log.replication.factor": "1",
+                    "transaction.state.log.min.isr": "1"
+                },
+                "configFrom": {
+                    // Cluster-wide dynamic: set live on the cluster default.
+                    "log.cleaner.threads": {"secretKeyRef": {"name": "dynamic", "key": "threads"}},
+                    // Read-only: through the mounted Secret.
+                    "num.partitions": {"secretKeyRef": {"name": "static", "key": "partitions"}},
+                    // Unknown to Kafka (a plugin's password, say): read-only too.
+                    "pier.example.plugin.password": {"secretKeyRef": {"name": "static", "key": "plugin"}}
+                }
+            },
+            "brokerConfigGroups": {"default": {
+                "heapOpts": "-Xms256m -Xmx256m",
+                "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
+            }},
+            "brokers": [{"id": 0, "configGroup": "default"}],
+            "rollingUpgrade": {"brokerReadyTimeoutSeconds": 120}
+        }
+    }))?)
+}
+
+async fn put_secret(client: &Client, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "stringData": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+    }))?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    api.patch(
+        name,
+        &PatchParams::apply("secret-config-test").force(),
+        &Patch::Apply(&secret),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn secret_version(client: &Client, name: &str) -> anyhow::Result<String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
+    Ok(api.get(name).await?.resource_version().unwrap_or_default())
+}
+
+/// Broker 0's Pod: (uid, ready).
+async fn broker_pod(client: &Client) -> anyhow::Result<Option<(String, bool)>> {
+    Ok(support::broker_pods(client, NS, NAME)
+        .await?
+        .get(&0)
+        .map(|b| (b.uid.clone(), b.ready)))
+}
+
+/// What broker 0 reports for `key`: value and source.
+async fn broker_config(
+    client: &Client,
+    key: &str,
+) -> anyhow::Result<(Option<String>, ConfigSource)> {
+    let entries = support::broker_admin(client, NS, NAME)
+        .await?
+        .describe_configs(&ConfigResource::Broker(0))
+        .await?;
+    let e = entries
+        .into_iter()
+        .find(|e| e.name == key)
+        .ok_or_else(|| anyhow::anyhow!("broker 0 does not report {key}"))?;
+    Ok((e.value, e.source))
+}
+
+async fn wait_config(
+    client: &Client,
+    key: &str,
+    value: &str,
+    source: ConfigSource,
+    within: Duration,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{key} = {value} ({source:?}) on broker 0"),
+        within,
+        Duration::from_secs(1),
+        || async {
+            let (v, s) = broker_config(client, key).await.ok()?;
+            (v.as_deref() == Some(value) && s == source).then_some(())
+        },
+    )
+    .await
+}
+
+async fn status(client: &Client) -> anyhow::Result<pier::api::KafkaClusterStatus> {
+    support::cluster_status(client, NS, NAME).await
+}
+
+async fn wait_applied(client: &Client, what: &str, want: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("status.appliedSecrets[{what}] = {want}"),
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let s = status(client).await.ok()?;
+            (s.applied_secrets.get(what).map(String::as_str) == Some(want)).then_some(())
+        },
+    )
+    .await
+}
+
+async fn patch_spec(client: &Client, patch: serde_json::Value) -> anyhow::Result<()> {
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("secret_config")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let _operator = Operator::start(client.clone(), NS).await?;
+    let _devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    put_secret(&client, "dynamic", &[("threads", "2")]).await?;
+    put_secret(
+        &client,
+        "static",
+        &[("partitions", "5"), ("plugin", MARKER)],
+    )
+    .await?;
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &cluster()?)
+        .await?;
+    wait_for(
+        "broker 0 ready",
+        Duration::from_secs(240),
+        Duration::from_secs(1),
+        || async { broker_pod(&client).await.ok()?.filter(|(_, r)| *r) },
+    )
+    .await?;
+
+    // 1. The dynamic key is live on the cluster default; its version is in status.
+    wait_config(
+        &client,
+        "log.cleaner.threads",
+        "2",
+        ConfigSource::DynamicDefaultBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let v1 = secret_version(&client, "dynamic").await?;
+    wait_applied(
+        &client,
+        "cluster/log.cleaner.threads",
+        &format!("dynamic@{v1}"),
+    )
+    .await?;
+
+    // 2. The read-only key resolved through the mounted Secret; the ConfigMap and the Pod hold
+    // only the reference.
+    let (partitions, source) = broker_config(&client, "num.partitions").await?;
+    assert_eq!(partitions.as_deref(), Some("5"));
+    assert_eq!(source, ConfigSource::StaticBrokerConfig);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let props = cms
+        .get(&format!("{NAME}-broker-0-config"))
+        .await?
+        .data
+        .unwrap_or_default()
+        .remove("server.properties")
+        .unwrap_or_default();
+    assert!(
+        props.contains("num.partitions=${pierdir:/etc/pier-secrets/static:partitions}\n"),
+        "{props}"
+    );
+    assert!(
+        props.contains("pier.example.plugin.password=${pierdir:/etc/pier-secrets/static:plugin}\n"),
+        "{props}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = pods.get(&format!("{NAME}-broker-0")).await?;
+    for (what, text) in [
+        ("ConfigMap", props.clone()),
+        ("Pod", serde_json::to_string(&pod)?),
+        ("status", serde_json::to_string(&status(&client).await?)?),
+    ] {
+        assert!(!text.contains(MARKER), "{what} holds a Secret's value");
+    }
+    let (uid, _) = broker_pod(&client).await?.expect("broker 0");
+
+    // 3. A changed Secret sets the dynamic key again, live: no restart.
+    put_secret(&client, "dynamic", &[("threads", "3")]).await?;
+    wait_config(
+        &client,
+        "log.cleaner.threads",
+        "3",
+        ConfigSource::DynamicDefaultBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let v2 = secret_version(&client, "dynamic").await?;
+    wait_applied(
+        &client,
+        "cluster/log.cleaner.threads",
+        &format!("dynamic@{v2}"),
+    )
+    .await?;
+    assert_eq!(broker_pod(&client).await?.map(|p| p.0), Some(uid.clone()));
+
+    // 4. A missing Secret: a notice and an Event naming it and its key; the rest of the spec
+    // converges meanwhile; once created, the key is applied.
+    patch_spec(
+        &client,
+        json!({"spec": {"kafka": {
+            "clusterWideConfig": {"log.retention.ms": "3600000"},
+            "configFrom": {"log.cleaner.backoff.ms": {"secretKeyRef": {"name": "absent", "key": "backoff"}}}
+        }}}),
+    )
+    .await?;
+    wait_config(
+        &client,
+        "log.retention.ms",
+        "3600000",
+        ConfigSource::DynamicDefaultBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_for(
+        "a notice naming Secret absent and key backoff",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.config_notices
+                .iter()
+                .find(|n| n.contains("\"absent\"") && n.contains("\"backoff\""))
+                .cloned()
+        },
+    )
+    .await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    wait_for(
+        "a Warning Event naming Secret absent",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("SecretUnavailable")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("\"absent\"") && n.contains("\"backoff\""))
+            })
+        },
+    )
+    .await?;
+    // The other Secret keys stay applied.
+    let (threads, _) = broker_config(&client, "log.cleaner.threads").await?;
+    assert_eq!(threads.as_deref(), Some("3"));
+    put_secret(&client, "absent", &[("backoff", "20000")]).await?;
+    wait_config(
+        &client,
+        "log.cleaner.backoff.ms",
+        "20000",
+        ConfigSource::DynamicDefaultBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
+    wait_for(
+        "the notice gone",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let s = status(&client).await.ok()?;
+            (!s.config_notices.iter().any(|n| n.contains("\"absent\""))).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(broker_pod(&client).await?.map(|p| p.0), Some(uid.clone()));
+
+    // 5. A changed Secret the file reads restarts the broker, which then reads the new value.
+    put_secret(
+        &client,
+        "static",
+        &[("partitions", "6"), ("plugin", MARKER)],
+    )
+    .await?;
+    wait_for(
+        "broker 0 restarted and ready",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || async {
+            broker_pod(&client)
+                .await
+                .ok()?
+                .filter(|(u, ready)| *ready && *u != uid)
+        },
+    )
+    .await?;
+    wait_config(
+        &client,
+        "num.partitions",
+        "6",
+        ConfigSource::StaticBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
+
+    // 6. A key dropped from the spec drops its entry in status.appliedSecrets.
+    patch_spec(
+        &client,
+        json!({"spec": {"kafka": {"configFrom": {"log.cleaner.backoff.ms": null}}}}),
+    )
+    .await?;
+    wait_for(
+        "the dropped key's entry gone",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let s = status(&client).await.ok()?;
+            (!s.applied_secrets
+                .contains_key("cluster/log.cleaner.backoff.ms")
+                && s.applied_secrets
+                    .contains_key("cluster/log.cleaner.threads"))
+            .then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
