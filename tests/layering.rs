@@ -10,6 +10,7 @@ const KUBERNETES_FREE: &[(&str, &str)] = &[
     ("pier-kafka", "crates/pier-kafka"),
     ("pier-balance", "crates/pier-balance"),
     ("pier-cruise-control", "crates/pier-cruise-control"),
+    ("pier-pki", "crates/pier-pki"),
 ];
 
 /// Any crate whose name starts with one of these is Kubernetes (`kube`, `kube-client`,
@@ -203,6 +204,7 @@ fn crates_that_need_no_unsafe_forbid_it() {
         "crates/pier-kafka/src/lib.rs",
         "crates/pier-balance/src/lib.rs",
         "crates/pier-cruise-control/src/lib.rs",
+        "crates/pier-pki/src/lib.rs",
     ] {
         assert!(
             read(&repo().join(lib)).contains("#![forbid(unsafe_code)]"),

@@ -353,6 +353,11 @@ pub fn pod(
         });
     }
 
+    if let Some((volume, mount)) = super::security::tls_volume(kc, b) {
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+
     let listeners = &kc.spec.listeners;
     let mut ports: Vec<ContainerPort> = Vec::new();
     for l in &listeners.internal {

@@ -12,6 +12,7 @@ mod properties;
 pub mod roll;
 pub mod scaling;
 pub mod secret_refs;
+pub mod security;
 mod services;
 pub mod status;
 pub mod volumes;
@@ -146,6 +147,8 @@ pub enum PlanError {
     NoStorage { id: i32 },
     #[error("external access: {0}")]
     External(#[from] ModelError),
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Plans every object of `kc`.
@@ -165,6 +168,7 @@ pub fn plan(
         return Err(PlanError::NoController);
     }
     properties::check_config_keys(kc)?;
+    security::check(kc)?;
     broker::check(kc, &brokers)?;
     let cluster_id = kc
         .spec

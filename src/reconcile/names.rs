@@ -37,6 +37,27 @@ pub fn broker_claim(kc: &KafkaCluster, id: i32, index: usize) -> String {
     format!("{}-broker-{id}-data-{index}", kc.name_any())
 }
 
+/// Broker `id`'s certificate and key, and the CA bundles it trusts.
+pub fn broker_tls_secret(kc: &KafkaCluster, id: i32) -> String {
+    format!("{}-broker-{id}-tls", kc.name_any())
+}
+
+/// The cluster CA's certificate and key (`kind` = `cluster`) or the clients CA's (`clients`),
+/// when Pier generates them.
+pub fn ca_secret(kc: &KafkaCluster, kind: &str) -> String {
+    format!("{}-{kind}-ca", kc.name_any())
+}
+
+/// The public half of a CA: the bundle of certificates clients trust.
+pub fn ca_cert_secret(kc: &KafkaCluster, kind: &str) -> String {
+    format!("{}-{kind}-ca-cert", kc.name_any())
+}
+
+/// The operator's client certificate (from the clients CA) for this cluster.
+pub fn operator_tls_secret(kc: &KafkaCluster) -> String {
+    format!("{}-pier-operator-tls", kc.name_any())
+}
+
 pub fn headless_service(kc: &KafkaCluster) -> String {
     format!("{}-headless", kc.name_any())
 }

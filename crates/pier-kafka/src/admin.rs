@@ -3,7 +3,10 @@
 //!
 //! The caller says where each node is (`node id → host:port`, e.g. from Pod IPs) and keeps
 //! that map current with [`AdminClient::set_nodes`]; the addresses brokers advertise in
-//! Metadata are never dialled. Calls about one broker (its configs, its loggers) go to that
+//! Metadata are never dialled. Over TLS each node's certificate is verified against the name
+//! [`AdminClient::set_server_names`] gives for it (its DNS name while its IP is dialled), else
+//! against the host of its address; [`AdminClient::set_connect_options`] swaps transport and
+//! SASL credentials (a renewed client certificate, a new CA bundle, a new password). Calls about one broker (its configs, its loggers) go to that
 //! broker; every other call goes to any node, trying the nodes in turn, starting with the one
 //! that answered last.
 //!
@@ -22,14 +25,16 @@ use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
 use super::{
     BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOp, ConfigResource,
     ConnectOptions, DescribeConfigsOptions, ElectionOutcome, KafkaError, LogDir, NewTopic,
-    OngoingReassignment, QuorumInfo, Reassignment, TopicOutcome,
+    OngoingReassignment, QuorumInfo, Reassignment, ScramCredentialInfo, ScramMechanism,
+    TopicOutcome,
 };
 
 /// Timeouts and retries of an [`AdminClient`].
 #[derive(Debug, Clone)]
 pub struct AdminOptions {
-    /// Client id, connect timeout and transport. Its `request_timeout` is replaced by
-    /// `call_timeout`.
+    /// Client id, connect timeout, transport and SASL, as the client starts with
+    /// ([`AdminClient::set_connect_options`] replaces them). Its `request_timeout` is replaced
+    /// by `call_timeout`.
     pub connect: ConnectOptions,
     /// One attempt on one node: connecting (if needed), the request and its answer.
     pub call_timeout: Duration,
@@ -68,12 +73,13 @@ impl Target {
     }
 }
 
-/// One node's address and its cached connection (`None` until first used, or after a failure
-/// left it unusable).
+/// One node's address, the TLS name to verify for it, and its cached connection (`None`
+/// until first used, or after a failure left it unusable).
 #[derive(Debug)]
 struct Slot {
     node: i32,
     addr: String,
+    server_name: Option<String>,
     conn: tokio::sync::Mutex<Option<BrokerConnection>>,
 }
 
@@ -82,6 +88,41 @@ struct State {
     slots: BTreeMap<i32, Arc<Slot>>,
     /// The node that last answered an "any node" call.
     preferred: Option<i32>,
+    /// TLS names by node id (nodes without one verify the host of their address).
+    server_names: BTreeMap<i32, String>,
+    /// How connections are opened now.
+    connect: ConnectOptions,
+}
+
+impl State {
+    /// Slots for these nodes, keeping each node's connection when its address and name did
+    /// not change.
+    fn rebuild(&mut self, nodes: Vec<(i32, String)>) {
+        let mut old = std::mem::take(&mut self.slots);
+        for (node, addr) in nodes {
+            let server_name = self.server_names.get(&node).cloned();
+            let slot = match old.remove(&node) {
+                Some(slot) if slot.addr == addr && slot.server_name == server_name => slot,
+                _ => Arc::new(Slot {
+                    node,
+                    addr,
+                    server_name,
+                    conn: tokio::sync::Mutex::new(None),
+                }),
+            };
+            self.slots.insert(node, slot);
+        }
+        if self.preferred.is_some_and(|p| !self.slots.contains_key(&p)) {
+            self.preferred = None;
+        }
+    }
+
+    fn addrs(&self) -> Vec<(i32, String)> {
+        self.slots
+            .iter()
+            .map(|(id, slot)| (*id, slot.addr.clone()))
+            .collect()
+    }
 }
 
 /// The Kafka admin client Pier's operator uses. Cheap to share (`&self` everywhere); calls
@@ -99,8 +140,11 @@ impl AdminClient {
     /// A client for the nodes at these addresses (`node id → host:port`). Connects lazily.
     pub fn new(nodes: impl IntoIterator<Item = (i32, String)>, options: AdminOptions) -> Self {
         let client = AdminClient {
+            state: Mutex::new(State {
+                connect: options.connect.clone(),
+                ..State::default()
+            }),
             options,
-            state: Mutex::new(State::default()),
         };
         client.set_nodes(nodes);
         client
@@ -109,34 +153,46 @@ impl AdminClient {
     /// Replaces the node addresses. Connections of removed nodes and of nodes whose address
     /// changed are dropped (a call running on one finishes first); the others are kept.
     pub fn set_nodes(&self, nodes: impl IntoIterator<Item = (i32, String)>) {
+        self.lock().rebuild(nodes.into_iter().collect());
+    }
+
+    /// Replaces the names TLS verifies per node id (e.g. each broker's DNS name while its
+    /// Pod IP is dialled); a node without one verifies the host of its address. Connections
+    /// of nodes whose name changed are dropped. No effect on plaintext connections.
+    pub fn set_server_names(&self, names: impl IntoIterator<Item = (i32, String)>) {
         let mut state = self.lock();
-        let mut old = std::mem::take(&mut state.slots);
-        for (node, addr) in nodes {
-            let slot = match old.remove(&node) {
-                Some(slot) if slot.addr == addr => slot,
-                _ => Arc::new(Slot {
-                    node,
-                    addr,
-                    conn: tokio::sync::Mutex::new(None),
-                }),
-            };
-            state.slots.insert(node, slot);
+        state.server_names = names.into_iter().collect();
+        let nodes = state.addrs();
+        state.rebuild(nodes);
+    }
+
+    /// The TLS names per node id.
+    pub fn server_names(&self) -> BTreeMap<i32, String> {
+        self.lock().server_names.clone()
+    }
+
+    /// Replaces how connections are opened (transport, SASL, client id, connect timeout).
+    /// When they differ from the current ones, every cached connection is dropped (a call
+    /// running on one finishes first), so the next call uses the new ones.
+    pub fn set_connect_options(&self, connect: ConnectOptions) {
+        let mut state = self.lock();
+        if state.connect == connect {
+            return;
         }
-        if state
-            .preferred
-            .is_some_and(|p| !state.slots.contains_key(&p))
-        {
-            state.preferred = None;
-        }
+        state.connect = connect;
+        let nodes = state.addrs();
+        state.slots.clear();
+        state.rebuild(nodes);
+    }
+
+    /// How connections are opened now.
+    pub fn connect_options(&self) -> ConnectOptions {
+        self.lock().connect.clone()
     }
 
     /// The current node addresses.
     pub fn nodes(&self) -> BTreeMap<i32, String> {
-        self.lock()
-            .slots
-            .iter()
-            .map(|(id, slot)| (*id, slot.addr.clone()))
-            .collect()
+        self.lock().addrs().into_iter().collect()
     }
 
     pub fn options(&self) -> &AdminOptions {
@@ -375,6 +431,54 @@ impl AdminClient {
         .await
     }
 
+    /// Creates or replaces `user`'s SCRAM credential for `mechanism`, salted on this side
+    /// with a fresh random salt (iterations in 4096..=16384); any node forwards it. Applies to
+    /// new connections.
+    pub async fn upsert_user_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<(), KafkaError> {
+        self.call("AlterUserScramCredentials", Target::Any, |c| {
+            let (user, password) = (user.to_string(), password.to_string());
+            Box::pin(async move {
+                c.upsert_scram_credential(&user, mechanism, &password, iterations)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Deletes `user`'s SCRAM credential for `mechanism`; one that does not exist fails with
+    /// RESOURCE_NOT_FOUND (also when a retry follows an attempt that deleted it).
+    pub async fn delete_user_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Result<(), KafkaError> {
+        self.call("AlterUserScramCredentials", Target::Any, |c| {
+            let user = user.to_string();
+            Box::pin(async move { c.delete_scram_credential(&user, mechanism).await })
+        })
+        .await
+    }
+
+    /// The SCRAM credentials (mechanism, iterations) of these users (`None`: every user), by
+    /// user; named users without credentials are left out.
+    pub async fn describe_user_scram_credentials(
+        &self,
+        users: Option<&[&str]>,
+    ) -> Result<BTreeMap<String, Vec<ScramCredentialInfo>>, KafkaError> {
+        let users: Option<Vec<String>> = users.map(|u| u.iter().map(|s| s.to_string()).collect());
+        self.call("DescribeUserScramCredentials", Target::Any, |c| {
+            let users = users.clone();
+            Box::pin(async move { c.describe_scram_credentials(users.as_deref()).await })
+        })
+        .await
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is consistent after every statement; a panic elsewhere cannot tear it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -487,9 +591,14 @@ impl AdminClient {
                 _ => {
                     let options = ConnectOptions {
                         request_timeout: self.options.call_timeout,
-                        ..self.options.connect.clone()
+                        ..self.connect_options()
                     };
-                    BrokerConnection::connect(&slot.addr, options).await?
+                    BrokerConnection::connect_named(
+                        &slot.addr,
+                        slot.server_name.as_deref(),
+                        options,
+                    )
+                    .await?
                 }
             };
             let result = f(&mut conn).await;
@@ -920,6 +1029,68 @@ mod tests {
         admin.set_nodes([]);
         let err = admin.describe_cluster().await.unwrap_err();
         assert!(matches!(err, KafkaError::NoNodes { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn new_names_or_connect_options_replace_the_cached_connections() {
+        let a = cluster_broker(&[]).await;
+        let b = cluster_broker(&[]).await;
+        let admin = AdminClient::new([(1, a.addr.clone()), (2, b.addr.clone())], quick());
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!((a.connections(), b.connections()), (1, 1));
+
+        admin.set_server_names([(2, "kafka-2.example".to_string())]);
+        assert_eq!(
+            admin.server_names(),
+            BTreeMap::from([(2, "kafka-2.example".to_string())])
+        );
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!(
+            (a.connections(), b.connections()),
+            (1, 2),
+            "only the renamed node reconnects"
+        );
+        admin.set_nodes([(1, a.addr.clone()), (2, b.addr.clone())]);
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!(b.connections(), 2, "set_nodes keeps the names");
+
+        admin.set_connect_options(admin.connect_options());
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        assert_eq!(a.connections(), 1, "same options: connections kept");
+        admin.set_connect_options(ConnectOptions {
+            client_id: "pier-2".into(),
+            ..admin.connect_options()
+        });
+        admin
+            .describe_configs(&ConfigResource::Broker(1))
+            .await
+            .ok();
+        admin
+            .describe_configs(&ConfigResource::Broker(2))
+            .await
+            .ok();
+        assert_eq!((a.connections(), b.connections()), (2, 3));
+        assert_eq!(admin.connect_options().client_id, "pier-2");
     }
 
     #[tokio::test]

@@ -3,8 +3,9 @@
 //! A connection that saw an I/O error, a timeout or a malformed frame is marked broken: its
 //! stream may be mid-frame, so every later call fails fast until the caller reconnects.
 //!
-//! The byte stream is boxed behind [`Transport`], so TLS can be added without touching the
-//! framing; today the only transport is plaintext TCP.
+//! The byte stream is boxed behind [`Transport`]: plaintext TCP or TLS ([`crate::tls`]), the
+//! framing is the same. With [`SaslOptions`] the connection authenticates right after
+//! ApiVersions ([`crate::sasl`]).
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,28 +17,34 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::KafkaError;
 use super::error::codes::UNSUPPORTED_VERSION;
+use super::sasl::SaslOptions;
+use super::tls::{TlsConfig, connect_tls, server_name};
 
 /// Largest response frame accepted; Kafka's own clients default `max.response.size` lower.
 const MAX_FRAME_BYTES: i64 = 100 * 1024 * 1024;
 
-/// How bytes reach the broker. Only plaintext TCP today; TLS will be another variant.
+/// How bytes reach the broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Transport {
     #[default]
     Plaintext,
+    /// TLS, verifying the broker's certificate (and presenting ours if configured).
+    Tls(TlsConfig),
 }
 
 /// How to reach and talk to a broker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     pub client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub transport: Transport,
+    /// Authenticate with SASL after connecting (SASL_PLAINTEXT or SASL_SSL listeners).
+    pub sasl: Option<SaslOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -47,11 +54,12 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             transport: Transport::Plaintext,
+            sasl: None,
         }
     }
 }
 
-/// Any byte stream a connection can run over (a TCP stream today, a TLS stream later).
+/// Any byte stream a connection can run over (a TCP or a TLS stream).
 trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> ByteStream for T {}
 
@@ -64,6 +72,8 @@ pub struct BrokerConnection {
     /// api key → (min, max) version the broker accepts.
     broker_versions: HashMap<i16, (i16, i16)>,
     broken: bool,
+    /// When the broker limits the SASL session: the moment to stop using this connection.
+    usable_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for BrokerConnection {
@@ -77,11 +87,27 @@ impl std::fmt::Debug for BrokerConnection {
 }
 
 impl BrokerConnection {
-    /// Connects to `addr` (`host:port`) and negotiates API versions.
+    /// Connects to `addr` (`host:port`), negotiates API versions and authenticates if the
+    /// options say so. Over TLS, the certificate must name the host of `addr`.
     pub async fn connect(addr: &str, options: ConnectOptions) -> Result<Self, KafkaError> {
-        let stream: Box<dyn ByteStream> = match options.transport {
+        Self::connect_named(addr, None, options).await
+    }
+
+    /// Like [`BrokerConnection::connect`]; over TLS the certificate must name `server_name`
+    /// (default: the host of `addr`), e.g. a broker's DNS name while dialling its IP.
+    pub async fn connect_named(
+        addr: &str,
+        server_name: Option<&str>,
+        options: ConnectOptions,
+    ) -> Result<Self, KafkaError> {
+        let stream: Box<dyn ByteStream> = match &options.transport {
             Transport::Plaintext => Box::new(connect_tcp(addr, options.connect_timeout).await?),
+            Transport::Tls(tls) => {
+                let name = self::server_name(addr, server_name)?;
+                Box::new(connect_tls(addr, name, tls, options.connect_timeout).await?)
+            }
         };
+        let sasl = options.sasl.clone();
         let mut conn = BrokerConnection {
             addr: addr.to_string(),
             stream,
@@ -89,14 +115,27 @@ impl BrokerConnection {
             next_correlation_id: 1,
             broker_versions: HashMap::new(),
             broken: false,
+            usable_until: None,
         };
         conn.negotiate_versions().await?;
+        if let Some(sasl) = &sasl {
+            conn.authenticate(sasl).await?;
+        }
         Ok(conn)
     }
 
-    /// Whether an earlier error left the stream unusable (every call then fails fast).
+    /// Whether an earlier error left the stream unusable (every call then fails fast), or
+    /// the broker's SASL session is about to end: either way, open a new connection.
     pub fn is_broken(&self) -> bool {
-        self.broken
+        self.broken || self.usable_until.is_some_and(|t| Instant::now() >= t)
+    }
+
+    pub(crate) fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    pub(crate) fn set_usable_until(&mut self, until: Instant) {
+        self.usable_until = Some(until);
     }
 
     /// How long one request may take before the connection gives up on it.
@@ -217,11 +256,7 @@ impl BrokerConnection {
             }
             Ok(Err(source)) => {
                 self.broken = true;
-                return Err(KafkaError::Io {
-                    addr: self.addr.clone(),
-                    api,
-                    source: Arc::new(source),
-                });
+                return Err(KafkaError::io(&self.addr, &api, source));
             }
             Err(_) => {
                 self.broken = true;
@@ -240,7 +275,7 @@ impl BrokerConnection {
     }
 }
 
-async fn connect_tcp(addr: &str, after: Duration) -> Result<TcpStream, KafkaError> {
+pub(crate) async fn connect_tcp(addr: &str, after: Duration) -> Result<TcpStream, KafkaError> {
     let stream = match timeout(after, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => {

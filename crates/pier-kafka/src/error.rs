@@ -68,6 +68,24 @@ pub enum KafkaError {
         name: String,
         message: Option<String>,
     },
+    #[error("invalid TLS settings for Kafka: {message}")]
+    TlsConfig { message: String },
+    /// The TLS handshake failed for a reason retrying will not fix: the broker's certificate
+    /// did not verify, or the broker refused ours (or our lack of one).
+    #[error("Kafka broker {addr}: TLS failed: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// SASL authentication was refused (wrong credentials, a mechanism the listener does not
+    /// enable, a server signature that did not verify); `message` is the broker's reason.
+    #[error("Kafka broker {addr}: SASL {mechanism} authentication failed: {message}")]
+    Authentication {
+        addr: String,
+        mechanism: String,
+        message: String,
+    },
     #[error("{api}: no address known for Kafka node {node}")]
     UnknownNode { api: String, node: i32 },
     #[error("{api}: no Kafka node addresses known")]
@@ -108,6 +126,25 @@ impl KafkaError {
         ))
     }
 
+    /// An I/O failure during `api`; one that carries a TLS error (a certificate that did not
+    /// verify, an alert from the broker) is [`KafkaError::Tls`].
+    pub(crate) fn io(addr: &str, api: &str, source: std::io::Error) -> Self {
+        if let Some(tls) = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return KafkaError::Tls {
+                addr: addr.to_string(),
+                source: tls.clone(),
+            };
+        }
+        KafkaError::Io {
+            addr: addr.to_string(),
+            api: api.to_string(),
+            source: Arc::new(source),
+        }
+    }
+
     /// A response that does not say what it should (a missing result, a wrong resource).
     pub(crate) fn malformed(addr: &str, api: &str, message: impl Into<String>) -> Self {
         KafkaError::Decode {
@@ -144,8 +181,11 @@ impl KafkaError {
             | KafkaError::FrameSize { addr, .. }
             | KafkaError::CorrelationMismatch { addr, .. }
             | KafkaError::UnsupportedVersion { addr, .. }
-            | KafkaError::Broker { addr, .. } => Some(addr),
+            | KafkaError::Broker { addr, .. }
+            | KafkaError::Tls { addr, .. }
+            | KafkaError::Authentication { addr, .. } => Some(addr),
             KafkaError::Encode { .. }
+            | KafkaError::TlsConfig { .. }
             | KafkaError::UnknownNode { .. }
             | KafkaError::NoNodes { .. } => None,
         }
@@ -153,8 +193,9 @@ impl KafkaError {
 
     /// Whether the same call may succeed later: connection failures, timeouts and the Kafka
     /// error codes the protocol marks retriable (NOT_CONTROLLER, REQUEST_TIMED_OUT,
-    /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes and
-    /// every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do not know) are final.
+    /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes, TLS
+    /// and SASL failures and every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do
+    /// not know) are final.
     pub fn is_retriable(&self) -> bool {
         match self {
             KafkaError::Connect { .. }
@@ -170,7 +211,10 @@ impl KafkaError {
             | KafkaError::CorrelationMismatch { .. }
             | KafkaError::UnsupportedVersion { .. }
             | KafkaError::UnknownNode { .. }
-            | KafkaError::NoNodes { .. } => false,
+            | KafkaError::NoNodes { .. }
+            | KafkaError::TlsConfig { .. }
+            | KafkaError::Tls { .. }
+            | KafkaError::Authentication { .. } => false,
         }
     }
 }
@@ -191,6 +235,10 @@ pub mod codes {
     pub const LOG_DIR_NOT_FOUND: i16 = 57;
     pub const ELECTION_NOT_NEEDED: i16 = 84;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    pub const RESOURCE_NOT_FOUND: i16 = 91;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 }
 

@@ -2,10 +2,14 @@
 //! Kubernetes.
 //!
 //! - [`BrokerConnection`]: one connection to one broker (ApiVersions negotiation, framing,
-//!   timeouts; a boxed byte stream chosen by [`Transport`], plaintext today) with the typed
-//!   calls as methods: Metadata, CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum,
-//!   DescribeConfigs, IncrementalAlterConfigs, partition reassignments (and cancelling them),
-//!   ElectLeaders, UnregisterBroker, DescribeLogDirs, AlterReplicaLogDirs, Produce and Fetch.
+//!   timeouts; a boxed byte stream chosen by [`Transport`]: plaintext or TLS with rustls,
+//!   optionally SASL SCRAM/PLAIN on top) with the typed calls as methods: Metadata,
+//!   CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum, DescribeConfigs,
+//!   IncrementalAlterConfigs, partition reassignments (and cancelling them), ElectLeaders,
+//!   UnregisterBroker, DescribeLogDirs, AlterReplicaLogDirs, Produce and Fetch, SCRAM
+//!   credentials (AlterUserScramCredentials, DescribeUserScramCredentials).
+//! - [`TlsConfig`], [`served_certificate`]: TLS settings from PEM; the certificate a
+//!   listener serves right now (to confirm a live keystore reload).
 //! - [`AdminClient`]: what the operator uses: node id → address map supplied by the caller
 //!   (never the advertised addresses), one cached connection per node, a timeout per attempt,
 //!   retries with exponential backoff on retriable failures only, broker-specific calls sent
@@ -23,11 +27,15 @@ mod cluster;
 mod config_classes;
 mod configs;
 mod connection;
+mod credentials;
 mod error;
 mod logdirs;
 mod metadata;
 mod reassign;
 mod records;
+mod sasl;
+mod scram;
+mod tls;
 
 pub use admin::{AdminClient, AdminOptions};
 pub use cluster::{ClusterBroker, ClusterDescription, METADATA_TOPIC, QuorumInfo, ReplicaState};
@@ -41,8 +49,12 @@ pub use configs::{
     DescribeConfigsOptions,
 };
 pub use connection::{BrokerConnection, ConnectOptions, Transport};
+pub use credentials::ScramCredentialInfo;
 pub use error::{KafkaError, codes};
 pub use logdirs::{LogDir, LogDirMove, LogDirPlan, LogDirReplica, dirs_empty, plan_log_dir_moves};
 pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
 pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drain};
 pub use records::TopicRef;
+pub use sasl::{SaslMechanism, SaslOptions};
+pub use scram::{SCRAM_ITERATIONS, ScramMechanism, salted_password};
+pub use tls::{TlsConfig, TlsOptions, certificate_serial, served_certificate};

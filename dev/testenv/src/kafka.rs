@@ -23,13 +23,18 @@ pub const CONTROLLER_PORT: u16 = 9093;
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
     pub nodes: usize,
-    /// Extra `server.properties` lines for every node (override the defaults).
+    /// Extra `server.properties` lines for every node (override the defaults). In a value,
+    /// `{id}` and `{ip}` become the node's id and address (per-node listeners, keystores).
     pub properties: Vec<(String, String)>,
     /// `KAFKA_HEAP_OPTS` for every node.
     pub heap: String,
     /// Data directories (`log.dirs`) per node, JBOD when more than one. With more than one,
     /// `metadata.log.dir` is set to the first, so the others can be emptied and dropped.
     pub log_dirs: usize,
+    /// The nodes' loopback addresses, when the caller picked them first (with
+    /// [`crate::net::loopback_ips`], listing every port it will use), e.g. to put them into
+    /// certificates. Empty: picked here.
+    pub ips: Vec<Ipv4Addr>,
 }
 
 impl Default for KafkaOptions {
@@ -39,6 +44,7 @@ impl Default for KafkaOptions {
             properties: Vec::new(),
             heap: "-Xms256m -Xmx512m".to_string(),
             log_dirs: 1,
+            ips: Vec::new(),
         }
     }
 }
@@ -97,7 +103,17 @@ impl KafkaCluster {
         }
         program("kafka-node")?;
         let dir = logs.sub("kafka")?;
-        let ips = loopback_ips(options.nodes, &[BROKER_PORT, CONTROLLER_PORT])?;
+        let ips = if options.ips.is_empty() {
+            loopback_ips(options.nodes, &[BROKER_PORT, CONTROLLER_PORT])?
+        } else if options.ips.len() == options.nodes {
+            options.ips.clone()
+        } else {
+            bail!(
+                "{} addresses given for {} Kafka nodes",
+                options.ips.len(),
+                options.nodes
+            );
+        };
         let voters = ips
             .iter()
             .enumerate()
@@ -166,7 +182,10 @@ impl KafkaCluster {
             }
             for (k, v) in &options.properties {
                 props.retain(|(pk, _)| pk != k);
-                props.push((k.clone(), v.clone()));
+                let v = v
+                    .replace("{id}", &id.to_string())
+                    .replace("{ip}", &ip.to_string());
+                props.push((k.clone(), v));
             }
             let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
             let properties = dir.join(format!("node-{id}.properties"));

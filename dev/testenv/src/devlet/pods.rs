@@ -604,6 +604,36 @@ fn link_mount(pod_dir: &Path, mount_path: &str, target: &Path) -> std::io::Resul
 }
 
 /// Rewrites a path of the container's filesystem to the local directory it is mounted from.
+/// Every mount path inside `value` (starting the value or after `=`, `:`, `,`, `{` or a
+/// space, followed by `/`, `:`, `,`, `}`, a space or the end) mapped to its local directory.
+fn map_embedded_paths(value: &str, mounts: &[(String, PathBuf)]) -> String {
+    let mut sorted: Vec<&(String, PathBuf)> = mounts.iter().collect();
+    sorted.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+    let mut out = String::with_capacity(value.len());
+    let mut i = 0;
+    'scan: while i < value.len() {
+        let at_start = i == 0 || value[..i].ends_with(['=', ':', ',', '{', ' ']);
+        if at_start {
+            for (m, dir) in &sorted {
+                let m = m.trim_end_matches('/');
+                if m.is_empty() || !value[i..].starts_with(m) {
+                    continue;
+                }
+                let rest = &value[i + m.len()..];
+                if rest.is_empty() || rest.starts_with(['/', ':', ',', '}', ' ']) {
+                    out.push_str(&dir.display().to_string());
+                    i += m.len();
+                    continue 'scan;
+                }
+            }
+        }
+        let c = value[i..].chars().next().unwrap_or_default();
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
 fn map_path(path: &str, mounts: &[(String, PathBuf)]) -> String {
     let best = mounts
         .iter()
@@ -811,49 +841,19 @@ pub fn rewrite_kafka_properties(text: &str, ip: Ipv4Addr, mounts: &[(String, Pat
                 format!("metadata.log.dir={}", map_path(v, mounts))
             } else if let Some(v) = line.strip_prefix("log.dir=") {
                 format!("log.dir={}", map_path(v, mounts))
+            } else if let Some((k, v)) = line.split_once('=')
+                && !line.starts_with('#')
+            {
+                // Files named in other values: keystores (`….location`), config-provider
+                // references (`${provider:/path:key}`).
+                format!("{k}={}", map_embedded_paths(v, mounts))
             } else {
-                map_provider_paths(line, mounts)
+                line.to_string()
             }
         })
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
-}
-
-/// Config-provider references with a path (`${provider:/mounted/dir:key}`, as Kafka's
-/// Directory and File providers read) pointed at the local directory of the mount.
-fn map_provider_paths(line: &str, mounts: &[(String, PathBuf)]) -> String {
-    let mut out = String::new();
-    let mut rest = line;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            rest = &rest[start..];
-            break;
-        };
-        let inner = &after[..end];
-        let mapped = match inner.split_once(':') {
-            Some((provider, path_key)) if path_key.starts_with('/') => {
-                let (path, key) = match path_key.rsplit_once(':') {
-                    Some((p, k)) => (p, Some(k)),
-                    None => (path_key, None),
-                };
-                let path = map_path(path, mounts);
-                match key {
-                    Some(k) => format!("{provider}:{path}:{k}"),
-                    None => format!("{provider}:{path}"),
-                }
-            }
-            _ => inner.to_string(),
-        };
-        out.push_str("${");
-        out.push_str(&mapped);
-        out.push('}');
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Keeps the names of Pods on other nodes in this node's hosts file, so Pods of several
@@ -1248,12 +1248,21 @@ mod tests {
         assert!(out.contains("log.dirs=/tmp/v/pvc-1/kafka"));
         assert!(out.contains("metadata.log.dir=/tmp/v/pvc-1/kafka"), "{out}");
         assert!(out.contains("node.id=1"));
-        let mounts = vec![("/etc/pier-secrets/s".to_string(), PathBuf::from("/tmp/p/s"))];
-        let line = "a=${pierdir:/etc/pier-secrets/s:k} ${env:HOME} ${file:/elsewhere/f:k} ${x";
-        assert_eq!(
-            map_provider_paths(line, &mounts),
-            "a=${pierdir:/tmp/p/s:k} ${env:HOME} ${file:/elsewhere/f:k} ${x"
+        let mounts = vec![
+            ("/etc/pier-tls".to_string(), PathBuf::from("/tmp/p/tls")),
+            ("/etc/pier-secrets/s".to_string(), PathBuf::from("/tmp/p/s")),
+        ];
+        let text = "listener.name.x.ssl.keystore.location=/etc/pier-tls/keystore.pem\nssl.key.password=${pierdir:/etc/pier-secrets/s:pw}\nother=/etc/pier-tlsx/a\n";
+        let out = rewrite_kafka_properties(text, Ipv4Addr::new(127, 9, 0, 1), &mounts);
+        assert!(
+            out.contains("listener.name.x.ssl.keystore.location=/tmp/p/tls/keystore.pem"),
+            "{out}"
         );
+        assert!(
+            out.contains("ssl.key.password=${pierdir:/tmp/p/s:pw}"),
+            "{out}"
+        );
+        assert!(out.contains("other=/etc/pier-tlsx/a"), "{out}");
         let env = BTreeMap::from([("POD_NAME".to_string(), "envoy-0".to_string())]);
         assert_eq!(
             expand("--service-node=$(POD_NAME)", &env),
