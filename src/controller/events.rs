@@ -20,6 +20,7 @@ pub enum Reason {
     RollFinished,
     ReplicaMoves,
     LogDirMoves,
+    ScramUsers,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -35,6 +36,7 @@ pub enum Reason {
     VolumeRemovalRefused,
     CruiseControlFailed,
     SecretUnavailable,
+    ScramUserFailed,
 }
 
 impl Reason {
@@ -60,6 +62,8 @@ impl Reason {
             Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
             Reason::CruiseControlFailed => "CruiseControlFailed",
             Reason::SecretUnavailable => "SecretUnavailable",
+            Reason::ScramUsers => "ScramUsers",
+            Reason::ScramUserFailed => "ScramUserFailed",
         }
     }
 }

@@ -587,7 +587,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         }
     };
 
-    let secret_notices = reconcile::secret_refs::notices(&desired.config, &fetched);
+    let secret_notices = reconcile::secret_refs::notices(kc, &desired.config, &fetched);
     let unavailable: Vec<String> = secret_notices.iter().map(|n| n.to_string()).collect();
     ctx.events
         .problems(ctx, kc, events::Reason::SecretUnavailable, &unavailable)
@@ -672,6 +672,11 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     if !desired.waiting_for_address {
         (outcome.dynamic, outcome.applied_secrets) =
             live_config::run(kc, ctx, &admin, &desired, &fetched).await;
+        let scram_failures =
+            secrets::scram_users(kc, ctx, &admin, &fetched, &mut outcome.applied_secrets).await;
+        ctx.events
+            .problems(ctx, kc, events::Reason::ScramUserFailed, &scram_failures)
+            .await;
     }
     // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
     let quorum = if admin.nodes().is_empty() {

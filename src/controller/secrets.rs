@@ -94,3 +94,98 @@ pub fn referencing(
             .collect()
     }
 }
+
+/// Iterations of the SCRAM credentials Pier sets (Kafka accepts 4096..=16384).
+const SCRAM_ITERATIONS: u32 = 8192;
+
+/// Makes Kafka's SCRAM-SHA-512 credentials what `spec.sasl.scramUsers` says
+/// ([`secret_refs::scram_steps`]), recording each applied Secret version in `applied`
+/// (`status.appliedSecrets`) and dropping the entry of a deleted user. Returns the failures,
+/// naming users, never passwords.
+pub async fn scram_users(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    admin: &crate::kafka::AdminClient,
+    fetched: &Fetched,
+    applied: &mut BTreeMap<String, String>,
+) -> Vec<String> {
+    let users = &kc.spec.sasl.scram_users;
+    let managed = secret_refs::managed_scram_users(applied);
+    if (users.is_empty() && managed.is_empty()) || admin.nodes().is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    let in_kafka = if names.is_empty() {
+        None
+    } else {
+        match admin.describe_user_scram_credentials(Some(&names)).await {
+            Ok(credentials) => Some(
+                credentials
+                    .into_iter()
+                    .filter(|(_, infos)| {
+                        infos
+                            .iter()
+                            .any(|i| i.mechanism == crate::kafka::ScramMechanism::Sha512)
+                    })
+                    .map(|(user, _)| user)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot describe SCRAM credentials; Secret versions decide");
+                None
+            }
+        }
+    };
+    let mut failures = Vec::new();
+    for step in secret_refs::scram_steps(kc, fetched, applied, in_kafka.as_ref()) {
+        match step {
+            secret_refs::ScramStep::Upsert {
+                user,
+                version,
+                password,
+            } => {
+                let result = admin
+                    .upsert_user_scram_credential(
+                        &user,
+                        crate::kafka::ScramMechanism::Sha512,
+                        &password,
+                        SCRAM_ITERATIONS,
+                    )
+                    .await;
+                match result {
+                    Ok(()) => {
+                        tracing::info!(%user, %version, "SCRAM credential set");
+                        let note = format!(
+                            "SCRAM user {user}: SCRAM-SHA-512 credential set from Secret {version}"
+                        );
+                        ctx.events
+                            .did(ctx, kc, super::events::Reason::ScramUsers, &note)
+                            .await;
+                        applied.insert(secret_refs::applied_scram(&user), version);
+                    }
+                    Err(e) => failures.push(format!("SCRAM user {user}: {e}")),
+                }
+            }
+            secret_refs::ScramStep::Delete { user } => {
+                let result = admin
+                    .delete_user_scram_credential(&user, crate::kafka::ScramMechanism::Sha512)
+                    .await;
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.code() == Some(crate::kafka::codes::RESOURCE_NOT_FOUND) => {}
+                    Err(e) => {
+                        failures.push(format!("SCRAM user {user}: deleting: {e}"));
+                        continue;
+                    }
+                }
+                tracing::info!(%user, "SCRAM credential deleted");
+                let note = format!("SCRAM user {user}: removed from the spec, credential deleted");
+                ctx.events
+                    .did(ctx, kc, super::events::Reason::ScramUsers, &note)
+                    .await;
+                applied.remove(&secret_refs::applied_scram(&user));
+            }
+        }
+    }
+    failures
+}

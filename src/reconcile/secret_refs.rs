@@ -371,8 +371,18 @@ pub fn live_changes(
 /// Notices for every Secret key the plan reads that cannot be read. A live key is left as it
 /// is; a broker's Pod whose file reads one cannot start until it can (a running broker is not
 /// restarted for it).
-pub fn notices(plan: &ConfigPlan, fetched: &Fetched) -> Vec<Notice> {
+pub fn notices(kc: &KafkaCluster, plan: &ConfigPlan, fetched: &Fetched) -> Vec<Notice> {
     let mut out = BTreeSet::new();
+    for u in &kc.spec.sasl.scram_users {
+        if let Err(why) = read_key(fetched, &u.password_secret_ref) {
+            out.insert(Notice::SecretUnavailable {
+                what: format!("SCRAM user {}", u.name),
+                secret: u.password_secret_ref.name.clone(),
+                key: u.password_secret_ref.key.clone(),
+                why,
+            });
+        }
+    }
     for (key, r) in &plan.cluster_default_from {
         if let Err(why) = read_key(fetched, r) {
             out.insert(Notice::SecretUnavailable {
@@ -406,6 +416,70 @@ pub fn notices(plan: &ConfigPlan, fetched: &Fetched) -> Vec<Notice> {
         }
     }
     out.into_iter().collect()
+}
+
+/// What to do with one SCRAM user's SCRAM-SHA-512 credential. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ScramStep {
+    /// Create or replace it with the password read from the Secret at `version`
+    /// (`<secret>@<resourceVersion>`, recorded once done).
+    Upsert {
+        user: String,
+        version: String,
+        password: String,
+    },
+    /// Delete it: the user left the spec, and Pier created it.
+    Delete { user: String },
+}
+
+impl std::fmt::Debug for ScramStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScramStep::Upsert { user, version, .. } => f
+                .debug_struct("Upsert")
+                .field("user", user)
+                .field("version", version)
+                .finish(),
+            ScramStep::Delete { user } => f.debug_struct("Delete").field("user", user).finish(),
+        }
+    }
+}
+
+/// The SCRAM steps that make Kafka's credentials what `spec.sasl.scramUsers` says: a user's
+/// credential is (re)set when its Secret's version differs from the one applied
+/// (`status.appliedSecrets["scram/<user>"]`) or Kafka lacks it (`in_kafka`: the spec's users
+/// that have a SCRAM-SHA-512 credential, `None` when Kafka could not say); a user Pier manages
+/// (an `appliedSecrets` entry) and the spec no longer lists is deleted. Users others created
+/// are never touched. A password that cannot be read leaves its user as it is.
+pub fn scram_steps(
+    kc: &KafkaCluster,
+    fetched: &Fetched,
+    applied: &BTreeMap<String, String>,
+    in_kafka: Option<&BTreeSet<String>>,
+) -> Vec<ScramStep> {
+    let users = &kc.spec.sasl.scram_users;
+    let mut steps = Vec::new();
+    for u in users {
+        let Ok((version, password)) = read_key(fetched, &u.password_secret_ref) else {
+            continue;
+        };
+        let changed = applied.get(&applied_scram(&u.name)) != Some(&version);
+        let missing = in_kafka.is_some_and(|k| !k.contains(&u.name));
+        if changed || missing {
+            steps.push(ScramStep::Upsert {
+                user: u.name.clone(),
+                version,
+                password,
+            });
+        }
+    }
+    let listed: BTreeSet<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    for user in managed_scram_users(applied) {
+        if !listed.contains(user.as_str()) {
+            steps.push(ScramStep::Delete { user });
+        }
+    }
+    steps
 }
 
 /// Every `status.appliedSecrets` key the plan sets live from a Secret.
@@ -892,6 +966,78 @@ mod tests {
     }
 
     #[test]
+    fn scram_credentials_follow_their_secrets_and_only_piers_users_are_deleted() {
+        let mut kc = cluster(
+            KafkaSpec::default(),
+            vec![broker(1, &[Role::Broker, Role::Controller])],
+        );
+        let user = |name: &str, secret: &str| ScramUser {
+            name: name.into(),
+            password_secret_ref: r(secret, "password"),
+        };
+        kc.spec.sasl = SaslSpec {
+            scram_users: vec![
+                user("alice", "alice-pw"),
+                user("bob", "bob-pw"),
+                user("carol", "gone"),
+            ],
+        };
+        let f = fetched(&[
+            ("alice-pw", "3", &[("password", "a-secret")]),
+            ("bob-pw", "9", &[("password", "b-secret")]),
+        ]);
+        let applied = map(&[
+            ("scram/alice", "alice-pw@3"),
+            ("scram/bob", "bob-pw@8"),
+            ("scram/dave", "dave-pw@1"),
+            ("cluster/x", "s@1"),
+        ]);
+        let in_kafka = BTreeSet::from(["alice".to_string(), "bob".to_string()]);
+        let steps = scram_steps(&kc, &f, &applied, Some(&in_kafka));
+        assert_eq!(
+            steps,
+            vec![
+                ScramStep::Upsert {
+                    user: "bob".into(),
+                    version: "bob-pw@9".into(),
+                    password: "b-secret".into()
+                },
+                ScramStep::Delete {
+                    user: "dave".into()
+                },
+            ]
+        );
+        assert!(!format!("{steps:?}").contains("b-secret"));
+        // Kafka lost alice's credential (or never had it): set again, same version.
+        let steps = scram_steps(&kc, &f, &applied, Some(&BTreeSet::new()));
+        assert!(
+            steps
+                .iter()
+                .any(|s| matches!(s, ScramStep::Upsert { user, .. } if user == "alice"))
+        );
+        // Kafka could not say: versions decide.
+        let steps = scram_steps(&kc, &f, &applied, None);
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, ScramStep::Upsert { user, .. } if user == "alice"))
+        );
+        // An unreadable password is a notice; its user is left alone, never deleted.
+        let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
+        let n = notices(&kc, &plan, &f);
+        assert_eq!(n.len(), 1);
+        assert!(
+            n[0].to_string()
+                .starts_with("SCRAM user carol: Secret \"gone\"")
+        );
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, ScramStep::Delete { user } if user == "carol"))
+        );
+    }
+
+    #[test]
     fn every_referenced_secret_is_read() {
         let mut b = broker(1, &[Role::Broker, Role::Controller]);
         b.config_from = from(&[("x", "own", "k")]);
@@ -924,8 +1070,8 @@ mod tests {
             vec![broker(1, &[Role::Broker, Role::Controller])],
         );
         let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
-        assert!(notices(&plan, &fetched(&[("s", "1", &[("k", "3")])])).is_empty());
-        let n = notices(&plan, &fetched(&[("s", "1", &[])]));
+        assert!(notices(&kc, &plan, &fetched(&[("s", "1", &[("k", "3")])])).is_empty());
+        let n = notices(&kc, &plan, &fetched(&[("s", "1", &[])]));
         assert_eq!(n.len(), 1);
         assert!(
             n[0].to_string()
@@ -939,7 +1085,7 @@ mod tests {
             vec![broker(1, &[Role::Broker, Role::Controller])],
         );
         let plan = plan_config(&kc, &effective_brokers(&kc).unwrap());
-        let n = notices(&plan, &BTreeMap::new());
+        let n = notices(&kc, &plan, &BTreeMap::new());
         assert_eq!(
             n[0].to_string(),
             "cluster-wide key log.cleaner.threads: Secret \"gone\" key \"k\" cannot be read (not read); left as it is until it can"
