@@ -3,7 +3,12 @@
 //! changed Secret sets it again without a restart; a read-only key resolves through the mounted
 //! Secret (Kafka's DirectoryConfigProvider) while the ConfigMap holds only the reference, and a
 //! changed Secret restarts the broker; a Secret that is missing is a notice and an Event naming
-//! it, the rest of the spec still converges, and creating it applies the key.
+//! it, the rest of the spec still converges, and creating it applies the key. SCRAM users'
+//! credentials follow their Secrets: a changed password logs in over a SASL_PLAINTEXT
+//! listener, the old one is refused (checked with Pier's own SCRAM client: the kcat of
+//! dev/setup, librdkafka 2.0.2, cannot log in to Kafka 4.x with SCRAM at all — its client-final
+//! nonce bug, fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895), a user removed from the spec
+//! loses its credential while one Pier did not create keeps it.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,7 +16,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pier::api::KafkaCluster;
-use pier::kafka::{ConfigResource, ConfigSource};
+use pier::kafka::{
+    AdminClient, AdminOptions, BrokerConnection, ConfigResource, ConfigSource, ConnectOptions,
+    KafkaError, SaslMechanism, SaslOptions, ScramMechanism,
+};
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
 use serde_json::json;
@@ -77,9 +85,9 @@ async fn secret_version(client: &Client, name: &str) -> anyhow::Result<String> {
     Ok(api.get(name).await?.resource_version().unwrap_or_default())
 }
 
-/// Broker 0's Pod: (uid, ready).
-async fn broker_pod(client: &Client) -> anyhow::Result<Option<(String, bool)>> {
-    Ok(support::broker_pods(client, NS, NAME)
+/// Broker 0's Pod of cluster `name`: (uid, ready, ip).
+async fn broker_pod_of(client: &Client, name: &str) -> anyhow::Result<Option<(String, bool)>> {
+    Ok(support::broker_pods(client, NS, name)
         .await?
         .get(&0)
         .map(|b| (b.uid.clone(), b.ready)))
@@ -118,6 +126,10 @@ async fn wait_config(
         },
     )
     .await
+}
+
+async fn broker_pod(client: &Client) -> anyhow::Result<Option<(String, bool)>> {
+    broker_pod_of(client, NAME).await
 }
 
 async fn status(client: &Client) -> anyhow::Result<pier::api::KafkaClusterStatus> {
@@ -360,5 +372,164 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
         },
     )
     .await?;
+    Ok(())
+}
+
+const SCRAM_CLUSTER: &str = "scram";
+/// The SASL_PLAINTEXT listener's port.
+const SASL_PORT: i32 = 9095;
+
+fn scram_cluster(users: serde_json::Value) -> anyhow::Result<KafkaCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaCluster",
+        "metadata": {"name": SCRAM_CLUSTER, "namespace": NS},
+        "spec": {
+            "kafka": {"readOnlyConfig": {
+                "offsets.topic.replication.factor": "1",
+                "transaction.state.log.replication.factor": "1",
+                "transaction.state.log.min.isr": "1"
+            }},
+            "listeners": {"internal": [
+                {"name": "internal", "port": 9092, "usedForInterBroker": true},
+                {"name": "controller", "port": 9093, "usedForController": true},
+                {"name": "clients", "port": SASL_PORT, "protocol": "SASL_PLAINTEXT"}
+            ]},
+            "sasl": {"scramUsers": users},
+            "brokerConfigGroups": {"default": {
+                "heapOpts": "-Xms256m -Xmx256m",
+                "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
+            }},
+            "brokers": [{"id": 0, "configGroup": "default"}]
+        }
+    }))?)
+}
+
+/// Broker 0's Pod IP.
+async fn scram_broker_ip(client: &Client) -> Option<String> {
+    let pods = support::broker_pods(client, NS, SCRAM_CLUSTER).await.ok()?;
+    pods.get(&0)
+        .filter(|b| b.ready && !b.ip.is_empty())
+        .map(|b| b.ip.clone())
+}
+
+/// Logs in as `user` on the SASL listener and asks for metadata.
+async fn login(ip: &str, user: &str, password: &str) -> Result<(), KafkaError> {
+    let options = ConnectOptions {
+        sasl: Some(SaslOptions {
+            mechanism: SaslMechanism::ScramSha512,
+            username: user.into(),
+            password: password.into(),
+        }),
+        ..ConnectOptions::default()
+    };
+    let mut conn = BrokerConnection::connect(&format!("{ip}:{SASL_PORT}"), options).await?;
+    conn.metadata(None).await.map(|_| ())
+}
+
+async fn wait_login(ip: &str, user: &str, password: &str, accepted: bool) -> anyhow::Result<()> {
+    let what = format!(
+        "{user}'s login with {password:?} {}",
+        if accepted { "accepted" } else { "refused" }
+    );
+    wait_for(
+        &what,
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            match login(ip, user, password).await {
+                Ok(()) if accepted => Some(()),
+                Err(KafkaError::Authentication { .. }) if !accepted => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+async fn scram_users_in_kafka(admin: &AdminClient) -> anyhow::Result<Vec<String>> {
+    Ok(admin
+        .describe_user_scram_credentials(None)
+        .await?
+        .into_iter()
+        .filter(|(_, c)| c.iter().any(|i| i.mechanism == ScramMechanism::Sha512))
+        .map(|(u, _)| u)
+        .collect())
+}
+
+#[tokio::test]
+async fn scram_credentials_follow_their_secrets() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("secret_config_scram")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let _operator = Operator::start(client.clone(), NS).await?;
+    let _devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    put_secret(&client, "alice-pw", &[("password", "first-pw")]).await?;
+    let alice =
+        json!([{"name": "alice", "passwordSecretRef": {"name": "alice-pw", "key": "password"}}]);
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    kcs.create(&PostParams::default(), &scram_cluster(alice)?)
+        .await?;
+    let ip = wait_for(
+        "broker 0 ready",
+        Duration::from_secs(240),
+        Duration::from_secs(1),
+        || scram_broker_ip(&client),
+    )
+    .await?;
+    let admin = AdminClient::new([(0, format!("{ip}:9092"))], AdminOptions::default());
+    let scram_status = || async { support::cluster_status(&client, NS, SCRAM_CLUSTER).await };
+
+    // 1. Pier created alice's credential and recorded the Secret's version.
+    let v1 = secret_version(&client, "alice-pw").await?;
+    wait_for(
+        "appliedSecrets[scram/alice] = alice-pw@<v1>",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let s = scram_status().await.ok()?;
+            (s.applied_secrets.get("scram/alice") == Some(&format!("alice-pw@{v1}"))).then_some(())
+        },
+    )
+    .await?;
+    assert_eq!(scram_users_in_kafka(&admin).await?, ["alice"]);
+    wait_login(&ip, "alice", "first-pw", true).await?;
+    // A user somebody else created.
+    admin
+        .upsert_user_scram_credential("bob", ScramMechanism::Sha512, "bobs-own", 4096)
+        .await?;
+
+    // 2. A changed Secret changes the credential: the new password logs in, the old is refused.
+    put_secret(&client, "alice-pw", &[("password", "second-pw")]).await?;
+    wait_login(&ip, "alice", "second-pw", true).await?;
+    wait_login(&ip, "alice", "first-pw", false).await?;
+    let v2 = secret_version(&client, "alice-pw").await?;
+    let s = scram_status().await?;
+    assert_eq!(s.applied_secrets["scram/alice"], format!("alice-pw@{v2}"));
+    assert!(!serde_json::to_string(&s)?.contains("second-pw"));
+
+    // 3. alice leaves the spec: her credential is deleted; bob's, not Pier's, stays.
+    kcs.patch(
+        SCRAM_CLUSTER,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"sasl": {"scramUsers": []}}})),
+    )
+    .await?;
+    wait_for(
+        "alice's credential deleted",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let users = scram_users_in_kafka(&admin).await.ok()?;
+            let s = scram_status().await.ok()?;
+            (users == ["bob"] && !s.applied_secrets.contains_key("scram/alice")).then_some(())
+        },
+    )
+    .await?;
+    wait_login(&ip, "alice", "second-pw", false).await?;
+    login(&ip, "bob", "bobs-own").await?;
     Ok(())
 }
