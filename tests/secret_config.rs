@@ -1,6 +1,7 @@
 //! Configuration values from Secrets (`configFrom`) with a real broker run by the dev node
-//! agent and the operator in this process: a cluster-wide dynamic key reaches Kafka live and a
-//! changed Secret sets it again without a restart; a read-only key resolves through the mounted
+//! agent and the operator in this process: a cluster-wide dynamic key (cluster default) and a
+//! broker's own (that broker) reach Kafka live and a changed Secret sets them again without a
+//! restart; a read-only key resolves through the mounted
 //! Secret (Kafka's DirectoryConfigProvider) while the ConfigMap holds only the reference, and a
 //! changed Secret restarts the broker; a Secret that is missing is a notice and an Event naming
 //! it, the rest of the spec still converges, and creating it applies the key. SCRAM users'
@@ -57,7 +58,10 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
                 "heapOpts": "-Xms256m -Xmx256m",
                 "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
             }},
-            "brokers": [{"id": 0, "configGroup": "default"}],
+            "brokers": [{"id": 0, "configGroup": "default", "configFrom": {
+                // The broker's own: set live on broker 0.
+                "log.cleaner.min.compaction.lag.ms": {"secretKeyRef": {"name": "dynamic", "key": "lag"}}
+            }}],
             "rollingUpgrade": {"brokerReadyTimeoutSeconds": 120}
         }
     }))?)
@@ -166,7 +170,7 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
         client.clone(),
         DevletOptions::new("dev-a", logs.data("devlet")?),
     ));
-    put_secret(&client, "dynamic", &[("threads", "2")]).await?;
+    put_secret(&client, "dynamic", &[("threads", "2"), ("lag", "1000")]).await?;
     put_secret(
         &client,
         "static",
@@ -193,7 +197,21 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
         Duration::from_secs(60),
     )
     .await?;
+    wait_config(
+        &client,
+        "log.cleaner.min.compaction.lag.ms",
+        "1000",
+        ConfigSource::DynamicBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
     let v1 = secret_version(&client, "dynamic").await?;
+    wait_applied(
+        &client,
+        "broker/0/log.cleaner.min.compaction.lag.ms",
+        &format!("dynamic@{v1}"),
+    )
+    .await?;
     wait_applied(
         &client,
         "cluster/log.cleaner.threads",
@@ -234,7 +252,7 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
     let (uid, _) = broker_pod(&client).await?.expect("broker 0");
 
     // 3. A changed Secret sets the dynamic key again, live: no restart.
-    put_secret(&client, "dynamic", &[("threads", "3")]).await?;
+    put_secret(&client, "dynamic", &[("threads", "3"), ("lag", "2000")]).await?;
     wait_config(
         &client,
         "log.cleaner.threads",
@@ -243,7 +261,21 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
         Duration::from_secs(60),
     )
     .await?;
+    wait_config(
+        &client,
+        "log.cleaner.min.compaction.lag.ms",
+        "2000",
+        ConfigSource::DynamicBrokerConfig,
+        Duration::from_secs(60),
+    )
+    .await?;
     let v2 = secret_version(&client, "dynamic").await?;
+    wait_applied(
+        &client,
+        "broker/0/log.cleaner.min.compaction.lag.ms",
+        &format!("dynamic@{v2}"),
+    )
+    .await?;
     wait_applied(
         &client,
         "cluster/log.cleaner.threads",
