@@ -36,6 +36,17 @@ enum Command {
         /// Where /metrics, /healthz, /readyz and /status are served.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_listen: SocketAddr,
+        /// File with a bearer token that /status, /metrics and /leader then require
+        /// (/healthz and /readyz stay open for probes).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        xds_tls: XdsTlsArgs,
+        /// The CA (PEM) that signed --xds-tls-cert: the Envoys get it (Secret
+        /// <cluster>-envoy-xds-tls, key xds-ca.crt) to verify the xDS server. Read again
+        /// when it changes.
+        #[arg(long, requires = "xds_tls_cert")]
+        xds_server_ca: Option<PathBuf>,
         /// The Kubernetes cluster DNS domain.
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
@@ -69,7 +80,38 @@ enum Command {
         /// Where /status, /metrics and /healthz are served (off if not given).
         #[arg(long)]
         admin: Option<SocketAddr>,
+        /// File with a bearer token that /status, /metrics and /leader then require.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        xds_tls: XdsTlsArgs,
     },
+}
+
+/// ADS over TLS with client certificates; plaintext without these (with a warning).
+#[derive(Debug, clap::Args)]
+struct XdsTlsArgs {
+    /// Serve xDS over TLS with this certificate chain (PEM; reloaded when the file changes).
+    #[arg(long, requires = "xds_tls_key")]
+    xds_tls_cert: Option<PathBuf>,
+    /// The private key of --xds-tls-cert (PEM; reloaded with it).
+    #[arg(long, requires = "xds_tls_cert")]
+    xds_tls_key: Option<PathBuf>,
+    /// CAs (PEM bundle) trusted to sign Envoy client certificates for any Kafka cluster. An
+    /// Envoy reads only the node group its certificate's URI SAN
+    /// spiffe://pier.dev/ns/<namespace>/kafkacluster/<name> names.
+    #[arg(long, requires = "xds_tls_cert")]
+    xds_client_ca: Option<PathBuf>,
+}
+
+impl XdsTlsArgs {
+    fn files(self) -> Option<pier::listen::XdsTlsFiles> {
+        Some(pier::listen::XdsTlsFiles {
+            cert: self.xds_tls_cert?,
+            key: self.xds_tls_key?,
+            client_ca: self.xds_client_ca,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +170,9 @@ fn main() {
             xds_listen,
             xds_address,
             metrics_listen,
+            admin_token_file,
+            xds_tls,
+            xds_server_ca,
             cluster_domain,
             log_format: _,
             leader_election_namespace,
@@ -144,7 +189,11 @@ fn main() {
                 settings: pier::reconcile::Settings {
                     xds_address,
                     cluster_domain,
+                    xds_tls: xds_tls.xds_tls_cert.is_some(),
                 },
+                xds_tls: xds_tls.files(),
+                xds_server_ca,
+                admin_token_file,
                 leader_election: (!no_leader_election).then(|| {
                     use pier::controller::leader::{LeaseConfig, default_identity};
                     LeaseConfig {
@@ -160,8 +209,16 @@ fn main() {
             config,
             listen,
             admin,
+            admin_token_file,
+            xds_tls,
         } => runtime
-            .block_on(pier::standalone::run(config, listen, admin))
+            .block_on(pier::standalone::run(pier::standalone::XdsOptions {
+                config,
+                listen,
+                admin,
+                admin_token_file,
+                tls: xds_tls.files(),
+            }))
             .map_err(|e| e.to_string()),
     };
     if let Err(message) = result {

@@ -29,6 +29,12 @@ pub struct OperatorOptions {
     pub settings: Settings,
     /// Compete for a Lease before reconciling; `None` runs as the only replica.
     pub leader_election: Option<LeaseConfig>,
+    /// Serve xDS over TLS with client certificates; plaintext when absent.
+    pub xds_tls: Option<crate::listen::XdsTlsFiles>,
+    /// The CA of the xDS serving certificate, handed to the Envoys.
+    pub xds_server_ca: Option<std::path::PathBuf>,
+    /// The admin endpoint's bearer token file; no token asked for when absent.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,10 @@ pub enum OperatorError {
     Leader(LeaderError),
     #[error(transparent)]
     Listen(#[from] crate::listen::ListenError),
+    #[error("xDS TLS: {0}")]
+    XdsTls(#[from] crate::xds::tls::TlsError),
+    #[error(transparent)]
+    AdminToken(#[from] crate::admin::TokenError),
 }
 
 /// How long a stopping leader tries to hand its Lease over before it gives up on it (the Lease
@@ -69,6 +79,13 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(lease) = &options.leader_election {
         lease.validate().map_err(OperatorError::Leader)?;
     }
+    // Files given on the command line are checked before anything else.
+    let xds_tls = crate::listen::xds_tls(options.xds_tls.as_ref(), options.xds_listen)?;
+    let admin_token = options
+        .admin_token_file
+        .as_deref()
+        .map(crate::admin::AdminToken::from_file)
+        .transpose()?;
     let client = match &options.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -98,9 +115,19 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     let admin_listener = crate::listen::bind(options.metrics_listen, "metrics").await?;
     let health = Arc::new(Health::default());
     let ctx = Context::new(client.clone(), cache.clone(), options.settings);
+    if let Some(tls) = &xds_tls {
+        // The controller registers each KafkaCluster's CA for its node group here.
+        let _ = ctx.xds_trust.set(tls.trust().clone());
+    }
+    if let Some(ca) = &options.xds_server_ca {
+        let _ = ctx.xds_server_ca.set(ca.clone());
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     ctx.register(&mut registry);
+    if let Some(tls) = &xds_tls {
+        tls.register(&mut registry);
+    }
     // The admin endpoint serves until the process exits, so /readyz says "stopping" while the
     // xDS streams drain.
     tokio::spawn(crate::admin::serve(
@@ -108,6 +135,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         cache.clone(),
         registry,
         health.clone(),
+        admin_token,
     ));
     let leader_pod = LeaderPod::from_env(&client);
     let (stop_xds, xds_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -140,12 +168,12 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             Ok(l) => l,
             Err(e) => return Ended::Failed(e.into()),
         };
-        let cache = cache.clone();
+        let (cache, tls) = (cache.clone(), xds_tls.clone());
         xds = Some(tokio::spawn(async move {
             let stop = async {
                 let _ = xds_stopped.await;
             };
-            if let Err(e) = crate::shutdown::serve_xds(listener, cache, stop).await {
+            if let Err(e) = crate::shutdown::serve_xds(listener, cache, tls, stop).await {
                 tracing::error!(error = %e, "xDS server failed");
             }
         }));

@@ -5,7 +5,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::xds::SnapshotCache;
+use crate::xds::{ServerTls, SnapshotCache};
 
 /// How long the xDS server waits, after it stopped accepting, for open streams to end before it
 /// closes them (well inside Kubernetes' default 30 s termination grace period).
@@ -31,10 +31,12 @@ pub async fn requested() {
 }
 
 /// Serves xDS until `stop` resolves, then drains: Envoys are told to go away (HTTP/2 GOAWAY) and
-/// streams still open after [`XDS_DRAIN_TIMEOUT`] are closed.
+/// streams still open after [`XDS_DRAIN_TIMEOUT`] are closed. With `tls`, over TLS with client
+/// certificates (see [`crate::listen::xds_tls`]).
 pub async fn serve_xds(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
+    tls: Option<Arc<ServerTls>>,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -43,7 +45,8 @@ pub async fn serve_xds(
         tracing::info!(timeout = ?XDS_DRAIN_TIMEOUT, "xDS server draining");
         let _ = stopped_tx.send(());
     };
-    let mut server = pin!(crate::xds::serve(listener, cache, stop));
+    let limits = crate::xds::Limits::default();
+    let mut server = pin!(crate::xds::serve_with(listener, cache, limits, tls, stop));
     let drain_expired = async {
         if stopped_rx.await.is_ok() {
             tokio::time::sleep(XDS_DRAIN_TIMEOUT).await;

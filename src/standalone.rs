@@ -166,14 +166,41 @@ pub fn load(path: &Path) -> Result<(String, Snapshot), FileError> {
     Ok((group, Snapshot::new(resources)))
 }
 
+/// How `pier xds` runs.
+#[derive(Debug, Clone)]
+pub struct XdsOptions {
+    /// The broker-list file.
+    pub config: PathBuf,
+    /// Where ADS is served.
+    pub listen: SocketAddr,
+    /// Where status and metrics are served, if anywhere.
+    pub admin: Option<SocketAddr>,
+    /// The admin endpoint's bearer token file; no token asked for when absent.
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve ADS over TLS with client certificates (the client CA is required here: no
+    /// KafkaCluster registers its own); plaintext when absent.
+    pub tls: Option<crate::listen::XdsTlsFiles>,
+}
+
 /// Runs `pier xds` until Ctrl-C/SIGTERM, then drains the xDS streams as the operator does:
 /// serves ADS on `listen`, and status and metrics on `admin` if given. Fails at start if the
 /// file is bad; later bad edits only log.
-pub async fn run(
-    config: PathBuf,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
-) -> Result<(), RunError> {
+pub async fn run(options: XdsOptions) -> Result<(), RunError> {
+    let XdsOptions {
+        config,
+        listen,
+        admin,
+        admin_token_file,
+        tls,
+    } = options;
+    if tls.as_ref().is_some_and(|t| t.client_ca.is_none()) {
+        return Err(RunError::NoClientCa);
+    }
+    let tls = crate::listen::xds_tls(tls.as_ref(), listen)?;
+    let admin_token = admin_token_file
+        .as_deref()
+        .map(crate::admin::AdminToken::from_file)
+        .transpose()?;
     let metrics = Arc::new(XdsMetrics::default());
     let cache = Arc::new(SnapshotCache::new(metrics.clone()));
     let (group, snapshot) = load(&config)?;
@@ -183,15 +210,19 @@ pub async fn run(
         let admin_listener = crate::listen::bind(addr, "admin").await?;
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        if let Some(tls) = &tls {
+            tls.register(&mut registry);
+        }
         tokio::spawn(crate::admin::serve(
             admin_listener,
             cache.clone(),
             registry,
             crate::admin::Health::alone(),
+            admin_token,
         ));
     }
     tokio::spawn(watch_file(config, cache.clone(), group));
-    crate::shutdown::serve_xds(listener, cache, crate::shutdown::requested()).await?;
+    crate::shutdown::serve_xds(listener, cache, tls, crate::shutdown::requested()).await?;
     Ok(())
 }
 
@@ -233,6 +264,14 @@ pub enum RunError {
     Listen(#[from] crate::listen::ListenError),
     #[error("xDS server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("xDS TLS: {0}")]
+    Tls(#[from] crate::xds::tls::TlsError),
+    #[error(
+        "--xds-tls-cert needs --xds-client-ca here: it is the only source of trusted client CAs"
+    )]
+    NoClientCa,
+    #[error(transparent)]
+    AdminToken(#[from] crate::admin::TokenError),
 }
 
 #[cfg(test)]

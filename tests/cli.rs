@@ -33,3 +33,54 @@ fn unknown_arguments_are_rejected_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
+
+#[test]
+fn xds_tls_flags_come_together() {
+    let out = pier(&["xds", "--config", "x.yaml", "--xds-tls-cert", "tls.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-tls-key"), "{text}");
+
+    let out = pier(&["operator", "--xds-client-ca", "ca.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-tls-cert"), "{text}");
+}
+
+#[test]
+fn pier_xds_with_tls_needs_a_client_ca() {
+    let out = pier(&[
+        "xds",
+        "--config",
+        "x.yaml",
+        "--xds-tls-cert",
+        "tls.crt",
+        "--xds-tls-key",
+        "tls.key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--xds-client-ca"), "{text}");
+}
+
+#[test]
+fn the_operator_checks_its_tls_and_token_files_first() {
+    let out = pier(&[
+        "operator",
+        "--xds-tls-cert",
+        "/nonexistent/tls.crt",
+        "--xds-tls-key",
+        "/nonexistent/tls.key",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("cannot read /nonexistent/tls.crt"), "{text}");
+
+    let out = pier(&["operator", "--admin-token-file", "/nonexistent/token"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("admin token file /nonexistent/token"),
+        "{text}"
+    );
+}

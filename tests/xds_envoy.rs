@@ -448,6 +448,13 @@ async fn survives_a_control_plane_restart(delta: bool) -> anyhow::Result<()> {
     let status = pier.status().await?;
     assert_eq!(status[0]["group"], group.as_str());
     let pid = envoy.pid();
+    // Without TLS flags it serves plaintext, and says so.
+    let text = std::fs::read_to_string(&pier.log)?;
+    assert!(
+        text.contains("xDS is served in PLAINTEXT"),
+        "no plaintext warning in {}",
+        pier.log.display()
+    );
 
     // An edit of the file reaches Envoy without a restart.
     add_broker(&mut access, 1).await?;

@@ -21,6 +21,7 @@ pub enum Reason {
     ReplicaMoves,
     LogDirMoves,
     ScramUsers,
+    Certificates,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -37,6 +38,7 @@ pub enum Reason {
     CruiseControlFailed,
     SecretUnavailable,
     ScramUserFailed,
+    CertificatesFailed,
 }
 
 impl Reason {
@@ -64,6 +66,8 @@ impl Reason {
             Reason::SecretUnavailable => "SecretUnavailable",
             Reason::ScramUsers => "ScramUsers",
             Reason::ScramUserFailed => "ScramUserFailed",
+            Reason::Certificates => "Certificates",
+            Reason::CertificatesFailed => "CertificatesFailed",
         }
     }
 }

@@ -10,6 +10,7 @@ mod events;
 pub mod leader;
 pub mod leader_pod;
 mod live_config;
+mod pki;
 mod roll;
 mod scaling;
 mod secrets;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self as kcontroller, Action, Controller};
@@ -117,6 +118,8 @@ pub struct Stores {
     pub claims: Store<PersistentVolumeClaim>,
     pub deployments: Store<Deployment>,
     pub budgets: Store<PodDisruptionBudget>,
+    /// Pier's own Secrets (certificates); users' Secrets are read by name when referenced.
+    pub secrets: Store<Secret>,
 }
 
 impl Stores {
@@ -129,6 +132,7 @@ impl Stores {
         self.claims.wait_until_ready().await.map_err(err)?;
         self.deployments.wait_until_ready().await.map_err(err)?;
         self.budgets.wait_until_ready().await.map_err(err)?;
+        self.secrets.wait_until_ready().await.map_err(err)?;
         Ok(())
     }
 }
@@ -148,7 +152,8 @@ macro_rules! cached {
     )*};
 }
 cached!(Pod => pods, ConfigMap => config_maps, Service => services,
-    PersistentVolumeClaim => claims, Deployment => deployments, PodDisruptionBudget => budgets);
+    PersistentVolumeClaim => claims, Deployment => deployments, PodDisruptionBudget => budgets,
+    Secret => secrets);
 
 /// The cached objects of kind `K` of one cluster.
 pub(crate) fn cluster_objects<K: Cached>(
@@ -172,11 +177,22 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub cluster: String,
+}
+
 /// Shared state of the controller.
 pub struct Context {
     pub client: Client,
     pub cache: Arc<SnapshotCache>,
     pub settings: Settings,
+    /// The xDS server's client trust when it serves TLS: each KafkaCluster's CA is registered
+    /// for its node group (`ClientTrust::set_group_roots`).
+    pub xds_trust: std::sync::OnceLock<crate::xds::ClientTrust>,
+    /// The CA file of the xDS serving certificate, given to each cluster's Envoys.
+    pub xds_server_ca: std::sync::OnceLock<std::path::PathBuf>,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
     pub writes: Counter,
@@ -190,6 +206,8 @@ pub struct Context {
     pub broker_restarts: Counter,
     /// IncrementalAlterConfigs calls that changed live configuration.
     pub dynamic_config_changes: Counter,
+    /// Earliest certificate expiry per cluster (unix seconds).
+    pub certificate_expiry: Family<ClusterLabels, prometheus_client::metrics::gauge::Gauge>,
     /// Clusters (`namespace/name`) whose throttles a crashed operator may have left were
     /// checked by this process.
     throttles_checked: dashmap::DashSet<String>,
@@ -215,6 +233,8 @@ impl Context {
             client,
             cache,
             settings,
+            xds_trust: std::sync::OnceLock::new(),
+            xds_server_ca: std::sync::OnceLock::new(),
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
@@ -224,6 +244,7 @@ impl Context {
             ]),
             broker_restarts: Counter::default(),
             dynamic_config_changes: Counter::default(),
+            certificate_expiry: Family::default(),
             throttles_checked: dashmap::DashSet::new(),
             failures: dashmap::DashMap::new(),
             admins: dashmap::DashMap::new(),
@@ -244,6 +265,7 @@ impl Context {
             .or_insert_with(|| {
                 // Short: a hung broker must not stall the whole reconcile for minutes.
                 let options = crate::kafka::AdminOptions {
+                    connect: admin_defaults(),
                     call_timeout: Duration::from_secs(10),
                     max_attempts: 3,
                     deadline: Duration::from_secs(20),
@@ -278,6 +300,13 @@ impl Context {
         self.failures.remove(&key);
         self.throttles_checked.remove(&key);
         self.events.forget(namespace, name);
+        if let Some(trust) = self.xds_trust.get() {
+            trust.remove_group(&group);
+        }
+        self.certificate_expiry.remove(&ClusterLabels {
+            namespace: namespace.to_string(),
+            cluster: name.to_string(),
+        });
         tracing::info!(cluster = %name, %namespace, %group, "cluster deleted; xDS snapshot removed");
     }
 
@@ -309,11 +338,21 @@ impl Context {
             self.broker_restarts.clone(),
         );
         registry.register(
+            "pier_certificate_earliest_expiry_seconds",
+            "Earliest expiry (unix seconds) of any certificate of a cluster (its CAs included)",
+            self.certificate_expiry.clone(),
+        );
+        registry.register(
             "pier_dynamic_config_changes",
             "Live configuration changes applied through the Kafka admin protocol",
             self.dynamic_config_changes.clone(),
         );
     }
+}
+
+/// How the admin client connects to a plaintext listener.
+fn admin_defaults() -> crate::kafka::ConnectOptions {
+    crate::kafka::ConnectOptions::default()
 }
 
 /// A watch of `api`'s objects managed by Pier, feeding a cache; the stream must be polled
@@ -353,6 +392,7 @@ pub async fn run(
     let (claims, claim_events) = cached_watch(scoped::<PersistentVolumeClaim>(&client, ns));
     let (deployments, dep_events) = cached_watch(scoped::<Deployment>(&client, ns));
     let (budgets, pdb_events) = cached_watch(scoped::<PodDisruptionBudget>(&client, ns));
+    let (secrets, secret_events) = cached_watch(scoped::<Secret>(&client, ns));
     ctx.stores.insert(
         namespace.clone(),
         Stores {
@@ -362,12 +402,14 @@ pub async fn run(
             claims,
             deployments,
             budgets,
+            secrets,
         },
     );
     // Claims and budgets only feed their caches (no reconcile reacts to their changes); their
     // streams are polled here so that the caches fill.
     let claims_driver = claim_events.for_each(|_| async {});
     let budgets_driver = pdb_events.for_each(|_| async {});
+    let secrets_driver = secret_events.for_each(|_| async {});
     let controller = Controller::new(kcs, watcher::Config::default());
     // A referenced Secret's change wakes the clusters that read it.
     let referencing = secrets::referencing(controller.store());
@@ -396,6 +438,7 @@ pub async fn run(
         _ = controller => {}
         _ = claims_driver => {}
         _ = budgets_driver => {}
+        _ = secrets_driver => {}
     }
 }
 
@@ -507,7 +550,16 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     // Kafka is asked before planning: a broker that left the spec keeps its objects until
     // Kafka says it holds no replica.
     let key = format!("{ns}/{name}");
-    let admin = ctx.admin(&key, live_config::reachable_nodes(kc, &pods));
+    // On a TLS listener the operator needs its certificate Secrets first; until they exist
+    // Kafka is not asked.
+    let connect = pki::admin_connect(kc, &stores);
+    let nodes = match &connect {
+        Some(_) => live_config::reachable_nodes(kc, &pods),
+        None => Default::default(),
+    };
+    let admin = ctx.admin(&key, nodes);
+    admin.set_connect_options(connect.clone().unwrap_or_else(admin_defaults));
+    admin.set_server_names(pki::server_names(kc, &pods, &ctx.settings));
     let scaling_input = scaling_input(kc, &stores, &pods);
     let leaving: std::collections::BTreeSet<i32> = scaling_input
         .objects
@@ -593,6 +645,36 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         .problems(ctx, kc, events::Reason::SecretUnavailable, &unavailable)
         .await;
     desired.config.notices.extend(secret_notices);
+
+    // Certificates before the Pods that mount them.
+    let tls = pki::converge(
+        kc,
+        ctx,
+        &stores,
+        &desired,
+        &observed,
+        &pods,
+        connect.as_ref(),
+    )
+    .await?;
+    if let Some(t) = &tls {
+        for line in &t.events {
+            ctx.events
+                .did(ctx, kc, events::Reason::Certificates, line)
+                .await;
+        }
+    }
+    ctx.events
+        .problems(
+            ctx,
+            kc,
+            events::Reason::CertificatesFailed,
+            tls.as_ref()
+                .map(|t| t.errors.as_slice())
+                .unwrap_or_default(),
+        )
+        .await;
+
     let mut writer = apply::Writer::new(ctx, &stores, &ns, &name, &moves.retained);
     // While brokers wait for their external address, their existing Pods and ConfigMaps stay.
     let waiting = desired.waiting_for_address;
@@ -677,6 +759,12 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         ctx.events
             .problems(ctx, kc, events::Reason::ScramUserFailed, &scram_failures)
             .await;
+    }
+    if let Some(t) = tls {
+        pki::reload(kc, &admin, &desired, &t.reload).await;
+        outcome.tls_pending = t.pending;
+        outcome.tls_error = (!t.errors.is_empty()).then(|| t.errors.join("; "));
+        outcome.tls = Some(t.status);
     }
     // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
     let quorum = if admin.nodes().is_empty() {

@@ -30,7 +30,9 @@ use crate::model::{ExternalAccess, ModelError};
 use crate::xds::{EnvoyResources, translate};
 
 pub use broker::{CONFIG_DIR, EffectiveBroker, effective_brokers};
-pub use envoy::{ENVOY_BOOTSTRAP_TEMPLATE, envoy_bootstrap};
+pub use envoy::{
+    ENVOY_BOOTSTRAP_TEMPLATE, ENVOY_CONFIG_DIR, XDS_TLS_DIR, envoy_bootstrap, xds_tls_sds_files,
+};
 pub use properties::server_properties;
 
 /// What the controller observed besides the KafkaCluster itself.
@@ -62,6 +64,9 @@ pub struct Settings {
     pub xds_address: String,
     /// Kubernetes cluster DNS domain.
     pub cluster_domain: String,
+    /// Envoys reach the xDS server over TLS with a client certificate (their Deployment
+    /// mounts the Secret [`names::envoy_xds_tls`]).
+    pub xds_tls: bool,
 }
 
 impl Default for Settings {
@@ -69,6 +74,7 @@ impl Default for Settings {
         Self {
             xds_address: "pier-xds.pier-system.svc:18000".into(),
             cluster_domain: "cluster.local".into(),
+            xds_tls: false,
         }
     }
 }
@@ -263,7 +269,9 @@ pub fn plan(
         desired
             .config_maps
             .push(envoy::bootstrap_config_map(kc, &namespace, settings));
-        desired.deployments.push(envoy::deployment(kc, &namespace));
+        desired
+            .deployments
+            .push(envoy::deployment(kc, &namespace, settings));
         desired
             .disruption_budgets
             .extend(envoy::disruption_budget(kc, &namespace));

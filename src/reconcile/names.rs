@@ -78,6 +78,11 @@ pub fn envoy_bootstrap(kc: &KafkaCluster) -> String {
     format!("{}-envoy-bootstrap", kc.name_any())
 }
 
+/// The Secret with the Envoys' xDS client certificate, key and the xDS server's CA.
+pub fn envoy_xds_tls(kc: &KafkaCluster) -> String {
+    format!("{}-envoy-xds-tls", kc.name_any())
+}
+
 /// The broker's stable DNS name through the headless Service.
 pub fn broker_host(kc: &KafkaCluster, namespace: &str, id: i32, cluster_domain: &str) -> String {
     format!(

@@ -38,6 +38,7 @@ pub mod reasons {
     pub const VOLUME_RESIZE_REFUSED: &str = "VolumeResizeRefused";
     pub const REMOVAL_REFUSED: &str = "RemovalRefused";
     pub const CRUISE_CONTROL_FAILED: &str = "CruiseControlFailed";
+    pub const CERTIFICATES_FAILED: &str = "CertificatesFailed";
     pub const DRAINING: &str = "Draining";
     pub const REBALANCING: &str = "Rebalancing";
     pub const REMOVING_VOLUMES: &str = "RemovingVolumes";
@@ -75,6 +76,8 @@ pub struct KafkaOutcome {
     pub tls: Option<crate::api::TlsStatus>,
     /// A certificate renewal or CA rotation waits for brokers to reload: look again soon.
     pub tls_pending: bool,
+    /// Certificates cannot be issued (a provided CA Secret missing or unusable).
+    pub tls_error: Option<String>,
     /// Referenced Secrets' versions applied live (see `KafkaClusterStatus::applied_secrets`).
     pub applied_secrets: BTreeMap<String, String>,
 }
@@ -318,6 +321,12 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         })
         .or_else(|| {
             (!volumes.is_empty()).then(|| (reasons::VOLUME_RESIZE_REFUSED, volumes.join("; ")))
+        })
+        .or_else(|| {
+            kafka
+                .tls_error
+                .clone()
+                .map(|e| (reasons::CERTIFICATES_FAILED, e))
         });
     let degraded = match problem {
         Some((reason, message)) => {

@@ -485,9 +485,138 @@ fn plan_of_err(kc: &KafkaCluster) -> PlanError {
 }
 
 #[test]
+fn with_xds_tls_envoy_dials_with_its_client_certificate() {
+    let text = envoy_bootstrap("pier-xds.pier-system.svc:18000", true);
+    let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let cluster = &yaml["static_resources"]["clusters"][0];
+    assert_eq!(cluster["name"].as_str(), Some("pier_xds"));
+    let tls = &cluster["transport_socket"]["typed_config"];
+    assert_eq!(
+        tls["@type"].as_str(),
+        Some("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
+    );
+    assert_eq!(tls["sni"].as_str(), Some("pier-xds.pier-system.svc"));
+    let common = &tls["common_tls_context"];
+    // The certificate and the CA come through file-based SDS, watched: renewals need no restart.
+    let cert_sds = &common["tls_certificate_sds_secret_configs"][0];
+    assert_eq!(
+        cert_sds["sds_config"]["path_config_source"]["path"].as_str(),
+        Some("/etc/envoy/xds-tls-certificate.yaml")
+    );
+    let validation = &common["combined_validation_context"];
+    let ca_sds = &validation["validation_context_sds_secret_config"];
+    assert_eq!(
+        ca_sds["sds_config"]["path_config_source"]["path"].as_str(),
+        Some("/etc/envoy/xds-tls-ca.yaml")
+    );
+    // The CA alone is not enough: the server's certificate must name the host Envoy dials.
+    let san = &validation["default_validation_context"]["match_typed_subject_alt_names"][0];
+    assert_eq!(san["san_type"].as_str(), Some("DNS"));
+    assert_eq!(
+        san["matcher"]["exact"].as_str(),
+        Some("pier-xds.pier-system.svc")
+    );
+    let files: BTreeMap<&str, serde_yaml_ng::Value> = xds_tls_sds_files()
+        .iter()
+        .map(|(name, text)| (*name, serde_yaml_ng::from_str(text).unwrap()))
+        .collect();
+    let cert = &files["xds-tls-certificate.yaml"]["resources"][0];
+    assert_eq!(cert["name"], cert_sds["name"]);
+    let pair = &cert["tls_certificate"];
+    assert_eq!(
+        pair["certificate_chain"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/tls.crt")
+    );
+    assert_eq!(
+        pair["private_key"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/tls.key")
+    );
+    assert_eq!(
+        pair["watched_directory"]["path"].as_str(),
+        Some("/etc/pier/xds-tls")
+    );
+    let ca = &files["xds-tls-ca.yaml"]["resources"][0];
+    assert_eq!(ca["name"], ca_sds["name"]);
+    assert_eq!(
+        ca["validation_context"]["trusted_ca"]["filename"].as_str(),
+        Some("/etc/pier/xds-tls/xds-ca.crt")
+    );
+    assert_eq!(
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"]["address"]
+            .as_str(),
+        Some("pier-xds.pier-system.svc")
+    );
+
+    let kc = example("kafkacluster-basic.yaml");
+    let settings = Settings {
+        xds_tls: true,
+        ..Settings::default()
+    };
+    let d = plan(&kc, &observed(), &settings).unwrap();
+    let bootstrap = d
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("basic-envoy-bootstrap"))
+        .unwrap();
+    let data = bootstrap.data.as_ref().unwrap();
+    assert!(data["bootstrap.yaml"].contains("UpstreamTlsContext"));
+    for (name, text) in xds_tls_sds_files() {
+        assert_eq!(data[name], text, "{name} is in the ConfigMap");
+    }
+    let pod = d.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == "xds-tls")
+        .unwrap();
+    assert_eq!(
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("basic-envoy-xds-tls")
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "xds-tls")
+        .unwrap();
+    assert_eq!(mount.mount_path, "/etc/pier/xds-tls");
+    assert_eq!(mount.read_only, Some(true));
+
+    // Without TLS the Pod mounts no such Secret.
+    let plain = plan_of(&kc);
+    let pod = plain.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert!(
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|v| v.name != "xds-tls")
+    );
+}
+
+#[test]
 fn the_envoy_bootstrap_points_at_the_operator() {
-    let text = envoy_bootstrap("pier-xds.pier-system.svc:18000");
+    let text = envoy_bootstrap("pier-xds.pier-system.svc:18000", false);
     assert!(text.contains("address: pier-xds.pier-system.svc, port_value: 18000"));
+    assert!(!text.contains("transport_socket"), "plaintext by default");
     assert!(
         text.contains("address: 127.0.0.1, port_value: 19901"),
         "admin stays on localhost"

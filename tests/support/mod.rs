@@ -17,6 +17,9 @@ pub struct Operator {
     client: Client,
     cache: Arc<SnapshotCache>,
     settings: Settings,
+    /// With xDS over TLS: the Envoys' trust (cluster CAs registered per group) and the file
+    /// of the serving certificate's CA.
+    xds_tls: Option<(pier::xds::ClientTrust, std::path::PathBuf)>,
     namespace: String,
     /// The running controller's context (its counters and xDS cache).
     ctx: Arc<Context>,
@@ -47,6 +50,65 @@ impl Operator {
             client,
             cache,
             settings,
+            xds_tls: None,
+            namespace: namespace.to_string(),
+            ctx,
+            task: None,
+        };
+        op.restart();
+        Ok(op)
+    }
+
+    /// [`Self::start`] with ADS over TLS and client certificates, as `pier operator
+    /// --xds-tls-cert … --xds-server-ca …` serves it: a serving certificate for `localhost`
+    /// from a CA of its own (files in `dir`); the Envoys dial `localhost:<port>` with the client
+    /// certificate Pier issues them from their cluster's CA.
+    pub async fn start_with_xds_tls(
+        client: Client,
+        namespace: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pier=info,pier_testenv=info")
+            .with_test_writer()
+            .try_init();
+        let ca = pier_testenv::pki::Ca::new("pier-xds-test-ca")?;
+        let serving = ca.issue(&pier_testenv::pki::LeafSpec {
+            common_name: "pier-xds",
+            dns_names: &["localhost"],
+            server: true,
+            ..Default::default()
+        })?;
+        let (cert, key, ca_file) = (
+            dir.join("xds.crt"),
+            dir.join("xds.key"),
+            dir.join("xds-ca.crt"),
+        );
+        std::fs::write(&cert, &serving.cert)?;
+        std::fs::write(&key, &serving.key)?;
+        std::fs::write(&ca_file, ca.cert_pem())?;
+        let trust = pier::xds::ClientTrust::new(Vec::new())?;
+        let tls = pier::xds::ServerTls::new(&cert, &key, trust.clone())?;
+        let cache = Arc::new(SnapshotCache::default());
+        let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let settings = Settings {
+            xds_address: format!("localhost:{}", xds_listener.local_addr()?.port()),
+            xds_tls: true,
+            ..Settings::default()
+        };
+        tokio::spawn(pier::xds::serve_with(
+            xds_listener,
+            cache.clone(),
+            Default::default(),
+            Some(tls),
+            std::future::pending(),
+        ));
+        let ctx = Context::new(client.clone(), cache.clone(), settings.clone());
+        let mut op = Operator {
+            client,
+            cache,
+            settings,
+            xds_tls: Some((trust, ca_file)),
             namespace: namespace.to_string(),
             ctx,
             task: None,
@@ -64,6 +126,10 @@ impl Operator {
                 self.cache.clone(),
                 self.settings.clone(),
             );
+        }
+        if let Some((trust, ca)) = &self.xds_tls {
+            let _ = self.ctx.xds_trust.set(trust.clone());
+            let _ = self.ctx.xds_server_ca.set(ca.clone());
         }
         self.task = Some(tokio::spawn(controller::run(
             self.ctx.clone(),
@@ -100,6 +166,15 @@ impl Operator {
                 return Ok(writes);
             }
         }
+    }
+
+    /// The controller's metrics in Prometheus' text format.
+    pub fn metrics(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.ctx.register(&mut registry);
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
     }
 
     /// Listener names of a node group's xDS snapshot.
@@ -430,20 +505,39 @@ impl VerifiableProducer {
         bootstrap: &str,
         topic: &str,
     ) -> anyhow::Result<Self> {
-        let config = logs.path().join("producer.properties");
+        Self::start_with(logs, "verifiable-producer", bootstrap, topic, "", None)
+    }
+
+    /// [`Self::start`] with extra producer properties (TLS settings, say) and JVM options (a
+    /// hosts file), its files named after `name`.
+    pub fn start_with(
+        logs: &pier_testenv::LogDir,
+        name: &str,
+        bootstrap: &str,
+        topic: &str,
+        extra_properties: &str,
+        jvm_options: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let config = logs.path().join(format!("{name}.properties"));
         std::fs::write(
             &config,
-            "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n",
+            format!(
+                "enable.idempotence=true\nacks=all\nretries=2147483647\nmax.in.flight.requests.per.connection=5\ndelivery.timeout.ms=120000\nreconnect.backoff.max.ms=1000\n{extra_properties}"
+            ),
         )?;
-        let out = logs.path().join("verifiable-producer.jsonl");
-        let child = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?
+        let out = logs.path().join(format!("{name}.jsonl"));
+        let mut tool = kafka_tool("org.apache.kafka.tools.VerifiableProducer")?;
+        if let Some(opts) = jvm_options {
+            tool.env("KAFKA_JVM_OPTS", opts);
+        }
+        let child = tool
             .args(["--bootstrap-server", bootstrap, "--topic", topic])
             .args(["--throughput", "100", "--acks", "-1"])
             .arg("--producer.config")
             .arg(&config)
             .stdout(std::fs::File::create(&out)?)
             .stderr(std::fs::File::create(
-                logs.path().join("verifiable-producer.stderr"),
+                logs.path().join(format!("{name}.stderr")),
             )?)
             .kill_on_drop(true)
             .spawn()?;

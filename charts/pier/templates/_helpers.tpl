@@ -56,12 +56,13 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
-# Secrets, one rule, each verb for a reason: get reads a Secret a cluster references
-# (configFrom, SCRAM passwords) when it reconciles; list and watch follow Secrets' metadata
-# only (no value is listed) so that a changed Secret wakes the clusters that reference it.
+# Secrets, one rule, each verb for a reason: get reads a Secret a spec references (a provided
+# CA, configFrom values, SCRAM passwords) by name; list and watch follow Pier's own (the
+# clusters' CAs and certificates) and the metadata of referenced ones (no value is listed: a
+# change wakes the clusters that read it); create and patch write Pier's own.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, create, patch]
 # Events on KafkaClusters (kube-rs' recorder creates them and patches a repeated one).
 - apiGroups: [events.k8s.io]
   resources: [events]

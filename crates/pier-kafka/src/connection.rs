@@ -104,7 +104,8 @@ impl BrokerConnection {
             Transport::Plaintext => Box::new(connect_tcp(addr, options.connect_timeout).await?),
             Transport::Tls(tls) => {
                 let name = self::server_name(addr, server_name)?;
-                Box::new(connect_tls(addr, name, tls, options.connect_timeout).await?)
+                let config = tls.client_config();
+                Box::new(connect_tls(addr, name, config, options.connect_timeout).await?)
             }
         };
         let sasl = options.sasl.clone();

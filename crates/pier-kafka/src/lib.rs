@@ -57,4 +57,4 @@ pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drai
 pub use records::TopicRef;
 pub use sasl::{SaslMechanism, SaslOptions};
 pub use scram::{SCRAM_ITERATIONS, ScramMechanism, salted_password};
-pub use tls::{TlsConfig, TlsOptions, certificate_serial, served_certificate};
+pub use tls::{TlsConfig, TlsOptions, certificate_serial, served_certificate, served_certificates};

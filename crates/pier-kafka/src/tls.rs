@@ -53,6 +53,11 @@ impl std::fmt::Debug for TlsOptions {
 pub struct TlsConfig {
     options: TlsOptions,
     config: Arc<rustls::ClientConfig>,
+    /// The same without session resumption, for [`served_certificate`]: a resumed session
+    /// carries no certificate (rustls would report the one of the session resumed), so a
+    /// probe of what is served always does a full handshake. (Kafka 4.1 was not seen to
+    /// resume across a keystore reload anyway: the reload makes a new SSL context.)
+    fresh: Arc<rustls::ClientConfig>,
 }
 
 impl PartialEq for TlsConfig {
@@ -114,10 +119,17 @@ impl TlsConfig {
                 ));
             }
         };
+        let mut fresh = config.clone();
+        fresh.resumption = rustls::client::Resumption::disabled();
         Ok(TlsConfig {
             options,
             config: Arc::new(config),
+            fresh: Arc::new(fresh),
         })
+    }
+
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
     }
 
     pub fn options(&self) -> &TlsOptions {
@@ -152,11 +164,11 @@ pub(crate) fn server_name(
 pub(crate) async fn connect_tls(
     addr: &str,
     name: ServerName<'static>,
-    tls: &TlsConfig,
+    config: Arc<rustls::ClientConfig>,
     within: Duration,
 ) -> Result<TlsStream<TcpStream>, KafkaError> {
     let tcp = connect_tcp(addr, within).await?;
-    let connector = TlsConnector::from(tls.config.clone());
+    let connector = TlsConnector::from(config);
     match timeout(within, connector.connect(name, tcp)).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(e)) => Err(KafkaError::io(addr, "TLS handshake", e)),
@@ -169,9 +181,14 @@ pub(crate) async fn connect_tls(
 }
 
 /// The leaf certificate (DER) the TLS listener at `addr` serves now, verified against `tls`'s
-/// trust bundle and `server_name` (default: the host of `addr`). A fresh connection each time,
-/// so after a keystore reload it shows the new certificate. Only the handshake is done: the
-/// listener may require a client certificate (`tls` may carry one) or SASL after it.
+/// trust bundle and `server_name` (default: the host of `addr`). A new connection and a full
+/// handshake (never a resumed session) each time. Only the handshake is done: the listener may
+/// require a client certificate (`tls` may carry one) or SASL after it.
+///
+/// Kafka holds one TLS context per listener and network thread (`num.network.threads`),
+/// reloads them one after the other, and hands new connections to the threads in turn: to
+/// confirm a keystore reload, see the new certificate on at least `num.network.threads`
+/// consecutive handshakes (one is not enough: the next may still get the old one).
 pub async fn served_certificate(
     addr: &str,
     server_name: Option<&str>,
@@ -179,13 +196,31 @@ pub async fn served_certificate(
     within: Duration,
 ) -> Result<Vec<u8>, KafkaError> {
     let name = self::server_name(addr, server_name)?;
-    let stream = connect_tls(addr, name, tls, within).await?;
+    let stream = connect_tls(addr, name, tls.fresh.clone(), within).await?;
     let (_, session) = stream.get_ref();
     session
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| leaf.as_ref().to_vec())
         .ok_or_else(|| KafkaError::malformed(addr, "TLS handshake", "no server certificate"))
+}
+
+/// The leaf certificates of `handshakes` consecutive [`served_certificate`] handshakes, in
+/// order. With `handshakes` >= the broker's `num.network.threads` on an otherwise quiet
+/// listener, every network thread's TLS context answered once: all equal to the certificate
+/// just written means the reload reached all of them.
+pub async fn served_certificates(
+    addr: &str,
+    server_name: Option<&str>,
+    tls: &TlsConfig,
+    within: Duration,
+    handshakes: usize,
+) -> Result<Vec<Vec<u8>>, KafkaError> {
+    let mut out = Vec::with_capacity(handshakes);
+    for _ in 0..handshakes {
+        out.push(served_certificate(addr, server_name, tls, within).await?);
+    }
+    Ok(out)
 }
 
 /// The serial number of a DER X.509 certificate: its magnitude, big-endian, without leading

@@ -1,6 +1,7 @@
 //! Pier's xDS control plane: translation of the external-access model into Envoy resources,
 //! a snapshot cache per node group, and the ADS gRPC server (state-of-the-world and delta) that
-//! streams them to Envoy; and [`model`], the external-access model the layers share (the
+//! streams them to Envoy, in plaintext or over TLS with client certificates whose identity
+//! decides the node group a client may read; and [`model`], the external-access model the layers share (the
 //! operator's planner builds it too). Knows nothing of Kubernetes: this crate has no `kube` or
 //! `k8s-openapi` dependency, so the compiler keeps it that way.
 #![forbid(unsafe_code)]
@@ -8,6 +9,7 @@
 pub mod cache;
 pub mod delta;
 pub mod hash;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod server;
@@ -17,9 +19,11 @@ mod session_props;
 pub mod snapshot;
 pub mod sotw;
 pub mod subscription;
+pub mod tls;
 pub mod translate;
 
 pub use cache::{GroupStatus, NodeStatus, SnapshotCache};
-pub use server::{AdsServer, Limits, node_group, nodelay_incoming, serve, serve_with};
+pub use server::{AdsServer, Limits, node_group, serve, serve_with};
 pub use snapshot::{Resource, ResourceType, Snapshot, TypeSnapshot};
+pub use tls::{ClientTrust, ServerTls};
 pub use translate::{EnvoyResources, translate};

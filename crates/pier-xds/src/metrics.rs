@@ -25,6 +25,16 @@ pub enum RefusalReason {
     FirstRequestTimeout,
     BadNode,
     SubscriptionLimit,
+    /// TLS: the client presented no certificate (refused in the handshake).
+    NoCertificate,
+    /// TLS: the client's certificate names no Pier identity (see `crate::identity`).
+    UnknownIdentity,
+    /// TLS: the node group asked for is not the one the client's certificate names.
+    GroupMismatch,
+    /// TLS: the client's certificate chain is not trusted (refused in the handshake).
+    Untrusted,
+    /// TLS: too many handshakes in progress; the connection was closed before its handshake.
+    TooManyHandshakes,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -2,7 +2,9 @@
 //! the client's requests and the group's snapshots, and sending what it answers. What a client
 //! can make the server hold is bounded ([`Limits`]): streams of groups Pier does not serve wait
 //! briefly for the group, holding nothing but their first request, then are refused. On
-//! shutdown every stream ends with UNAVAILABLE, so Envoys reconnect elsewhere at once.
+//! shutdown every stream ends with UNAVAILABLE, so Envoys reconnect elsewhere at once. Over
+//! TLS ([`crate::tls`]) a stream is served only the node group its client certificate names;
+//! asking for another is refused with PERMISSION_DENIED.
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +19,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::value::Kind;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::SnapshotCache;
@@ -28,6 +30,7 @@ use super::metrics::RefusalReason;
 use super::session::Output;
 use super::snapshot::Snapshot;
 use super::sotw::SotwSession;
+use super::tls::{PeerInfo, ServerTls};
 
 /// Node metadata key that names the node group explicitly (else `node.cluster` is used).
 pub const GROUP_METADATA_KEY: &str = "pier.dev/group";
@@ -76,6 +79,10 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// After the shutdown signal, how long connections get to close.
     pub drain_timeout: Duration,
+    /// Time a TLS client has to complete its handshake.
+    pub tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; connections beyond are closed at once.
+    pub max_tls_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +95,8 @@ impl Default for Limits {
             max_concurrent_streams: 16,
             max_request_bytes: 4 * 1024 * 1024,
             drain_timeout: Duration::from_secs(5),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_tls_handshakes: 256,
         }
     }
 }
@@ -131,6 +140,8 @@ pub struct AdsServer {
     waiting: Arc<AtomicUsize>,
     /// Becomes true on shutdown; streams then end. `None`: never.
     stopping: Option<watch::Receiver<bool>>,
+    /// Streams must come with a client certificate naming their group (served over TLS).
+    require_identity: bool,
 }
 
 type ResponseStream<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
@@ -183,7 +194,15 @@ impl AdsServer {
             streams: Arc::new(AtomicUsize::new(0)),
             waiting: Arc::new(AtomicUsize::new(0)),
             stopping,
+            require_identity: false,
         }
+    }
+
+    /// Streams are served only the node group their client certificate names (see
+    /// [`crate::identity`]); the connections must come through [`crate::tls::incoming`] with TLS.
+    pub fn requiring_identity(mut self) -> Self {
+        self.require_identity = true;
+        self
     }
 
     /// Open ADS streams (admitted to their group).
@@ -199,10 +218,12 @@ impl AdsServer {
 
     async fn open<S: Session>(
         &self,
-        mut inbound: Streaming<S::Req>,
+        request: Request<Streaming<S::Req>>,
         session: S,
     ) -> Result<Response<ResponseStream<S::Resp>>, Status> {
-        let result = self.admit::<S>(&mut inbound).await;
+        let peer = request.extensions().get::<PeerInfo>().cloned();
+        let mut inbound = request.into_inner();
+        let result = self.admit::<S>(&mut inbound, peer).await;
         let (stream_slot, first, node_id, group) = match result {
             Ok(admitted) => admitted,
             Err((reason, status)) => {
@@ -219,9 +240,14 @@ impl AdsServer {
     async fn admit<S: Session>(
         &self,
         inbound: &mut Streaming<S::Req>,
+        peer: Option<PeerInfo>,
     ) -> Result<(Slot, S::Req, String, String), (Option<RefusalReason>, Status)> {
         use RefusalReason as R;
         let limits = &self.limits;
+        let identity = match self.require_identity {
+            true => Some(identify(peer.as_ref())?),
+            false => None,
+        };
         let stream_slot = Slot::take(&self.streams, limits.max_streams).ok_or((
             Some(R::TooManyStreams),
             Status::resource_exhausted("too many xDS streams"),
@@ -259,6 +285,19 @@ impl AdsServer {
             ))
         })?;
         let node_id = node.id.clone();
+        if let Some(id) = identity
+            && id.group != group
+        {
+            let remote = peer.and_then(|p| p.remote);
+            tracing::warn!(node = %node_id, %group, identity = %id.uri, ?remote, "xDS stream refused: node group does not match the client certificate");
+            return Err((
+                Some(R::GroupMismatch),
+                Status::permission_denied(format!(
+                    "node {node_id:?} asks for node group {group:?} (node.cluster), but its client certificate ({}) is for node group {:?}",
+                    id.uri, id.group
+                )),
+            ));
+        }
         if !self.cache.is_declared(&group) {
             let _waiting = Slot::take(&self.waiting, limits.max_waiting_streams)
                 .ok_or_else(|| (Some(R::TooManyWaiting), unknown_group(&group)))?;
@@ -356,6 +395,33 @@ impl AdsServer {
     }
 }
 
+/// The identity of a TLS client, from the certificate chain its connection carries.
+fn identify(
+    peer: Option<&PeerInfo>,
+) -> Result<crate::identity::Identity, (Option<RefusalReason>, Status)> {
+    let leaf = peer
+        .and_then(|p| p.certificates.as_ref())
+        .and_then(|chain| chain.first());
+    let Some(leaf) = leaf else {
+        let remote = peer.and_then(|p| p.remote);
+        tracing::warn!(?remote, "xDS stream refused: no client certificate");
+        return Err((
+            Some(RefusalReason::NoCertificate),
+            Status::permission_denied(
+                "no client certificate: this xDS server serves only clients whose certificate names their Kafka cluster",
+            ),
+        ));
+    };
+    crate::identity::certificate_identity(leaf).map_err(|e| {
+        let remote = peer.and_then(|p| p.remote);
+        tracing::warn!(?remote, error = %e, "xDS stream refused: unknown client identity");
+        (
+            Some(RefusalReason::UnknownIdentity),
+            Status::permission_denied(format!("client certificate has no usable identity: {e}")),
+        )
+    })
+}
+
 fn unknown_group(group: &str) -> Status {
     Status::failed_precondition(format!(
         "node group {group:?} is not served here (no such Kafka cluster, or not yet reconciled)"
@@ -370,7 +436,7 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.open(request.into_inner(), SotwSession::new()).await
+        self.open(request, SotwSession::new()).await
     }
 
     type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
@@ -379,24 +445,8 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.open(request.into_inner(), DeltaSession::new()).await
+        self.open(request, DeltaSession::new()).await
     }
-}
-
-/// Accepted connections with `TCP_NODELAY` set: a response that follows another on the same
-/// stream must not wait for the client's delayed ACK (tonic's own `tcp_nodelay` setting does
-/// not apply to an incoming stream we hand it).
-pub fn nodelay_incoming(
-    listener: tokio::net::TcpListener,
-) -> impl Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(s) = &conn
-            && let Err(e) = s.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-        conn
-    })
 }
 
 /// Serves ADS on an already bound listener until `shutdown` resolves, with default [`Limits`].
@@ -405,31 +455,42 @@ pub async fn serve(
     cache: Arc<SnapshotCache>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_with(listener, cache, Limits::default(), shutdown).await
+    serve_with(listener, cache, Limits::default(), None, shutdown).await
 }
 
 /// Serves ADS until `shutdown` resolves; then stops accepting, ends every stream with
 /// UNAVAILABLE (Envoys keep their config and reconnect, to another replica if there is one)
-/// and waits up to `limits.drain_timeout` for the connections to close.
+/// and waits up to `limits.drain_timeout` for the connections to close. With `tls`, every
+/// client must present a trusted certificate and is served only its own node group; the
+/// serving certificate is reloaded when its files change.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     cache: Arc<SnapshotCache>,
     limits: Limits,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "xDS server listening");
+    tracing::info!(?addr, tls = tls.is_some(), "xDS server listening");
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_timeout = limits.drain_timeout;
-    let service =
-        AdsServer::with_limits(cache, limits.clone(), Some(stop_rx.clone())).into_service();
+    let mut ads = AdsServer::with_limits(cache.clone(), limits.clone(), Some(stop_rx.clone()));
+    if tls.is_some() {
+        ads = ads.requiring_identity();
+    }
+    let service = ads.into_service();
+    // Reloads the serving certificate while serving; aborted when serving ends.
+    let _reloading = tls
+        .clone()
+        .map(|tls| AbortOnDrop(tokio::spawn(tls.watch())));
+    let incoming = crate::tls::incoming(listener, tls, &limits, cache.metrics().clone());
     let server = tonic::transport::Server::builder()
         // Envoy keeps one long-lived stream; keepalives notice a dead peer behind a NAT or LB.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(limits.max_concurrent_streams))
         .add_service(service)
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("xDS server stopping: ending streams");
             let _ = stop_tx.send(true);
@@ -451,12 +512,22 @@ pub async fn serve_with(
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
     use crate::{ResourceType, translate};
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use futures::StreamExt;
     use tonic::transport::Channel;
 
     const GROUP: &str = "kafka/demo";
@@ -473,7 +544,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let done = tokio::spawn(serve_with(listener, cache.clone(), limits, async {
+        let done = tokio::spawn(serve_with(listener, cache.clone(), limits, None, async {
             let _ = stopped.await;
         }));
         Running {
@@ -699,9 +770,11 @@ mod tests {
     async fn accepted_connections_have_nodelay() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = Box::pin(nodelay_incoming(listener));
+        let metrics = Arc::new(crate::metrics::XdsMetrics::default());
+        let limits = Limits::default();
+        let mut incoming = Box::pin(crate::tls::incoming(listener, None, &limits, metrics));
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
+        assert!(accepted.tcp().nodelay().unwrap());
     }
 }

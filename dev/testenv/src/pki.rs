@@ -23,6 +23,8 @@ pub struct LeafSpec<'a> {
     pub organization: Option<&'a str>,
     pub dns_names: &'a [&'a str],
     pub ips: &'a [IpAddr],
+    /// URI SANs (e.g. a SPIFFE identity).
+    pub uris: &'a [&'a str],
     pub server: bool,
     pub client: bool,
 }
@@ -77,6 +79,12 @@ impl Ca {
         params
             .subject_alt_names
             .extend(spec.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        for uri in spec.uris {
+            let uri = (*uri)
+                .try_into()
+                .with_context(|| format!("URI SAN {uri:?}"))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.distinguished_name = dn(spec.common_name, spec.organization);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
