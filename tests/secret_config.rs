@@ -404,6 +404,39 @@ async fn values_from_secrets_reach_kafka_and_never_a_config_map() -> anyhow::Res
         },
     )
     .await?;
+
+    // 7. The Secret the file reads is deleted: said so, and the running broker is not
+    // restarted for it (its planned Pod keeps the version it started with).
+    let uid = broker_pod(&client).await?.expect("broker 0").0;
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .delete("static", &Default::default())
+        .await?;
+    let s = wait_for(
+        "a notice naming Secret static",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let s = status(&client).await.ok()?;
+            s.config_notices
+                .iter()
+                .any(|n| n.contains("\"static\"") && n.contains("no such Secret"))
+                .then_some(s)
+        },
+    )
+    .await?;
+    let running = pods.get(&format!("{NAME}-broker-0")).await?;
+    let b0 = s
+        .brokers
+        .iter()
+        .find(|b| b.id == 0)
+        .expect("broker 0 status");
+    assert_eq!(
+        b0.restart_hash.as_ref(),
+        running.annotations().get("kafka.pier.dev/restart-hash"),
+        "the plan keeps the running broker's restart hash"
+    );
+    assert_ne!(b0.configuration_state.as_deref(), Some("RestartPending"));
+    assert_eq!(running.metadata.uid, Some(uid));
     Ok(())
 }
 

@@ -617,7 +617,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         retained: moves.retained.clone(),
         draining: moves.draining.clone(),
         volumes: volumes_view.observed.clone(),
-        secret_versions: secrets::versions(&fetched, &pods),
+        secret_versions: secrets::versions(kc, &fetched, &pods),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.

@@ -44,13 +44,10 @@ pub async fn read(ctx: &Context, kc: &KafkaCluster) -> Fetched {
     out
 }
 
-/// The versions a plan renders: those read now, and for a Secret that cannot be read the one
-/// the running broker Pods started with.
-pub fn versions(fetched: &Fetched, pods: &[Pod]) -> BTreeMap<String, String> {
-    let read: BTreeMap<String, String> = fetched
-        .iter()
-        .filter_map(|(name, s)| Some((name.clone(), s.as_ref().ok()?.version.clone())))
-        .collect();
+/// The versions a plan renders: those read now, and for a Secret that cannot be read (or
+/// lacks a key the spec reads) the one the running broker Pods started with.
+pub fn versions(kc: &KafkaCluster, fetched: &Fetched, pods: &[Pod]) -> BTreeMap<String, String> {
+    let read = secret_refs::complete_versions(kc, fetched);
     secret_refs::versions_for_plan(
         &read,
         pods.iter().filter_map(|p| {

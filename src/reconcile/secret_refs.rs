@@ -178,6 +178,30 @@ pub fn parse_versions_annotation(value: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The versions of the referenced Secrets that hold every key the spec reads from them: a
+/// Secret that lost a key the file of a broker reads would give it a Pod that cannot start,
+/// so it is treated as unreadable ([`versions_for_plan`] keeps the running version).
+pub fn complete_versions(kc: &KafkaCluster, fetched: &Fetched) -> BTreeMap<String, String> {
+    let spec = &kc.spec;
+    let refs: Vec<&SecretKeyRef> = spec
+        .kafka
+        .config_from
+        .values()
+        .chain(spec.brokers.iter().flat_map(|b| b.config_from.values()))
+        .map(|v| &v.secret_key_ref)
+        .collect();
+    fetched
+        .iter()
+        .filter_map(|(name, s)| {
+            let s = s.as_ref().ok()?;
+            refs.iter()
+                .filter(|r| &r.name == name)
+                .all(|r| s.data.contains_key(&r.key))
+                .then(|| (name.clone(), s.version.clone()))
+        })
+        .collect()
+}
+
 /// The Secret versions a plan renders: those read now, and for a Secret that cannot be read,
 /// the version a running broker started with (`running`: its Pods' annotations), so that a
 /// deleted Secret does not restart a broker into a Pod that cannot start.
@@ -803,6 +827,25 @@ mod tests {
             Some("b@7,c@missing")
         );
         assert_eq!(versions_annotation(&BTreeMap::new(), &v), None);
+    }
+
+    #[test]
+    fn a_secret_missing_a_key_the_spec_reads_keeps_the_running_version() {
+        let kc = cluster(
+            KafkaSpec {
+                config_from: from(&[("num.partitions", "s", "k"), ("x", "t", "k")]),
+                ..Default::default()
+            },
+            vec![broker(1, &[Role::Broker, Role::Controller])],
+        );
+        let mut f = fetched(&[("s", "5", &[("other", "1")]), ("t", "6", &[("k", "1")])]);
+        f.insert("u".into(), Err("no such Secret".into()));
+        let read = complete_versions(&kc, &f);
+        assert_eq!(read, map(&[("t", "6")]));
+        assert_eq!(
+            versions_for_plan(&read, ["s@4"]),
+            map(&[("s", "4"), ("t", "6")])
+        );
     }
 
     #[test]
