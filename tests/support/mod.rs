@@ -90,7 +90,8 @@ impl Operator {
         let trust = pier::xds::ClientTrust::new(Vec::new())?;
         let tls = pier::xds::ServerTls::new(&cert, &key, trust.clone())?;
         let cache = Arc::new(SnapshotCache::default());
-        let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // Both stacks: Envoy resolves `localhost` to ::1 first.
+        let xds_listener = tokio::net::TcpListener::bind("[::]:0").await?;
         let settings = Settings {
             xds_address: format!("localhost:{}", xds_listener.local_addr()?.port()),
             xds_tls: true,

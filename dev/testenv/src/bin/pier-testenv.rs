@@ -213,7 +213,8 @@ Try (in another terminal):
   kcat -b {bootstrap} -L
   seq 1 100 | kcat -b {bootstrap} -P -t demo
   kcat -b {bootstrap} -C -t demo -o beginning -e
-  curl -s http://{leader_ip}:8080/status     # the Envoys' xDS status, from the leader
+  # the Envoys' xDS status, from the leader (the chart's admin token guards it):
+  curl -s -H \"Authorization: Bearer $(kubectl -n pier-system get secret pier-admin-token -o jsonpath='{{.data.token}}' | base64 -d)\" http://{leader_ip}:8080/status
 ",
         bin = bin.display(),
         kubeconfig = kubeconfig.display(),

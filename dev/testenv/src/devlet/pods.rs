@@ -774,27 +774,50 @@ fn launcher(
             .iter()
             .map(|a| map_path(&expand(a, &env), mounts))
             .collect();
-        // The bootstrap, with Service names replaced by the proxy's addresses.
+        // The bootstrap and the files beside it (file-based SDS), copied with Service names
+        // replaced by the proxy's addresses and the Pod's paths by local ones; the copies
+        // stand for the config directory.
         if let Some(i) = args.iter().position(|a| a == "-c" || a == "--config-path")
             && let Some(path) = args.get(i + 1).cloned()
         {
-            let original =
-                std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
             let services = o.services.borrow().clone();
-            let text = rewrite_service_names(&original, &services);
-            let unknown = unknown_service_names(&text, &services);
-            if !unknown.is_empty() {
-                bail!("the Envoy bootstrap names Services without an address yet: {unknown:?}");
+            let local_dir = Path::new(&path).parent().unwrap_or(Path::new("."));
+            let copy = dir.join(format!("{}-config", c.name));
+            std::fs::create_dir_all(&copy)?;
+            let copy_mounts: Vec<(String, PathBuf)> = mounts
+                .iter()
+                .map(|(m, local)| {
+                    if local == local_dir {
+                        (m.clone(), copy.clone())
+                    } else {
+                        (m.clone(), local.clone())
+                    }
+                })
+                .collect();
+            for entry in std::fs::read_dir(local_dir)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                // Files only (a Secret or ConfigMap volume's `..data` links are not config).
+                if name.to_string_lossy().starts_with("..") || !entry.path().is_file() {
+                    continue;
+                }
+                let original = std::fs::read_to_string(entry.path())
+                    .with_context(|| format!("reading {}", entry.path().display()))?;
+                let text = rewrite_service_names(&original, &services);
+                let text = map_embedded_paths(&text, &copy_mounts);
+                if entry.path() == Path::new(&path) {
+                    let unknown = unknown_service_names(&text, &services);
+                    if !unknown.is_empty() {
+                        bail!(
+                            "the Envoy bootstrap names Services without an address yet: {unknown:?}"
+                        );
+                    }
+                }
+                // Same file names, so Envoy's messages name the files the Pod names.
+                std::fs::write(copy.join(&name), text)?;
             }
-            if text != original {
-                // Same file name, so Envoy's messages name the file the Pod names.
-                let copy = dir.join(format!("{}-config", c.name));
-                std::fs::create_dir_all(&copy)?;
-                let file = Path::new(&path).file_name().unwrap_or("bootstrap".as_ref());
-                let local = copy.join(file);
-                std::fs::write(&local, text)?;
-                args[i + 1] = local.display().to_string();
-            }
+            let file = Path::new(&path).file_name().unwrap_or("bootstrap".as_ref());
+            args[i + 1] = copy.join(file).display().to_string();
         }
         let mut cmd = Command::new(program("envoy")?);
         cmd.args(&args)
@@ -815,10 +838,12 @@ fn launcher(
         }
         args.extend(c.args.clone().unwrap_or_else(|| vec!["operator".into()]));
         let mut cmd = Command::new(pier);
-        cmd.args(
-            args.iter()
-                .map(|a| expand(a, &env).replace("0.0.0.0:", &format!("{ip}:"))),
-        )
+        cmd.args(args.iter().map(|a| {
+            map_embedded_paths(
+                &expand(a, &env).replace("0.0.0.0:", &format!("{ip}:")),
+                mounts,
+            )
+        }))
         .envs(&env);
         if let Some(kubeconfig) = service_account_kubeconfig(o, pod, mounts, dir)? {
             cmd.env("KUBECONFIG", kubeconfig);

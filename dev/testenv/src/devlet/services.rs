@@ -355,11 +355,24 @@ pub fn rewrite_service_names(text: &str, addresses: &BTreeMap<String, Ipv4Addr>)
     let mut names: Vec<(&String, &Ipv4Addr)> = addresses.iter().collect();
     // Longest first: `x.ns.svc.cluster.local` before `x.ns.svc`.
     names.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
-    let mut out = text.to_string();
-    for (name, ip) in names {
-        out = replace_word(&out, name, &ip.to_string());
-    }
-    out
+    // Only where Envoy resolves a name (`address:` fields): the TLS server name and the
+    // certificate names it checks stay names, as they do with cluster DNS.
+    text.split_inclusive('\n')
+        .map(|line| {
+            if !is_address_line(line) {
+                return line.to_string();
+            }
+            let mut out = line.to_string();
+            for (name, ip) in &names {
+                out = replace_word(&out, name, &ip.to_string());
+            }
+            out
+        })
+        .collect()
+}
+
+fn is_address_line(line: &str) -> bool {
+    line.contains("address:")
 }
 
 fn replace_word(text: &str, word: &str, with: &str) -> String {
@@ -388,7 +401,11 @@ fn replace_word(text: &str, word: &str, with: &str) -> String {
 /// The Service names (`*.svc`, `*.svc.cluster.local`) a text names as `address: <name>` that
 /// have no proxy address (yet).
 pub fn unknown_service_names(text: &str, addresses: &BTreeMap<String, Ipv4Addr>) -> Vec<String> {
-    text.split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '"' | '\'' | ':'))
+    text.lines()
+        .filter(|l| is_address_line(l))
+        .flat_map(|l| {
+            l.split(|c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '"' | '\'' | ':'))
+        })
         .filter(|w| w.ends_with(".svc") || w.ends_with(".svc.cluster.local"))
         .filter(|w| !addresses.contains_key(*w))
         .map(String::from)
@@ -409,14 +426,20 @@ mod tests {
             ("pier-xds.pier-system.svc.cluster.local".to_string(), ip),
         ]);
         let text = "endpoint: {address: {socket_address: {address: pier-xds.pier-system.svc, port_value: 18000}}}\n\
-                    b: pier-xds.pier-system.svc.cluster.local\nc: xpier-xds.pier-system.svc\nd: other.ns.svc\n";
+                    address: pier-xds.pier-system.svc.cluster.local\naddress: xpier-xds.pier-system.svc\naddress: other.ns.svc\n\
+                    sni: pier-xds.pier-system.svc\n";
         let out = rewrite_service_names(text, &addresses);
         assert!(
             out.contains("{address: 127.8.9.1, port_value: 18000}"),
             "{out}"
         );
-        assert!(out.contains("b: 127.8.9.1\n"), "{out}");
-        assert!(out.contains("c: xpier-xds.pier-system.svc\n"), "{out}");
+        assert!(out.contains("address: 127.8.9.1\n"), "{out}");
+        assert!(
+            out.contains("address: xpier-xds.pier-system.svc\n"),
+            "{out}"
+        );
+        // The TLS server name stays a name (Envoy checks the certificate against it).
+        assert!(out.contains("sni: pier-xds.pier-system.svc\n"), "{out}");
         assert_eq!(
             unknown_service_names(&out, &addresses),
             ["other.ns.svc", "xpier-xds.pier-system.svc"]
