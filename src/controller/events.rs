@@ -20,6 +20,7 @@ pub enum Reason {
     RollFinished,
     ReplicaMoves,
     LogDirMoves,
+    ScramUsers,
     Certificates,
     // Problems.
     InvalidSpec,
@@ -35,6 +36,8 @@ pub enum Reason {
     LogDirMoveFailed,
     VolumeRemovalRefused,
     CruiseControlFailed,
+    SecretUnavailable,
+    ScramUserFailed,
     CertificatesFailed,
 }
 
@@ -60,6 +63,9 @@ impl Reason {
             Reason::LogDirMoveFailed => "LogDirMoveFailed",
             Reason::VolumeRemovalRefused => "VolumeRemovalRefused",
             Reason::CruiseControlFailed => "CruiseControlFailed",
+            Reason::SecretUnavailable => "SecretUnavailable",
+            Reason::ScramUsers => "ScramUsers",
+            Reason::ScramUserFailed => "ScramUserFailed",
             Reason::Certificates => "Certificates",
             Reason::CertificatesFailed => "CertificatesFailed",
         }

@@ -1,6 +1,8 @@
 //! Live (dynamic) configuration through the Kafka admin protocol: the cluster-wide default
 //! first, then each reachable broker; describe → diff → validate-only → apply. Kafka is reached
 //! at the brokers' Pod IPs on the inter-broker listener, never through advertised names.
+//! Values read from Secrets are resolved here ([`crate::reconcile::secret_refs`]) and set again
+//! whenever their Secret's version differs from the one recorded in `status.appliedSecrets`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -10,8 +12,9 @@ use super::Context;
 use super::events::Reason;
 use crate::api::KafkaCluster;
 use crate::kafka::{AdminClient, ConfigOp, ConfigResource, ConfigSource};
-use crate::reconcile::config::{ConfigChange, cluster_default_changes, config_changes};
+use crate::reconcile::config::ConfigChange;
 use crate::reconcile::pods::pod_ready;
+use crate::reconcile::secret_refs::{self, Fetched, LiveDesired};
 use crate::reconcile::status::DynamicState;
 use crate::reconcile::{Desired, names};
 
@@ -47,38 +50,75 @@ pub fn broker_pod<'a>(kc: &KafkaCluster, pods: &'a [Pod], id: i32) -> Option<&'a
     pods.iter().find(|p| p.name_any() == name)
 }
 
-/// Makes the live dynamic configuration what the spec says. A refused change is an error in
-/// that broker's status and a Warning Event, never a crash. Keys only in Events and logs:
-/// values may be secrets.
+/// Makes the live dynamic configuration what the spec says, values from Secrets (`fetched`)
+/// included. A refused change is an error in that broker's status and a Warning Event, never a
+/// crash. Keys only in Events and logs: values may be secrets. Returns each reachable broker's
+/// state and `status.appliedSecrets` for the live keys (entries of other kinds, SCRAM users',
+/// are kept as they were).
 pub async fn run(
     kc: &KafkaCluster,
     ctx: &Context,
     admin: &AdminClient,
     desired: &Desired,
-) -> BTreeMap<i32, DynamicState> {
+    fetched: &Fetched,
+) -> (BTreeMap<i32, DynamicState>, BTreeMap<String, String>) {
     let mut states = BTreeMap::new();
+    let prior = kc
+        .status
+        .as_ref()
+        .map(|s| s.applied_secrets.clone())
+        .unwrap_or_default();
+    let plan = &desired.config;
+    let mut wanted = secret_refs::live_whats(plan);
+    wanted.extend(prior.keys().filter(|k| k.starts_with("scram/")).cloned());
+    let mut applied_now = BTreeMap::new();
     let reachable = admin.nodes();
     if reachable.is_empty() {
-        return states;
+        return (
+            states,
+            secret_refs::applied_after(&prior, &wanted, &applied_now),
+        );
     }
     let mut failures = Vec::new();
+    let (cluster_desired, _) = secret_refs::resolve(
+        &plan.cluster_default,
+        &plan.cluster_default_from,
+        fetched,
+        &prior,
+        secret_refs::applied_cluster,
+        |k| k.to_string(),
+    );
     let cluster_error = converge_resource(
         kc,
         ctx,
         admin,
         ConfigResource::BrokerDefault,
-        &desired.config.cluster_default,
+        &cluster_desired,
     )
     .await
     .err();
+    if cluster_error.is_none() {
+        applied_now.extend(cluster_desired.versions.clone());
+    }
     failures.extend(cluster_error.clone());
-    for (id, config) in &desired.config.brokers {
+    for (id, config) in &plan.brokers {
         if !reachable.contains_key(id) {
             continue;
         }
+        let (broker_desired, _) = secret_refs::resolve(
+            &config.live,
+            &config.live_from,
+            fetched,
+            &prior,
+            |k| secret_refs::applied_broker(*id, k),
+            |k| k.to_string(),
+        );
         let result =
-            converge_resource(kc, ctx, admin, ConfigResource::Broker(*id), &config.live).await;
+            converge_resource(kc, ctx, admin, ConfigResource::Broker(*id), &broker_desired).await;
         let error = result.err();
+        if error.is_none() {
+            applied_now.extend(broker_desired.versions.clone());
+        }
         failures.extend(error.clone());
         let error = error.or_else(|| cluster_error.clone());
         states.insert(
@@ -92,7 +132,10 @@ pub async fn run(
     ctx.events
         .problems(ctx, kc, Reason::ConfigFailed, &failures)
         .await;
-    states
+    (
+        states,
+        secret_refs::applied_after(&prior, &wanted, &applied_now),
+    )
 }
 
 /// Describe → diff → validate-only → apply, for one config resource (the cluster default or
@@ -103,7 +146,7 @@ async fn converge_resource(
     ctx: &Context,
     admin: &AdminClient,
     resource: ConfigResource,
-    desired: &BTreeMap<String, String>,
+    desired: &LiveDesired,
 ) -> Result<(), String> {
     let (what, source) = match &resource {
         ConfigResource::Broker(id) => (
@@ -122,10 +165,11 @@ async fn converge_resource(
             .filter(|e| e.source == source)
             .map(|e| (e.name, e.value))
             .collect();
-        let changes = match resource {
-            ConfigResource::BrokerDefault => cluster_default_changes(desired, &current),
-            _ => config_changes(desired, &current),
-        };
+        let changes = secret_refs::live_changes(
+            desired,
+            &current,
+            matches!(resource, ConfigResource::BrokerDefault),
+        );
         if changes.is_empty() {
             return Ok(changes);
         }
@@ -154,7 +198,8 @@ async fn converge_resource(
             ctx.events.did(ctx, kc, Reason::ConfigApplied, &note).await;
             Ok(())
         }
-        Err(e) => Err(format!("{what}: {e}")),
+        // Kafka may quote a refused value: never one read from a Secret.
+        Err(e) => Err(desired.scrub(&format!("{what}: {e}"))),
     }
 }
 

@@ -13,6 +13,7 @@ mod live_config;
 mod pki;
 mod roll;
 mod scaling;
+mod secrets;
 mod status;
 mod volumes;
 
@@ -409,7 +410,11 @@ pub async fn run(
     let claims_driver = claim_events.for_each(|_| async {});
     let budgets_driver = pdb_events.for_each(|_| async {});
     let secrets_driver = secret_events.for_each(|_| async {});
-    let controller = Controller::new(kcs, watcher::Config::default())
+    let controller = Controller::new(kcs, watcher::Config::default());
+    // A referenced Secret's change wakes the clusters that read it.
+    let referencing = secrets::referencing(controller.store());
+    let controller = controller
+        .watches_stream(secrets::changes(&client, ns), referencing)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
         .owns_stream(svc_events)
@@ -595,6 +600,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     // A volume leaving a broker is emptied (and one added filled) before the plan drops it.
     let volumes_view = volumes::observe_and_move(kc, &stores, &admin, &pods).await;
 
+    // Referenced Secrets: versions for the plan (restart hash), values for live config.
+    let fetched = secrets::read(ctx, kc).await;
     let observed = Observed {
         pod_ips: pods
             .iter()
@@ -610,10 +617,11 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         retained: moves.retained.clone(),
         draining: moves.draining.clone(),
         volumes: volumes_view.observed.clone(),
+        secret_versions: secrets::versions(kc, &fetched, &pods),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.
-    let desired = match reconcile::plan(kc, &observed, &ctx.settings) {
+    let mut desired = match reconcile::plan(kc, &observed, &ctx.settings) {
         Ok(d) => {
             ctx.events
                 .problem(ctx, kc, events::Reason::InvalidSpec, None)
@@ -630,6 +638,13 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             return Ok(Action::await_change());
         }
     };
+
+    let secret_notices = reconcile::secret_refs::notices(kc, &desired.config, &fetched);
+    let unavailable: Vec<String> = secret_notices.iter().map(|n| n.to_string()).collect();
+    ctx.events
+        .problems(ctx, kc, events::Reason::SecretUnavailable, &unavailable)
+        .await;
+    desired.config.notices.extend(secret_notices);
 
     // Certificates before the Pods that mount them.
     let tls = pki::converge(
@@ -732,9 +747,18 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             moves.refused.as_deref(),
         )
         .await;
-    let mut outcome = KafkaOutcome::default();
+    let mut outcome = KafkaOutcome {
+        applied_secrets: prior.applied_secrets.clone(),
+        ..KafkaOutcome::default()
+    };
     if !desired.waiting_for_address {
-        outcome.dynamic = live_config::run(kc, ctx, &admin, &desired).await;
+        (outcome.dynamic, outcome.applied_secrets) =
+            live_config::run(kc, ctx, &admin, &desired, &fetched).await;
+        let scram_failures =
+            secrets::scram_users(kc, ctx, &admin, &fetched, &mut outcome.applied_secrets).await;
+        ctx.events
+            .problems(ctx, kc, events::Reason::ScramUserFailed, &scram_failures)
+            .await;
     }
     if let Some(t) = tls {
         pki::reload(kc, &admin, &desired, &t.reload).await;
@@ -742,7 +766,6 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         outcome.tls_error = (!t.errors.is_empty()).then(|| t.errors.join("; "));
         outcome.tls = Some(t.status);
     }
-    outcome.applied_secrets = prior.applied_secrets.clone();
     // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
     let quorum = if admin.nodes().is_empty() {
         None

@@ -461,6 +461,15 @@ pub fn pod(
     pod
 }
 
+/// Recomputes the restart hash of a Pod amended after [`pod`] (the Secrets its file reads,
+/// [`super::secret_refs::mount`]).
+pub(super) fn rehash(kc: &KafkaCluster, pod: &mut Pod, properties: &str) {
+    pod.annotations_mut().remove(names::RESTART_HASH_ANNOTATION);
+    let hash = restart_hash(kc, pod, properties);
+    pod.annotations_mut()
+        .insert(names::RESTART_HASH_ANNOTATION.into(), hash);
+}
+
 /// What a broker's restart hash covers: its Pod (image, resources, JVM options, volumes,
 /// labels…), its `server.properties` (read-only configuration only: dynamic keys are applied
 /// live and never rendered) and the cluster's restart annotation. Not the static KRaft voter

@@ -5,10 +5,16 @@
 //! per-broker keys are set live on each broker. Dynamic keys are never rendered into the file,
 //! so deleting one live falls back to Kafka's default and not to a stale file value. Also the
 //! diff of desired against live dynamic configuration, as IncrementalAlterConfigs operations.
+//!
+//! Values read from Secrets (`configFrom`) are classified the same way; the plan holds their
+//! references, never their values (see [`super::secret_refs`]): a read-only one is rendered as
+//! a Kafka config-provider reference to the mounted Secret, a dynamic one is resolved and set
+//! live by the controller.
 use std::collections::BTreeMap;
 
 use super::broker::EffectiveBroker;
-use crate::api::KafkaCluster;
+use super::secret_refs;
+use crate::api::{KafkaCluster, SecretKeyRef};
 use crate::kafka::{ConfigClasses, UpdateMode};
 
 /// Dynamic keys other tools own (Cruise Control's and kafka-reassign-partitions' throttles):
@@ -28,6 +34,14 @@ pub enum Notice {
     ReadOnlyInDynamicSection { key: String },
     /// No table for this image's Kafka version: the newest table is used.
     NoTableForImage { image: String, table: String },
+    /// A referenced Secret (or its key) cannot be read: what reads it is left as it is.
+    SecretUnavailable {
+        /// What reads it: `clusterWideConfig key x`, `broker 1 config key x`, `SCRAM user u`…
+        what: String,
+        secret: String,
+        key: String,
+        why: String,
+    },
 }
 
 impl std::fmt::Display for Notice {
@@ -45,6 +59,15 @@ impl std::fmt::Display for Notice {
                 f,
                 "no config table for the Kafka version of image {image:?}: classified with Kafka {table}'s"
             ),
+            Notice::SecretUnavailable {
+                what,
+                secret,
+                key,
+                why,
+            } => write!(
+                f,
+                "{what}: Secret {secret:?} key {key:?} cannot be read ({why}); left as it is until it can"
+            ),
         }
     }
 }
@@ -56,6 +79,11 @@ pub struct BrokerConfig {
     pub file: BTreeMap<String, String>,
     /// Set live on this broker's BROKER resource.
     pub live: BTreeMap<String, String>,
+    /// Keys of `file` whose value is a reference to a mounted Secret's key (the value in
+    /// `file` is the config-provider reference, see [`secret_refs::file_reference`]).
+    pub file_from: BTreeMap<String, SecretKeyRef>,
+    /// Set live on this broker's BROKER resource, the value read from a Secret.
+    pub live_from: BTreeMap<String, SecretKeyRef>,
 }
 
 /// The whole cluster's configuration, split by how it is applied.
@@ -63,6 +91,8 @@ pub struct BrokerConfig {
 pub struct ConfigPlan {
     /// Set live on the cluster default (BROKER resource "").
     pub cluster_default: BTreeMap<String, String>,
+    /// Set live on the cluster default, the value read from a Secret.
+    pub cluster_default_from: BTreeMap<String, SecretKeyRef>,
     pub brokers: BTreeMap<i32, BrokerConfig>,
     pub notices: Vec<Notice>,
 }
@@ -84,20 +114,76 @@ pub fn kafka_version(image: &str) -> &str {
     &tag[..end]
 }
 
+/// A value of the spec: inline, or read from a Secret's key.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Inline(&'a str),
+    Secret(&'a SecretKeyRef),
+}
+
+impl BrokerConfig {
+    fn set_file(&mut self, key: &str, value: Value<'_>) {
+        self.remove(key);
+        match value {
+            Value::Inline(v) => {
+                self.file.insert(key.into(), v.into());
+            }
+            Value::Secret(r) => {
+                self.file.insert(key.into(), secret_refs::file_reference(r));
+                self.file_from.insert(key.into(), r.clone());
+            }
+        }
+    }
+
+    fn set_live(&mut self, key: &str, value: Value<'_>) {
+        self.remove(key);
+        match value {
+            Value::Inline(v) => {
+                self.live.insert(key.into(), v.into());
+            }
+            Value::Secret(r) => {
+                self.live_from.insert(key.into(), r.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.file.remove(key);
+        self.live.remove(key);
+        self.file_from.remove(key);
+        self.live_from.remove(key);
+    }
+}
+
+/// One level's keys (the cluster's, or a broker's own): the read-only section, then the
+/// dynamic one, then `configFrom` (later wins). The flag says whether the key sits in the
+/// dynamic section (for [`Notice::ReadOnlyInDynamicSection`]).
+fn level<'a>(
+    read_only: &'a BTreeMap<String, String>,
+    dynamic: &'a BTreeMap<String, String>,
+    from: Option<&'a BTreeMap<String, crate::api::ConfigValueFrom>>,
+) -> BTreeMap<&'a str, (Value<'a>, bool)> {
+    let mut out = BTreeMap::new();
+    for (section_dynamic, section) in [(false, read_only), (true, dynamic)] {
+        for (k, v) in section {
+            out.insert(k.trim(), (Value::Inline(v.as_str()), section_dynamic));
+        }
+    }
+    for (k, v) in from.into_iter().flatten() {
+        out.insert(k.trim(), (Value::Secret(&v.secret_key_ref), false));
+    }
+    out
+}
+
 /// Splits every broker's configuration by update mode.
 pub fn plan_config(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> ConfigPlan {
     let mut plan = ConfigPlan::default();
     let mut notices = std::collections::BTreeSet::new();
-    // Cluster sections: readOnlyConfig, then clusterWideConfig (later wins, as rendered).
-    let mut cluster: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
-    for (section_dynamic, section) in [
-        (false, &kc.spec.kafka.read_only_config),
-        (true, &kc.spec.kafka.cluster_wide_config),
-    ] {
-        for (k, v) in section {
-            cluster.insert(k.trim(), (v.as_str(), section_dynamic));
-        }
-    }
+    let cluster = level(
+        &kc.spec.kafka.read_only_config,
+        &kc.spec.kafka.cluster_wide_config,
+        Some(&kc.spec.kafka.config_from),
+    );
     for b in brokers {
         let classes = ConfigClasses::for_version(kafka_version(&b.image));
         if classes.is_fallback() {
@@ -120,42 +206,43 @@ pub fn plan_config(kc: &KafkaCluster, brokers: &[EffectiveBroker]) -> ConfigPlan
             let mode = classes.lookup(k);
             note(k, mode, dynamic_section);
             match mode {
-                Some(UpdateMode::ClusterWide) => {
-                    plan.cluster_default.insert(k.into(), v.into());
-                }
+                Some(UpdateMode::ClusterWide) => match v {
+                    Value::Inline(v) => {
+                        plan.cluster_default.insert(k.into(), v.into());
+                    }
+                    Value::Secret(r) => {
+                        plan.cluster_default_from.insert(k.into(), r.clone());
+                    }
+                },
                 // Kafka refuses per-broker keys at the cluster default: set them on each broker.
                 // Controller-only nodes cannot be reached through a broker listener: file.
-                Some(UpdateMode::PerBroker) if b.is_broker() => {
-                    out.live.insert(k.into(), v.into());
-                }
-                _ => {
-                    out.file.insert(k.into(), v.into());
-                }
+                Some(UpdateMode::PerBroker) if b.is_broker() => out.set_live(k, v),
+                _ => out.set_file(k, v),
             }
         }
-        let mut own: BTreeMap<&str, (&str, bool)> = BTreeMap::new();
-        for (section_dynamic, section) in [(false, &b.read_only_config), (true, &b.config)] {
-            for (k, v) in section {
-                own.insert(k.trim(), (v.as_str(), section_dynamic));
-            }
-        }
+        let from = kc
+            .spec
+            .brokers
+            .iter()
+            .find(|s| s.id == b.id)
+            .map(|s| &s.config_from);
+        let own = level(&b.read_only_config, &b.config, from);
         for (k, (v, dynamic_section)) in own {
             let mode = classes.lookup(k);
             note(k, mode, dynamic_section);
             // The broker's own value overrides the cluster's, wherever that went.
-            out.file.remove(k);
-            out.live.remove(k);
             match mode {
                 Some(UpdateMode::ClusterWide | UpdateMode::PerBroker) if b.is_broker() => {
-                    out.live.insert(k.into(), v.into());
+                    out.set_live(k, v)
                 }
-                _ => {
-                    out.file.insert(k.into(), v.into());
-                }
+                _ => out.set_file(k, v),
             }
         }
         // A cluster-wide value in the file would be shadowed by the default anyway; a broker's
         // own read-only value of a cluster-wide key (controller-only node) stays in its file.
+        if !out.file_from.is_empty() {
+            secret_refs::add_provider(&mut out.file);
+        }
         plan.brokers.insert(b.id, out);
     }
     plan.notices = notices.into_iter().collect();

@@ -11,6 +11,7 @@ pub mod pods;
 mod properties;
 pub mod roll;
 pub mod scaling;
+pub mod secret_refs;
 pub mod security;
 mod services;
 pub mod status;
@@ -50,6 +51,10 @@ pub struct Observed {
     pub draining: std::collections::BTreeSet<i32>,
     /// Each broker's claims and log dirs in use, by broker id (see [`volumes`]).
     pub volumes: BTreeMap<i32, volumes::ObservedVolumes>,
+    /// resourceVersion of each referenced Secret, by name (see
+    /// [`secret_refs::versions_for_plan`]): brokers reading one from their file restart when
+    /// it changes.
+    pub secret_versions: BTreeMap<String, String>,
 }
 
 /// Operator settings that shape the objects.
@@ -241,9 +246,14 @@ pub fn plan(
             desired
                 .config_maps
                 .push(broker::config_map(kc, &namespace, b, &props));
-            desired
-                .pods
-                .push(broker::pod(kc, &namespace, b, &cluster_id, &props));
+            let mut pod = broker::pod(kc, &namespace, b, &cluster_id, &props);
+            if let Some(c) = desired.config.brokers.get(&b.id) {
+                secret_refs::mount(&mut pod, &c.file_from, &observed.secret_versions);
+                if !c.file_from.is_empty() {
+                    broker::rehash(kc, &mut pod, &props);
+                }
+            }
+            desired.pods.push(pod);
         }
         desired.claims.extend(broker::claims(kc, &namespace, b));
         desired

@@ -178,8 +178,23 @@ pub fn check_config_keys(kc: &KafkaCluster) -> Result<(), PlanError> {
             &b.read_only_config,
         ));
     }
+    // Keys read from Secrets obey the same rules.
+    let mut from_keys = vec![(
+        "spec.kafka.configFrom".to_string(),
+        kc.spec.kafka.config_from.keys().collect::<Vec<_>>(),
+    )];
+    for b in &kc.spec.brokers {
+        from_keys.push((
+            format!("broker {}: configFrom", b.id),
+            b.config_from.keys().collect(),
+        ));
+    }
+    let sections = sections
+        .into_iter()
+        .map(|(s, keys)| (s, keys.keys().collect::<Vec<_>>()))
+        .chain(from_keys);
     for (section, keys) in sections {
-        for key in keys.keys() {
+        for key in keys {
             if !is_config_key(key) {
                 return Err(PlanError::InvalidConfigKey {
                     section,

@@ -56,9 +56,10 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
-# Secrets: Pier's own (the clusters' CAs and certificates) watched (list, watch), created and
-# updated (create, patch); Secrets a spec references (a provided CA, configFrom values, SCRAM
-# passwords) read by name (get).
+# Secrets, one rule, each verb for a reason: get reads a Secret a spec references (a provided
+# CA, configFrom values, SCRAM passwords) by name; list and watch follow Pier's own (the
+# clusters' CAs and certificates) and the metadata of referenced ones (no value is listed: a
+# change wakes the clusters that read it); create and patch write Pier's own.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
