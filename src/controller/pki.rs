@@ -292,19 +292,26 @@ pub async fn converge(
             }
         }
     }
-    let reload = plan
-        .status
-        .leaves
-        .iter()
-        .filter(|l| !l.served)
-        .filter_map(|l| {
-            desired
-                .brokers
-                .iter()
-                .find(|b| names::broker_tls_secret(kc, b.id) == l.secret_name)
-                .map(|b| b.id)
-        })
-        .collect::<Vec<_>>();
+    // Nodes that do not serve their Secret's certificate: brokers reload it live; a
+    // controller-only node cannot be reached with the admin protocol (KIP-919), so it is
+    // restarted (by the health-gated roll) to load it.
+    let mut reload = Vec::new();
+    let mut restart = Vec::new();
+    for l in plan.status.leaves.iter().filter(|l| !l.served) {
+        let Some(b) = desired
+            .brokers
+            .iter()
+            .find(|b| names::broker_tls_secret(kc, b.id) == l.secret_name)
+        else {
+            continue;
+        };
+        if b.is_broker() {
+            reload.push(b.id);
+        } else if let Some(serial) = &l.serial {
+            restart.push((b.id, serial.clone()));
+        }
+    }
+    request_restarts(kc, ctx, pods, &restart).await?;
     let status = TlsStatus {
         cas: plan
             .status
@@ -343,7 +350,10 @@ pub async fn converge(
     }
     Ok(Some(TlsOutcome {
         status,
-        pending: plan.waiting || !reload.is_empty() || !plan.writes.is_empty(),
+        pending: plan.waiting
+            || !reload.is_empty()
+            || !restart.is_empty()
+            || !plan.writes.is_empty(),
         reload,
         events: plan.events.clone(),
         errors,
@@ -582,6 +592,46 @@ fn rfc3339(secs: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// Asks the roll to restart each controller-only node of `nodes` (id, serial of the
+/// certificate it must load) with the Pod restart annotation, once per certificate.
+async fn request_restarts(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    pods: &[Pod],
+    nodes: &[(i32, String)],
+) -> Result<(), Error> {
+    for (id, serial) in nodes {
+        let Some(pod) = super::live_config::broker_pod(kc, pods, *id) else {
+            continue;
+        };
+        let token = format!("certificate {serial}");
+        if pod.metadata.deletion_timestamp.is_some()
+            || pod.annotations().get(names::RESTART_ANNOTATION) == Some(&token)
+        {
+            continue;
+        }
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {names::RESTART_ANNOTATION: token}}});
+        call(
+            format!("asking for a restart of {}", pod.name_any()),
+            api.patch(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            ),
+        )
+        .await?;
+        ctx.wrote();
+        tracing::info!(
+            node = id,
+            "controller-only node restarts to load its new certificate"
+        );
+    }
+    Ok(())
 }
 
 /// Makes brokers load their renewed certificate Secret: the same keystore and truststore
