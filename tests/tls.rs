@@ -2,7 +2,8 @@
 //! CAs, brokers on SSL listeners only (inter-broker and controller with mutual TLS, so the
 //! operator itself must speak mTLS), SNI routing through Envoy with TLS passed through, a
 //! client that knows only `bootstrap.<domain>` and the CA (kcat, Kafka's Java producer, Pier's
-//! Rust client), a listener that requires client certificates, and certificates renewed live
+//! Rust client), a listener that requires client certificates, a SASL_SSL listener where a
+//! SCRAM user's password comes from a Secret, and certificates renewed live
 //! under a running producer: no broker restarted, the new certificate served; then the
 //! cluster CA rotated under a producer that trusts old and new during the overlap, after which
 //! only the new CA verifies.
@@ -28,6 +29,8 @@ const DOMAIN: &str = "kafka.pier.test";
 const MTLS_DOMAIN: &str = "mtls.pier.test";
 const PORT: u16 = 29392;
 const MTLS_PORT: u16 = 29393;
+const SASL_DOMAIN: &str = "sasl.pier.test";
+const SASL_PORT: u16 = 29394;
 const TOPIC: &str = "tls";
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -66,10 +69,15 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
                     {"name": "external", "containerPort": 9094, "bootstrapPort": PORT,
                      "sni": {"domain": DOMAIN}, "protocol": "SSL"},
                     {"name": "mtls", "containerPort": 9095, "bootstrapPort": MTLS_PORT,
-                     "sni": {"domain": MTLS_DOMAIN}, "protocol": "SSL", "clientAuth": "required"}
+                     "sni": {"domain": MTLS_DOMAIN}, "protocol": "SSL", "clientAuth": "required"},
+                    {"name": "sasl", "containerPort": 9096, "bootstrapPort": SASL_PORT,
+                     "sni": {"domain": SASL_DOMAIN}, "protocol": "SASL_SSL"}
                 ]
             },
             "tls": {"certificates": {"validityDays": 30, "renewBeforeDays": 7}},
+            "sasl": {"scramUsers": [
+                {"name": "alice", "passwordSecretRef": {"name": "alice", "key": "password"}}
+            ]},
             "envoy": {"replicas": 1}
         }
     }))?)
@@ -78,7 +86,7 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
 /// A hosts file naming every SNI name after Envoy's address (the LoadBalancer's, loopback).
 fn hosts_file(logs: &LogDir) -> anyhow::Result<PathBuf> {
     let mut names = Vec::new();
-    for domain in [DOMAIN, MTLS_DOMAIN] {
+    for domain in [DOMAIN, MTLS_DOMAIN, SASL_DOMAIN] {
         names.push(format!("bootstrap.{domain}"));
         names.extend((0..3).map(|id| format!("broker-{id}.{domain}")));
     }
@@ -243,6 +251,7 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
         client.clone(),
         DevletOptions::new("dev-a", logs.data("devlet")?),
     ));
+    set_password(&client, "first-password").await?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &cluster()?)
         .await?;
@@ -402,6 +411,47 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
         "no client certificate must be refused: {refused:?}"
     );
 
+    // SASL_SSL with SCRAM-SHA-512 through Envoy: alice's password comes from her Secret;
+    // Kafka's Java producer logs in with it, and a changed Secret changes the credential.
+    let sasl_bootstrap = format!("bootstrap.{SASL_DOMAIN}:{SASL_PORT}");
+    let sasl_config = |password: &str| {
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nssl.truststore.type=PEM\nssl.truststore.location={}\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"alice\" password=\"{password}\";\n",
+            ca_file.display()
+        )
+    };
+    let jvm = format!("-Djdk.net.hosts.file={}", hosts.display());
+    let alice = VerifiableProducer::start_with(
+        &logs,
+        "sasl-producer",
+        &sasl_bootstrap,
+        TOPIC,
+        &sasl_config("first-password"),
+        Some(&jvm),
+    )?;
+    alice.wait_acked(50).await?;
+    alice.finish().await?;
+    set_password(&client, "second-password").await?;
+    wait_for(
+        "the new password to log in",
+        WAIT,
+        Duration::from_secs(1),
+        || async { sasl_login(&ca, "second-password").await.ok() },
+    )
+    .await?;
+    let old = sasl_login(&ca, "first-password").await;
+    assert!(old.is_err(), "the old password must be refused: {old:?}");
+    let alice = VerifiableProducer::start_with(
+        &logs,
+        "sasl-producer-2",
+        &sasl_bootstrap,
+        TOPIC,
+        &sasl_config("second-password"),
+        Some(&jvm),
+    )?;
+    alice.wait_acked(50).await?;
+    alice.finish().await?;
+
     // Renewal under a running acks=all producer through Envoy (Kafka's own Java client,
     // trusting the CA): every broker certificate re-issued and reloaded live.
     let producer = VerifiableProducer::start_with(
@@ -554,6 +604,50 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
         "{}",
         operator.metrics()
     );
+    Ok(())
+}
+
+/// Writes alice's password Secret.
+async fn set_password(client: &Client, password: &str) -> anyhow::Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "alice", "namespace": NS},
+        "stringData": {"password": password}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            "alice",
+            &PatchParams::apply("tls-test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Logs in as alice over SASL_SSL through Envoy with Pier's own client (a metadata request).
+async fn sasl_login(ca: &str, password: &str) -> anyhow::Result<()> {
+    let admin = AdminClient::new(
+        [(0, format!("127.0.0.1:{SASL_PORT}"))],
+        AdminOptions {
+            connect: ConnectOptions {
+                transport: Transport::Tls(TlsConfig::new(TlsOptions {
+                    trust_bundle_pem: ca.to_string(),
+                    client_cert_chain_pem: None,
+                    client_key_pem: None,
+                })?),
+                sasl: Some(pier::kafka::SaslOptions {
+                    mechanism: pier::kafka::SaslMechanism::ScramSha512,
+                    username: "alice".into(),
+                    password: password.into(),
+                }),
+                ..Default::default()
+            },
+            max_attempts: 1,
+            ..Default::default()
+        },
+    );
+    admin.set_server_names([(0, format!("bootstrap.{SASL_DOMAIN}"))]);
+    admin.metadata(None).await?;
     Ok(())
 }
 

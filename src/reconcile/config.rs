@@ -323,30 +323,9 @@ fn same_value(live: &str, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{BrokerSpec, KafkaSpec, Role};
+    use crate::api::{KafkaSpec, Role};
     use crate::reconcile::effective_brokers;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn cluster(kafka: KafkaSpec, brokers: Vec<BrokerSpec>) -> KafkaCluster {
-        let mut kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
-        kc.spec.kafka = kafka;
-        kc.spec.brokers = brokers;
-        kc
-    }
-
-    fn broker(id: i32, roles: &[Role]) -> BrokerSpec {
-        BrokerSpec {
-            id,
-            roles: roles.to_vec(),
-            ..Default::default()
-        }
-    }
+    use crate::reconcile::tests::{broker, cluster, map};
 
     #[test]
     fn versions_come_from_image_tags() {

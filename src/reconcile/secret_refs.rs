@@ -540,9 +540,10 @@ pub fn applied_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{BrokerSpec, ConfigValueFrom, KafkaSpec, Role, SaslSpec, ScramUser};
+    use crate::api::{ConfigValueFrom, KafkaSpec, Role, SaslSpec, ScramUser};
     use crate::reconcile::config::plan_config;
     use crate::reconcile::effective_brokers;
+    use crate::reconcile::tests::{broker, cluster, map};
 
     fn r(name: &str, key: &str) -> SecretKeyRef {
         SecretKeyRef {
@@ -563,28 +564,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn cluster(kafka: KafkaSpec, brokers: Vec<BrokerSpec>) -> KafkaCluster {
-        let mut kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
-        kc.spec.kafka = kafka;
-        kc.spec.brokers = brokers;
-        kc
-    }
-
-    fn broker(id: i32, roles: &[Role]) -> BrokerSpec {
-        BrokerSpec {
-            id,
-            roles: roles.to_vec(),
-            ..Default::default()
-        }
     }
 
     type Entry<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);

@@ -15,6 +15,34 @@ pub(crate) fn example(name: &str) -> KafkaCluster {
     kc
 }
 
+/// `key=value` pairs as a config map.
+pub(crate) fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The basic example with other Kafka settings and brokers.
+pub(crate) fn cluster(
+    kafka: crate::api::KafkaSpec,
+    brokers: Vec<crate::api::BrokerSpec>,
+) -> KafkaCluster {
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.kafka = kafka;
+    kc.spec.brokers = brokers;
+    kc
+}
+
+/// A broker with only an id and roles.
+pub(crate) fn broker(id: i32, roles: &[Role]) -> crate::api::BrokerSpec {
+    crate::api::BrokerSpec {
+        id,
+        roles: roles.to_vec(),
+        ..Default::default()
+    }
+}
+
 fn observed() -> Observed {
     Observed {
         pod_ips: BTreeMap::from([(0, "10.1.0.10".into()), (1, "10.1.0.11".into())]),

@@ -226,6 +226,19 @@ async fn secret_files(
     mode: i32,
     vdir: &Path,
 ) -> anyhow::Result<()> {
+    let Some((_, data)) = fetch_secret(client, ns, name, optional).await? else {
+        return Ok(());
+    };
+    key_files(&format!("Secret {name}"), data, items, optional, mode, vdir)
+}
+
+/// A Secret's resourceVersion and data; `None` when it does not exist and is optional.
+async fn fetch_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    optional: Option<bool>,
+) -> anyhow::Result<Option<(String, BTreeMap<String, Vec<u8>>)>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let Some(s) = api
         .get_opt(name)
@@ -233,17 +246,18 @@ async fn secret_files(
         .with_context(|| format!("Secret {name}"))?
     else {
         if optional == Some(true) {
-            return Ok(());
+            return Ok(None);
         }
         bail!("Secret {name} not found");
     };
+    let version = s.resource_version().unwrap_or_default();
     let data = s
         .data
         .unwrap_or_default()
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect();
-    key_files(&format!("Secret {name}"), data, items, optional, mode, vdir)
+    Ok(Some((version, data)))
 }
 
 /// Writes a Secret volume the way the kubelet's atomic writer does: the files in a new
@@ -262,27 +276,12 @@ async fn secret_volume(
     vdir: &Path,
     known: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let Some(s) = api
-        .get_opt(name)
-        .await
-        .with_context(|| format!("Secret {name}"))?
-    else {
-        if optional == Some(true) {
-            return Ok(None);
-        }
-        bail!("Secret {name} not found");
+    let Some((version, data)) = fetch_secret(client, ns, name, optional).await? else {
+        return Ok(None);
     };
-    let version = s.resource_version().unwrap_or_default();
     if known == Some(version.as_str()) {
         return Ok(Some(version));
     }
-    let data = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
     let stamp = format!(
         "..{}_{}",
         version,
