@@ -265,7 +265,6 @@ impl Context {
             .or_insert_with(|| {
                 // Short: a hung broker must not stall the whole reconcile for minutes.
                 let options = crate::kafka::AdminOptions {
-                    connect: admin_defaults(),
                     call_timeout: Duration::from_secs(10),
                     max_attempts: 3,
                     deadline: Duration::from_secs(20),
@@ -348,11 +347,6 @@ impl Context {
             self.dynamic_config_changes.clone(),
         );
     }
-}
-
-/// How the admin client connects to a plaintext listener.
-fn admin_defaults() -> crate::kafka::ConnectOptions {
-    crate::kafka::ConnectOptions::default()
 }
 
 /// A watch of `api`'s objects managed by Pier, feeding a cache; the stream must be polled
@@ -558,7 +552,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         None => Default::default(),
     };
     let admin = ctx.admin(&key, nodes);
-    admin.set_connect_options(connect.clone().unwrap_or_else(admin_defaults));
+    admin.set_connect_options(connect.clone().unwrap_or_default());
     admin.set_server_names(pki::server_names(kc, &pods, &ctx.settings));
     let scaling_input = scaling_input(kc, &stores, &pods);
     let leaving: std::collections::BTreeSet<i32> = scaling_input

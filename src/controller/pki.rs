@@ -17,7 +17,7 @@ use pier_pki::{
 };
 
 use super::{Context, Error, Stores, call, cluster_objects};
-use crate::api::{CaSpec, CaStatus, CertificateStatus, KafkaCluster, TlsStatus};
+use crate::api::{CaStatus, CertificateStatus, KafkaCluster, TlsStatus};
 use crate::kafka::{ConnectOptions, TlsConfig, TlsOptions, Transport};
 use crate::reconcile::pods::pod_ready;
 use crate::reconcile::security::{self, is_tls};
@@ -63,14 +63,14 @@ pub fn admin_connect(kc: &KafkaCluster, stores: &Stores) -> Option<ConnectOption
     let ns = kc.namespace().unwrap_or_default();
     let secrets = pier_secrets(stores, &ns, &kc.name_any());
     let trust = secrets
-        .get(&names::ca_cert_secret(kc, "cluster"))?
-        .get("ca.crt")?
+        .get(&names::ca_cert_secret(kc, CaKind::Cluster.as_str()))?
+        .get(pier_pki::CA_CRT)?
         .clone();
     let own = secrets.get(&names::operator_tls_secret(kc))?;
     let tls = TlsConfig::new(TlsOptions {
         trust_bundle_pem: trust,
-        client_cert_chain_pem: own.get("tls.crt").cloned(),
-        client_key_pem: own.get("tls.key").cloned(),
+        client_cert_chain_pem: own.get(pier_pki::TLS_CRT).cloned(),
+        client_key_pem: own.get(pier_pki::TLS_KEY).cloned(),
     })
     .map_err(|e| tracing::warn!(error = %e, "the operator's TLS Secrets are unusable"))
     .ok()?;
@@ -115,33 +115,12 @@ pub async fn converge(
     let name = kc.name_any();
     let cached = cached_secrets(stores, &ns, &name);
     let renew_token = kc.annotations().get(RENEW_CERTIFICATES_ANNOTATION).cloned();
-    let tls_spec = &kc.spec.tls;
     let mut errors = Vec::new();
 
-    let cluster_ca = ca_input(
-        kc,
-        ctx,
-        &ns,
-        "cluster",
-        &tls_spec.cluster_ca,
-        &cached,
-        RENEW_CLUSTER_CA_ANNOTATION,
-        &mut errors,
-    )
-    .await?;
-    let clients_ca = ca_input(
-        kc,
-        ctx,
-        &ns,
-        "clients",
-        &tls_spec.clients_ca,
-        &cached,
-        RENEW_CLIENTS_CA_ANNOTATION,
-        &mut errors,
-    )
-    .await?;
+    let cluster_ca = ca_input(kc, ctx, CaKind::Cluster, &cached, &mut errors).await?;
+    let clients_ca = ca_input(kc, ctx, CaKind::Clients, &cached, &mut errors).await?;
 
-    let certs = &tls_spec.certificates;
+    let certs = &kc.spec.tls.certificates;
     let validity = u32::try_from(certs.validity_days).unwrap_or(1);
     let renew_before = u32::try_from(certs.renew_before_days).unwrap_or(0);
     // A renewal asked for by annotation: the Secret is planned as if it did not exist, once.
@@ -282,7 +261,7 @@ pub async fn converge(
         });
         let bundle = written.or_else(|| {
             cached
-                .get(&names::ca_cert_secret(kc, "cluster"))
+                .get(&names::ca_cert_secret(kc, CaKind::Cluster.as_str()))
                 .and_then(|s| secret_data(s).get(pier_pki::CA_CRT).cloned())
         });
         if let Some(pem) = bundle {
@@ -369,20 +348,22 @@ fn ca_annotation(kind: CaKind) -> &'static str {
 }
 
 /// A CA's input: Pier's private Secret from the cache, or the user's Secret by GET.
-#[allow(clippy::too_many_arguments)]
 async fn ca_input(
     kc: &KafkaCluster,
     ctx: &Context,
-    ns: &str,
-    kind: &str,
-    spec: &CaSpec,
+    kind: CaKind,
     cached: &BTreeMap<String, Secret>,
-    renew_annotation: &str,
     errors: &mut Vec<String>,
 ) -> Result<CaInput, Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let spec = match kind {
+        CaKind::Cluster => &kc.spec.tls.cluster_ca,
+        CaKind::Clients => &kc.spec.tls.clients_ca,
+    };
+    let private = cached.get(&names::ca_secret(kc, kind.as_str()));
     let source = match &spec.secret_ref {
         Some(r) => {
-            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
             let secret = call(format!("reading Secret {}", r.name), api.get_opt(&r.name)).await?;
             if secret.is_none() {
                 errors.push(format!(
@@ -395,18 +376,17 @@ async fn ca_input(
             }
         }
         None => CaSource::Generated {
-            private: cached.get(&names::ca_secret(kc, kind)).map(secret_data),
+            private: private.map(secret_data),
         },
     };
-    let private = cached.get(&names::ca_secret(kc, kind));
-    let token = kc.annotations().get(renew_annotation);
+    let token = kc.annotations().get(ca_annotation(kind));
     let force_renew = token.is_some()
         && private.is_some_and(|p| p.annotations().get(RENEWED_FOR_ANNOTATION) != token);
     Ok(CaInput {
         common_name: format!("{} {kind} CA ({ns})", kc.name_any()),
         source,
         public: cached
-            .get(&names::ca_cert_secret(kc, kind))
+            .get(&names::ca_cert_secret(kc, kind.as_str()))
             .map(secret_data),
         validity_days: u32::try_from(spec.validity_days).unwrap_or(1),
         renew_before_days: u32::try_from(spec.renew_before_days).unwrap_or(0),
