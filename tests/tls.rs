@@ -102,29 +102,13 @@ async fn kcat(
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<std::process::Output> {
-    use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
         .arg(hosts)
         .arg(pier_testenv::program("kcat")?)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let run = async {
-        let mut child = cmd.spawn()?;
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(bytes).await?;
-        }
-        anyhow::Ok(child.wait_with_output().await?)
-    };
-    tokio::time::timeout(Duration::from_secs(60), run).await?
+        .args(args);
+    pier_testenv::kafka::run_with_stdin(cmd, stdin, Duration::from_secs(60)).await
 }
 
 /// kcat's TLS flags for a client trusting `ca` (and presenting `cert`/`key` when given).
@@ -206,11 +190,7 @@ async fn served_serials(client: &Client) -> Option<BTreeMap<String, String>> {
 
 /// The serial of the certificate broker `id` serves through Envoy (SNI), verified with `ca`.
 async fn serial_through_envoy(ca: &str, id: i32) -> anyhow::Result<String> {
-    let tls = TlsConfig::new(TlsOptions {
-        trust_bundle_pem: ca.to_string(),
-        client_cert_chain_pem: None,
-        client_key_pem: None,
-    })?;
+    let tls = trusting(ca)?;
     let der = pier::kafka::served_certificate(
         &format!("127.0.0.1:{PORT}"),
         Some(&format!("broker-{id}.{DOMAIN}")),
@@ -352,17 +332,7 @@ async fn tls_listeners_through_envoy_and_live_certificate_renewal() -> anyhow::R
     // Pier's Rust client through Envoy with only the CA.
     let rust = AdminClient::new(
         [(0, format!("127.0.0.1:{PORT}"))],
-        AdminOptions {
-            connect: ConnectOptions {
-                transport: Transport::Tls(TlsConfig::new(TlsOptions {
-                    trust_bundle_pem: ca.clone(),
-                    client_cert_chain_pem: None,
-                    client_key_pem: None,
-                })?),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        through_envoy(&ca, None)?,
     );
     rust.set_server_names([(0, format!("bootstrap.{DOMAIN}"))]);
     let md = rust.metadata(None).await?;
@@ -624,26 +594,39 @@ async fn set_password(client: &Client, password: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// TLS that trusts only `ca` (Envoy passes TLS through: the client verifies the brokers).
+fn trusting(ca: &str) -> anyhow::Result<TlsConfig> {
+    Ok(TlsConfig::new(TlsOptions {
+        trust_bundle_pem: ca.to_string(),
+        client_cert_chain_pem: None,
+        client_key_pem: None,
+    })?)
+}
+
+/// Pier's client through Envoy, trusting only `ca`, logging in with `sasl` when given.
+fn through_envoy(ca: &str, sasl: Option<pier::kafka::SaslOptions>) -> anyhow::Result<AdminOptions> {
+    Ok(AdminOptions {
+        connect: ConnectOptions {
+            transport: Transport::Tls(trusting(ca)?),
+            sasl,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
 /// Logs in as alice over SASL_SSL through Envoy with Pier's own client (a metadata request).
 async fn sasl_login(ca: &str, password: &str) -> anyhow::Result<()> {
+    let sasl = pier::kafka::SaslOptions {
+        mechanism: pier::kafka::SaslMechanism::ScramSha512,
+        username: "alice".into(),
+        password: password.into(),
+    };
     let admin = AdminClient::new(
         [(0, format!("127.0.0.1:{SASL_PORT}"))],
         AdminOptions {
-            connect: ConnectOptions {
-                transport: Transport::Tls(TlsConfig::new(TlsOptions {
-                    trust_bundle_pem: ca.to_string(),
-                    client_cert_chain_pem: None,
-                    client_key_pem: None,
-                })?),
-                sasl: Some(pier::kafka::SaslOptions {
-                    mechanism: pier::kafka::SaslMechanism::ScramSha512,
-                    username: "alice".into(),
-                    password: password.into(),
-                }),
-                ..Default::default()
-            },
             max_attempts: 1,
-            ..Default::default()
+            ..through_envoy(ca, Some(sasl))?
         },
     );
     admin.set_server_names([(0, format!("bootstrap.{SASL_DOMAIN}"))]);

@@ -29,34 +29,18 @@ pub struct Operator {
 impl Operator {
     /// Starts the xDS server and the controller for `namespace`.
     pub async fn start(client: Client, namespace: &str) -> anyhow::Result<Self> {
-        // A test that set up its own subscriber first keeps it.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("pier=info,pier_testenv=info")
-            .with_test_writer()
-            .try_init();
-        let cache = Arc::new(SnapshotCache::default());
         let xds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let settings = Settings {
             xds_address: xds_listener.local_addr()?.to_string(),
             ..Settings::default()
         };
-        tokio::spawn(pier::xds::serve(
-            xds_listener,
-            cache.clone(),
-            std::future::pending(),
-        ));
-        let ctx = Context::new(client.clone(), cache.clone(), settings.clone());
-        let mut op = Operator {
+        Ok(Self::launch(
             client,
-            cache,
+            namespace,
+            xds_listener,
             settings,
-            xds_tls: None,
-            namespace: namespace.to_string(),
-            ctx,
-            task: None,
-        };
-        op.restart();
-        Ok(op)
+            None,
+        ))
     }
 
     /// [`Self::start`] with ADS over TLS and client certificates, as `pier operator
@@ -68,10 +52,6 @@ impl Operator {
         namespace: &str,
         dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("pier=info,pier_testenv=info")
-            .with_test_writer()
-            .try_init();
         let ca = pier_testenv::pki::Ca::new("pier-xds-test-ca")?;
         let serving = ca.issue(&pier_testenv::pki::LeafSpec {
             common_name: "pier-xds",
@@ -89,7 +69,6 @@ impl Operator {
         std::fs::write(&ca_file, ca.cert_pem())?;
         let trust = pier::xds::ClientTrust::new(Vec::new())?;
         let tls = pier::xds::ServerTls::new(&cert, &key, trust.clone())?;
-        let cache = Arc::new(SnapshotCache::default());
         // Both stacks: Envoy resolves `localhost` to ::1 first.
         let xds_listener = tokio::net::TcpListener::bind("[::]:0").await?;
         let settings = Settings {
@@ -97,11 +76,43 @@ impl Operator {
             xds_tls: true,
             ..Settings::default()
         };
+        Ok(Self::launch(
+            client,
+            namespace,
+            xds_listener,
+            settings,
+            Some((tls, trust, ca_file)),
+        ))
+    }
+
+    /// Serves xDS on `xds_listener` (over TLS with `tls`: the serving certificate, the
+    /// Envoys' trust and the file of the serving certificate's CA) and starts the controller.
+    fn launch(
+        client: Client,
+        namespace: &str,
+        xds_listener: tokio::net::TcpListener,
+        settings: Settings,
+        tls: Option<(
+            Arc<pier::xds::ServerTls>,
+            pier::xds::ClientTrust,
+            std::path::PathBuf,
+        )>,
+    ) -> Self {
+        // A test that set up its own subscriber first keeps it.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("pier=info,pier_testenv=info")
+            .with_test_writer()
+            .try_init();
+        let cache = Arc::new(SnapshotCache::default());
+        let (server_tls, xds_tls) = match tls {
+            Some((server, trust, ca)) => (Some(server), Some((trust, ca))),
+            None => (None, None),
+        };
         tokio::spawn(pier::xds::serve_with(
             xds_listener,
             cache.clone(),
             Default::default(),
-            Some(tls),
+            server_tls,
             std::future::pending(),
         ));
         let ctx = Context::new(client.clone(), cache.clone(), settings.clone());
@@ -109,13 +120,13 @@ impl Operator {
             client,
             cache,
             settings,
-            xds_tls: Some((trust, ca_file)),
+            xds_tls,
             namespace: namespace.to_string(),
             ctx,
             task: None,
         };
         op.restart();
-        Ok(op)
+        op
     }
 
     /// Stops the controller and starts a fresh one: nothing survives but the cluster's state.

@@ -341,29 +341,42 @@ pub async fn kcat(
     stdin: Option<&[u8]>,
     within: Duration,
 ) -> anyhow::Result<std::process::Output> {
-    use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(program("kcat")?);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args(args);
+    run_with_stdin(cmd, stdin, within)
+        .await
+        .with_context(|| format!("kcat {}", args.join(" ")))
+}
+
+/// Runs `cmd` to its end with `stdin` as its input (none: /dev/null), its output captured,
+/// killed if it runs longer than `within`.
+pub async fn run_with_stdin(
+    mut cmd: tokio::process::Command,
+    stdin: Option<&[u8]>,
+    within: Duration,
+) -> anyhow::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    })
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
     let run = async {
-        let mut child = cmd.spawn().context("starting kcat")?;
+        let mut child = cmd.spawn().context("starting")?;
         if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(bytes)
-                .await
-                .context("writing kcat's stdin")?;
+            pipe.write_all(bytes).await.context("writing stdin")?;
         }
-        child.wait_with_output().await.context("waiting for kcat")
+        child
+            .wait_with_output()
+            .await
+            .context("waiting for the end")
     };
     tokio::time::timeout(within, run)
         .await
-        .with_context(|| format!("kcat {} did not finish within {within:?}", args.join(" ")))?
+        .with_context(|| format!("did not finish within {within:?}"))?
 }
 
 /// A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, as Kafka's own

@@ -83,29 +83,16 @@ async fn fill(
     } else if let Some(secret) = &v.secret {
         // As the kubelet: the files appear at once (a `..data` link swapped to a new
         // directory) and follow the Secret's changes while the Pod runs.
-        let mode = secret.default_mode.unwrap_or(DEFAULT_MODE);
-        let name = secret.secret_name.clone().unwrap_or_default();
-        let version = secret_volume(
-            client,
-            &ns,
-            &name,
-            secret.items.as_deref(),
-            secret.optional,
-            mode,
-            vdir,
-            None,
-        )
-        .await?;
-        refreshers.push(secret_refresher(
-            client.clone(),
-            ns.clone(),
-            name,
-            secret.items.clone(),
-            secret.optional,
-            mode,
-            vdir.to_path_buf(),
-            version,
-        ));
+        let volume = SecretVolume {
+            ns: ns.clone(),
+            name: secret.secret_name.clone().unwrap_or_default(),
+            items: secret.items.clone(),
+            optional: secret.optional,
+            mode: secret.default_mode.unwrap_or(DEFAULT_MODE),
+            vdir: vdir.to_path_buf(),
+        };
+        let version = volume.write(client, None).await?;
+        refreshers.push(volume.refresher(client.clone(), version));
     } else if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(DEFAULT_MODE);
         downward_files(pod, d.items.as_deref().unwrap_or_default(), mode, vdir)?;
@@ -260,116 +247,104 @@ async fn fetch_secret(
     Ok(Some((version, data)))
 }
 
-/// Writes a Secret volume the way the kubelet's atomic writer does: the files in a new
-/// directory `..<version>`, the link `..data` swapped to it in one rename, each top-level
-/// name a link through `..data`. A reader sees the old or the new content, never a mix, and
-/// a replaced file has a new modification time. Returns the Secret's resourceVersion written
-/// (`None` when it does not exist and is optional); nothing is written when `known` is it.
-#[allow(clippy::too_many_arguments)]
-async fn secret_volume(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    optional: Option<bool>,
-    mode: i32,
-    vdir: &Path,
-    known: Option<&str>,
-) -> anyhow::Result<Option<String>> {
-    let Some((version, data)) = fetch_secret(client, ns, name, optional).await? else {
-        return Ok(None);
-    };
-    if known == Some(version.as_str()) {
-        return Ok(Some(version));
-    }
-    let stamp = format!(
-        "..{}_{}",
-        version,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-    );
-    let fresh = vdir.join(&stamp);
-    std::fs::create_dir_all(&fresh)?;
-    key_files(
-        &format!("Secret {name}"),
-        data,
-        items,
-        optional,
-        mode,
-        &fresh,
-    )?;
-    let data_link = vdir.join("..data");
-    let previous = std::fs::read_link(&data_link).ok();
-    let tmp_link = vdir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp_link);
-    std::os::unix::fs::symlink(&stamp, &tmp_link)?;
-    std::fs::rename(&tmp_link, &data_link)?;
-    let mut names = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(&fresh)? {
-        let entry = entry?;
-        let file = entry.file_name();
-        names.insert(file.clone());
-        let link = vdir.join(&file);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(&file), &link)?;
-        }
-    }
-    // Names the new content lacks go, then the old directory.
-    for entry in std::fs::read_dir(vdir)? {
-        let entry = entry?;
-        let file = entry.file_name();
-        if !file.to_string_lossy().starts_with("..") && !names.contains(&file) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-    if let Some(old) = previous.filter(|o| o.as_os_str() != stamp.as_str()) {
-        let _ = std::fs::remove_dir_all(vdir.join(old));
-    }
-    Ok(Some(version))
-}
-
-/// Keeps a Secret volume current while the Pod runs (the kubelet syncs within a minute or
-/// so; here every two seconds).
-#[allow(clippy::too_many_arguments)]
-fn secret_refresher(
-    client: kube::Client,
+/// A Secret volume of a running Pod: which Secret, which keys, where.
+struct SecretVolume {
     ns: String,
     name: String,
     items: Option<Vec<KeyToPath>>,
     optional: Option<bool>,
     mode: i32,
     vdir: PathBuf,
-    mut version: Option<String>,
-) -> AbortOnDrop {
-    AbortOnDrop(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            match secret_volume(
-                &client,
-                &ns,
-                &name,
-                items.as_deref(),
-                optional,
-                mode,
-                &vdir,
-                version.as_deref(),
-            )
-            .await
-            {
-                Ok(v) => {
-                    if v != version {
-                        tracing::debug!(secret = %name, "secret volume updated");
-                    }
-                    version = v;
-                }
-                Err(e) => {
-                    tracing::debug!(secret = %name, error = format!("{e:#}"), "cannot refresh a secret volume")
-                }
+}
+
+impl SecretVolume {
+    /// Writes the volume the way the kubelet's atomic writer does: the files in a new
+    /// directory `..<version>`, the link `..data` swapped to it in one rename, each top-level
+    /// name a link through `..data`. A reader sees the old or the new content, never a mix,
+    /// and a replaced file has a new modification time. Returns the Secret's resourceVersion
+    /// written (`None` when it does not exist and is optional); nothing is written when
+    /// `known` is it.
+    async fn write(
+        &self,
+        client: &kube::Client,
+        known: Option<&str>,
+    ) -> anyhow::Result<Option<String>> {
+        let (name, vdir) = (&self.name, &self.vdir);
+        let Some((version, data)) = fetch_secret(client, &self.ns, name, self.optional).await?
+        else {
+            return Ok(None);
+        };
+        if known == Some(version.as_str()) {
+            return Ok(Some(version));
+        }
+        let stamp = format!(
+            "..{}_{}",
+            version,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        let fresh = vdir.join(&stamp);
+        std::fs::create_dir_all(&fresh)?;
+        key_files(
+            &format!("Secret {name}"),
+            data,
+            self.items.as_deref(),
+            self.optional,
+            self.mode,
+            &fresh,
+        )?;
+        let data_link = vdir.join("..data");
+        let previous = std::fs::read_link(&data_link).ok();
+        let tmp_link = vdir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp_link);
+        std::os::unix::fs::symlink(&stamp, &tmp_link)?;
+        std::fs::rename(&tmp_link, &data_link)?;
+        let mut names = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&fresh)? {
+            let entry = entry?;
+            let file = entry.file_name();
+            names.insert(file.clone());
+            let link = vdir.join(&file);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(Path::new("..data").join(&file), &link)?;
             }
         }
-    }))
+        // Names the new content lacks go, then the old directory.
+        for entry in std::fs::read_dir(vdir)? {
+            let entry = entry?;
+            let file = entry.file_name();
+            if !file.to_string_lossy().starts_with("..") && !names.contains(&file) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        if let Some(old) = previous.filter(|o| o.as_os_str() != stamp.as_str()) {
+            let _ = std::fs::remove_dir_all(vdir.join(old));
+        }
+        Ok(Some(version))
+    }
+
+    /// Keeps the volume current while the Pod runs (the kubelet syncs within a minute or so;
+    /// here every two seconds), from `version` on.
+    fn refresher(self, client: kube::Client, mut version: Option<String>) -> AbortOnDrop {
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                match self.write(&client, version.as_deref()).await {
+                    Ok(v) => {
+                        if v != version {
+                            tracing::debug!(secret = %self.name, "secret volume updated");
+                        }
+                        version = v;
+                    }
+                    Err(e) => {
+                        tracing::debug!(secret = %self.name, error = format!("{e:#}"), "cannot refresh a secret volume")
+                    }
+                }
+            }
+        }))
+    }
 }
 
 /// Every key as a file, or only `items` (key → path, with their own modes).
