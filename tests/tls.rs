@@ -634,6 +634,83 @@ async fn sasl_login(ca: &str, password: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A cluster that speaks TLS on its external listener only (plaintext inside): Pier still
+/// issues and checks the brokers' certificates (asked over TLS on that listener), so renewals
+/// complete instead of waiting forever for a reload it cannot see.
+#[tokio::test]
+async fn tls_on_the_external_listener_only() -> anyhow::Result<()> {
+    const NAME: &str = "tls-ext";
+    const DOMAIN: &str = "ext.pier.test";
+    const PORT: u16 = 29395;
+    let logs = LogDir::for_current_test("tls-ext")?;
+    let plane = ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let _operator = Operator::start(client.clone(), NS).await?;
+    let _devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("dev-a", logs.data("devlet")?),
+    ));
+    let kc: KafkaCluster = serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaCluster",
+        "metadata": {"name": NAME, "namespace": NS},
+        "spec": {
+            "kafka": {"readOnlyConfig": {"offsets.topic.replication.factor": "1"}},
+            "brokerConfigGroups": {"default": {
+                "heapOpts": "-Xms256m -Xmx256m",
+                "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
+            }},
+            "brokers": [{"id": 0, "configGroup": "default"}],
+            "listeners": {"external": [
+                {"name": "external", "containerPort": 9094, "bootstrapPort": PORT,
+                 "sni": {"domain": DOMAIN}, "protocol": "SSL"}
+            ]},
+            "envoy": {"replicas": 1}
+        }
+    }))?;
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await?;
+    let served = |client: Client| async move {
+        let s = support::cluster_status(&client, NS, NAME).await.ok()?;
+        let cert = s
+            .tls?
+            .certificates
+            .into_iter()
+            .find(|c| c.secret == format!("{NAME}-broker-0-tls"))?;
+        cert.served.then_some(cert.serial)
+    };
+    let first = wait_for(
+        "broker 0 to serve its certificate",
+        WAIT,
+        Duration::from_secs(1),
+        || served(client.clone()),
+    )
+    .await?;
+    let uid = broker_pods(&client, NS, NAME).await?[&0].uid.clone();
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "kafka.pier.dev/renew-certificates": "1"}}})),
+        )
+        .await?;
+    wait_for(
+        "the renewed certificate to be served",
+        WAIT,
+        Duration::from_secs(1),
+        || async { served(client.clone()).await.filter(|s| *s != first) },
+    )
+    .await?;
+    assert_eq!(
+        broker_pods(&client, NS, NAME).await?[&0].uid,
+        uid,
+        "no restart"
+    );
+    Ok(())
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -641,16 +641,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     desired.config.notices.extend(secret_notices);
 
     // Certificates before the Pods that mount them.
-    let tls = pki::converge(
-        kc,
-        ctx,
-        &stores,
-        &desired,
-        &observed,
-        &pods,
-        connect.as_ref(),
-    )
-    .await?;
+    let tls = pki::converge(kc, ctx, &stores, &desired, &observed, &pods).await?;
     if let Some(t) = &tls {
         for line in &t.events {
             ctx.events

@@ -49,17 +49,20 @@ pub struct TlsOutcome {
     pub errors: Vec<String>,
 }
 
-/// The operator's TLS settings for the cluster's listener it uses (cluster CA bundle, its own
-/// client certificate), from the Secrets in the cache; `Plaintext` when that listener does
-/// not speak TLS; `None` while the Secrets do not exist yet.
+/// The operator's TLS settings for the cluster's listener it uses: plaintext when that
+/// listener does not speak TLS, else [`operator_tls`]; `None` while its Secrets do not exist.
 pub fn admin_connect(kc: &KafkaCluster, stores: &Stores) -> Option<ConnectOptions> {
     let mut options = ConnectOptions::default();
-    let Some(listener) = security::operator_listener(kc) else {
-        return Some(options);
-    };
-    if !is_tls(listener.protocol) {
-        return Some(options);
+    if security::operator_listener(kc).is_some_and(|l| is_tls(l.protocol)) {
+        options.transport = Transport::Tls(operator_tls(kc, stores)?);
     }
+    Some(options)
+}
+
+/// The operator as a TLS client of the cluster's brokers (the cluster CA bundle, its own
+/// certificate from the clients CA), from the Secrets in the cache; `None` while they do not
+/// exist.
+fn operator_tls(kc: &KafkaCluster, stores: &Stores) -> Option<TlsConfig> {
     let ns = kc.namespace().unwrap_or_default();
     let secrets = pier_secrets(stores, &ns, &kc.name_any());
     let trust = secrets
@@ -67,15 +70,13 @@ pub fn admin_connect(kc: &KafkaCluster, stores: &Stores) -> Option<ConnectOption
         .get(pier_pki::CA_CRT)?
         .clone();
     let own = secrets.get(&names::operator_tls_secret(kc))?;
-    let tls = TlsConfig::new(TlsOptions {
+    TlsConfig::new(TlsOptions {
         trust_bundle_pem: trust,
         client_cert_chain_pem: own.get(pier_pki::TLS_CRT).cloned(),
         client_key_pem: own.get(pier_pki::TLS_KEY).cloned(),
     })
     .map_err(|e| tracing::warn!(error = %e, "the operator's TLS Secrets are unusable"))
-    .ok()?;
-    options.transport = Transport::Tls(tls);
-    Some(options)
+    .ok()
 }
 
 /// The DNS name each broker Pod is verified against (certificates carry no Pod IPs); brokers
@@ -102,7 +103,6 @@ pub async fn converge(
     desired: &Desired,
     observed: &Observed,
     pods: &[Pod],
-    connect: Option<&ConnectOptions>,
 ) -> Result<Option<TlsOutcome>, Error> {
     // Envoys dialing xDS over TLS need a client certificate from the cluster CA even when
     // no Kafka listener speaks TLS.
@@ -132,10 +132,9 @@ pub async fn converge(
         }
         Some(secret_data(s))
     };
-    let tls_config = connect.and_then(|c| match &c.transport {
-        Transport::Tls(t) => Some(t.clone()),
-        Transport::Plaintext => None,
-    });
+    // Brokers are asked over TLS whatever listener the admin client uses: a cluster may
+    // speak TLS on its external listeners only.
+    let tls_config = operator_tls(kc, stores);
     let mut leaves = Vec::new();
     for b in desired.brokers.iter().filter(|_| kafka_tls) {
         let secret = names::broker_tls_secret(kc, b.id);
@@ -395,8 +394,8 @@ async fn ca_input(
 }
 
 /// Which certificate broker `b` serves: `NotRunning` without a ready Pod (it loads its files
-/// when it starts), else the serial it presents on its first TLS listener (`None` when it
-/// cannot be asked).
+/// when it starts), else the serial it presents on its first TLS listener, internal or
+/// external, at its Pod IP (`None` when it cannot be asked).
 async fn served(
     kc: &KafkaCluster,
     settings: &Settings,
@@ -417,19 +416,9 @@ async fn served(
     let Some(tls) = tls else {
         return Served::Running(None);
     };
-    let port = kc
-        .spec
-        .listeners
-        .internal
-        .iter()
-        .filter(|l| is_tls(l.protocol))
-        .find(|l| {
-            if l.used_for_controller {
-                b.is_controller()
-            } else {
-                b.is_broker()
-            }
-        })
+    let port = security::listeners(kc)
+        .into_iter()
+        .find(|l| is_tls(l.protocol) && l.served_by(b))
         .map(|l| l.port);
     let Some(port) = port else {
         return Served::Running(None);

@@ -42,10 +42,24 @@ pub fn is_sasl(p: SecurityProtocol) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSecurity {
     pub name: String,
+    /// The port brokers listen on (an external listener's container port).
+    pub port: i32,
     pub protocol: SecurityProtocol,
     pub client_auth: ClientAuth,
     pub inter_broker: bool,
     pub controller: bool,
+}
+
+impl ListenerSecurity {
+    /// Whether node `b` listens on it: the controller listener on controllers, the others on
+    /// brokers.
+    pub fn served_by(&self, b: &EffectiveBroker) -> bool {
+        if self.controller {
+            b.is_controller()
+        } else {
+            b.is_broker()
+        }
+    }
 }
 
 /// Every listener of the spec with its security settings, internal first.
@@ -55,6 +69,7 @@ pub fn listeners(kc: &KafkaCluster) -> Vec<ListenerSecurity> {
         .iter()
         .map(|i| ListenerSecurity {
             name: i.name.clone(),
+            port: i.port,
             protocol: i.protocol,
             client_auth: i.client_auth,
             inter_broker: i.used_for_inter_broker,
@@ -62,6 +77,7 @@ pub fn listeners(kc: &KafkaCluster) -> Vec<ListenerSecurity> {
         })
         .chain(l.external.iter().map(|e| ListenerSecurity {
             name: e.name.clone(),
+            port: e.container_port,
             protocol: e.protocol,
             client_auth: e.client_auth,
             inter_broker: false,
@@ -149,14 +165,7 @@ pub fn listener_properties(kc: &KafkaCluster) -> Vec<(String, String)> {
 pub fn reload_keys(kc: &KafkaCluster, b: &EffectiveBroker) -> Vec<(String, String)> {
     listeners(kc)
         .into_iter()
-        .filter(|l| is_tls(l.protocol))
-        .filter(|l| {
-            if l.controller {
-                b.is_controller()
-            } else {
-                b.is_broker()
-            }
-        })
+        .filter(|l| is_tls(l.protocol) && l.served_by(b))
         .flat_map(|l| {
             let prefix = format!("listener.name.{}.", l.name.to_lowercase());
             [
@@ -328,6 +337,18 @@ mod tests {
         assert_eq!(
             reload_keys(&kc, b).len(),
             2 * kc.spec.listeners.internal.len()
+        );
+        // A broker-only node does not listen on the controller listener.
+        let controller = listeners(&kc).into_iter().find(|l| l.controller).unwrap();
+        let broker_only = EffectiveBroker {
+            roles: vec![crate::api::Role::Broker],
+            ..b.clone()
+        };
+        assert!(controller.served_by(b));
+        assert!(!controller.served_by(&broker_only));
+        assert_eq!(
+            reload_keys(&kc, &broker_only).len(),
+            2 * (kc.spec.listeners.internal.len() - 1)
         );
     }
 
