@@ -61,7 +61,12 @@ pub const DEFAULT_ENVOY_IMAGE: &str = "envoyproxy/envoy:v1.40.0";
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterSpec {
     /// The brokers, by stable id. Removing an entry removes exactly that broker.
-    #[schemars(length(min = 1, max = 200))]
+    /// A list keyed by `id` for server-side apply, so the entries alert actions add are owned
+    /// by `pier-alerts` and the others stay yours.
+    #[schemars(
+        length(min = 1, max = 200),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["id"])
+    )]
     pub brokers: Vec<BrokerSpec>,
     /// Named settings that brokers refer to with `configGroup`.
     #[serde(default)]
@@ -92,6 +97,13 @@ pub struct KafkaClusterSpec {
     /// SCRAM users, for SASL listeners.
     #[serde(default)]
     pub sasl: crate::api::SaslSpec,
+    /// Broker metrics (the Prometheus JMX exporter on every broker).
+    #[serde(default)]
+    pub monitoring: crate::api::MonitoringSpec,
+    /// What Alertmanager's alerts may do to this cluster (through `pier operator
+    /// --alerts-listen`).
+    #[serde(default)]
+    pub alerts: crate::api::AlertsSpec,
 }
 
 /// Replica moves. A broker removed from the spec is drained (its replicas move to the others)
@@ -220,7 +232,10 @@ pub struct BrokerSpec {
     /// Extra volumes of this broker, added to its config group's. Every broker needs at least
     /// one volume, its own or its group's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"])
+    )]
     #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     /// Resources of the Kafka container (overrides the config group's).
@@ -271,7 +286,10 @@ pub struct BrokerConfigGroup {
     pub resources: Option<ResourceRequirements>,
     /// Volumes of every broker of this group; their mount paths become log.dirs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(
+        length(max = 16),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["mountPath"])
+    )]
     #[x_kube(validation = crate::api::unique_mount_paths_rule())]
     pub storage: Vec<StorageSpec>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -620,6 +638,9 @@ pub struct KafkaClusterStatus {
     /// keys, SCRAM users): what → `<secret>@<resourceVersion>`. Versions, never values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub applied_secrets: BTreeMap<String, String>,
+    /// Alert actions taken or refused, and the roll-blocking alerts firing now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::api::AlertsStatus>,
 }
 
 /// What a replica move is for.

@@ -1,10 +1,12 @@
 //! The `KafkaCluster` custom resource (group `kafka.pier.dev`, version `v1alpha1`): the Rust types
 //! are the source of truth; `pier crd` prints the CRD generated from them and `crds/` holds it.
+mod alerts;
 mod cruise_control;
 mod kafkacluster;
 mod security;
 mod validation;
 
+pub use alerts::*;
 pub use cruise_control::*;
 pub use kafkacluster::*;
 pub use security::*;

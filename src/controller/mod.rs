@@ -734,6 +734,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         .await;
     let mut outcome = KafkaOutcome {
         applied_secrets: prior.applied_secrets.clone(),
+        alerts: prior.alerts.clone(),
         ..KafkaOutcome::default()
     };
     if !desired.waiting_for_address {
@@ -941,6 +942,7 @@ static EMPTY_STATUS: crate::api::KafkaClusterStatus = crate::api::KafkaClusterSt
     rebalance_requested: None,
     tls: None,
     applied_secrets: std::collections::BTreeMap::new(),
+    alerts: None,
 };
 
 /// Removes the finalizer of earlier versions, touching no other finalizer.

@@ -112,7 +112,11 @@ pub async fn plan(
             None => Err("no broker is reachable".to_string()),
             Some(Err(e)) => Err(e.to_string()),
             Some(Ok(q)) => read_health(admin, q).await.map_err(|e| e.to_string()),
-        };
+        }
+        .map(|mut h| {
+            h.firing_alerts = crate::reconcile::alerts::roll_blocking(kc);
+            h
+        });
         if let Err(e) = &health {
             tracing::warn!(error = %e, "cannot read cluster health");
         }
@@ -293,7 +297,7 @@ async fn read_health(
             .filter(|b| !b.fenced)
             .map(|b| b.id)
             .collect(),
-        // Alertmanager's firing alerts join here when the webhook exists.
+        // Set by `plan` from the alerts the webhook recorded in status.
         firing_alerts: 0,
     })
 }

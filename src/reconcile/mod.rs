@@ -1,5 +1,6 @@
 //! Pure planning: from a KafkaCluster and what exists in the cluster to the objects that should
 //! exist. No I/O here; the controller applies the plan.
+pub mod alerts;
 mod broker;
 pub mod claims;
 pub mod config;

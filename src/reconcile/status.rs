@@ -80,6 +80,8 @@ pub struct KafkaOutcome {
     pub tls_error: Option<String>,
     /// Referenced Secrets' versions applied live (see `KafkaClusterStatus::applied_secrets`).
     pub applied_secrets: BTreeMap<String, String>,
+    /// The alert action log and firing roll-blocking alerts, after this reconcile's actions.
+    pub alerts: Option<crate::api::AlertsStatus>,
 }
 
 /// What the cluster's Envoys took of the xDS snapshot.
@@ -402,6 +404,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         }),
         tls: kafka.tls.clone(),
         applied_secrets: kafka.applied_secrets.clone(),
+        alerts: kafka.alerts.clone(),
     };
     // Pods are watched; Kafka and Envoy's ACKs are not.
     let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
