@@ -1,8 +1,9 @@
 //! Alert-driven actions, planned: what an alert the webhook received asks for
 //! ([`AlertRequest`]), whether the guardrails let it happen and which concrete spec change it
-//! becomes ([`decide`]), and the spec that change leads to ([`changed_spec`]). Pure functions:
+//! becomes ([`decide`]), and the bounded log and firing list kept in status. Pure functions:
 //! the webhook's HTTP side lives in `crate::alerts`, the writes in `controller::alerts`.
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
 use crate::api::{
     ALERT_LOG_LIMIT, AlertActionRecord, AlertActionState, AlertsMode, AlertsStatus, FiringAlert,
@@ -76,6 +77,9 @@ impl ActionRequest {
     }
 }
 
+/// Roll-blocking alerts kept in status at most.
+const FIRING_LIMIT: usize = 200;
+
 /// Firing roll-blocking alerts recorded for the cluster: each is a failed roll health check.
 pub fn roll_blocking(kc: &KafkaCluster) -> u32 {
     if kc.spec.alerts.mode == AlertsMode::Off {
@@ -97,6 +101,8 @@ pub fn note_firing(alerts: &AlertsStatus, alert: &AlertRequest) -> Option<Alerts
         .any(|f| f.fingerprint == alert.fingerprint);
     let mut next = alerts.clone();
     match (alert.blocks_roll && alert.firing, known) {
+        // Bounded like the CRD says; any firing alert already blocks rolls.
+        (true, false) if alerts.firing.len() >= FIRING_LIMIT => return None,
         (true, false) => next.firing.push(FiringAlert {
             fingerprint: alert.fingerprint.clone(),
             alertname: alert.alertname.clone(),
@@ -141,5 +147,891 @@ pub fn initial_state(mode: AlertsMode) -> AlertActionState {
     match mode {
         AlertsMode::Enforce => AlertActionState::Pending,
         AlertsMode::DryRun | AlertsMode::Off => AlertActionState::DryRun,
+    }
+}
+
+/// An alert the cluster's spec cannot act on (HTTP 422: the alert, or the rule behind it, is
+/// wrong, not the moment).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("alert {alertname} ({fingerprint}): {reason}")]
+pub struct Unprocessable {
+    pub alertname: String,
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+/// What to do about one alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Its fingerprint and start are in the log already: a re-sent or duplicated alert.
+    Duplicate,
+    /// It asks for no action (a roll-blocking alert, a resolved one, or `mode: off`).
+    NoAction,
+    /// Append this record: an action to apply (`Pending`), to report (`DryRun`), or a refusal.
+    Record(Box<AlertActionRecord>),
+}
+
+/// The moment of a decision, as the log writes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Now<'a> {
+    pub ms: i64,
+    pub rfc3339: &'a str,
+}
+
+/// Replicas per broker id, to pick the least-loaded broker for a downscale without a broker.
+pub type BrokerLoads = BTreeMap<i32, u64>;
+
+/// Decides what one alert does to `kc`. `loads` is needed only for a downscale that names no
+/// broker; `render` fills a declared action's merge patch from the alert.
+pub fn decide(
+    kc: &KafkaCluster,
+    alert: &AlertRequest,
+    loads: Option<&BrokerLoads>,
+    render: &dyn Fn(&serde_json::Value, &AlertRequest) -> Result<serde_json::Value, String>,
+    now: Now<'_>,
+) -> Result<Decision, Unprocessable> {
+    let settings = &kc.spec.alerts;
+    if settings.mode == AlertsMode::Off || !alert.firing {
+        return Ok(Decision::NoAction);
+    }
+    let log = log_of(kc);
+    if already_recorded(log, alert) {
+        return Ok(Decision::Duplicate);
+    }
+    let unprocessable = |reason: String| Unprocessable {
+        alertname: alert.alertname.clone(),
+        fingerprint: alert.fingerprint.clone(),
+        reason,
+    };
+    let declared_match = || {
+        settings.actions.iter().find(|a| {
+            !a.match_labels.is_empty()
+                && a.match_labels
+                    .iter()
+                    .all(|(k, v)| alert.labels.get(k) == Some(v))
+        })
+    };
+    let request = match &alert.action {
+        Some(r) => r.clone(),
+        None => match declared_match() {
+            Some(a) => ActionRequest::Declared {
+                name: a.name.clone(),
+            },
+            None => return Ok(Decision::NoAction),
+        },
+    };
+    let (change, scale) = match plan_change(kc, &request, loads, alert, render) {
+        Ok(planned) => planned,
+        Err(ChangeError::Unprocessable(reason)) => return Err(unprocessable(reason)),
+        Err(ChangeError::Refused(reason)) => {
+            return Ok(Decision::Record(Box::new(record(
+                alert,
+                &request,
+                None,
+                AlertActionState::Refused,
+                Some(reason),
+                now,
+            ))));
+        }
+    };
+    let refusal = guardrail(kc, &request, &change, scale, now);
+    let (state, message) = match refusal {
+        Some(why) => (AlertActionState::Refused, Some(why)),
+        None => (initial_state(settings.mode), None),
+    };
+    let change = (state != AlertActionState::Refused).then_some(change);
+    Ok(Decision::Record(Box::new(record(
+        alert, &request, change, state, message, now,
+    ))))
+}
+
+fn record(
+    alert: &AlertRequest,
+    request: &ActionRequest,
+    change: Option<SpecChange>,
+    state: AlertActionState,
+    message: Option<String>,
+    now: Now<'_>,
+) -> AlertActionRecord {
+    let done = state != AlertActionState::Pending;
+    AlertActionRecord {
+        fingerprint: alert.fingerprint.clone(),
+        starts_at: alert.starts_at.clone(),
+        alertname: alert.alertname.clone(),
+        action: request.name().to_string(),
+        change,
+        state,
+        message,
+        received_at: now.rfc3339.to_string(),
+        done_at: done.then(|| now.rfc3339.to_string()),
+    }
+}
+
+fn log_of(kc: &KafkaCluster) -> &[AlertActionRecord] {
+    kc.status
+        .as_ref()
+        .and_then(|s| s.alerts.as_ref())
+        .map_or(&[], |a| a.actions.as_slice())
+}
+
+enum ChangeError {
+    /// The alert asks for something this cluster does not have (422).
+    Unprocessable(String),
+    /// It cannot be done on this cluster as it is (recorded as refused).
+    Refused(String),
+}
+
+/// Nodes with the broker role in the spec.
+fn broker_count(kc: &KafkaCluster) -> usize {
+    kc.spec.brokers.iter().filter(|b| is_broker(b)).count()
+}
+
+fn is_broker(b: &crate::api::BrokerSpec) -> bool {
+    b.roles.contains(&crate::api::Role::Broker)
+}
+
+/// The concrete change an action makes, and whether it is a scale action.
+fn plan_change(
+    kc: &KafkaCluster,
+    request: &ActionRequest,
+    loads: Option<&BrokerLoads>,
+    alert: &AlertRequest,
+    render: &dyn Fn(&serde_json::Value, &AlertRequest) -> Result<serde_json::Value, String>,
+) -> Result<(SpecChange, bool), ChangeError> {
+    let spec = &kc.spec;
+    let broker = |id: i32| {
+        spec.brokers
+            .iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| ChangeError::Unprocessable(format!("the cluster has no broker {id}")))
+    };
+    let group_exists = |g: &str| {
+        if spec.broker_config_groups.contains_key(g) {
+            Ok(())
+        } else {
+            Err(ChangeError::Unprocessable(format!(
+                "the cluster has no config group {g:?}"
+            )))
+        }
+    };
+    match request {
+        ActionRequest::Upscale {
+            config_group,
+            count,
+        } => {
+            let group = match config_group {
+                Some(g) => {
+                    group_exists(g)?;
+                    Some(g.clone())
+                }
+                None => most_used_group(kc),
+            };
+            let has_storage = group
+                .as_ref()
+                .and_then(|g| spec.broker_config_groups.get(g))
+                .is_some_and(|g| !g.storage.is_empty());
+            if !has_storage {
+                return Err(ChangeError::Refused(
+                    "an upscale adds brokers to a config group with storage; name one with the \
+                     config_group label (the brokers' group has no storage)"
+                        .into(),
+                ));
+            }
+            Ok((
+                SpecChange::AddBrokers {
+                    ids: next_ids(kc, *count),
+                    config_group: group,
+                },
+                true,
+            ))
+        }
+        ActionRequest::Downscale { broker: Some(id) } => {
+            let b = broker(*id)?;
+            if b.roles.contains(&crate::api::Role::Controller) {
+                return Err(ChangeError::Refused(format!(
+                    "broker {id} is a KRaft controller: a downscale removes only broker-only nodes"
+                )));
+            }
+            Ok((SpecChange::RemoveBroker { id: Some(*id) }, true))
+        }
+        ActionRequest::Downscale { broker: None } => {
+            let candidates: Vec<i32> = spec
+                .brokers
+                .iter()
+                .filter(|b| b.roles == [crate::api::Role::Broker])
+                .map(|b| b.id)
+                .collect();
+            let load = |id: &i32| loads.and_then(|l| l.get(id)).copied().unwrap_or(0);
+            // Least replicas first; among equals the newest broker (highest id) goes.
+            match candidates
+                .iter()
+                .min_by_key(|id| (load(id), std::cmp::Reverse(**id)))
+            {
+                Some(id) => Ok((SpecChange::RemoveBroker { id: Some(*id) }, true)),
+                None => Err(ChangeError::Refused(
+                    "no broker-only node to remove (controllers are never removed by a downscale)"
+                        .into(),
+                )),
+            }
+        }
+        ActionRequest::AddDisk {
+            target,
+            size,
+            storage_class,
+            mount_path,
+        } => {
+            let used = mount_paths(kc, target)?;
+            let mount_path = match mount_path {
+                Some(m) if used.contains(m) => {
+                    return Err(ChangeError::Refused(format!(
+                        "{} already has a volume at {m}",
+                        describe(target)
+                    )));
+                }
+                Some(m) => m.clone(),
+                None => (1..)
+                    .map(|n| format!("/kafka-data-{n}"))
+                    .find(|m| !used.contains(m))
+                    .unwrap_or_default(),
+            };
+            if used.len() >= 16 {
+                return Err(ChangeError::Refused(format!(
+                    "{} has 16 volumes, the most a broker may have",
+                    describe(target)
+                )));
+            }
+            Ok((
+                SpecChange::AddVolume {
+                    target: target.clone(),
+                    mount_path,
+                    size: size.clone(),
+                    storage_class_name: storage_class.clone(),
+                },
+                true,
+            ))
+        }
+        ActionRequest::ResizeDisk {
+            target,
+            mount_path,
+            size,
+        } => {
+            let own = own_storage(kc, target)?;
+            let volume = match mount_path {
+                Some(m) => own.iter().find(|s| &s.mount_path == m),
+                None if own.len() == 1 => own.first(),
+                None => {
+                    return Err(ChangeError::Unprocessable(format!(
+                        "{} has {} volumes of its own: say which with the mount_path label",
+                        describe(target),
+                        own.len()
+                    )));
+                }
+            };
+            let Some(volume) = volume else {
+                return Err(ChangeError::Unprocessable(format!(
+                    "{} has no volume of its own at {}{}",
+                    describe(target),
+                    mount_path.as_deref().unwrap_or("?"),
+                    match target {
+                        VolumeTarget::Broker(_) =>
+                            " (a volume of its config group is resized through the group)",
+                        VolumeTarget::ConfigGroup(_) => "",
+                    }
+                )));
+            };
+            match (
+                crate::api::quantity_units(size),
+                crate::api::quantity_units(&volume.size),
+            ) {
+                (Some(want), Some(have)) if want > have => {}
+                (Some(_), Some(_)) => {
+                    return Err(ChangeError::Refused(format!(
+                        "volume {} of {} is {} already; volumes only grow",
+                        volume.mount_path,
+                        describe(target),
+                        volume.size
+                    )));
+                }
+                _ => {
+                    return Err(ChangeError::Unprocessable(format!(
+                        "size {size:?} is not a Kubernetes quantity"
+                    )));
+                }
+            }
+            Ok((
+                SpecChange::ResizeVolume {
+                    target: target.clone(),
+                    mount_path: volume.mount_path.clone(),
+                    size: size.clone(),
+                },
+                true,
+            ))
+        }
+        ActionRequest::Declared { name } => {
+            let Some(action) = spec.alerts.actions.iter().find(|a| &a.name == name) else {
+                return Err(ChangeError::Unprocessable(format!(
+                    "unknown action {name:?}: not a built-in (upscale, downscale, addDisk, \
+                     resizeDisk) nor declared in spec.alerts.actions"
+                )));
+            };
+            let patch = render(&action.merge_patch, alert).map_err(|e| {
+                ChangeError::Unprocessable(format!("action {name:?} cannot be filled: {e}"))
+            })?;
+            Ok((SpecChange::MergePatch { patch }, action.scale))
+        }
+    }
+}
+
+fn describe(target: &VolumeTarget) -> String {
+    match target {
+        VolumeTarget::Broker(id) => format!("broker {id}"),
+        VolumeTarget::ConfigGroup(g) => format!("config group {g:?}"),
+    }
+}
+
+/// The volumes a target has of its own (a broker's, not its group's).
+fn own_storage<'a>(
+    kc: &'a KafkaCluster,
+    target: &VolumeTarget,
+) -> Result<&'a [crate::api::StorageSpec], ChangeError> {
+    match target {
+        VolumeTarget::Broker(id) => kc
+            .spec
+            .brokers
+            .iter()
+            .find(|b| b.id == *id)
+            .map(|b| b.storage.as_slice())
+            .ok_or_else(|| ChangeError::Unprocessable(format!("the cluster has no broker {id}"))),
+        VolumeTarget::ConfigGroup(g) => kc
+            .spec
+            .broker_config_groups
+            .get(g)
+            .map(|g| g.storage.as_slice())
+            .ok_or_else(|| {
+                ChangeError::Unprocessable(format!("the cluster has no config group {g:?}"))
+            }),
+    }
+}
+
+/// Every mount path the target's brokers have (a broker's own and its group's; for a group,
+/// also those of its brokers' own volumes).
+fn mount_paths(
+    kc: &KafkaCluster,
+    target: &VolumeTarget,
+) -> Result<std::collections::BTreeSet<String>, ChangeError> {
+    let spec = &kc.spec;
+    let group_paths = |g: &Option<String>| {
+        g.as_ref()
+            .and_then(|g| spec.broker_config_groups.get(g))
+            .map(|g| {
+                g.storage
+                    .iter()
+                    .map(|s| s.mount_path.clone())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    own_storage(kc, target)?;
+    let brokers: Vec<&crate::api::BrokerSpec> = match target {
+        VolumeTarget::Broker(id) => spec.brokers.iter().filter(|b| b.id == *id).collect(),
+        VolumeTarget::ConfigGroup(g) => spec
+            .brokers
+            .iter()
+            .filter(|b| b.config_group.as_deref() == Some(g))
+            .collect(),
+    };
+    let mut paths: std::collections::BTreeSet<String> = match target {
+        VolumeTarget::ConfigGroup(g) => group_paths(&Some(g.clone())).into_iter().collect(),
+        VolumeTarget::Broker(_) => Default::default(),
+    };
+    for b in brokers {
+        paths.extend(b.storage.iter().map(|s| s.mount_path.clone()));
+        paths.extend(group_paths(&b.config_group));
+    }
+    Ok(paths)
+}
+
+/// The config group most broker-role nodes use (the first by name among equals).
+fn most_used_group(kc: &KafkaCluster) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in kc.spec.brokers.iter().filter(|b| is_broker(b)) {
+        if let Some(g) = &b.config_group {
+            *counts.entry(g).or_default() += 1;
+        }
+    }
+    counts
+        .iter()
+        .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+        .map(|(name, _)| name.to_string())
+}
+
+/// `count` ids never used by this cluster: above every id in the spec, in status (removed
+/// brokers included) and in the action log.
+fn next_ids(kc: &KafkaCluster, count: u32) -> Vec<i32> {
+    let status = kc.status.as_ref();
+    let logged = log_of(kc).iter().filter_map(|r| match &r.change {
+        Some(SpecChange::AddBrokers { ids, .. }) => ids.iter().max().copied(),
+        _ => None,
+    });
+    let highest = kc
+        .spec
+        .brokers
+        .iter()
+        .map(|b| b.id)
+        .chain(
+            status
+                .into_iter()
+                .flat_map(|s| s.brokers.iter().map(|b| b.id)),
+        )
+        .chain(logged)
+        .max()
+        .unwrap_or(-1);
+    (1..=count as i32).map(|n| highest + n).collect()
+}
+
+/// Why the guardrails refuse a change, if they do.
+fn guardrail(
+    kc: &KafkaCluster,
+    request: &ActionRequest,
+    change: &SpecChange,
+    scale: bool,
+    now: Now<'_>,
+) -> Option<String> {
+    let settings = &kc.spec.alerts;
+    let log = log_of(kc);
+    let name = request.name();
+    let cooldown_ms = i64::from(settings.cooldown_seconds) * 1000;
+    let recent = log.iter().rev().find(|r| {
+        r.action == name
+            && matches!(
+                r.state,
+                AlertActionState::Pending | AlertActionState::Applied | AlertActionState::DryRun
+            )
+    });
+    if let Some(last) = recent {
+        let at = k8s_openapi::jiff::Timestamp::from_str(&last.received_at)
+            .map(|t| t.as_millisecond())
+            .unwrap_or(now.ms);
+        if now.ms - at < cooldown_ms {
+            return Some(format!(
+                "{name} ran at {} (alert {}): the cooldown of {} s has not passed",
+                last.received_at, last.alertname, settings.cooldown_seconds
+            ));
+        }
+    }
+    if scale && is_scale(change, scale) {
+        if let Some(p) = log
+            .iter()
+            .find(|r| r.state.pending() && r.change.as_ref().is_some_and(|c| is_scale(c, true)))
+        {
+            return Some(format!(
+                "a scale action is in flight ({} for alert {})",
+                p.action, p.alertname
+            ));
+        }
+        if let Some(why) = scaling_in_progress(kc) {
+            return Some(format!("a scale action is in flight: {why}"));
+        }
+    }
+    let brokers = broker_count(kc);
+    match change {
+        SpecChange::AddBrokers { ids, .. } => {
+            let max = settings.max_brokers.unwrap_or(200);
+            let after = brokers + ids.len();
+            if after > usize::try_from(max).unwrap_or(0) {
+                return Some(format!(
+                    "an upscale to {after} brokers exceeds maxBrokers {max}"
+                ));
+            }
+        }
+        SpecChange::RemoveBroker { .. } => {
+            let min = usize::try_from(settings.min_brokers).unwrap_or(1);
+            if brokers <= min {
+                return Some(format!(
+                    "a downscale from {brokers} brokers would go below minBrokers {min}"
+                ));
+            }
+        }
+        _ => {}
+    }
+    None
+}
+
+/// Brokers still being added or drained, or replicas moving: what a new scale would race.
+fn scaling_in_progress(kc: &KafkaCluster) -> Option<String> {
+    let status = kc.status.as_ref()?;
+    if let Some(m) = &status.replica_moves {
+        return Some(format!("replicas are moving ({:?})", m.kind));
+    }
+    let spec_ids: std::collections::BTreeSet<i32> = kc.spec.brokers.iter().map(|b| b.id).collect();
+    let status_ids: std::collections::BTreeSet<i32> = status
+        .brokers
+        .iter()
+        .filter(|b| b.phase != crate::api::BrokerPhase::Removed)
+        .map(|b| b.id)
+        .collect();
+    if let Some(b) = status.brokers.iter().find(|b| {
+        matches!(
+            b.phase,
+            crate::api::BrokerPhase::Pending | crate::api::BrokerPhase::Draining
+        )
+    }) {
+        return Some(format!("broker {} is {:?}", b.id, b.phase));
+    }
+    if spec_ids != status_ids {
+        return Some("the brokers in the spec are not all running yet".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AlertActionSpec, BrokerPhase, BrokerStatus, KafkaClusterStatus, Role};
+    use crate::reconcile::tests::{broker, example};
+
+    const NOW: Now<'static> = Now {
+        ms: 1_800_000_000_000,
+        rfc3339: "2027-01-15T08:00:00Z",
+    };
+
+    /// Three combined nodes 0-2 and broker-only 3 and 4 in group `default`, all running,
+    /// alerts enforced.
+    fn kc() -> KafkaCluster {
+        let mut kc = example("kafkacluster-basic.yaml");
+        for id in [3, 4] {
+            let mut b = broker(id, &[Role::Broker]);
+            b.config_group = Some("default".into());
+            kc.spec.brokers.push(b);
+        }
+        kc.spec.alerts.mode = AlertsMode::Enforce;
+        kc.status = Some(KafkaClusterStatus {
+            brokers: (0..5)
+                .map(|id| BrokerStatus {
+                    id,
+                    phase: BrokerPhase::Running,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        kc
+    }
+
+    fn alert(action: Option<ActionRequest>) -> AlertRequest {
+        AlertRequest {
+            cluster: ClusterKey {
+                namespace: "kafka".into(),
+                name: "basic".into(),
+            },
+            fingerprint: "f1".into(),
+            starts_at: "2027-01-15T07:59:00Z".into(),
+            alertname: "KafkaLoad".into(),
+            firing: true,
+            blocks_roll: false,
+            action,
+            labels: BTreeMap::from([("size".into(), "7".into())]),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn no_render(_: &serde_json::Value, _: &AlertRequest) -> Result<serde_json::Value, String> {
+        Err("no templates here".into())
+    }
+
+    fn decided(kc: &KafkaCluster, a: &AlertRequest) -> AlertActionRecord {
+        match decide(kc, a, None, &no_render, NOW) {
+            Ok(Decision::Record(r)) => *r,
+            other => panic!("expected a record, got {other:?}"),
+        }
+    }
+
+    fn with_log(mut kc: KafkaCluster, records: Vec<AlertActionRecord>) -> KafkaCluster {
+        kc.status.as_mut().unwrap().alerts = Some(AlertsStatus {
+            actions: records,
+            ..Default::default()
+        });
+        kc
+    }
+
+    fn upscale(count: u32) -> Option<ActionRequest> {
+        Some(ActionRequest::Upscale {
+            config_group: None,
+            count,
+        })
+    }
+
+    #[test]
+    fn an_upscale_adds_broker_only_nodes_with_fresh_ids_in_the_busiest_group() {
+        let r = decided(&kc(), &alert(upscale(2)));
+        assert_eq!(r.state, AlertActionState::Pending);
+        assert_eq!(r.action, "upscale");
+        assert_eq!(
+            r.change,
+            Some(SpecChange::AddBrokers {
+                ids: vec![5, 6],
+                config_group: Some("default".into())
+            })
+        );
+        assert_eq!(r.done_at, None);
+    }
+
+    #[test]
+    fn ids_of_removed_brokers_and_earlier_actions_are_never_reused() {
+        let mut kc = kc();
+        kc.status.as_mut().unwrap().brokers.push(BrokerStatus {
+            id: 9,
+            phase: BrokerPhase::Removed,
+            ..Default::default()
+        });
+        let r = decided(&kc, &alert(upscale(1)));
+        assert_eq!(
+            r.change,
+            Some(SpecChange::AddBrokers {
+                ids: vec![10],
+                config_group: Some("default".into())
+            })
+        );
+    }
+
+    #[test]
+    fn the_same_alert_twice_is_a_duplicate_and_a_new_start_is_not() {
+        let first = decided(&kc(), &alert(upscale(1)));
+        let mut done = first.clone();
+        done.state = AlertActionState::Applied;
+        let kc = with_log(kc(), vec![done]);
+        assert_eq!(
+            decide(&kc, &alert(upscale(1)), None, &no_render, NOW),
+            Ok(Decision::Duplicate)
+        );
+        let mut later = alert(upscale(1));
+        later.starts_at = "2027-01-15T09:00:00Z".into();
+        let again = decided(&kc, &later);
+        assert_eq!(again.state, AlertActionState::Refused, "cooldown");
+        assert!(again.message.unwrap().contains("cooldown"));
+    }
+
+    #[test]
+    fn after_the_cooldown_the_action_runs_again() {
+        let mut old = decided(&kc(), &alert(upscale(1)));
+        old.state = AlertActionState::Applied;
+        old.received_at = "2027-01-15T07:00:00Z".into();
+        let kc = with_log(kc(), vec![old]);
+        let mut later = alert(upscale(1));
+        later.fingerprint = "f2".into();
+        assert_eq!(decided(&kc, &later).state, AlertActionState::Pending);
+    }
+
+    #[test]
+    fn one_scale_action_in_flight_at_a_time() {
+        let pending = decided(&kc(), &alert(upscale(1)));
+        let kc_pending = with_log(kc(), vec![pending]);
+        let mut disk = alert(Some(ActionRequest::AddDisk {
+            target: VolumeTarget::Broker(3),
+            size: "2Gi".into(),
+            storage_class: None,
+            mount_path: None,
+        }));
+        disk.fingerprint = "f2".into();
+        let r = decided(&kc_pending, &disk);
+        assert_eq!(r.state, AlertActionState::Refused);
+        assert!(r.message.unwrap().contains("in flight"), "pending upscale");
+
+        let mut draining = kc();
+        draining.status.as_mut().unwrap().brokers[4].phase = BrokerPhase::Draining;
+        let r = decided(&draining, &disk);
+        assert!(r.message.unwrap().contains("broker 4 is Draining"));
+
+        let mut unapplied = kc();
+        unapplied.spec.brokers.pop();
+        unapplied.status.as_mut().unwrap().brokers.pop();
+        unapplied.spec.brokers.push(broker(7, &[Role::Broker]));
+        let r = decided(&unapplied, &disk);
+        assert!(r.message.unwrap().contains("not all running"));
+    }
+
+    #[test]
+    fn min_and_max_brokers_bound_scaling() {
+        let mut kc = kc();
+        kc.spec.alerts.max_brokers = Some(6);
+        let r = decided(&kc, &alert(upscale(2)));
+        assert_eq!(r.state, AlertActionState::Refused);
+        assert!(r.message.unwrap().contains("maxBrokers 6"));
+        assert_eq!(r.change, None, "a refusal changes nothing");
+        kc.spec.alerts.min_brokers = 5;
+        let r = decided(&kc, &alert(Some(ActionRequest::Downscale { broker: None })));
+        assert!(r.message.unwrap().contains("minBrokers 5"));
+    }
+
+    #[test]
+    fn a_downscale_takes_the_least_loaded_broker_only_node() {
+        let loads = BrokerLoads::from([(0, 1), (1, 1), (2, 1), (3, 40), (4, 12)]);
+        let a = alert(Some(ActionRequest::Downscale { broker: None }));
+        let Ok(Decision::Record(r)) = decide(&kc(), &a, Some(&loads), &no_render, NOW) else {
+            panic!()
+        };
+        assert_eq!(r.change, Some(SpecChange::RemoveBroker { id: Some(4) }));
+        // A controller is never removed by a downscale.
+        let r = decided(
+            &kc(),
+            &alert(Some(ActionRequest::Downscale { broker: Some(1) })),
+        );
+        assert_eq!(r.state, AlertActionState::Refused);
+        assert!(r.message.unwrap().contains("controller"));
+        // An unknown broker is the alert's mistake.
+        let err = decide(
+            &kc(),
+            &alert(Some(ActionRequest::Downscale { broker: Some(42) })),
+            None,
+            &no_render,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("no broker 42"), "{err}");
+    }
+
+    #[test]
+    fn add_disk_picks_a_free_mount_path_and_refuses_a_taken_one() {
+        let a = alert(Some(ActionRequest::AddDisk {
+            target: VolumeTarget::Broker(3),
+            size: "2Gi".into(),
+            storage_class: Some("fast".into()),
+            mount_path: None,
+        }));
+        let r = decided(&kc(), &a);
+        assert_eq!(
+            r.change,
+            Some(SpecChange::AddVolume {
+                target: VolumeTarget::Broker(3),
+                mount_path: "/kafka-data-1".into(),
+                size: "2Gi".into(),
+                storage_class_name: Some("fast".into())
+            })
+        );
+        let taken = alert(Some(ActionRequest::AddDisk {
+            target: VolumeTarget::Broker(3),
+            size: "2Gi".into(),
+            storage_class: None,
+            mount_path: Some("/var/lib/kafka/data0".into()),
+        }));
+        let r = decided(&kc(), &taken);
+        assert_eq!(r.state, AlertActionState::Refused);
+        assert!(r.message.unwrap().contains("already has a volume"));
+    }
+
+    #[test]
+    fn resize_grows_own_volumes_only() {
+        let grow_group = alert(Some(ActionRequest::ResizeDisk {
+            target: VolumeTarget::ConfigGroup("default".into()),
+            mount_path: None,
+            size: "5Gi".into(),
+        }));
+        assert_eq!(
+            decided(&kc(), &grow_group).change,
+            Some(SpecChange::ResizeVolume {
+                target: VolumeTarget::ConfigGroup("default".into()),
+                mount_path: "/var/lib/kafka/data0".into(),
+                size: "5Gi".into()
+            })
+        );
+        let shrink = alert(Some(ActionRequest::ResizeDisk {
+            target: VolumeTarget::ConfigGroup("default".into()),
+            mount_path: None,
+            size: "512Mi".into(),
+        }));
+        assert!(
+            decided(&kc(), &shrink)
+                .message
+                .unwrap()
+                .contains("only grow")
+        );
+        let of_group = alert(Some(ActionRequest::ResizeDisk {
+            target: VolumeTarget::Broker(3),
+            mount_path: Some("/var/lib/kafka/data0".into()),
+            size: "5Gi".into(),
+        }));
+        let err = decide(&kc(), &of_group, None, &no_render, NOW).unwrap_err();
+        assert!(err.reason.contains("through the group"), "{err}");
+    }
+
+    #[test]
+    fn declared_actions_by_name_or_by_labels() {
+        let mut kc = kc();
+        kc.spec.alerts.actions.push(AlertActionSpec {
+            name: "moreRetention".into(),
+            match_labels: BTreeMap::from([("alertname".into(), "KafkaLoad".into())]),
+            merge_patch: serde_json::json!({"kafka": {"clusterWideConfig": {"log.retention.ms": "{{ $labels.size }}"}}}),
+            scale: false,
+        });
+        let render = |p: &serde_json::Value, _: &AlertRequest| Ok(p.clone());
+        let mut by_labels = alert(None);
+        by_labels
+            .labels
+            .insert("alertname".into(), "KafkaLoad".into());
+        let Ok(Decision::Record(r)) = decide(&kc, &by_labels, None, &render, NOW) else {
+            panic!()
+        };
+        assert_eq!(r.action, "moreRetention");
+        assert!(matches!(r.change, Some(SpecChange::MergePatch { .. })));
+        let unknown = alert(Some(ActionRequest::Declared {
+            name: "nope".into(),
+        }));
+        let err = decide(&kc, &unknown, None, &render, NOW).unwrap_err();
+        assert!(err.reason.contains("unknown action \"nope\""), "{err}");
+        let failing = alert(Some(ActionRequest::Declared {
+            name: "moreRetention".into(),
+        }));
+        let err = decide(&kc, &failing, None, &no_render, NOW).unwrap_err();
+        assert!(err.reason.contains("cannot be filled"), "{err}");
+    }
+
+    #[test]
+    fn dry_run_records_and_off_or_resolved_do_nothing() {
+        let mut kc = kc();
+        kc.spec.alerts.mode = AlertsMode::DryRun;
+        let r = decided(&kc, &alert(upscale(1)));
+        assert_eq!(r.state, AlertActionState::DryRun);
+        assert!(r.change.is_some(), "a dry run says what it would do");
+        kc.spec.alerts.mode = AlertsMode::Off;
+        assert_eq!(
+            decide(&kc, &alert(upscale(1)), None, &no_render, NOW),
+            Ok(Decision::NoAction)
+        );
+        kc.spec.alerts.mode = AlertsMode::Enforce;
+        let mut resolved = alert(upscale(1));
+        resolved.firing = false;
+        assert_eq!(
+            decide(&kc, &resolved, None, &no_render, NOW),
+            Ok(Decision::NoAction)
+        );
+    }
+
+    #[test]
+    fn roll_blocking_alerts_come_and_go() {
+        let mut a = alert(None);
+        a.blocks_roll = true;
+        let empty = AlertsStatus::default();
+        let firing = note_firing(&empty, &a).expect("added");
+        assert_eq!(firing.firing.len(), 1);
+        assert_eq!(note_firing(&firing, &a), None, "already there");
+        a.firing = false;
+        assert_eq!(note_firing(&firing, &a), Some(empty));
+    }
+
+    #[test]
+    fn the_log_is_bounded_but_keeps_pending_records() {
+        let mut log = Vec::new();
+        let base = decided(&kc(), &alert(upscale(1)));
+        for n in 0..(ALERT_LOG_LIMIT + 10) {
+            let mut r = base.clone();
+            r.fingerprint = format!("f{n}");
+            if n != 0 {
+                r.state = AlertActionState::Applied;
+            }
+            append_record(&mut log, r);
+        }
+        assert_eq!(log.len(), ALERT_LOG_LIMIT);
+        assert_eq!(log[0].fingerprint, "f0", "the pending one stays");
+        assert_eq!(log[1].fingerprint, "f11");
     }
 }
