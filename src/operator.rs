@@ -178,6 +178,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             }
         }));
         health.leading.store(true, Ordering::Relaxed);
+        ctx.metrics.leader.set(1);
         let marking = async {
             if let Some(pod) = &leader_pod {
                 pod.keep_trying_to_mark().await;
@@ -205,6 +206,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     };
     health.ready.store(false, Ordering::Relaxed);
     health.leading.store(false, Ordering::Relaxed);
+    ctx.metrics.leader.set(0);
     if let Ended::Lost(e) = &ended {
         tracing::error!(error = %e, "stopped acting: lost leadership");
     }

@@ -22,6 +22,7 @@ pub enum Reason {
     LogDirMoves,
     ScramUsers,
     Certificates,
+    AlertAction,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -39,6 +40,8 @@ pub enum Reason {
     SecretUnavailable,
     ScramUserFailed,
     CertificatesFailed,
+    AlertActionRefused,
+    AlertActionFailed,
 }
 
 impl Reason {
@@ -68,6 +71,9 @@ impl Reason {
             Reason::ScramUserFailed => "ScramUserFailed",
             Reason::Certificates => "Certificates",
             Reason::CertificatesFailed => "CertificatesFailed",
+            Reason::AlertAction => "AlertAction",
+            Reason::AlertActionRefused => "AlertActionRefused",
+            Reason::AlertActionFailed => "AlertActionFailed",
         }
     }
 }
@@ -87,6 +93,11 @@ impl Events {
     /// Something Pier did: a Normal Event.
     pub async fn did(&self, ctx: &Context, kc: &KafkaCluster, reason: Reason, note: &str) {
         publish(ctx, kc, EventType::Normal, reason, note).await;
+    }
+
+    /// A one-off problem (a refused alert action): a Warning Event each time.
+    pub async fn warn(&self, ctx: &Context, kc: &KafkaCluster, reason: Reason, note: &str) {
+        publish(ctx, kc, EventType::Warning, reason, note).await;
     }
 
     /// The problems of `reason` the cluster has now: a Warning Event for each one that was

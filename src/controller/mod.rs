@@ -4,12 +4,14 @@
 //! `roll`), computes the whole status as data (`reconcile::status`) and writes it once
 //! (`status`), conditionally on the KafkaCluster's resourceVersion; a Pod deletion of the roll
 //! happens only after that write. Events go through one dedupe helper (`events`).
+pub mod alerts;
 mod apply;
 mod cruise_control;
 mod events;
 pub mod leader;
 pub mod leader_pod;
 mod live_config;
+pub mod metrics;
 mod pki;
 mod roll;
 mod scaling;
@@ -218,6 +220,8 @@ pub struct Context {
     /// Caches per watched scope (`None` = all namespaces).
     stores: dashmap::DashMap<Option<String>, Stores>,
     events: events::Events,
+    /// Per-cluster gauges and alert action counters, and whether this replica leads.
+    pub metrics: metrics::ClusterMetrics,
 }
 
 impl Context {
@@ -250,6 +254,7 @@ impl Context {
             admins: dashmap::DashMap::new(),
             stores: dashmap::DashMap::new(),
             events: events::Events::default(),
+            metrics: metrics::ClusterMetrics::default(),
         })
     }
 
@@ -306,6 +311,7 @@ impl Context {
             namespace: namespace.to_string(),
             cluster: name.to_string(),
         });
+        self.metrics.forget(namespace, name);
         tracing::info!(cluster = %name, %namespace, %group, "cluster deleted; xDS snapshot removed");
     }
 
@@ -346,6 +352,7 @@ impl Context {
             "Live configuration changes applied through the Kafka admin protocol",
             self.dynamic_config_changes.clone(),
         );
+        self.metrics.register(registry);
     }
 }
 
@@ -554,6 +561,10 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     let admin = ctx.admin(&key, nodes);
     admin.set_connect_options(connect.clone().unwrap_or_default());
     admin.set_server_names(pki::server_names(kc, &pods, &ctx.settings));
+    // An alert's recorded action changes the spec first; the reconcile then starts over.
+    if alerts::apply_pending(kc, ctx, &admin).await? {
+        return Ok(Action::await_change());
+    }
     let scaling_input = scaling_input(kc, &stores, &pods);
     let leaving: std::collections::BTreeSet<i32> = scaling_input
         .objects
@@ -807,6 +818,8 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         volumes: &volume_problems,
         scaling: &moves,
     });
+    ctx.metrics
+        .observe(&ns, &name, &new_status, outcome.restart_due.len());
     ctx.events
         .problems(
             ctx,

@@ -181,8 +181,9 @@ pub struct Now<'a> {
 /// Replicas per broker id, to pick the least-loaded broker for a downscale without a broker.
 pub type BrokerLoads = BTreeMap<i32, u64>;
 
-/// Decides what one alert does to `kc`. `loads` is needed only for a downscale that names no
-/// broker; `render` fills a declared action's merge patch from the alert.
+/// Decides what one alert does to `kc`. `loads` picks the broker of a downscale that names
+/// none (without them the choice is left to the controller); `render` fills a declared
+/// action's merge patch from the alert.
 pub fn decide(
     kc: &KafkaCluster,
     alert: &AlertRequest,
@@ -354,26 +355,15 @@ fn plan_change(
             }
             Ok((SpecChange::RemoveBroker { id: Some(*id) }, true))
         }
-        ActionRequest::Downscale { broker: None } => {
-            let candidates: Vec<i32> = spec
-                .brokers
-                .iter()
-                .filter(|b| b.roles == [crate::api::Role::Broker])
-                .map(|b| b.id)
-                .collect();
-            let load = |id: &i32| loads.and_then(|l| l.get(id)).copied().unwrap_or(0);
-            // Least replicas first; among equals the newest broker (highest id) goes.
-            match candidates
-                .iter()
-                .min_by_key(|id| (load(id), std::cmp::Reverse(**id)))
-            {
-                Some(id) => Ok((SpecChange::RemoveBroker { id: Some(*id) }, true)),
-                None => Err(ChangeError::Refused(
-                    "no broker-only node to remove (controllers are never removed by a downscale)"
-                        .into(),
-                )),
-            }
-        }
+        ActionRequest::Downscale { broker: None } => match loads {
+            // Chosen by the controller, which asks Kafka, before it changes the spec.
+            None if has_removable(kc) => Ok((SpecChange::RemoveBroker { id: None }, true)),
+            None => Err(ChangeError::Refused(NO_REMOVABLE.into())),
+            Some(loads) => match least_loaded(kc, loads) {
+                Some(id) => Ok((SpecChange::RemoveBroker { id: Some(id) }, true)),
+                None => Err(ChangeError::Refused(NO_REMOVABLE.into())),
+            },
+        },
         ActionRequest::AddDisk {
             target,
             size,
@@ -480,6 +470,27 @@ fn plan_change(
             Ok((SpecChange::MergePatch { patch }, action.scale))
         }
     }
+}
+
+const NO_REMOVABLE: &str =
+    "no broker-only node to remove (controllers are never removed by a downscale)";
+
+fn has_removable(kc: &KafkaCluster) -> bool {
+    kc.spec
+        .brokers
+        .iter()
+        .any(|b| b.roles == [crate::api::Role::Broker])
+}
+
+/// The broker-only node with the fewest replicas (among equals the newest, highest id).
+pub fn least_loaded(kc: &KafkaCluster, loads: &BrokerLoads) -> Option<i32> {
+    let load = |id: &i32| loads.get(id).copied().unwrap_or(0);
+    kc.spec
+        .brokers
+        .iter()
+        .filter(|b| b.roles == [crate::api::Role::Broker])
+        .map(|b| b.id)
+        .min_by_key(|id| (load(id), std::cmp::Reverse(*id)))
 }
 
 fn describe(target: &VolumeTarget) -> String {
@@ -684,6 +695,182 @@ fn scaling_in_progress(kc: &KafkaCluster) -> Option<String> {
     None
 }
 
+/// What became of one alert of a notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Recorded in the log (pending, dry run or refused).
+    Recorded(Box<AlertActionRecord>),
+    /// Already in the log.
+    Duplicate,
+    /// No action asked for (its roll-blocking state may have changed).
+    NoAction,
+}
+
+/// The alerts of one notification for one cluster, decided in order on `kc` (each seeing the
+/// records of those before it): the cluster's next `status.alerts` and each alert's outcome.
+pub fn plan_notification(
+    kc: &KafkaCluster,
+    alerts: &[AlertRequest],
+    render: &dyn Fn(&serde_json::Value, &AlertRequest) -> Result<serde_json::Value, String>,
+    now: Now<'_>,
+) -> Result<(AlertsStatus, Vec<Outcome>), Unprocessable> {
+    let mut working = kc.clone();
+    let mut outcomes = Vec::with_capacity(alerts.len());
+    for alert in alerts {
+        let mut state = working
+            .status
+            .as_ref()
+            .and_then(|s| s.alerts.clone())
+            .unwrap_or_default();
+        if working.spec.alerts.mode != AlertsMode::Off
+            && let Some(next) = note_firing(&state, alert)
+        {
+            state = next;
+        }
+        let outcome = match decide(&working, alert, None, render, now)? {
+            Decision::Duplicate => Outcome::Duplicate,
+            Decision::NoAction => Outcome::NoAction,
+            Decision::Record(record) => {
+                append_record(&mut state.actions, (*record).clone());
+                Outcome::Recorded(record)
+            }
+        };
+        working.status.get_or_insert_with(Default::default).alerts = Some(state);
+        outcomes.push(outcome);
+    }
+    let next = working.status.and_then(|s| s.alerts).unwrap_or_default();
+    Ok((next, outcomes))
+}
+
+/// A change in words, for Events.
+pub fn describe_change(change: &SpecChange) -> String {
+    let list = |ids: &[i32]| {
+        ids.iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match change {
+        SpecChange::AddBrokers { ids, config_group } => format!(
+            "add broker(s) {}{}",
+            list(ids),
+            config_group
+                .as_ref()
+                .map(|g| format!(" in config group {g}"))
+                .unwrap_or_default()
+        ),
+        SpecChange::RemoveBroker { id: Some(id) } => format!("remove broker {id} (drained first)"),
+        SpecChange::RemoveBroker { id: None } => {
+            "remove the least-loaded broker-only node (drained first)".into()
+        }
+        SpecChange::AddVolume {
+            target,
+            mount_path,
+            size,
+            ..
+        } => format!(
+            "add a {size} volume at {mount_path} to {}",
+            describe(target)
+        ),
+        SpecChange::ResizeVolume {
+            target,
+            mount_path,
+            size,
+        } => format!("grow volume {mount_path} of {} to {size}", describe(target)),
+        SpecChange::MergePatch { patch } => format!("merge {patch} into the spec"),
+    }
+}
+
+/// How a spec change is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecPatch {
+    /// Server-side apply of these fields (owned by `pier-alerts` from then on); `force` takes
+    /// over a field another manager owns (a volume's size).
+    Apply {
+        body: serde_json::Value,
+        force: bool,
+    },
+    /// A JSON Patch whose `test` makes it fail if the spec moved meanwhile.
+    Json(json_patch::Patch),
+    /// A JSON merge patch of the object.
+    Merge(serde_json::Value),
+    /// The spec already has it.
+    Nothing,
+}
+
+/// The patch that makes `change` in `kc`'s spec. Applying it again changes nothing more.
+pub fn spec_patch(kc: &KafkaCluster, change: &SpecChange) -> Result<SpecPatch, String> {
+    use serde_json::json;
+    let apply = |spec: serde_json::Value, force: bool| SpecPatch::Apply {
+        body: json!({
+            "apiVersion": "kafka.pier.dev/v1alpha1",
+            "kind": "KafkaCluster",
+            "metadata": {"name": kc.metadata.name, "namespace": kc.metadata.namespace},
+            "spec": spec,
+        }),
+        force,
+    };
+    let volume = |mount_path: &str, size: &str, class: &Option<String>| {
+        let mut v = json!({"mountPath": mount_path, "size": size});
+        if let Some(c) = class {
+            v["storageClassName"] = json!(c);
+        }
+        v
+    };
+    let on_target = |target: &VolumeTarget, storage: serde_json::Value| match target {
+        VolumeTarget::Broker(id) => json!({"brokers": [{"id": id, "storage": [storage]}]}),
+        VolumeTarget::ConfigGroup(g) => json!({"brokerConfigGroups": {g: {"storage": [storage]}}}),
+    };
+    Ok(match change {
+        SpecChange::AddBrokers { ids, config_group } => {
+            let brokers: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|id| {
+                    let mut b = json!({"id": id, "roles": ["broker"]});
+                    if let Some(g) = config_group {
+                        b["configGroup"] = json!(g);
+                    }
+                    b
+                })
+                .collect();
+            apply(json!({"brokers": brokers}), false)
+        }
+        SpecChange::RemoveBroker { id: None } => {
+            return Err("the broker to remove has not been chosen".into());
+        }
+        SpecChange::RemoveBroker { id: Some(id) } => {
+            match kc.spec.brokers.iter().position(|b| b.id == *id) {
+                None => SpecPatch::Nothing,
+                Some(index) => {
+                    let patch = json!([
+                        {"op": "test", "path": format!("/spec/brokers/{index}/id"), "value": id},
+                        {"op": "remove", "path": format!("/spec/brokers/{index}")},
+                    ]);
+                    SpecPatch::Json(serde_json::from_value(patch).map_err(|e| e.to_string())?)
+                }
+            }
+        }
+        SpecChange::AddVolume {
+            target,
+            mount_path,
+            size,
+            storage_class_name,
+        } => apply(
+            on_target(target, volume(mount_path, size, storage_class_name)),
+            false,
+        ),
+        SpecChange::ResizeVolume {
+            target,
+            mount_path,
+            size,
+        } => apply(
+            on_target(target, json!({"mountPath": mount_path, "size": size})),
+            true,
+        ),
+        SpecChange::MergePatch { patch } => SpecPatch::Merge(json!({"spec": patch})),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -871,6 +1058,9 @@ mod tests {
             panic!()
         };
         assert_eq!(r.change, Some(SpecChange::RemoveBroker { id: Some(4) }));
+        // Without loads the controller chooses later.
+        let r = decided(&kc(), &a);
+        assert_eq!(r.change, Some(SpecChange::RemoveBroker { id: None }));
         // A controller is never removed by a downscale.
         let r = decided(
             &kc(),
@@ -1003,6 +1193,60 @@ mod tests {
         assert_eq!(
             decide(&kc, &resolved, None, &no_render, NOW),
             Ok(Decision::NoAction)
+        );
+    }
+
+    #[test]
+    fn patches_add_entries_by_key_and_remove_only_the_tested_broker() {
+        let kc = kc();
+        let SpecPatch::Apply { body, force } = spec_patch(
+            &kc,
+            &SpecChange::AddBrokers {
+                ids: vec![5],
+                config_group: Some("default".into()),
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(!force);
+        assert_eq!(
+            body["spec"],
+            serde_json::json!({"brokers": [{"id": 5, "roles": ["broker"], "configGroup": "default"}]})
+        );
+        assert_eq!(body["metadata"]["namespace"], "kafka");
+        let SpecPatch::Json(p) =
+            spec_patch(&kc, &SpecChange::RemoveBroker { id: Some(4) }).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!([
+                {"op": "test", "path": "/spec/brokers/4/id", "value": 4},
+                {"op": "remove", "path": "/spec/brokers/4"}
+            ])
+        );
+        assert_eq!(
+            spec_patch(&kc, &SpecChange::RemoveBroker { id: Some(9) }).unwrap(),
+            SpecPatch::Nothing,
+            "already gone"
+        );
+        let SpecPatch::Apply { body, force } = spec_patch(
+            &kc,
+            &SpecChange::ResizeVolume {
+                target: VolumeTarget::ConfigGroup("default".into()),
+                mount_path: "/d".into(),
+                size: "5Gi".into(),
+            },
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(force, "the size is the user's field");
+        assert_eq!(
+            body["spec"],
+            serde_json::json!({"brokerConfigGroups": {"default": {"storage": [{"mountPath": "/d", "size": "5Gi"}]}}})
         );
     }
 

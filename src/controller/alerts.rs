@@ -1,0 +1,403 @@
+//! Alert actions, carried out. [`AlertRecorder`] is the webhook's sink: it records every alert
+//! of a notification in its KafkaCluster's status (through the one status writer, at the
+//! resourceVersion it read) before the webhook answers, so a restarted operator neither repeats
+//! nor forgets one. [`apply_pending`], in the leader's reconcile, turns the oldest pending
+//! record into a spec change written with the field manager `pier-alerts`, then marks it done.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::events::Reason;
+use super::status::{self, WriteError};
+use super::{Context, Error, call};
+use crate::api::{AlertActionState, AlertsMode, KafkaCluster, SpecChange};
+use crate::reconcile::alerts::{
+    self as plan, AlertRequest, ClusterKey, Now, Outcome, SpecPatch, Unprocessable,
+};
+
+/// The field manager of every spec change an alert makes.
+pub const FIELD_MANAGER: &str = "pier-alerts";
+
+/// How often a status write that lost a race is tried again before the webhook says 503.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Why alerts were not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The alerts name something that does not exist or cannot be done (HTTP 422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The API server could not be reached or kept conflicting (HTTP 503: Alertmanager
+    /// retries).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<Unprocessable> for RecordError {
+    fn from(e: Unprocessable) -> Self {
+        RecordError::Unprocessable(e.to_string())
+    }
+}
+
+/// What one notification led to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Recorded {
+    /// Actions recorded (pending or dry run).
+    pub recorded: usize,
+    /// Alerts already in the log.
+    pub duplicates: usize,
+    /// Actions a guardrail refused.
+    pub refused: usize,
+    /// Alerts that ask for no action.
+    pub ignored: usize,
+}
+
+/// Records alerts in KafkaCluster statuses; one per process, shared by the webhook's requests.
+pub struct AlertRecorder {
+    ctx: Arc<Context>,
+    /// One recording at a time per cluster in this process (a burst of duplicates then reads
+    /// the first one's record instead of racing it); across replicas the resourceVersion
+    /// precondition of the status write decides.
+    locks: dashmap::DashMap<ClusterKey, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl AlertRecorder {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        AlertRecorder {
+            ctx,
+            locks: dashmap::DashMap::new(),
+        }
+    }
+
+    /// Records every alert (all clusters are checked before anything is written); returns
+    /// once each record is in the API server.
+    pub async fn record(&self, alerts: Vec<AlertRequest>) -> Result<Recorded, RecordError> {
+        let mut by_cluster: BTreeMap<ClusterKey, Vec<AlertRequest>> = BTreeMap::new();
+        for alert in alerts {
+            by_cluster
+                .entry(alert.cluster.clone())
+                .or_default()
+                .push(alert);
+        }
+        // Every cluster exists and takes its alerts, or nothing is written.
+        for (key, alerts) in &by_cluster {
+            let kc = self.get(key).await?;
+            plan::plan_notification(&kc, alerts, &render, now().as_now())?;
+        }
+        let mut total = Recorded::default();
+        for (key, alerts) in &by_cluster {
+            let tally = self.record_cluster(key, alerts).await?;
+            total.recorded += tally.recorded;
+            total.duplicates += tally.duplicates;
+            total.refused += tally.refused;
+            total.ignored += tally.ignored;
+        }
+        Ok(total)
+    }
+
+    async fn get(&self, key: &ClusterKey) -> Result<KafkaCluster, RecordError> {
+        let api: Api<KafkaCluster> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
+        let found = call(
+            format!("reading KafkaCluster {}/{}", key.namespace, key.name),
+            api.get_opt(&key.name),
+        )
+        .await
+        .map_err(|e| RecordError::Unavailable(e.to_string()))?;
+        found.ok_or_else(|| {
+            RecordError::Unprocessable(format!(
+                "no KafkaCluster {} in namespace {}",
+                key.name, key.namespace
+            ))
+        })
+    }
+
+    async fn record_cluster(
+        &self,
+        key: &ClusterKey,
+        alerts: &[AlertRequest],
+    ) -> Result<Recorded, RecordError> {
+        let lock = self.locks.entry(key.clone()).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        for _ in 0..WRITE_ATTEMPTS {
+            let kc = self.get(key).await?;
+            let stamp = now();
+            let (next, outcomes) = plan::plan_notification(&kc, alerts, &render, stamp.as_now())?;
+            let mut status = kc.status.clone().unwrap_or_default();
+            let changed = status.alerts.as_ref() != Some(&next)
+                && !(status.alerts.is_none() && next == Default::default());
+            if changed {
+                status.alerts = Some(next);
+                match status::write(&kc, &self.ctx, status).await {
+                    Ok(()) => {}
+                    Err(WriteError::Conflict) => continue,
+                    Err(WriteError::Other(e)) => {
+                        return Err(RecordError::Unavailable(e.to_string()));
+                    }
+                }
+            }
+            return Ok(self.report(&kc, &outcomes).await);
+        }
+        Err(RecordError::Unavailable(format!(
+            "the status of KafkaCluster {}/{} kept changing while the alerts were recorded",
+            key.namespace, key.name
+        )))
+    }
+
+    /// Metrics and Events for what was recorded.
+    async fn report(&self, kc: &KafkaCluster, outcomes: &[Outcome]) -> Recorded {
+        let (ns, name) = (kc.namespace().unwrap_or_default(), kc.name_any());
+        let mut tally = Recorded::default();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::NoAction => tally.ignored += 1,
+                Outcome::Duplicate => tally.duplicates += 1,
+                Outcome::Recorded(record) => {
+                    let result = super::metrics::result_label(record.state);
+                    self.ctx
+                        .metrics
+                        .alert_action(&ns, &name, &record.action, result);
+                    let what = record
+                        .change
+                        .as_ref()
+                        .map(plan::describe_change)
+                        .unwrap_or_default();
+                    match record.state {
+                        AlertActionState::Refused => {
+                            tally.refused += 1;
+                            let note = format!(
+                                "alert {} asked for {}: refused, {}",
+                                record.alertname,
+                                record.action,
+                                record.message.as_deref().unwrap_or_default()
+                            );
+                            self.ctx
+                                .events
+                                .warn(&self.ctx, kc, Reason::AlertActionRefused, &note)
+                                .await;
+                        }
+                        AlertActionState::DryRun => {
+                            tally.recorded += 1;
+                            let note = format!(
+                                "alert {} asked for {}: would {what} (alerts.mode is dryRun)",
+                                record.alertname, record.action
+                            );
+                            self.ctx
+                                .events
+                                .did(&self.ctx, kc, Reason::AlertAction, &note)
+                                .await;
+                        }
+                        _ => tally.recorded += 1,
+                    }
+                    tracing::info!(
+                        namespace = %ns,
+                        cluster = %name,
+                        alert = %record.alertname,
+                        fingerprint = %record.fingerprint,
+                        action = %record.action,
+                        state = ?record.state,
+                        change = %what,
+                        "alert recorded"
+                    );
+                }
+            }
+        }
+        tally
+    }
+}
+
+/// Fills a declared action's merge patch from the alert.
+fn render(patch: &serde_json::Value, alert: &AlertRequest) -> Result<serde_json::Value, String> {
+    let _ = alert;
+    if patch.to_string().contains("{{") {
+        return Err("templates are not supported yet".into());
+    }
+    Ok(patch.clone())
+}
+
+struct Stamp {
+    ms: i64,
+    rfc3339: String,
+}
+
+impl Stamp {
+    fn as_now(&self) -> Now<'_> {
+        Now {
+            ms: self.ms,
+            rfc3339: &self.rfc3339,
+        }
+    }
+}
+
+fn now() -> Stamp {
+    let t = k8s_openapi::jiff::Timestamp::now();
+    Stamp {
+        ms: t.as_millisecond(),
+        rfc3339: t
+            .round(k8s_openapi::jiff::Unit::Second)
+            .map_or_else(|_| t.to_string(), |r| r.to_string()),
+    }
+}
+
+/// Applies the oldest pending alert action of `kc`, if any, and records what became of it.
+/// Returns whether it wrote (the reconcile then starts again from the new object).
+pub async fn apply_pending(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    admin: &crate::kafka::AdminClient,
+) -> Result<bool, Error> {
+    let Some(mut alerts) = kc.status.as_ref().and_then(|s| s.alerts.clone()) else {
+        return Ok(false);
+    };
+    let Some(index) = alerts.actions.iter().position(|r| r.state.pending()) else {
+        return Ok(false);
+    };
+    let (ns, name) = (kc.namespace().unwrap_or_default(), kc.name_any());
+    let stamp = now();
+    let mut record = alerts.actions[index].clone();
+    let mut written = kc.clone();
+    if kc.spec.alerts.mode != AlertsMode::Enforce {
+        record.state = AlertActionState::DryRun;
+        record.message = Some("alerts.mode changed before it was applied".into());
+    } else {
+        match record.change.clone() {
+            // The least-loaded broker is chosen (and recorded) before the spec changes, so a
+            // restart in between removes the same one.
+            Some(SpecChange::RemoveBroker { id: None }) => {
+                let loads = replica_loads(admin).await;
+                match loads.and_then(|l| plan::least_loaded(kc, &l)) {
+                    Some(id) => {
+                        record.change = Some(SpecChange::RemoveBroker { id: Some(id) });
+                    }
+                    None => {
+                        record.state = AlertActionState::Failed;
+                        record.message = Some(
+                            "cannot choose the least-loaded broker: Kafka's metadata is not available or no broker-only node is left"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            Some(change) => match write_change(kc, ctx, &change).await {
+                Ok(after) => {
+                    record.state = AlertActionState::Applied;
+                    written = after;
+                }
+                Err(Error::Kube {
+                    source: kube::Error::Api(e),
+                    ..
+                }) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
+                    record.state = AlertActionState::Failed;
+                    record.message = Some(format!("the API server refused it: {}", e.message));
+                }
+                Err(e) => return Err(e),
+            },
+            None => {
+                record.state = AlertActionState::Failed;
+                record.message = Some("the record holds no change".into());
+            }
+        }
+    }
+    if !record.state.pending() {
+        record.done_at = Some(stamp.rfc3339.clone());
+    }
+    let what = record
+        .change
+        .as_ref()
+        .map(plan::describe_change)
+        .unwrap_or_default();
+    alerts.actions[index] = record.clone();
+    let mut status = written.status.clone().unwrap_or_default();
+    status.alerts = Some(alerts);
+    status::write(&written, ctx, status).await?;
+    if !record.state.pending() {
+        ctx.metrics.alert_action(
+            &ns,
+            &name,
+            &record.action,
+            super::metrics::result_label(record.state),
+        );
+    }
+    match record.state {
+        AlertActionState::Applied => {
+            let note = format!(
+                "alert {} asked for {}: {what}",
+                record.alertname, record.action
+            );
+            ctx.events.did(ctx, kc, Reason::AlertAction, &note).await;
+        }
+        AlertActionState::Failed => {
+            let note = format!(
+                "alert {} asked for {} ({what}): failed, {}",
+                record.alertname,
+                record.action,
+                record.message.as_deref().unwrap_or_default()
+            );
+            ctx.events
+                .warn(ctx, kc, Reason::AlertActionFailed, &note)
+                .await;
+        }
+        _ => {}
+    }
+    tracing::info!(
+        namespace = %ns, cluster = %name, alert = %record.alertname, action = %record.action,
+        state = ?record.state, change = %what, "alert action carried out"
+    );
+    Ok(true)
+}
+
+/// Replicas per broker, from Kafka's metadata.
+async fn replica_loads(admin: &crate::kafka::AdminClient) -> Option<plan::BrokerLoads> {
+    let md = match admin.metadata(None).await {
+        Ok(md) => md,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read Kafka's metadata to choose a broker");
+            return None;
+        }
+    };
+    let mut loads = plan::BrokerLoads::new();
+    for b in &md.brokers {
+        loads.entry(b.id).or_default();
+    }
+    for t in &md.topics {
+        for p in &t.partitions {
+            for r in &p.replicas {
+                *loads.entry(*r).or_default() += 1;
+            }
+        }
+    }
+    Some(loads)
+}
+
+/// Writes a change to the spec as `pier-alerts`; returns the object after it.
+async fn write_change(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    change: &SpecChange,
+) -> Result<KafkaCluster, Error> {
+    let api: Api<KafkaCluster> =
+        Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
+    let name = kc.name_any();
+    let patch = plan::spec_patch(kc, change).map_err(|e| Error::Kube {
+        what: format!("planning the alert action on {name}"),
+        source: kube::Error::Service(e.into()),
+    })?;
+    let what = format!("changing the spec of {name} for an alert");
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let after = match patch {
+        SpecPatch::Nothing => return Ok(kc.clone()),
+        SpecPatch::Apply { body, force } => {
+            let mut params = PatchParams::apply(FIELD_MANAGER);
+            params.force = force;
+            call(what, api.patch(&name, &params, &Patch::Apply(&body))).await?
+        }
+        SpecPatch::Json(p) => call(what, api.patch(&name, &params, &Patch::<()>::Json(p))).await?,
+        SpecPatch::Merge(p) => call(what, api.patch(&name, &params, &Patch::Merge(&p))).await?,
+    };
+    ctx.wrote();
+    Ok(after)
+}
