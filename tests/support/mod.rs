@@ -301,6 +301,15 @@ impl OperatorProcess {
         plane: &pier_testenv::ControlPlane,
         args: OperatorArgs<'_>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_args(plane, args, &[])
+    }
+
+    /// [`Self::start`] with further `pier operator` arguments.
+    pub fn start_with_args(
+        plane: &pier_testenv::ControlPlane,
+        args: OperatorArgs<'_>,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let localhost = std::net::Ipv4Addr::LOCALHOST;
         let ports = pier_testenv::net::free_ports(localhost, 2)?;
         let xds = args
@@ -339,6 +348,7 @@ impl OperatorProcess {
             .arg(format!("--leader-election-lease-duration={LEASE_DURATION}"))
             .arg(format!("--leader-election-renew-deadline={RENEW_DEADLINE}"))
             .arg(format!("--leader-election-retry-period={RETRY_PERIOD}"))
+            .args(extra)
             .env(
                 "POD_NAMESPACE",
                 args.pod_namespace.unwrap_or(args.namespace),

@@ -38,10 +38,11 @@ kafka.pier.dev/leader: "true"
 
 {{/* What Pier does to the objects of the KafkaClusters it manages (from src/controller). */}}
 {{- define "pier.clusterRules" -}}
-# KafkaClusters: watched; the legacy finalizer removed (patch); status written (patch).
+# KafkaClusters: watched; the legacy finalizer removed (patch); status written (patch); read
+# fresh (get) by the alert webhook, whose actions change the spec (patch, as pier-alerts).
 - apiGroups: [kafka.pier.dev]
   resources: [kafkaclusters]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [kafka.pier.dev]
   resources: [kafkaclusters/status]
   verbs: [patch]
