@@ -334,6 +334,30 @@ impl ServerTls {
         key_path: &Path,
         trust: ClientTrust,
     ) -> Result<Arc<Self>, TlsError> {
+        Self::build(cert_path, key_path, trust, true, vec![b"h2".to_vec()])
+    }
+
+    /// An HTTPS server's TLS (HTTP/2 and HTTP/1.1, for [`ServerTls::acceptor`]): with
+    /// `client_roots`, every client must present a certificate they signed (mTLS); without,
+    /// none is asked for.
+    pub fn https(
+        cert_path: &Path,
+        key_path: &Path,
+        client_roots: Option<Vec<CertificateDer<'static>>>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let require = client_roots.is_some();
+        let trust = ClientTrust::new(client_roots.unwrap_or_default())?;
+        let alpn = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::build(cert_path, key_path, trust, require, alpn)
+    }
+
+    fn build(
+        cert_path: &Path,
+        key_path: &Path,
+        trust: ClientTrust,
+        require_client_cert: bool,
+        alpn: Vec<Vec<u8>>,
+    ) -> Result<Arc<Self>, TlsError> {
         let (cert_bytes, key_bytes) = read_pair(cert_path, key_path)?;
         let key = certified_key(cert_path, key_path, &cert_bytes, &key_bytes, &trust)?;
         let serving = Arc::new(ServingCert {
@@ -346,15 +370,19 @@ impl ServerTls {
                 .supported_schemes(),
             trust: trust.clone(),
         });
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|source| TlsError::Rustls {
                 what: "TLS versions".into(),
                 source,
-            })?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(serving.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+            })?;
+        let builder = if require_client_cert {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_cert_resolver(serving.clone());
+        config.alpn_protocols = alpn;
         let expiry = prometheus_client::metrics::gauge::Gauge::default();
         expiry.set(not_after(&serving.current()).unwrap_or(0));
         Ok(Arc::new(Self {
@@ -375,6 +403,11 @@ impl ServerTls {
             "When the xDS server's certificate in use expires (Unix time)",
             self.expiry.clone(),
         );
+    }
+
+    /// Accepts TLS connections: handshakes with the current serving certificate.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.clone()
     }
 
     /// The client trust, to register and remove node groups' CAs.
