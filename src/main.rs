@@ -42,6 +42,8 @@ enum Command {
         admin_token_file: Option<PathBuf>,
         #[command(flatten)]
         xds_tls: XdsTlsArgs,
+        #[command(flatten)]
+        alerts: AlertsArgs,
         /// The CA (PEM) that signed --xds-tls-cert: the Envoys get it (Secret
         /// <cluster>-envoy-xds-tls, key xds-ca.crt) to verify the xDS server. Read again
         /// when it changes.
@@ -102,6 +104,49 @@ struct XdsTlsArgs {
     /// spiffe://pier.dev/ns/<namespace>/kafkacluster/<name> names.
     #[arg(long, requires = "xds_tls_cert")]
     xds_client_ca: Option<PathBuf>,
+}
+
+/// The Alertmanager webhook (off without --alerts-listen); it needs a token file or client
+/// certificates (or both).
+#[derive(Debug, clap::Args)]
+struct AlertsArgs {
+    /// Where the Alertmanager webhook listens (POST /alerts, payload version 4).
+    #[arg(long)]
+    alerts_listen: Option<SocketAddr>,
+    /// File with the bearer token Alertmanager sends (http_config.authorization); read again
+    /// when it changes.
+    #[arg(long, requires = "alerts_listen")]
+    alerts_token_file: Option<PathBuf>,
+    /// Serve the webhook over HTTPS with this certificate chain (PEM; reloaded when it changes).
+    #[arg(long, requires_all = ["alerts_tls_key", "alerts_listen"])]
+    alerts_tls_cert: Option<PathBuf>,
+    /// The private key of --alerts-tls-cert (PEM).
+    #[arg(long, requires = "alerts_tls_cert")]
+    alerts_tls_key: Option<PathBuf>,
+    /// CAs (PEM bundle) that must sign the webhook clients' certificates (mTLS).
+    #[arg(long, requires = "alerts_tls_cert")]
+    alerts_client_ca: Option<PathBuf>,
+    /// Larger request bodies are refused (413).
+    #[arg(long, default_value_t = pier::alerts::server::DEFAULT_MAX_BODY_BYTES, value_parser = clap::value_parser!(usize))]
+    alerts_max_body_bytes: usize,
+}
+
+impl AlertsArgs {
+    fn config(self) -> Option<pier::alerts::AlertsServerConfig> {
+        Some(pier::alerts::AlertsServerConfig {
+            listen: self.alerts_listen?,
+            token_file: self.alerts_token_file,
+            tls: self
+                .alerts_tls_cert
+                .zip(self.alerts_tls_key)
+                .map(|(cert, key)| pier::alerts::server::AlertsTlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.alerts_client_ca,
+                }),
+            max_body_bytes: self.alerts_max_body_bytes,
+        })
+    }
 }
 
 impl XdsTlsArgs {
@@ -172,6 +217,7 @@ fn main() {
             metrics_listen,
             admin_token_file,
             xds_tls,
+            alerts,
             xds_server_ca,
             cluster_domain,
             log_format: _,
@@ -194,6 +240,7 @@ fn main() {
                 xds_tls: xds_tls.files(),
                 xds_server_ca,
                 admin_token_file,
+                alerts: alerts.config(),
                 leader_election: (!no_leader_election).then(|| {
                     use pier::controller::leader::{LeaseConfig, default_identity};
                     LeaseConfig {

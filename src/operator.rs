@@ -35,6 +35,8 @@ pub struct OperatorOptions {
     pub xds_server_ca: Option<std::path::PathBuf>,
     /// The admin endpoint's bearer token file; no token asked for when absent.
     pub admin_token_file: Option<PathBuf>,
+    /// The Alertmanager webhook; off when absent.
+    pub alerts: Option<crate::alerts::AlertsServerConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub enum OperatorError {
     XdsTls(#[from] crate::xds::tls::TlsError),
     #[error(transparent)]
     AdminToken(#[from] crate::admin::TokenError),
+    #[error(transparent)]
+    Alerts(#[from] crate::alerts::server::ServeError),
 }
 
 /// How long a stopping leader tries to hand its Lease over before it gives up on it (the Lease
@@ -86,6 +90,9 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
         .as_deref()
         .map(crate::admin::AdminToken::from_file)
         .transpose()?;
+    if let Some(alerts) = &options.alerts {
+        alerts.check()?;
+    }
     let client = match &options.kubeconfig {
         Some(path) => {
             let kubeconfig =
@@ -128,6 +135,15 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(tls) = &xds_tls {
         tls.register(&mut registry);
     }
+    // TODO(lead): start the alerts webhook with the controller's sink, before the registry
+    // moves into the admin endpoint:
+    //     let alerts = match &options.alerts {
+    //         Some(config) => Some(crate::alerts::server::AlertsServer::bind(
+    //             config, Arc::new(controller::alerts::Sink::new(ctx.clone())), &mut registry).await?),
+    //         None => None,
+    //     };
+    // and spawn `alerts.run(shutdown)` where the xDS server starts (with a shutdown future that
+    // resolves with the process' stop, like `xds_stopped`).
     // The admin endpoint serves until the process exits, so /readyz says "stopping" while the
     // xDS streams drain.
     tokio::spawn(crate::admin::serve(

@@ -84,3 +84,48 @@ fn the_operator_checks_its_tls_and_token_files_first() {
         "{text}"
     );
 }
+
+#[test]
+fn the_alerts_webhook_refuses_to_start_without_authentication() {
+    let out = pier(&["operator", "--alerts-listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("the alerts webhook needs authentication"),
+        "{text}"
+    );
+
+    let out = pier(&[
+        "operator",
+        "--alerts-listen",
+        "127.0.0.1:0",
+        "--alerts-token-file",
+        "/nonexistent/token",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("alerts token file /nonexistent/token"),
+        "{text}"
+    );
+
+    // The webhook's flags need --alerts-listen; its TLS key and client CA need a certificate.
+    for args in [
+        &["--alerts-token-file", "t"][..],
+        &[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alerts-client-ca",
+            "ca.crt",
+        ],
+        &[
+            "--alerts-listen",
+            "127.0.0.1:0",
+            "--alerts-tls-cert",
+            "tls.crt",
+        ],
+    ] {
+        let out = pier(&[&["operator"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

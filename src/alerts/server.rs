@@ -110,6 +110,45 @@ impl AlertsServerConfig {
     }
 }
 
+impl AlertsServerConfig {
+    /// Whether clients must present a certificate.
+    fn mtls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some())
+    }
+
+    /// Checks that the webhook can start: some authentication, a body limit, usable files.
+    pub fn check(&self) -> Result<(), ServeError> {
+        self.load().map(drop)
+    }
+
+    /// The token file and the TLS setup.
+    fn load(&self) -> Result<(Option<TokenFile>, Option<Arc<ServerTls>>), ServeError> {
+        if self.token_file.is_none() && !self.mtls() {
+            return Err(ServeError::NoAuthentication);
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ServeError::NoBodyLimit);
+        }
+        let token = self
+            .token_file
+            .as_deref()
+            .map(TokenFile::open)
+            .transpose()?;
+        let tls = match &self.tls {
+            Some(files) => {
+                let roots = files
+                    .client_ca
+                    .as_deref()
+                    .map(crate::xds::tls::read_certificates)
+                    .transpose()?;
+                Some(ServerTls::https(&files.cert, &files.key, roots)?)
+            }
+            None => None,
+        };
+        Ok((token, tls))
+    }
+}
+
 /// HTTPS for the webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertsTlsFiles {
@@ -304,32 +343,8 @@ impl AlertsServer {
         sink: Arc<dyn AlertSink>,
         registry: &mut Registry,
     ) -> Result<Self, ServeError> {
-        let mtls = config
-            .tls
-            .as_ref()
-            .is_some_and(|tls| tls.client_ca.is_some());
-        if config.token_file.is_none() && !mtls {
-            return Err(ServeError::NoAuthentication);
-        }
-        if config.max_body_bytes == 0 {
-            return Err(ServeError::NoBodyLimit);
-        }
-        let token = config
-            .token_file
-            .as_deref()
-            .map(TokenFile::open)
-            .transpose()?;
-        let tls = match &config.tls {
-            Some(files) => {
-                let roots = files
-                    .client_ca
-                    .as_deref()
-                    .map(crate::xds::tls::read_certificates)
-                    .transpose()?;
-                Some(ServerTls::https(&files.cert, &files.key, roots)?)
-            }
-            None => None,
-        };
+        let (token, tls) = config.load()?;
+        let mtls = config.mtls();
         let listener = crate::listen::bind(config.listen, "alerts webhook").await?;
         let local_addr = listener.local_addr().map_err(ServeError::Serve)?;
         let metrics = Metrics::default();
