@@ -15,6 +15,8 @@ struct Cli {
     command: Option<Command>,
 }
 
+// Parsed once at start: the size of the operator's variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the KafkaCluster CustomResourceDefinition (YAML).
