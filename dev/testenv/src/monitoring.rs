@@ -21,6 +21,9 @@ pub struct MonitoringOptions {
     pub webhook_url: String,
     /// `host:port` targets Prometheus scrapes every second (job `pier-test`).
     pub scrape_targets: Vec<String>,
+    /// A file whose content Alertmanager sends as `Authorization: Bearer …` to the webhook
+    /// (`http_config.authorization.credentials_file`).
+    pub webhook_credentials_file: Option<std::path::PathBuf>,
 }
 
 /// A running Prometheus and Alertmanager. Dropping it stops both.
@@ -41,13 +44,20 @@ impl Monitoring {
         let alertmanager_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
 
         let am_config = dir.join("alertmanager.yml");
+        let http_config = match &options.webhook_credentials_file {
+            Some(file) => format!(
+                ", http_config: {{authorization: {{type: Bearer, credentials_file: {:?}}}}}",
+                file.display().to_string()
+            ),
+            None => String::new(),
+        };
         std::fs::write(
             &am_config,
             format!(
                 "route: {{receiver: webhook, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
 receivers:
   - name: webhook
-    webhook_configs: [{{url: {url:?}, send_resolved: true}}]
+    webhook_configs: [{{url: {url:?}, send_resolved: true{http_config}}}]
 ",
                 url = options.webhook_url
             ),
