@@ -732,3 +732,76 @@ async fn a_real_alertmanagers_notification_reaches_the_sink() -> anyhow::Result<
     drop(monitoring);
     Ok(())
 }
+
+/// Replaces `path`'s content as a Secret volume does (a new file renamed over it).
+fn replace(path: &Path, content: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, content).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[tokio::test]
+async fn rotated_tls_files_take_effect_without_a_restart() -> anyhow::Result<()> {
+    let pki = Pki::new();
+    let mut files = None;
+    let hook = Webhook::start(|c, dir| {
+        c.token_file = None;
+        let written = pki.write(dir, true);
+        files = Some(written.clone());
+        c.tls = Some(written);
+    })
+    .await;
+    let files = files.unwrap();
+    let body = upscale();
+    let old_client = Pki::client(&pki.client_ca);
+    assert_eq!(
+        https_post(hook.addr, &pki.server_ca, Some(&old_client), None, &body).await?,
+        200
+    );
+
+    // A new client CA: its clients get in, the old CA's no longer do.
+    let new_ca = Ca::new("next alertmanager client CA")?;
+    let new_client = Pki::client(&new_ca);
+    replace(files.client_ca.as_deref().unwrap(), &new_ca.cert_pem());
+    wait_for(
+        "the new client CA in use",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let post = https_post(hook.addr, &pki.server_ca, Some(&new_client), None, &body);
+            async move { matches!(post.await, Ok(200)).then_some(()) }
+        },
+    )
+    .await?;
+    let old = https_post(hook.addr, &pki.server_ca, Some(&old_client), None, &body).await;
+    assert!(old.is_err(), "the old CA's client: {old:?}");
+
+    // A serving certificate from another CA: new connections get it.
+    let next_server_ca = Ca::new("next webhook server CA")?;
+    let server = next_server_ca.issue(&LeafSpec {
+        common_name: "pier-alerts",
+        dns_names: &["localhost"],
+        server: true,
+        ..LeafSpec::default()
+    })?;
+    // The key first: a moment of a mismatched pair keeps the old certificate serving.
+    replace(&files.key, &server.key);
+    replace(&files.cert, &server.cert);
+    wait_for(
+        "the new serving certificate in use",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            let post = https_post(hook.addr, &next_server_ca, Some(&new_client), None, &body);
+            async move { matches!(post.await, Ok(200)).then_some(()) }
+        },
+    )
+    .await?;
+    assert!(
+        https_post(hook.addr, &pki.server_ca, Some(&new_client), None, &body)
+            .await
+            .is_err(),
+        "the old serving certificate is gone"
+    );
+    Ok(())
+}

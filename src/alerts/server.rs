@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -54,8 +54,8 @@ pub const MAX_TLS_HANDSHAKES: usize = 256;
 /// sending, gets the 413 instead of a reset connection.
 const MAX_DRAIN_BYTES: usize = 16 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the serving certificate's files are checked for a change.
-const CERT_RELOAD_PERIOD: Duration = Duration::from_secs(1);
+/// How often the TLS files are checked for a change.
+const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(1);
 
 /// Where alerts' requests go: the controller records them in the KafkaClusters' status.
 pub trait AlertSink: Send + Sync + 'static {
@@ -122,7 +122,7 @@ impl AlertsServerConfig {
     }
 
     /// The token file and the TLS setup.
-    fn load(&self) -> Result<(Option<TokenFile>, Option<Arc<ServerTls>>), ServeError> {
+    fn load(&self) -> Result<(Option<TokenFile>, Option<Arc<ReloadingTls>>), ServeError> {
         if self.token_file.is_none() && !self.mtls() {
             return Err(ServeError::NoAuthentication);
         }
@@ -134,17 +134,11 @@ impl AlertsServerConfig {
             .as_deref()
             .map(TokenFile::open)
             .transpose()?;
-        let tls = match &self.tls {
-            Some(files) => {
-                let roots = files
-                    .client_ca
-                    .as_deref()
-                    .map(crate::xds::tls::read_certificates)
-                    .transpose()?;
-                Some(ServerTls::https(&files.cert, &files.key, roots)?)
-            }
-            None => None,
-        };
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|files| ReloadingTls::load(files.clone()).map(Arc::new))
+            .transpose()?;
         Ok((token, tls))
     }
 }
@@ -322,7 +316,7 @@ struct WebhookState {
 pub struct AlertsServer {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
-    tls: Option<Arc<ServerTls>>,
+    tls: Option<Arc<ReloadingTls>>,
     state: Arc<WebhookState>,
 }
 
@@ -408,7 +402,7 @@ impl AlertsServer {
                     .await
             }
             Some(tls) => {
-                let reload = tokio::spawn(reload_certificate(tls.clone()));
+                let reload = tokio::spawn(tls.clone().watch());
                 let listener = TlsListener::start(self.listener, self.local_addr, tls);
                 let result = axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
@@ -435,18 +429,93 @@ pub async fn serve(
         .await
 }
 
-async fn reload_certificate(tls: Arc<ServerTls>) {
-    let mut tick = tokio::time::interval(CERT_RELOAD_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match tls.reload() {
-            Ok(true) => tracing::info!("alerts webhook certificate reloaded"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                "cannot reload the alerts webhook certificate; the previous one keeps serving"
-            ),
+/// The webhook's TLS, built again from its files (serving certificate, key, client CAs) when
+/// any of them changes, so renewed certificates and a rotated client CA need no restart. Files
+/// that do not form a valid setup (a certificate renewed, its key not yet) leave the previous
+/// one serving, and are tried again when they change again.
+struct ReloadingTls {
+    files: AlertsTlsFiles,
+    seen: Mutex<Vec<Vec<u8>>>,
+    acceptor: RwLock<tokio_rustls::TlsAcceptor>,
+}
+
+impl ReloadingTls {
+    fn load(files: AlertsTlsFiles) -> Result<Self, ServeError> {
+        let seen = Self::read(&files)?;
+        let acceptor = Self::build(&files)?;
+        Ok(Self {
+            files,
+            seen: Mutex::new(seen),
+            acceptor: RwLock::new(acceptor),
+        })
+    }
+
+    fn read(files: &AlertsTlsFiles) -> Result<Vec<Vec<u8>>, TlsError> {
+        [
+            Some(&files.cert),
+            Some(&files.key),
+            files.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect()
+    }
+
+    fn build(files: &AlertsTlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+        let roots = files
+            .client_ca
+            .as_deref()
+            .map(crate::xds::tls::read_certificates)
+            .transpose()?;
+        Ok(ServerTls::https(&files.cert, &files.key, roots)?.acceptor())
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the files again; `Ok(true)` when they changed and now serve.
+    fn reload(&self) -> Result<bool, TlsError> {
+        let bytes = Self::read(&self.files)?;
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == bytes {
+                return Ok(false);
+            }
+            *seen = bytes;
+        }
+        let acceptor = Self::build(&self.files)?;
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        Ok(true)
+    }
+
+    /// Reloads whenever the files change, until dropped.
+    async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(TLS_RELOAD_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.reload() {
+                Ok(true) => tracing::info!(
+                    cert = %self.files.cert.display(),
+                    client_ca = ?self.files.client_ca,
+                    "alerts webhook TLS files reloaded; new connections use them"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot reload the alerts webhook's TLS files; the previous ones keep serving"
+                ),
+            }
         }
     }
 }
@@ -461,11 +530,10 @@ impl TlsListener {
     fn start(
         listener: tokio::net::TcpListener,
         local_addr: SocketAddr,
-        tls: Arc<ServerTls>,
+        tls: Arc<ReloadingTls>,
     ) -> Self {
         let (tx, accepted) = tokio::sync::mpsc::channel(64);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
-        let acceptor = tls.acceptor();
         tokio::spawn(async move {
             loop {
                 let (tcp, remote) = tokio::select! {
@@ -487,7 +555,7 @@ impl TlsListener {
                     tracing::warn!(%remote, "too many TLS handshakes in progress; connection closed");
                     continue;
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx) = (tls.acceptor(), tx.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
