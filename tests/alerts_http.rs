@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use pier::alerts::server::{AlertsServer, AlertsTlsFiles};
 use pier::alerts::{AlertSink, AlertsServerConfig, RecordSummary, SinkError};
 use pier::reconcile::alerts::{ActionRequest, AlertRequest, ClusterKey};
-use pier_testenv::monitoring::MonitoringOptions;
+use pier_testenv::monitoring::{MonitoringOptions, WebhookTls};
 use pier_testenv::pki::{Ca, CertPem, LeafSpec};
 use pier_testenv::{LogDir, Monitoring, wait_for};
 use prometheus_client::registry::Registry;
@@ -29,6 +29,8 @@ const TOKEN: &str = "alertmanager-token-for-tests";
 struct RecordingSink {
     calls: Mutex<Vec<Vec<AlertRequest>>>,
     answer: Mutex<Option<SinkError>>,
+    /// Panic instead of answering.
+    panic: std::sync::atomic::AtomicBool,
 }
 
 impl RecordingSink {
@@ -44,6 +46,9 @@ impl RecordingSink {
 impl AlertSink for RecordingSink {
     fn record(&self, alerts: Vec<AlertRequest>) -> BoxFuture<'_, Result<RecordSummary, SinkError>> {
         Box::pin(async move {
+            if self.panic.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("a sink that panics");
+            }
             if let Some(e) = self.answer.lock().unwrap().clone() {
                 return Err(e);
             }
@@ -475,6 +480,18 @@ async fn the_sinks_refusals_are_422_and_its_unavailability_503() {
         (503, Some("the API server cannot be reached"))
     );
     hook.sink.answer_with(None);
+    // A sink that panics fails the request, not the server.
+    hook.sink
+        .panic
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (code, body) = hook.post(Some(TOKEN), declared.to_string()).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (500, Some("recording failed"))
+    );
+    hook.sink
+        .panic
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(hook.post(Some(TOKEN), declared.to_string()).await.0, 200);
     assert_eq!(
         hook.sink.calls()[0][0].action,
@@ -698,6 +715,7 @@ async fn a_real_alertmanagers_notification_reaches_the_sink() -> anyhow::Result<
             webhook_url: hook.url("/alerts"),
             scrape_targets: Vec::new(),
             webhook_credentials_file: Some(hook.token_file()),
+            webhook_tls: None,
         },
     )
     .await?;
@@ -803,5 +821,70 @@ async fn rotated_tls_files_take_effect_without_a_restart() -> anyhow::Result<()>
             .is_err(),
         "the old serving certificate is gone"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_real_alertmanager_posts_over_mtls_with_its_token() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("alerts-http-mtls")?;
+    let pki = Pki::new();
+    let mut tls = None;
+    let hook = Webhook::start(|c, dir| {
+        let written = pki.write(dir, true);
+        tls = Some(written.clone());
+        c.tls = Some(written);
+    })
+    .await;
+    let dir = logs.sub("alertmanager-client")?;
+    let client = Pki::client(&pki.client_ca);
+    let files = WebhookTls {
+        ca_file: dir.join("server-ca.crt"),
+        cert_file: dir.join("tls.crt"),
+        key_file: dir.join("tls.key"),
+    };
+    std::fs::write(&files.ca_file, pki.server_ca.cert_pem())?;
+    std::fs::write(&files.cert_file, &client.cert)?;
+    std::fs::write(&files.key_file, &client.key)?;
+    let monitoring = Monitoring::start(
+        &logs,
+        MonitoringOptions {
+            rules_yaml: "groups:
+  - name: pier-webhook
+    interval: 1s
+    rules:
+      - alert: KafkaBrokerDiskLow
+        expr: vector(1) > 0
+        labels: {namespace: kafka, kafkacluster: demo, pier_action: addDisk, broker_id: \"2\", size: 100Gi, mount_path: /kafka/data-2}
+"
+            .into(),
+            webhook_url: format!("https://localhost:{}/alerts", hook.addr.port()),
+            scrape_targets: Vec::new(),
+            webhook_credentials_file: Some(hook.token_file()),
+            webhook_tls: Some(files),
+        },
+    )
+    .await?;
+    let request = wait_for(
+        "the alert at the sink",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || {
+            let first = hook.sink.calls().into_iter().flatten().next();
+            async move { first }
+        },
+    )
+    .await?;
+    assert_eq!(request.alertname, "KafkaBrokerDiskLow");
+    assert_eq!(
+        request.action,
+        Some(ActionRequest::AddDisk {
+            target: pier::api::VolumeTarget::Broker(2),
+            size: "100Gi".into(),
+            storage_class: None,
+            mount_path: Some("/kafka/data-2".into()),
+        })
+    );
+    assert_eq!(hook.requests(401), 0);
+    drop(monitoring);
     Ok(())
 }

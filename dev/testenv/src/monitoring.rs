@@ -24,6 +24,18 @@ pub struct MonitoringOptions {
     /// A file whose content Alertmanager sends as `Authorization: Bearer …` to the webhook
     /// (`http_config.authorization.credentials_file`).
     pub webhook_credentials_file: Option<std::path::PathBuf>,
+    /// Post over HTTPS with a client certificate (`http_config.tls_config`).
+    pub webhook_tls: Option<WebhookTls>,
+}
+
+/// The files of Alertmanager's TLS client for the webhook.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookTls {
+    /// The CA that signed the webhook's serving certificate.
+    pub ca_file: std::path::PathBuf,
+    /// Alertmanager's client certificate and key.
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 /// A running Prometheus and Alertmanager. Dropping it stops both.
@@ -44,12 +56,25 @@ impl Monitoring {
         let alertmanager_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ports[1]));
 
         let am_config = dir.join("alertmanager.yml");
-        let http_config = match &options.webhook_credentials_file {
-            Some(file) => format!(
-                ", http_config: {{authorization: {{type: Bearer, credentials_file: {:?}}}}}",
+        let mut http_config = Vec::new();
+        if let Some(file) = &options.webhook_credentials_file {
+            http_config.push(format!(
+                "authorization: {{type: Bearer, credentials_file: {:?}}}",
                 file.display().to_string()
-            ),
-            None => String::new(),
+            ));
+        }
+        if let Some(tls) = &options.webhook_tls {
+            http_config.push(format!(
+                "tls_config: {{ca_file: {:?}, cert_file: {:?}, key_file: {:?}}}",
+                tls.ca_file.display().to_string(),
+                tls.cert_file.display().to_string(),
+                tls.key_file.display().to_string()
+            ));
+        }
+        let http_config = if http_config.is_empty() {
+            String::new()
+        } else {
+            format!(", http_config: {{{}}}", http_config.join(", "))
         };
         std::fs::write(
             &am_config,
