@@ -305,4 +305,28 @@ mod tests {
         let n = parse_value(&v).unwrap();
         assert_eq!(n.alerts[0].status, AlertStatus::Resolved);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_without_panicking(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse(&body);
+        }
+
+        #[test]
+        fn any_alert_labels_read_or_fail_without_panicking(
+            labels in proptest::collection::btree_map(
+                "(namespace|kafkacluster|pier_action|pier_blocks_roll|count|broker_id|size|storage_class|mount_path|config_group|alertname)",
+                "(upscale|downscale|addDisk|resizeDisk|true|1|-1|10Gi|/a|..|x y|é|\\u{1F4A5}|)",
+                0..11,
+            )
+        ) {
+            let mut v = sample();
+            v["alerts"][0]["labels"] = serde_json::to_value(&labels).unwrap();
+            let n = parse_value(&v).unwrap();
+            if let Ok(Some(request)) = crate::alerts::contract::read(&n.alerts[0]) {
+                proptest::prop_assert!(!request.cluster.namespace.is_empty());
+                proptest::prop_assert!(!request.cluster.name.is_empty());
+            }
+        }
+    }
 }

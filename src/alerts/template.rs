@@ -105,12 +105,20 @@ fn path_or_root(path: &str) -> &str {
     if path.is_empty() { "/" } else { path }
 }
 
-fn render_string(text: &str, path: &str, fill: &Fill<'_>) -> Result<Value, TemplateError> {
-    let mut out = String::with_capacity(text.len());
+/// A piece of a template string.
+enum Segment<'t> {
+    Text(&'t str),
+    Placeholder(Kind, &'t str),
+}
+
+/// The text and placeholders of `text`; a malformed placeholder is an error whatever the alert.
+fn segments<'t>(text: &'t str, path: &str) -> Result<Vec<Segment<'t>>, TemplateError> {
+    let mut out = Vec::new();
     let mut rest = text;
-    let mut placeholders = 0;
     while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
+        if open > 0 {
+            out.push(Segment::Text(&rest[..open]));
+        }
         let after = &rest[open + 2..];
         let malformed = |t: &str| TemplateError::Malformed {
             path: path.to_string(),
@@ -119,31 +127,47 @@ fn render_string(text: &str, path: &str, fill: &Fill<'_>) -> Result<Value, Templ
         let Some(close) = after.find("}}") else {
             return Err(malformed(&rest[open..]));
         };
+        let whole = &rest[open..open + 2 + close + 2];
         let inner = after[..close].trim();
         let (kind, name) = if let Some(name) = inner.strip_prefix("$labels.") {
             (Kind::Labels, name)
         } else if let Some(name) = inner.strip_prefix("$annotations.") {
             (Kind::Annotations, name)
         } else {
-            return Err(malformed(&rest[open..open + 2 + close + 2]));
+            return Err(malformed(whole));
         };
         let valid_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
-            return Err(malformed(&rest[open..open + 2 + close + 2]));
+            return Err(malformed(whole));
         }
-        out.push_str(&fill(path, kind, name)?);
-        placeholders += 1;
+        out.push(Segment::Placeholder(kind, name));
         rest = &after[close + 2..];
     }
-    out.push_str(rest);
-    let only_a_placeholder = placeholders == 1 && {
-        let t = text.trim();
-        t.starts_with("{{") && t.ends_with("}}") && t[2..].find("{{").is_none()
-    };
-    if only_a_placeholder
-        && let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str(out.trim())
-    {
+    if !rest.is_empty() {
+        out.push(Segment::Text(rest));
+    }
+    Ok(out)
+}
+
+fn render_string(text: &str, path: &str, fill: &Fill<'_>) -> Result<Value, TemplateError> {
+    let segments = segments(text, path)?;
+    let mut out = String::with_capacity(text.len());
+    for segment in &segments {
+        match segment {
+            Segment::Text(t) => out.push_str(t),
+            Segment::Placeholder(kind, name) => out.push_str(&fill(path, *kind, name)?),
+        }
+    }
+    // Only a placeholder (blanks around it aside): typed by its text.
+    let mut placeholders = segments
+        .iter()
+        .filter(|s| !matches!(s, Segment::Text(t) if t.trim().is_empty()));
+    let lone = matches!(
+        (placeholders.next(), placeholders.next()),
+        (Some(Segment::Placeholder(..)), None)
+    );
+    if lone && let Ok(v @ (Value::Number(_) | Value::Bool(_))) = serde_json::from_str(out.trim()) {
         return Ok(v);
     }
     Ok(Value::String(out))
@@ -312,6 +336,24 @@ mod tests {
             let mut t = target.clone();
             apply_merge_patch(&mut t, &patch);
             assert_eq!(t, result, "{target} + {patch}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_renders_or_fails_without_panicking(
+            text in "(\\{\\{|\\}\\}| |\\$labels\\.|\\$annotations\\.|count|x|é|\\u{1F4A5})*"
+        ) {
+            let rendered = r(json!(text));
+            let ones = render_with_ones(&json!(text));
+            // The same placeholders are malformed either way.
+            proptest::prop_assert_eq!(
+                matches!(rendered, Err(TemplateError::Malformed { .. })),
+                matches!(ones, Err(TemplateError::Malformed { .. }))
+            );
+            if !text.contains("{{") {
+                proptest::prop_assert_eq!(rendered, Ok(json!(text)));
+            }
         }
     }
 }
