@@ -6,6 +6,7 @@
 //! Authentication is required: a bearer token read from a file (a mounted Secret; read again
 //! when the file changes, so rotating the Secret needs no restart), and/or mTLS (a client
 //! certificate signed by `--alerts-client-ca`; a client without one fails the TLS handshake).
+//! The TLS files (serving certificate, key, client CAs) are read again when they change.
 //!
 //! | answer | when |
 //! | --- | --- |
@@ -14,7 +15,10 @@
 //! | 401 | no valid bearer token (when one is configured) |
 //! | 413 | a body over the limit (default 1 MiB) |
 //! | 422 | an alert breaks the contract, or the sink cannot act on it (unknown cluster or action) |
-//! | 503 | the sink cannot record now (Alertmanager retries) |
+//! | 500 | the sink failed unexpectedly (it panicked); the server keeps serving |
+//! | 503 | the sink cannot record now, or not within [`RECORD_TIMEOUT`] (Alertmanager retries) |
+//!
+//! Requests are counted by code in `pier_alert_webhook_requests_total{code}`.
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
