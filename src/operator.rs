@@ -135,15 +135,20 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
     if let Some(tls) = &xds_tls {
         tls.register(&mut registry);
     }
-    // TODO(lead): start the alerts webhook with the controller's sink, before the registry
-    // moves into the admin endpoint:
-    //     let alerts = match &options.alerts {
-    //         Some(config) => Some(crate::alerts::server::AlertsServer::bind(
-    //             config, Arc::new(controller::alerts::Sink::new(ctx.clone())), &mut registry).await?),
-    //         None => None,
-    //     };
-    // and spawn `alerts.run(shutdown)` where the xDS server starts (with a shutdown future that
-    // resolves with the process' stop, like `xds_stopped`).
+    // Every replica serves the alerts webhook: a stand-by records alerts in status as well as
+    // the leader does; only the leader acts on them.
+    let (stop_alerts, alerts_stopped) = tokio::sync::oneshot::channel::<()>();
+    let alerts = match &options.alerts {
+        Some(config) => {
+            let sink = Arc::new(controller::alerts::AlertRecorder::new(ctx.clone()));
+            let server =
+                crate::alerts::server::AlertsServer::bind(config, sink, &mut registry).await?;
+            Some(tokio::spawn(server.run(async {
+                let _ = alerts_stopped.await;
+            })))
+        }
+        None => None,
+    };
     // The admin endpoint serves until the process exits, so /readyz says "stopping" while the
     // xDS streams drain.
     tokio::spawn(crate::admin::serve(
@@ -247,6 +252,15 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
             Err(_) => {
                 tracing::warn!(timeout = ?RELEASE_TIMEOUT, "releasing the leader Lease timed out; it expires by itself")
             }
+        }
+    }
+    let _ = stop_alerts.send(());
+    if let Some(alerts) = alerts {
+        match tokio::time::timeout(RELEASE_TIMEOUT, alerts).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "alerts webhook failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "alerts webhook task failed"),
+            Err(_) => tracing::warn!("alerts webhook requests still running at exit"),
         }
     }
     let _ = stop_xds.send(());

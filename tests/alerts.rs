@@ -171,7 +171,8 @@ fn records(kc: &KafkaCluster) -> Vec<pier::api::AlertActionRecord> {
 async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::Result<()> {
     let plane = start_plane("alerts-record").await?;
     let client = plane.client();
-    let logs = LogDir::for_current_test("alerts-record-files")?;
+    // A directory of its own: for_current_test would empty the control plane's (its kubeconfig).
+    let logs = LogDir::named("alerts-record-files")?;
     let token_file = logs.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
@@ -256,7 +257,12 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
         (records(&kc).first()?.state == AlertActionState::Applied).then_some(kc)
     })
     .await?;
-    let added = kc.spec.brokers.iter().find(|b| b.id == 3).expect("broker 3");
+    let added = kc
+        .spec
+        .brokers
+        .iter()
+        .find(|b| b.id == 3)
+        .expect("broker 3");
     assert_eq!(added.roles, vec![pier::api::Role::Broker]);
     assert_eq!(added.config_group.as_deref(), Some("default"));
     assert_eq!(kc.spec.brokers.len(), 4);
@@ -267,10 +273,7 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
         .flatten()
         .filter_map(|m| m.manager.clone())
         .collect();
-    assert!(
-        managers.iter().any(|m| m == "pier-alerts"),
-        "{managers:?}"
-    );
+    assert!(managers.iter().any(|m| m == "pier-alerts"), "{managers:?}");
     // The same alert again, and the leader restarted: nothing more happens.
     assert_eq!(webhook.post(Some(TOKEN), &body).await?, 200);
     drop(leader);

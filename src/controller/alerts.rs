@@ -209,11 +209,33 @@ impl AlertRecorder {
 
 /// Fills a declared action's merge patch from the alert.
 fn render(patch: &serde_json::Value, alert: &AlertRequest) -> Result<serde_json::Value, String> {
-    let _ = alert;
-    if patch.to_string().contains("{{") {
-        return Err("templates are not supported yet".into());
+    crate::alerts::template::render(patch, &alert.labels, &alert.annotations)
+        .map_err(|e| e.to_string())
+}
+
+/// The webhook's sink.
+impl crate::alerts::AlertSink for AlertRecorder {
+    fn record(
+        &self,
+        alerts: Vec<AlertRequest>,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<crate::alerts::RecordSummary, crate::alerts::SinkError>,
+    > {
+        use crate::alerts::{RecordSummary, SinkError};
+        Box::pin(async move {
+            match AlertRecorder::record(self, alerts).await {
+                Ok(r) => Ok(RecordSummary {
+                    recorded: r.recorded,
+                    duplicates: r.duplicates,
+                    refused: r.refused,
+                    ignored: r.ignored,
+                }),
+                Err(RecordError::Unprocessable(e)) => Err(SinkError::Unprocessable(e)),
+                Err(RecordError::Unavailable(e)) => Err(SinkError::Unavailable(e)),
+            }
+        })
     }
-    Ok(patch.clone())
 }
 
 struct Stamp {
