@@ -36,7 +36,11 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
                 {"id": 1, "configGroup": "default"},
                 {"id": 2, "configGroup": "default"}
             ],
-            "alerts": {"mode": "enforce", "maxBrokers": 5}
+            "alerts": {"mode": "enforce", "maxBrokers": 5, "actions": [
+                {"name": "longerRetention",
+                 "mergePatch": {"kafka": {"clusterWideConfig": {"log.retention.ms": "{{ $labels.retention_ms }}"}}}},
+                {"name": "broken", "mergePatch": {"brokers": "{{ $labels.x }}"}}
+            ]}
         }
     }))?)
 }
@@ -277,7 +281,7 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
     // The same alert again, and the leader restarted: nothing more happens.
     assert_eq!(webhook.post(Some(TOKEN), &body).await?, 200);
     drop(leader);
-    let (leader, _webhook) = operator(&plane, "leader-2", &token_file)?;
+    let (leader, webhook) = operator(&plane, "leader-2", &token_file)?;
     wait_for("the new leader to lead", WAIT, POLL, || async {
         leader.leading().await.then_some(())
     })
@@ -300,8 +304,65 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
                 && e.resource == "kafkaclusters"
                 && e.subresource.is_empty()
                 && e.request_uri.contains("fieldManager=pier-alerts")
+                && !e.request_uri.contains("dryRun")
         })
         .collect();
     assert_eq!(spec_writes.len(), 1, "one spec change: {spec_writes:?}");
+
+    // Declared actions: checked by a dry run when declared; the valid one acts with the
+    // alert's label filled in, the broken one is refused.
+    let problem = wait_for("AlertActionsValid False", WAIT, POLL, || async {
+        let kc = get(&client).await.ok()?;
+        kc.status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "AlertActionsValid" && c.status == "False")
+            .map(|c| c.message)
+    })
+    .await?;
+    assert!(problem.contains("action broken"), "{problem}");
+    assert!(!problem.contains("longerRetention"), "{problem}");
+    let declared = |action: &str, fingerprint: &str| {
+        let mut n = notification(json!({
+            "alertname": "KafkaRetention", "namespace": NS, "kafkacluster": NAME,
+            "pier_action": action, "retention_ms": "86400000", "x": "1"
+        }));
+        n["alerts"][0]["fingerprint"] = json!(fingerprint);
+        n
+    };
+    assert_eq!(
+        webhook
+            .post(Some(TOKEN), &declared("longerRetention", "aa01"))
+            .await?,
+        200
+    );
+    assert_eq!(
+        webhook
+            .post(Some(TOKEN), &declared("broken", "aa02"))
+            .await?,
+        200
+    );
+    let kc = wait_for("the declared action applied", WAIT, POLL, || async {
+        let kc = get(&client).await.ok()?;
+        let done = records(&kc)
+            .iter()
+            .any(|r| r.action == "longerRetention" && r.state == AlertActionState::Applied);
+        done.then_some(kc)
+    })
+    .await?;
+    assert_eq!(
+        kc.spec
+            .kafka
+            .cluster_wide_config
+            .get("log.retention.ms")
+            .map(String::as_str),
+        Some("86400000")
+    );
+    let broken = records(&kc)
+        .into_iter()
+        .find(|r| r.action == "broken")
+        .expect("the broken action recorded");
+    assert_eq!(broken.state, AlertActionState::Refused, "{broken:?}");
+    drop(leader);
     Ok(())
 }

@@ -156,6 +156,11 @@ pub struct AlertsStatus {
     /// they are checked again only when they change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_actions: Option<String>,
+    /// What the check found wrong with declared actions (the `AlertActionsValid` condition
+    /// says it too); such an action is refused when an alert asks for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub invalid_actions: Vec<String>,
 }
 
 /// A roll-blocking alert that fires.

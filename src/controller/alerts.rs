@@ -209,8 +209,22 @@ impl AlertRecorder {
 
 /// Fills a declared action's merge patch from the alert.
 fn render(patch: &serde_json::Value, alert: &AlertRequest) -> Result<serde_json::Value, String> {
-    crate::alerts::template::render(patch, &alert.labels, &alert.annotations)
-        .map_err(|e| e.to_string())
+    let mut rendered = crate::alerts::template::render(patch, &alert.labels, &alert.annotations)
+        .map_err(|e| e.to_string())?;
+    plan::fit_to_schema(&mut rendered, spec_schema());
+    Ok(rendered)
+}
+
+/// The OpenAPI schema of the KafkaCluster spec, from the CRD Pier generates.
+fn spec_schema() -> &'static serde_json::Value {
+    static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(KafkaCluster::crd()).unwrap_or_default();
+        crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec")
+            .cloned()
+            .unwrap_or_default()
+    })
 }
 
 /// The webhook's sink.
@@ -422,4 +436,79 @@ async fn write_change(
     };
     ctx.wrote();
     Ok(after)
+}
+
+/// The declared actions' check: a hash of what was checked and the problems found.
+pub struct DeclaredCheck {
+    pub hash: Option<String>,
+    pub problems: Vec<String>,
+}
+
+/// Checks `spec.alerts.actions` with a server-side dry run of each merge patch (placeholders
+/// filled with `1`) when they changed since the last check recorded in status; `None` when
+/// nothing changed (no API call: the steady state writes nothing).
+pub async fn check_declared(
+    kc: &KafkaCluster,
+    ctx: &Context,
+) -> Result<Option<DeclaredCheck>, Error> {
+    let actions = &kc.spec.alerts.actions;
+    let hash = (!actions.is_empty()).then(|| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(actions)
+            .unwrap_or_default()
+            .hash(&mut h);
+        format!("{:016x}", h.finish())
+    });
+    let checked = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.alerts.as_ref())
+        .and_then(|a| a.checked_actions.clone());
+    if checked == hash {
+        return Ok(None);
+    }
+    let api: Api<KafkaCluster> =
+        Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
+    let params = PatchParams {
+        dry_run: true,
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    for action in actions {
+        let rendered = match crate::alerts::template::render_with_ones(&action.merge_patch) {
+            Ok(mut r) => {
+                plan::fit_to_schema(&mut r, spec_schema());
+                r
+            }
+            Err(e) => {
+                problems.push(format!("action {}: {e}", action.name));
+                continue;
+            }
+        };
+        let patch = serde_json::json!({"spec": rendered});
+        let tried = call(
+            format!("checking alert action {} of {}", action.name, kc.name_any()),
+            api.patch(&kc.name_any(), &params, &Patch::Merge(&patch)),
+        )
+        .await;
+        match tried {
+            Ok(_) => {}
+            Err(Error::Kube {
+                source: kube::Error::Api(e),
+                ..
+            }) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
+                problems.push(format!(
+                    "action {}: its patch would make the spec invalid: {}",
+                    action.name, e.message
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !problems.is_empty() {
+        tracing::warn!(problems = ?problems, "declared alert actions refused");
+    }
+    Ok(Some(DeclaredCheck { hash, problems }))
 }

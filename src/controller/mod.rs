@@ -748,6 +748,14 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         alerts: prior.alerts.clone(),
         ..KafkaOutcome::default()
     };
+    if let Some(check) = alerts::check_declared(kc, ctx).await? {
+        let state = outcome.alerts.get_or_insert_with(Default::default);
+        state.checked_actions = check.hash;
+        state.invalid_actions = check.problems;
+        if state == &crate::api::AlertsStatus::default() {
+            outcome.alerts = None;
+        }
+    }
     if !desired.waiting_for_address {
         (outcome.dynamic, outcome.applied_secrets) =
             live_config::run(kc, ctx, &admin, &desired, &fetched).await;

@@ -464,6 +464,18 @@ fn plan_change(
                      resizeDisk) nor declared in spec.alerts.actions"
                 )));
             };
+            let invalid = kc
+                .status
+                .as_ref()
+                .and_then(|s| s.alerts.as_ref())
+                .and_then(|a| {
+                    a.invalid_actions
+                        .iter()
+                        .find(|p| p.starts_with(&format!("action {name}:")))
+                });
+            if let Some(problem) = invalid {
+                return Err(ChangeError::Refused(problem.clone()));
+            }
             let patch = render(&action.merge_patch, alert).map_err(|e| {
                 ChangeError::Unprocessable(format!("action {name:?} cannot be filled: {e}"))
             })?;
@@ -778,6 +790,40 @@ pub fn describe_change(change: &SpecChange) -> String {
             size,
         } => format!("grow volume {mount_path} of {} to {size}", describe(target)),
         SpecChange::MergePatch { patch } => format!("merge {patch} into the spec"),
+    }
+}
+
+/// Puts back as strings the numbers and booleans a template made where the spec's schema
+/// wants strings (Kafka config values: `"{{ $labels.retention_ms }}"` stays `"86400000"`).
+/// `schema` is the OpenAPI schema of the object `value` patches.
+pub fn fit_to_schema(value: &mut serde_json::Value, schema: &serde_json::Value) {
+    use serde_json::Value;
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    match value {
+        Value::Number(_) | Value::Bool(_) if schema.get("type") == Some(&Value::from("string")) => {
+            *value = Value::String(value.to_string());
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields.iter_mut() {
+                let sub = schema
+                    .get("properties")
+                    .and_then(|p| p.get(key))
+                    .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+                if let Some(sub) = sub {
+                    fit_to_schema(item, sub);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(sub) = schema.get("items") {
+                for item in items {
+                    fit_to_schema(item, sub);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -1247,6 +1293,31 @@ mod tests {
         assert_eq!(
             body["spec"],
             serde_json::json!({"brokerConfigGroups": {"default": {"storage": [{"mountPath": "/d", "size": "5Gi"}]}}})
+        );
+    }
+
+    #[test]
+    fn template_numbers_become_strings_where_the_schema_wants_strings() {
+        let schema = serde_json::json!({"type": "object", "properties": {
+            "kafka": {"type": "object", "properties": {
+                "clusterWideConfig": {"type": "object", "additionalProperties": {"type": "string"}}
+            }},
+            "rollingUpgrade": {"type": "object", "properties": {"failureThreshold": {"type": "integer"}}},
+            "brokers": {"type": "array", "items": {"type": "object", "properties": {"rack": {"type": "string"}}}}
+        }});
+        let mut patch = serde_json::json!({
+            "kafka": {"clusterWideConfig": {"log.retention.ms": 86400000, "x": true}},
+            "rollingUpgrade": {"failureThreshold": 2},
+            "brokers": [{"rack": 1}]
+        });
+        fit_to_schema(&mut patch, &schema);
+        assert_eq!(
+            patch,
+            serde_json::json!({
+                "kafka": {"clusterWideConfig": {"log.retention.ms": "86400000", "x": "true"}},
+                "rollingUpgrade": {"failureThreshold": 2},
+                "brokers": [{"rack": "1"}]
+            })
         );
     }
 

@@ -22,6 +22,8 @@ pub mod conditions {
     pub const READY: &str = "Ready";
     pub const RECONCILING: &str = "Reconciling";
     pub const DEGRADED: &str = "Degraded";
+    /// Present when the spec declares alert actions.
+    pub const ALERT_ACTIONS_VALID: &str = "AlertActionsValid";
 }
 
 /// Condition reasons.
@@ -43,6 +45,7 @@ pub mod reasons {
     pub const REBALANCING: &str = "Rebalancing";
     pub const REMOVING_VOLUMES: &str = "RemovingVolumes";
     pub const VOLUME_REMOVAL_REFUSED: &str = "VolumeRemovalRefused";
+    pub const INVALID_ALERT_ACTION: &str = "InvalidAlertAction";
 }
 
 /// Per-broker outcome of the live configuration.
@@ -349,7 +352,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         .map(|n| n.to_string())
         .chain(kafka.quorum_notice.clone())
         .collect();
-    let status = KafkaClusterStatus {
+    let mut status = KafkaClusterStatus {
         observed_generation: generation,
         rolling_upgrade: kafka.roll.clone(),
         replica_moves: scaling.moves.clone(),
@@ -406,6 +409,30 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         applied_secrets: kafka.applied_secrets.clone(),
         alerts: kafka.alerts.clone(),
     };
+    if !kc.spec.alerts.actions.is_empty() {
+        let problems = kafka
+            .alerts
+            .as_ref()
+            .map(|a| a.invalid_actions.join("; "))
+            .unwrap_or_default();
+        status.conditions.push(if problems.is_empty() {
+            condition(
+                conditions::ALERT_ACTIONS_VALID,
+                true,
+                reasons::VALID,
+                "the declared alert actions pass a dry run",
+                generation,
+            )
+        } else {
+            condition(
+                conditions::ALERT_ACTIONS_VALID,
+                false,
+                reasons::INVALID_ALERT_ACTION,
+                &problems,
+                generation,
+            )
+        });
+    }
     // Pods are watched; Kafka and Envoy's ACKs are not.
     let waiting_on_kafka = kafka.rolling || kafka.dynamic.values().any(|d| !d.in_sync);
     let requeue = if waiting_on_kafka
