@@ -295,14 +295,16 @@ pub fn claims(
 }
 
 /// The shell command the Kafka container runs: format the log dirs once (KRaft needs it), then
-/// start the node. Works with the Apache Kafka image's scripts.
+/// start the node, with the metrics agent's option (when set, see [`super::monitoring`]) added
+/// to the node's KAFKA_OPTS only. Works with the Apache Kafka image's scripts.
 pub fn kafka_command() -> Vec<String> {
     let props = format!("{CONFIG_DIR}/server.properties");
+    let agent = super::monitoring::AGENT_ENV;
     vec![
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && exec /opt/kafka/bin/kafka-server-start.sh {props}"
+            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && KAFKA_OPTS=\"${{KAFKA_OPTS:-}} ${{{agent}:-}}\" exec /opt/kafka/bin/kafka-server-start.sh {props}"
         ),
     ]
 }
