@@ -371,6 +371,7 @@ async fn prometheus_alert_reaches_a_rust_webhook_through_alertmanager() -> anyho
             .into(),
             webhook_url: webhook,
             scrape_targets: Vec::new(),
+            scrape_configs: Vec::new(),
         },
     )
     .await?;

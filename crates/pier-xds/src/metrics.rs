@@ -76,8 +76,8 @@ impl Default for XdsMetrics {
         // "not scraped", and the first NACK would be a series appearing, not an increase.
         for t in super::ResourceType::ALL {
             let labels = Self::type_labels(t);
-            metrics.acks.get_or_create(&labels);
-            metrics.nacks.get_or_create(&labels);
+            let _ = metrics.acks.get_or_create(&labels);
+            let _ = metrics.nacks.get_or_create(&labels);
         }
         metrics
     }

@@ -21,6 +21,9 @@ pub struct MonitoringOptions {
     pub webhook_url: String,
     /// `host:port` targets Prometheus scrapes every second (job `pier-test`).
     pub scrape_targets: Vec<String>,
+    /// Further entries of Prometheus' `scrape_configs` (e.g. Kubernetes service discovery),
+    /// each as JSON (which is YAML).
+    pub scrape_configs: Vec<serde_json::Value>,
 }
 
 /// A running Prometheus and Alertmanager. Dropping it stops both.
@@ -60,6 +63,11 @@ receivers:
             .map(|t| format!("{t:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let extra: String = options
+            .scrape_configs
+            .iter()
+            .map(|c| format!("  - {c}\n"))
+            .collect();
         let prom_config = dir.join("prometheus.yml");
         std::fs::write(
             &prom_config,
@@ -70,7 +78,7 @@ alerting: {{alertmanagers: [{{static_configs: [{{targets: [\"{alertmanager_addr}
 scrape_configs:
   - job_name: pier-test
     static_configs: [{{targets: [{targets}]}}]
-"
+{extra}"
             ),
         )?;
 
