@@ -1,7 +1,9 @@
 //! Monitoring with the real components: Pier (`pier operator`, a process) runs a KafkaCluster
 //! whose brokers (run by the devlet) carry the JMX exporter agent; a real Prometheus finds them
-//! through Kubernetes service discovery with the shipped `monitoring/scrape-configs.yaml`
-//! (targets labelled namespace / kafkacluster / broker_id), scrapes them and Pier's /metrics,
+//! with the shipped `monitoring/scrape-configs.yaml` (its relabeling of the Pods' discovery
+//! labels makes targets labelled namespace / kafkacluster / broker_id; the discovery itself is
+//! a file of the Pods' targets, as Debian's Prometheus has no Kubernetes discovery), scrapes
+//! them and Pier's /metrics,
 //! and loads the shipped `monitoring/rules.yaml` (which `promtool check rules` accepts). Every
 //! metric name the rules and `monitoring/dashboard.json` query must have a series in Prometheus.
 use std::collections::BTreeSet;
@@ -41,6 +43,19 @@ const KEYWORDS: &[&str] = &[
     "offset",
     "inf",
     "nan",
+    // Aggregations, which may take `by (…)` before their parenthesis.
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
 ];
 
 /// The metric names a PromQL expression selects: identifiers outside label matchers, strings
@@ -71,15 +86,15 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             continue;
         }
         // A number's exponent or a duration's unit (5m) starts after a digit: not a name.
-        if i > 0 && (chars[i - 1].is_ascii_digit() || chars[i - 1] == '.' || chars[i - 1] == '$')
-        {
+        if i > 0 && (chars[i - 1].is_ascii_digit() || chars[i - 1] == '.' || chars[i - 1] == '$') {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
             continue;
         }
         let start = i;
-        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
         {
             i += 1;
         }
@@ -117,19 +132,27 @@ fn shipped_metric_names() -> anyhow::Result<BTreeSet<String>> {
     let rules: Value = serde_yaml_ng::from_str(&repo_file("monitoring/rules.yaml")?)?;
     for group in rules["groups"].as_array().context("rules without groups")? {
         for rule in group["rules"].as_array().context("a group without rules")? {
-            names.extend(metric_names(rule["expr"].as_str().context("a rule without expr")?));
+            names.extend(metric_names(
+                rule["expr"].as_str().context("a rule without expr")?,
+            ));
         }
     }
     let dashboard: Value = serde_json::from_str(&repo_file("monitoring/dashboard.json")?)?;
     let mut exprs = 0;
     for panel in dashboard["panels"].as_array().context("no panels")? {
         for target in panel["targets"].as_array().into_iter().flatten() {
-            names.extend(metric_names(target["expr"].as_str().context("a target without expr")?));
+            names.extend(metric_names(
+                target["expr"].as_str().context("a target without expr")?,
+            ));
             exprs += 1;
         }
     }
     // Template variables: label_values(<selector>, <label>).
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if let Some(q) = var["query"]["query"].as_str()
             && let Some(args) = q.strip_prefix("label_values(")
         {
@@ -196,13 +219,29 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
             xds_address: None,
         },
     )?;
-    let kc = example("kafkacluster-basic.yaml")?;
+    let mut kc = example("kafkacluster-basic.yaml")?;
+    // A TLS listener besides the example's: Pier issues certificates (and reports their expiry).
+    kc.spec
+        .listeners
+        .internal
+        .push(pier::api::InternalListener {
+            name: "tls".into(),
+            port: 9095,
+            protocol: pier::api::SecurityProtocol::Ssl,
+            client_auth: Default::default(),
+            used_for_inter_broker: false,
+            used_for_controller: false,
+        });
     Api::<KafkaCluster>::namespaced(client.clone(), NS)
         .create(&PostParams::default(), &kc)
         .await?;
 
-    // Prometheus: the brokers by Kubernetes service discovery with the shipped scrape config,
-    // Pier's /metrics directly (honor_labels, as the chart's ServiceMonitor).
+    // Prometheus: the brokers with the shipped scrape config (its relabeling as it is; the
+    // Kubernetes discovery it names, which Debian's Prometheus build lacks, stood in for by a
+    // file of the same targets, see `discover_pods`), Pier's /metrics directly (honor_labels,
+    // as the chart's ServiceMonitor).
+    let sd_file = logs.sub("monitoring")?.join("pods-sd.json");
+    let discovery = tokio::spawn(discover_pods(client.clone(), sd_file.clone()));
     let shipped: Value = serde_yaml_ng::from_str(&repo_file("monitoring/scrape-configs.yaml")?)?;
     let mut scrape_configs = Vec::new();
     for mut job in shipped["scrape_configs"]
@@ -210,14 +249,15 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
         .context("no scrape_configs")?
         .clone()
     {
-        for sd in job["kubernetes_sd_configs"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
-            sd["kubeconfig_file"] = json!(plane.kubeconfig().display().to_string());
-            sd["namespaces"] = json!({"names": [NS]});
-        }
+        let job_map = job.as_object_mut().context("a scrape config")?;
+        ensure!(
+            job_map.remove("kubernetes_sd_configs").is_some(),
+            "the shipped job discovers Pods: {job_map:?}"
+        );
+        job_map.insert(
+            "file_sd_configs".into(),
+            json!([{"files": [sd_file.display().to_string()], "refresh_interval": "1s"}]),
+        );
         scrape_configs.push(job);
     }
     scrape_configs.push(json!({
@@ -242,14 +282,7 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
         let url = format!("{prometheus}/api/v1/query");
         async move {
             let url = url::Url::parse_with_params(&url, [("query", q)]).ok()?;
-            let r: Value = http
-                .get(url)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let r: Value = http.get(url).send().await.ok()?.json().await.ok()?;
             r["data"]["result"].as_array().cloned()
         }
     };
@@ -279,7 +312,10 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
         .await
         .context("query up")?;
     for s in &up {
-        let id: i32 = s["metric"]["broker_id"].as_str().context("broker_id")?.parse()?;
+        let id: i32 = s["metric"]["broker_id"]
+            .as_str()
+            .context("broker_id")?
+            .parse()?;
         let pod = pods.get(&id).context("a target without a broker Pod")?;
         ensure!(
             s["metric"]["instance"] == format!("{}:9404", pod.ip),
@@ -290,7 +326,14 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
     // Traffic through Envoy: produce and consume, so request and byte metrics have series.
     support::create_topic(
         BOOTSTRAP,
-        &["--topic", "metrics", "--partitions", "3", "--replication-factor", "3"],
+        &[
+            "--topic",
+            "metrics",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
     )
     .await?;
     let records: String = (0..100).map(|i| format!("record-{i}\n")).collect();
@@ -335,10 +378,7 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
         || async {
             let p = present().await?;
             let missing = missing_of(&p);
-            missing
-                .iter()
-                .all(|n| n.starts_with("pier_"))
-                .then_some(())
+            missing.iter().all(|n| n.starts_with("pier_")).then_some(())
         },
     )
     .await;
@@ -363,6 +403,68 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
 
     drop(monitoring);
     drop(operator);
+    discovery.abort();
     devlet.abort();
     Ok(())
+}
+
+/// Prometheus' Kubernetes discovery (`role: pod`) as a file: every container port of every
+/// Pod of the namespace becomes a target `<Pod IP>:<port>` with the `__meta_kubernetes_*`
+/// labels that discovery gives (namespace, Pod name, labels and annotations with their names
+/// sanitized, container port name), rewritten every second.
+async fn discover_pods(client: kube::Client, file: std::path::PathBuf) {
+    use k8s_openapi::api::core::v1::Pod;
+    let sanitize = |name: &str| -> String {
+        name.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    loop {
+        if let Ok(list) = pods.list(&Default::default()).await {
+            let mut groups = Vec::new();
+            for p in list.items {
+                let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                    continue;
+                };
+                let mut base = serde_json::Map::new();
+                base.insert("__meta_kubernetes_namespace".into(), json!(NS));
+                base.insert(
+                    "__meta_kubernetes_pod_name".into(),
+                    json!(p.metadata.name.clone().unwrap_or_default()),
+                );
+                for (k, v) in p.metadata.labels.iter().flatten() {
+                    base.insert(
+                        format!("__meta_kubernetes_pod_label_{}", sanitize(k)),
+                        json!(v),
+                    );
+                }
+                for (k, v) in p.metadata.annotations.iter().flatten() {
+                    base.insert(
+                        format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)),
+                        json!(v),
+                    );
+                }
+                for c in p.spec.iter().flat_map(|s| &s.containers) {
+                    for port in c.ports.iter().flatten() {
+                        let mut labels = base.clone();
+                        labels.insert("__meta_kubernetes_pod_container_name".into(), json!(c.name));
+                        labels.insert(
+                            "__meta_kubernetes_pod_container_port_name".into(),
+                            json!(port.name.clone().unwrap_or_default()),
+                        );
+                        groups.push(json!({
+                            "targets": [format!("{ip}:{}", port.container_port)],
+                            "labels": labels,
+                        }));
+                    }
+                }
+            }
+            let tmp = file.with_extension("tmp");
+            if std::fs::write(&tmp, Value::Array(groups).to_string()).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
