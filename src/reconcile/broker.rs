@@ -484,6 +484,10 @@ pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> St
     let mut hashed = pod.clone();
     if let Some(spec) = hashed.spec.as_mut() {
         spec.automount_service_account_token = None;
+        // The image the metrics agent is copied from is Pier's own, whose tag changes with
+        // every Pier release: upgrading Pier does not roll the brokers for it (a broker keeps
+        // the agent it copied until it restarts for another reason).
+        super::monitoring::unhashed(spec);
     }
     let mut input = serde_json::to_vec(&hashed).unwrap_or_default();
     // `metadata.log.dir` naming the first log dir says what Kafka does without it: brokers

@@ -130,6 +130,16 @@ pub fn add_exporter(kc: &KafkaCluster, pod: &mut Pod, agent_image: &str) {
         });
 }
 
+/// Leaves out of a Pod spec, for its restart hash, what changes with Pier's version alone: the
+/// agent's init container image.
+pub fn unhashed(spec: &mut k8s_openapi::api::core::v1::PodSpec) {
+    for c in spec.init_containers.iter_mut().flatten() {
+        if c.name == INIT_CONTAINER {
+            c.image = None;
+        }
+    }
+}
+
 /// The `metrics` port of a broker's Service, when monitoring is on.
 pub fn service_port(kc: &KafkaCluster) -> Option<ServicePort> {
     let m = &kc.spec.monitoring;
@@ -301,6 +311,36 @@ mod tests {
             on.pods[0].metadata.annotations.as_ref().unwrap()
                 [super::super::names::RESTART_HASH_ANNOTATION],
             a[super::super::names::RESTART_HASH_ANNOTATION]
+        );
+    }
+
+    #[test]
+    fn a_new_pier_image_does_not_restart_brokers() {
+        let kc = example("kafkacluster-basic.yaml");
+        let observed = Observed {
+            cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+            external_address: Some("203.0.113.7".into()),
+            ..Observed::default()
+        };
+        let hash = |image: &str| {
+            let settings = Settings {
+                agent_image: image.into(),
+                ..Settings::default()
+            };
+            let d = plan(&kc, &observed, &settings).unwrap();
+            let pod = &d.pods[0];
+            assert_eq!(
+                pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+                    .image
+                    .as_deref(),
+                Some(image)
+            );
+            pod.metadata.annotations.as_ref().unwrap()[super::super::names::RESTART_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(
+            hash("ghcr.io/pier-dev/pier:0.1.0"),
+            hash("registry.example/pier:0.2.0")
         );
     }
 
