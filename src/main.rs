@@ -21,6 +21,16 @@ struct Cli {
 enum Command {
     /// Print the KafkaCluster CustomResourceDefinition (YAML).
     Crd,
+    /// Copy the JMX exporter agent jar into a directory: the init container of broker Pods runs
+    /// this from Pier's image (which has no shell or cp).
+    InstallAgent {
+        /// The jar (where Pier's image holds it).
+        #[arg(long, default_value = pier::reconcile::monitoring::IMAGE_AGENT_JAR)]
+        from: PathBuf,
+        /// The directory to copy it into (as jmx_prometheus_javaagent.jar).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Run the operator: the KafkaCluster controller and the xDS server for its Envoys.
     Operator {
         /// Kubeconfig file (default: in-cluster config, else ~/.kube/config).
@@ -54,6 +64,10 @@ enum Command {
         /// The Kubernetes cluster DNS domain.
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
+        /// The image broker Pods copy the JMX exporter agent from (an init container): Pier's
+        /// own image (default: ghcr.io/pier-dev/pier:<this version>).
+        #[arg(long, env = "PIER_AGENT_IMAGE")]
+        agent_image: Option<String>,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -167,6 +181,16 @@ enum LogFormat {
     Json,
 }
 
+/// Copies `from` into the directory `to` (atomically: a broker never sees half a jar).
+fn install_agent(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    let target = to.join("jmx_prometheus_javaagent.jar");
+    let tmp = to.join(".jmx_prometheus_javaagent.jar.tmp");
+    std::fs::copy(from, &tmp)?;
+    std::fs::rename(&tmp, &target)?;
+    println!("{} -> {}", from.display(), target.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
@@ -174,6 +198,13 @@ fn main() {
         let _ = <Cli as clap::CommandFactory>::command().print_help();
         return;
     };
+    if let Command::InstallAgent { from, to } = &command {
+        if let Err(e) = install_agent(from, to) {
+            eprintln!("pier: cannot install the agent: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Command::Crd = command {
         match pier::api::crd_yaml() {
             Ok(yaml) => print!("{yaml}"),
@@ -210,7 +241,7 @@ fn main() {
         }
     };
     let result: Result<(), String> = match command {
-        Command::Crd => Ok(()),
+        Command::Crd | Command::InstallAgent { .. } => Ok(()),
         Command::Operator {
             kubeconfig,
             namespaces,
@@ -222,6 +253,7 @@ fn main() {
             alerts,
             xds_server_ca,
             cluster_domain,
+            agent_image,
             log_format: _,
             leader_election_namespace,
             no_leader_election,
@@ -238,6 +270,7 @@ fn main() {
                     xds_address,
                     cluster_domain,
                     xds_tls: xds_tls.xds_tls_cert.is_some(),
+                    agent_image: agent_image.unwrap_or_else(pier::reconcile::default_agent_image),
                 },
                 xds_tls: xds_tls.files(),
                 xds_server_ca,

@@ -715,7 +715,7 @@ async fn a_real_alertmanagers_notification_reaches_the_sink() -> anyhow::Result<
             webhook_url: hook.url("/alerts"),
             scrape_targets: Vec::new(),
             webhook_credentials_file: Some(hook.token_file()),
-            webhook_tls: None,
+            ..Default::default()
         },
     )
     .await?;
@@ -861,6 +861,7 @@ async fn a_real_alertmanager_posts_over_mtls_with_its_token() -> anyhow::Result<
             scrape_targets: Vec::new(),
             webhook_credentials_file: Some(hook.token_file()),
             webhook_tls: Some(files),
+            ..Default::default()
         },
     )
     .await?;

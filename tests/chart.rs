@@ -1,4 +1,5 @@
-//! The Helm chart (`charts/pier`): its CRDs are those of `crds/`, `helm lint` passes, what
+//! The Helm chart (`charts/pier`): its CRDs are those of `crds/`, its alert rules those of
+//! `monitoring/`, its Prometheus Operator objects render when asked, `helm lint` passes, what
 //! `helm template` renders (all namespaces, and watched namespaces only) is accepted by a real
 //! apiserver's server-side dry run, and, installed for real, its RBAC is enough for Pier: an
 //! operator that authenticates as the chart's ServiceAccount (and so has only the chart's
@@ -82,6 +83,93 @@ fn the_chart_carries_the_crds_of_the_crds_dir() -> anyhow::Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+#[test]
+fn the_chart_carries_the_shipped_alert_rules() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (shipped, copy) = (
+        root.join("monitoring/rules.yaml"),
+        chart().join("files/rules.yaml"),
+    );
+    ensure!(
+        std::fs::read(&shipped)? == std::fs::read(&copy).unwrap_or_default(),
+        "{} differs from {}: `cp monitoring/rules.yaml charts/pier/files/`",
+        copy.display(),
+        shipped.display()
+    );
+    Ok(())
+}
+
+/// The Prometheus Operator objects (off by default) render when asked: the PrometheusRule is
+/// the shipped rules file, the PodMonitor labels brokers as the rules expect, the
+/// ServiceMonitor scrapes Pier with the admin token.
+#[test]
+fn the_chart_renders_the_monitoring_objects_when_asked() -> anyhow::Result<()> {
+    let off = run(helm(None)?
+        .args(["template", "pier"])
+        .arg(chart())
+        .args(["--namespace", RELEASE_NS]))?;
+    ensure!(
+        !off.contains("monitoring.coreos.com"),
+        "off by default:\n{off}"
+    );
+    let on: [&str; 6] = [
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.brokerPodMonitor.enabled=true",
+        "--set",
+        "monitoring.operatorServiceMonitor.enabled=true",
+    ];
+    run(helm(None)?.args(["lint", "--strict"]).arg(chart()).args(on))?;
+    let rendered = run(helm(None)?
+        .args(["template", "pier"])
+        .arg(chart())
+        .args(["--namespace", RELEASE_NS])
+        .args(on))?;
+    let docs: Vec<serde_json::Value> = rendered
+        .split("\n---")
+        .filter_map(|d| serde_yaml_ng::from_str::<serde_json::Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .with_context(|| format!("no {k} rendered"))
+    };
+    let shipped: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/rules.yaml"),
+    )?)?;
+    ensure!(kind("PrometheusRule")?["spec"] == shipped);
+    let pm = kind("PodMonitor")?;
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    ensure!(endpoint["port"] == "metrics", "{pm}");
+    let targets: Vec<&str> = endpoint["relabelings"]
+        .as_array()
+        .context("relabelings")?
+        .iter()
+        .filter_map(|r| r["targetLabel"].as_str())
+        .collect();
+    ensure!(
+        targets == ["namespace", "kafkacluster", "broker_id"],
+        "{targets:?}"
+    );
+    ensure!(pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "broker");
+    let sm = kind("ServiceMonitor")?;
+    let endpoint = &sm["spec"]["endpoints"][0];
+    ensure!(
+        endpoint["port"] == "metrics"
+            && endpoint["honorLabels"] == true
+            && endpoint["bearerTokenSecret"]["name"] == "pier-admin-token",
+        "{sm}"
+    );
+    // The operator tells broker Pods to copy the agent from the chart's image.
+    ensure!(
+        rendered.contains("--agent-image=ghcr.io/pier-dev/pier:"),
+        "{rendered}"
+    );
     Ok(())
 }
 

@@ -131,7 +131,8 @@ fn the_image_runs_pier_as_a_non_root_user_from_a_static_binary() -> anyhow::Resu
     assert_eq!(config["os"], "linux");
     assert_eq!(config["architecture"], "amd64");
 
-    // One layer: pier, and the passwd/group files naming its user; no shell, nothing else.
+    // One layer: pier, the passwd/group files naming its user and the JMX exporter agent broker
+    // Pods copy from it; no shell, nothing else.
     let layers = manifest["layers"]
         .as_array()
         .context("manifest without layers")?;
@@ -140,7 +141,18 @@ fn the_image_runs_pier_as_a_non_root_user_from_a_static_binary() -> anyhow::Resu
     let listing = run(Command::new("tar").arg("-tzf").arg(&layer))?;
     let mut files: Vec<&str> = listing.lines().map(|l| l.trim_end_matches('/')).collect();
     files.sort_unstable();
-    assert_eq!(files, ["etc", "etc/group", "etc/passwd", "pier"]);
+    assert_eq!(
+        files,
+        [
+            "etc",
+            "etc/group",
+            "etc/passwd",
+            "opt",
+            "opt/pier",
+            "opt/pier/jmx_prometheus_javaagent.jar",
+            "pier"
+        ]
+    );
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir(&rootfs)?;
     run(Command::new("tar")
@@ -164,6 +176,19 @@ fn the_image_runs_pier_as_a_non_root_user_from_a_static_binary() -> anyhow::Resu
         version.trim(),
         format!("pier {}", env!("CARGO_PKG_VERSION"))
     );
+
+    // The broker Pods' init container: `pier install-agent` copies the jar (a zip) where asked.
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir(&agent_dir)?;
+    run(Command::new(&pier)
+        .arg("install-agent")
+        .arg("--from")
+        .arg(rootfs.join("opt/pier/jmx_prometheus_javaagent.jar"))
+        .arg("--to")
+        .arg(&agent_dir)
+        .env_clear())?;
+    let jar = std::fs::read(agent_dir.join("jmx_prometheus_javaagent.jar"))?;
+    assert!(jar.starts_with(b"PK"), "the agent is a jar");
 
     let mb = |bytes: u64| bytes as f64 / 1e6;
     println!(

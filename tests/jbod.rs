@@ -360,8 +360,8 @@ async fn a_volume_is_emptied_before_its_broker_restarts_without_it() -> anyhow::
         .collect();
     assert_eq!(
         mounts,
-        ["/etc/pier", DATA0],
-        "the new Pod mounts data0 only"
+        ["/etc/pier", DATA0, "/opt/pier-agent"],
+        "the new Pod mounts data0 only (besides its config and the metrics agent)"
     );
     let props = properties_of_0(&client).await?;
     assert!(

@@ -371,8 +371,7 @@ async fn prometheus_alert_reaches_a_rust_webhook_through_alertmanager() -> anyho
             .into(),
             webhook_url: webhook,
             scrape_targets: Vec::new(),
-            webhook_credentials_file: None,
-            webhook_tls: None,
+            ..Default::default()
         },
     )
     .await?;

@@ -229,15 +229,26 @@ async fn submit(
 }
 
 /// The log dirs the running Pod of a broker mounts that its planned Pod does not: the volumes
-/// its restart removes.
+/// its restart removes. Data volumes only (claims): not the config, TLS, Secret or metrics
+/// agent mounts.
 pub fn dropped_dirs(running: Option<&Pod>, planned: Option<&Pod>) -> Vec<String> {
     let mounts = |p: Option<&Pod>| -> Vec<String> {
-        p.and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.containers.first())
+        let Some(spec) = p.and_then(|p| p.spec.as_ref()) else {
+            return Vec::new();
+        };
+        let claimed: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.persistent_volume_claim.is_some())
+            .map(|v| v.name.as_str())
+            .collect();
+        spec.containers
+            .first()
             .and_then(|c| c.volume_mounts.clone())
             .unwrap_or_default()
             .into_iter()
-            .filter(|m| m.mount_path != crate::reconcile::CONFIG_DIR)
+            .filter(|m| claimed.contains(&m.name.as_str()))
             .map(|m| log_dir(&m.mount_path))
             .collect()
     };
@@ -273,23 +284,60 @@ pub async fn still_holding(admin: &AdminClient, id: i32, dropped: &[String]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec, VolumeMount};
+    use k8s_openapi::api::core::v1::{
+        ConfigMapVolumeSource, Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource,
+        PodSpec, Volume, VolumeMount,
+    };
 
-    fn pod(mounts: &[&str]) -> Pod {
+    /// A broker Pod mounting its config, the metrics agent's emptyDir and a claim at each of
+    /// `data`.
+    fn pod(data: &[&str]) -> Pod {
+        let mut volumes = vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource::default()),
+                ..Default::default()
+            },
+            Volume {
+                name: "metrics-agent".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+        ];
+        let mut mounts = vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: "/etc/pier".into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "metrics-agent".into(),
+                mount_path: "/opt/pier-agent".into(),
+                ..Default::default()
+            },
+        ];
+        for (i, m) in data.iter().enumerate() {
+            volumes.push(Volume {
+                name: format!("data-{i}"),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: format!("claim-{m}"),
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: format!("data-{i}"),
+                mount_path: m.to_string(),
+                ..Default::default()
+            });
+        }
         Pod {
             spec: Some(PodSpec {
                 containers: vec![Container {
-                    volume_mounts: Some(
-                        mounts
-                            .iter()
-                            .map(|m| VolumeMount {
-                                mount_path: m.to_string(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    ),
+                    volume_mounts: Some(mounts),
                     ..Default::default()
                 }],
+                volumes: Some(volumes),
                 ..Default::default()
             }),
             ..Default::default()
@@ -298,8 +346,8 @@ mod tests {
 
     #[test]
     fn dropped_dirs_are_the_data_mounts_the_planned_pod_lacks() {
-        let running = pod(&["/etc/pier", "/a", "/b"]);
-        let planned = pod(&["/etc/pier", "/a"]);
+        let running = pod(&["/a", "/b"]);
+        let planned = pod(&["/a"]);
         assert_eq!(dropped_dirs(Some(&running), Some(&planned)), ["/b/kafka"]);
         assert_eq!(dropped_dirs(Some(&running), None), ["/a/kafka", "/b/kafka"]);
         assert!(dropped_dirs(Some(&planned), Some(&running)).is_empty());

@@ -295,14 +295,16 @@ pub fn claims(
 }
 
 /// The shell command the Kafka container runs: format the log dirs once (KRaft needs it), then
-/// start the node. Works with the Apache Kafka image's scripts.
+/// start the node, with the metrics agent's option (when set, see [`super::monitoring`]) added
+/// to the node's KAFKA_OPTS only. Works with the Apache Kafka image's scripts.
 pub fn kafka_command() -> Vec<String> {
     let props = format!("{CONFIG_DIR}/server.properties");
+    let agent = super::monitoring::AGENT_ENV;
     vec![
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && exec /opt/kafka/bin/kafka-server-start.sh {props}"
+            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && KAFKA_OPTS=\"${{KAFKA_OPTS:-}} ${{{agent}:-}}\" exec /opt/kafka/bin/kafka-server-start.sh {props}"
         ),
     ]
 }
@@ -482,6 +484,10 @@ pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> St
     let mut hashed = pod.clone();
     if let Some(spec) = hashed.spec.as_mut() {
         spec.automount_service_account_token = None;
+        // The image the metrics agent is copied from is Pier's own, whose tag changes with
+        // every Pier release: upgrading Pier does not roll the brokers for it (a broker keeps
+        // the agent it copied until it restarts for another reason).
+        super::monitoring::unhashed(spec);
     }
     let mut input = serde_json::to_vec(&hashed).unwrap_or_default();
     // `metadata.log.dir` naming the first log dir says what Kafka does without it: brokers

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cruise_control;
 pub mod engine;
 mod envoy;
+pub mod monitoring;
 pub mod names;
 pub mod pods;
 mod properties;
@@ -68,6 +69,14 @@ pub struct Settings {
     /// Envoys reach the xDS server over TLS with a client certificate (their Deployment
     /// mounts the Secret [`names::envoy_xds_tls`]).
     pub xds_tls: bool,
+    /// The image the broker Pods' init container copies the JMX exporter agent from: Pier's
+    /// own (see [`monitoring`]).
+    pub agent_image: String,
+}
+
+/// Pier's image of this version, which holds the JMX exporter agent.
+pub fn default_agent_image() -> String {
+    format!("ghcr.io/pier-dev/pier:{}", env!("CARGO_PKG_VERSION"))
 }
 
 impl Default for Settings {
@@ -76,6 +85,7 @@ impl Default for Settings {
             xds_address: "pier-xds.pier-system.svc:18000".into(),
             cluster_domain: "cluster.local".into(),
             xds_tls: false,
+            agent_image: default_agent_image(),
         }
     }
 }
@@ -244,16 +254,15 @@ pub fn plan(
                     .map(|c| c.file.clone())
                     .unwrap_or_default(),
             )?;
-            desired
-                .config_maps
-                .push(broker::config_map(kc, &namespace, b, &props));
+            let mut cm = broker::config_map(kc, &namespace, b, &props);
+            monitoring::add_rules(kc, &mut cm);
+            desired.config_maps.push(cm);
             let mut pod = broker::pod(kc, &namespace, b, &cluster_id, &props);
+            monitoring::add_exporter(kc, &mut pod, &settings.agent_image);
             if let Some(c) = desired.config.brokers.get(&b.id) {
                 secret_refs::mount(&mut pod, &c.file_from, &observed.secret_versions);
-                if !c.file_from.is_empty() {
-                    broker::rehash(kc, &mut pod, &props);
-                }
             }
+            broker::rehash(kc, &mut pod, &props);
             desired.pods.push(pod);
         }
         desired.claims.extend(broker::claims(kc, &namespace, b));

@@ -179,7 +179,12 @@ pub fn broker_service(kc: &KafkaCluster, namespace: &str, b: &EffectiveBroker) -
         broker_labels(kc, b),
         ServiceSpec {
             selector: Some(selector),
-            ports: Some(internal_ports(kc, true)),
+            ports: Some(
+                internal_ports(kc, true)
+                    .into_iter()
+                    .chain(super::monitoring::service_port(kc))
+                    .collect(),
+            ),
             ..Default::default()
         },
     )

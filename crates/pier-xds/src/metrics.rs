@@ -62,7 +62,7 @@ impl Default for XdsMetrics {
             // 1 ms … ~33 s
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         }
-        Self {
+        let metrics = Self {
             connected_streams: Family::default(),
             snapshot_updates: Family::default(),
             responses: Family::default(),
@@ -70,7 +70,16 @@ impl Default for XdsMetrics {
             nacks: Family::default(),
             ack_latency: Family::new_with_constructor(latency),
             refused_streams: Family::default(),
+        };
+        // Zero for every type from the start: a counter with no sample is absent from a
+        // scrape, so `increase(pier_xds_nacks_total[5m]) > 0` could not tell "none" from
+        // "not scraped", and the first NACK would be a series appearing, not an increase.
+        for t in super::ResourceType::ALL {
+            let labels = Self::type_labels(t);
+            let _ = metrics.acks.get_or_create(&labels);
+            let _ = metrics.nacks.get_or_create(&labels);
         }
+        metrics
     }
 }
 
@@ -119,9 +128,34 @@ impl XdsMetrics {
             .inc();
     }
 
+    #[cfg(test)]
+    fn text(&self) -> String {
+        let mut registry = Registry::default();
+        self.register(&mut registry);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
     pub(crate) fn type_labels(t: super::ResourceType) -> TypeLabels {
         TypeLabels {
             r#type: t.short().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_and_nacks_exist_at_zero_before_any_envoy() {
+        let text = XdsMetrics::default().text();
+        for t in ["cluster", "endpoint", "listener"] {
+            for family in ["pier_xds_acks_total", "pier_xds_nacks_total"] {
+                let line = format!("{family}{{type=\"{t}\"}} 0");
+                assert!(text.contains(&line), "{line} in\n{text}");
+            }
         }
     }
 }

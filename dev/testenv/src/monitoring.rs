@@ -26,6 +26,11 @@ pub struct MonitoringOptions {
     pub webhook_credentials_file: Option<std::path::PathBuf>,
     /// Post over HTTPS with a client certificate (`http_config.tls_config`).
     pub webhook_tls: Option<WebhookTls>,
+    /// Further entries of Prometheus' `scrape_configs` (e.g. file discovery), each as JSON
+    /// (which is YAML).
+    pub scrape_configs: Vec<serde_json::Value>,
+    /// Alertmanager's `repeat_interval` (default 1h): how often a firing group is sent again.
+    pub repeat_interval: Option<String>,
 }
 
 /// The files of Alertmanager's TLS client for the webhook.
@@ -79,12 +84,13 @@ impl Monitoring {
         std::fs::write(
             &am_config,
             format!(
-                "route: {{receiver: webhook, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
+                "route: {{receiver: webhook, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: {repeat}}}
 receivers:
   - name: webhook
     webhook_configs: [{{url: {url:?}, send_resolved: true{http_config}}}]
 ",
-                url = options.webhook_url
+                url = options.webhook_url,
+                repeat = options.repeat_interval.as_deref().unwrap_or("1h"),
             ),
         )?;
         let rules = dir.join("rules.yml");
@@ -95,6 +101,11 @@ receivers:
             .map(|t| format!("{t:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let extra: String = options
+            .scrape_configs
+            .iter()
+            .map(|c| format!("  - {c}\n"))
+            .collect();
         let prom_config = dir.join("prometheus.yml");
         std::fs::write(
             &prom_config,
@@ -105,7 +116,7 @@ alerting: {{alertmanagers: [{{static_configs: [{{targets: [\"{alertmanager_addr}
 scrape_configs:
   - job_name: pier-test
     static_configs: [{{targets: [{targets}]}}]
-"
+{extra}"
             ),
         )?;
 

@@ -1,7 +1,9 @@
 //! Pier's image as a local program: the devlet runs the `pier` binary of the OCI archive
 //! `make image` writes (index.json → manifest → the layer holding `/pier`), extracted once per
 //! layer digest under `<devlet root>/images/`, so a Pod of the Pier image runs what the image
-//! holds. Without the archive, `$PIER_BINARY`.
+//! holds. Without the archive, `$PIER_BINARY`, else the `pier` the running build made
+//! (`<target>/debug/pier`, which `cargo test` builds with the integration tests: every broker
+//! Pod has an init container of Pier's image, so tests without `make image` need it).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,8 +18,10 @@ pub fn pier_binary(o: &DevletOptions) -> anyhow::Result<PathBuf> {
         return from_archive(&o.pier_image, &o.root.join("images"))
             .with_context(|| format!("the Pier image {}", o.pier_image.display()));
     }
+    let built = crate::paths::target_dir().join("debug").join("pier");
     std::env::var_os("PIER_BINARY")
         .map(PathBuf::from)
+        .or_else(|| built.is_file().then_some(built))
         .with_context(|| {
             format!(
                 "the Pier image needs {} (`make image`) or PIER_BINARY (the pier binary to run)",

@@ -6,7 +6,8 @@
 //! As a kubelet: a container that exits (or fails its liveness probe) is restarted per restartPolicy with the crash-loop
 //! back-off (see [`super::container`]) and reported with `restartCount`, `lastState` and
 //! `CrashLoopBackOff`; a Pod that cannot start yet (its ports are taken on every address, a
-//! ConfigMap or claim is not there yet) stays Pending with the reason and is tried again. Only
+//! ConfigMap or claim is not there yet, an init container failed) stays Pending with the reason
+//! and is tried again. Init containers run to completion first. Only
 //! an image without a local launcher fails a Pod.
 //!
 //! Every container gets `KUBERNETES_SERVICE_HOST`/`_PORT` (the real apiserver), as from a
@@ -416,7 +417,12 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
         .spec
         .clone()
         .ok_or_else(|| StartError::Fatal(anyhow::anyhow!("pod without spec")))?;
-    for c in &spec.containers {
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
         let image = c.image.clone().unwrap_or_default();
         if !has_launcher(&image) {
             return Err(StartError::Fatal(anyhow::anyhow!(
@@ -475,10 +481,8 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
             .unwrap_or(30)
             .clamp(1, 120) as u64,
     );
-    let mut containers = Vec::new();
-    for c in &spec.containers {
-        let mounts: Vec<(String, PathBuf)> = c
-            .volume_mounts
+    let mounts_of = |c: &Container| -> std::io::Result<Vec<(String, PathBuf)>> {
+        c.volume_mounts
             .clone()
             .unwrap_or_default()
             .into_iter()
@@ -489,7 +493,16 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
                 }
                 Some(link_mount(&dir, &m.mount_path, d).map(|link| (m.mount_path, link)))
             })
-            .collect::<std::io::Result<_>>()?;
+            .collect()
+    };
+    // Init containers run one after the other, each to completion, before the containers
+    // start (e.g. a broker's copying the metrics agent from Pier's image into an emptyDir).
+    for c in spec.init_containers.iter().flatten() {
+        run_init_container(o, pod, c, ip, &mounts_of(c)?, &dir).await?;
+    }
+    let mut containers = Vec::new();
+    for c in &spec.containers {
+        let mounts = mounts_of(c)?;
         let mut rc = RunningContainer {
             spec: c.clone(),
             mounts,
@@ -538,6 +551,49 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
             .unwrap_or_else(|| "Always".into()),
         _refreshers: refreshers,
     })
+}
+
+/// How long an init container may run.
+const INIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs an init container to completion (its output in `<pod dir>/<name>.log`); one that fails
+/// keeps the Pod Pending (`Init:Error`) and is tried again, as a kubelet retries it.
+async fn run_init_container(
+    o: &Node,
+    pod: &Pod,
+    c: &Container,
+    ip: Ipv4Addr,
+    mounts: &[(String, PathBuf)],
+    dir: &Path,
+) -> Result<(), StartError> {
+    let init_error = |e: anyhow::Error| StartError::Retry("Init:Error", e);
+    let mut cmd = launcher(o, pod, c, ip, mounts, dir).map_err(init_error)?;
+    let log = dir.join(format!("{}.log", c.name));
+    let out = std::fs::File::create(&log)?;
+    cmd.stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(std::process::Stdio::null());
+    let mut child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| init_error(anyhow::anyhow!("init container {}: {e}", c.name)))?;
+    let status = tokio::time::timeout(INIT_TIMEOUT, child.wait())
+        .await
+        .map_err(|_| {
+            init_error(anyhow::anyhow!(
+                "init container {} still running after {INIT_TIMEOUT:?}",
+                c.name
+            ))
+        })??;
+    if !status.success() {
+        return Err(init_error(anyhow::anyhow!(
+            "init container {} failed ({status}): {}",
+            c.name,
+            log_tail(&log, 0)
+        )));
+    }
+    tracing::info!(pod = %pod.name_any(), container = %c.name, "init container completed");
+    Ok(())
 }
 
 /// What a probe of container `c` checks. A named port is the container's port of that name, as
@@ -731,6 +787,11 @@ fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
+/// The variable with the broker's `-javaagent:` option (Pier's `monitoring::AGENT_ENV`).
+const METRICS_AGENT_ENV: &str = "PIER_METRICS_AGENT";
+/// Where Pier's image holds the JMX exporter agent (Pier's `monitoring::IMAGE_AGENT_JAR`).
+const IMAGE_AGENT_JAR: &str = "/opt/pier/jmx_prometheus_javaagent.jar";
+
 /// The local command for a container, by image.
 fn launcher(
     o: &Node,
@@ -756,14 +817,24 @@ fn launcher(
         let rewritten = rewrite_kafka_properties(&text, ip, mounts);
         let local = dir.join("server.properties");
         std::fs::write(&local, rewritten)?;
-        let mut cmd = Command::new(program("kafka-node")?);
-        cmd.arg(&local).envs(&env).env("KAFKA_LOG_DIR", dir).env(
-            "KAFKA_JVM_OPTS",
-            format!(
-                "-Djdk.net.hosts.file={} -Dsun.net.inetaddr.ttl=1 -Dsun.net.inetaddr.negative.ttl=1",
-                o.root.join("hosts").display()
-            ),
+        let mut jvm_opts = format!(
+            "-Djdk.net.hosts.file={} -Dsun.net.inetaddr.ttl=1 -Dsun.net.inetaddr.negative.ttl=1",
+            o.root.join("hosts").display()
         );
+        // The metrics agent Pier's command adds to the broker's KAFKA_OPTS (see Pier's
+        // reconcile::monitoring), on the Pod's address and with the Pod's paths.
+        if let Some(agent) = env.get(METRICS_AGENT_ENV).filter(|a| !a.trim().is_empty()) {
+            jvm_opts.push(' ');
+            jvm_opts.push_str(&map_embedded_paths(
+                &agent.replace("0.0.0.0:", &format!("{ip}:")),
+                mounts,
+            ));
+        }
+        let mut cmd = Command::new(program("kafka-node")?);
+        cmd.arg(&local)
+            .envs(&env)
+            .env("KAFKA_LOG_DIR", dir)
+            .env("KAFKA_JVM_OPTS", jvm_opts);
         return Ok(cmd);
     }
     if image.contains("envoy") {
@@ -832,11 +903,23 @@ fn launcher(
         // The image's entrypoint is /pier, its command `operator`; `command` replaces the
         // entrypoint (only /pier is in the image), `args` the command.
         let pier = super::image::pier_binary(o)?;
+        // The image's own files the devlet has locally: the JMX exporter agent (dev/setup).
+        let mut mounts = mounts.to_vec();
+        if let Ok(jar) = program("jmx_prometheus_javaagent.jar") {
+            mounts.push((IMAGE_AGENT_JAR.to_string(), jar));
+        }
+        let mounts = mounts.as_slice();
         let mut args: Vec<String> = c.command.clone().unwrap_or_default();
         if !args.is_empty() {
             args.remove(0);
         }
-        args.extend(c.args.clone().unwrap_or_else(|| vec!["operator".into()]));
+        // As a runtime does: a `command` without `args` drops the image's command too.
+        let image_cmd = if c.command.is_some() {
+            Vec::new()
+        } else {
+            vec!["operator".into()]
+        };
+        args.extend(c.args.clone().unwrap_or(image_cmd));
         let mut cmd = Command::new(pier);
         cmd.args(args.iter().map(|a| {
             map_embedded_paths(
