@@ -1,17 +1,27 @@
-//! The Alertmanager webhook of `pier operator --alerts-listen`, against a real API server:
-//! a notification is recorded in the KafkaCluster's status before the webhook answers, once
+//! The Alertmanager webhook of `pier operator --alerts-listen`. Against a real API server: a
+//! notification is recorded in the KafkaCluster's status before the webhook answers, once
 //! however often it arrives (1,000 concurrent copies), refused with 401/422 when it must be,
 //! and acted on exactly once by whichever operator leads, even when the one that received it
-//! never acted (it stood by) and is gone. Counted in the API server's audit log.
+//! never acted (it stood by) and is gone; declared actions are checked by a dry run and act
+//! with the alert's labels. Counted in the API server's audit log. With real brokers, Envoy,
+//! Prometheus and Alertmanager: a rule on the brokers' own metric adds a broker (once, while the
+//! alert keeps being re-sent), a disk alert adds a volume to one broker whose restart waits while
+//! a roll-blocking alert fires, a downscale alert drains and removes the least-loaded broker, and
+//! an acks=all producer through Envoy loses nothing.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DeleteParams, PostParams};
-use pier::api::{AlertActionState, KafkaCluster, SpecChange};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use pier::api::{AlertActionState, BrokerPhase, KafkaCluster, SpecChange};
+use pier_testenv::devlet::{self, DevletOptions};
+use pier_testenv::monitoring::{Monitoring, MonitoringOptions};
 use pier_testenv::{LogDir, wait_for};
 use serde_json::json;
-use support::{OperatorArgs, OperatorProcess, start_plane};
+use support::{OperatorArgs, OperatorProcess, VerifiableProducer, start_plane};
 
 mod support;
 
@@ -364,5 +374,366 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
         .expect("the broken action recorded");
     assert_eq!(broken.state, AlertActionState::Refused, "{broken:?}");
     drop(leader);
+    Ok(())
+}
+
+/// Prometheus rule on a real broker metric with a low threshold: one alert per cluster.
+const UPSCALE_RULE: &str = r#"groups:
+  - name: pier-alerts-e2e
+    interval: 1s
+    rules:
+      - alert: KafkaPartitionsPerBrokerHigh
+        expr: max by (namespace, kafkacluster) (kafka_server_replicamanager_partitioncount) > 5
+        labels: {pier_action: upscale, count: "1", severity: warning}
+"#;
+
+const E2E_NAME: &str = "alerting";
+const E2E_BOOTSTRAP: &str = "127.0.0.1:29592";
+const E2E_EVENTS: &str = "events";
+
+fn e2e_cluster() -> anyhow::Result<KafkaCluster> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaCluster",
+        "metadata": {"name": E2E_NAME, "namespace": NS},
+        "spec": {
+            "kafka": {
+                "readOnlyConfig": {
+                    "default.replication.factor": "3",
+                    "offsets.topic.replication.factor": "3",
+                    "transaction.state.log.replication.factor": "3",
+                    "transaction.state.log.min.isr": "2"
+                },
+                "clusterWideConfig": {"min.insync.replicas": "2"}
+            },
+            "brokerConfigGroups": {"default": {
+                "heapOpts": "-Xms256m -Xmx256m",
+                "storage": [{"mountPath": "/var/lib/kafka/data0", "size": "1Gi"}]
+            }},
+            "brokers": [
+                {"id": 0, "configGroup": "default"},
+                {"id": 1, "configGroup": "default"},
+                {"id": 2, "configGroup": "default"}
+            ],
+            "listeners": {"external": [{
+                "name": "external", "containerPort": 9094,
+                "bootstrapPort": 29592, "brokerPortBase": 29600
+            }]},
+            "envoy": {"replicas": 1},
+            "alerts": {"mode": "enforce", "maxBrokers": 4}
+        }
+    }))?)
+}
+
+/// Posts alerts to Alertmanager's API, as Prometheus would (`endsAt` in the past resolves).
+async fn to_alertmanager(
+    monitoring: &Monitoring,
+    labels: serde_json::Value,
+    firing: bool,
+) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let ends = if firing {
+        now + k8s_openapi::jiff::SignedDuration::from_secs(3600)
+    } else {
+        now - k8s_openapi::jiff::SignedDuration::from_secs(1)
+    };
+    let body = json!([{
+        "labels": labels,
+        "annotations": {},
+        "startsAt": (now - k8s_openapi::jiff::SignedDuration::from_secs(5)).to_string(),
+        "endsAt": ends.to_string(),
+        "generatorURL": "http://test/alerts"
+    }]);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v2/alerts", monitoring.alertmanager_url()))
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "Alertmanager said {}",
+        resp.status()
+    );
+    Ok(())
+}
+
+fn cluster_labels(alertname: &str) -> serde_json::Value {
+    json!({"alertname": alertname, "namespace": NS, "kafkacluster": E2E_NAME})
+}
+
+async fn e2e_get(client: &kube::Client) -> anyhow::Result<KafkaCluster> {
+    Ok(Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .get(E2E_NAME)
+        .await?)
+}
+
+fn record_of<'a>(kc: &'a KafkaCluster, action: &str) -> Option<&'a pier::api::AlertActionRecord> {
+    kc.status
+        .as_ref()?
+        .alerts
+        .as_ref()?
+        .actions
+        .iter()
+        .find(|r| r.action == action)
+}
+
+fn settled(kc: &KafkaCluster, ids: &[i32]) -> bool {
+    let Some(s) = kc.status.as_ref() else {
+        return false;
+    };
+    let running: Vec<i32> = s
+        .brokers
+        .iter()
+        .filter(|b| b.phase == BrokerPhase::Running)
+        .map(|b| b.id)
+        .collect();
+    running == ids
+        && s.replica_moves.is_none()
+        && s.rolling_upgrade.is_none()
+        && s.rebalanced_brokers.as_deref() == Some(ids)
+}
+
+async fn claims_per_broker(client: &kube::Client) -> anyhow::Result<BTreeMap<String, usize>> {
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("kafka.pier.dev/cluster={E2E_NAME}")))
+        .await?;
+    let mut counts = BTreeMap::new();
+    for pvc in pvcs {
+        if let Some(id) = pvc.labels().get("kafka.pier.dev/broker-id") {
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+#[tokio::test]
+async fn alerts_scale_add_a_disk_and_pause_a_roll_of_a_real_cluster() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("alerts-e2e")?;
+    let plane = pier_testenv::ControlPlane::start(&logs).await?;
+    let client = plane.client();
+    let token_file = logs.path().join("token");
+    std::fs::write(&token_file, TOKEN)?;
+    let (_operator, webhook) = operator(&plane, "op", &token_file)?;
+    let _devlet = tokio::spawn(devlet::run(
+        client.clone(),
+        DevletOptions::new("node-1", logs.data("devlet")?),
+    ));
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &e2e_cluster()?)
+        .await?;
+    let long = Duration::from_secs(300);
+    wait_for(
+        "the cluster settled on 0-2",
+        long,
+        Duration::from_secs(1),
+        || async { settled(&e2e_get(&client).await.ok()?, &[0, 1, 2]).then_some(()) },
+    )
+    .await?;
+    support::create_topic(
+        E2E_BOOTSTRAP,
+        &[
+            "--topic",
+            E2E_EVENTS,
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+        ],
+    )
+    .await?;
+    let producer = VerifiableProducer::start(&logs, E2E_BOOTSTRAP, E2E_EVENTS)?;
+    producer.wait_acked(100).await?;
+
+    // Real Prometheus scraping the real brokers (Kubernetes service discovery with the shipped
+    // scrape config) and a real Alertmanager posting to Pier with the token.
+    let sd_file = logs.sub("monitoring")?.join("pods-sd.json");
+    let discovery = tokio::spawn(pier_testenv::monitoring::discover_pods(
+        client.clone(),
+        NS.to_string(),
+        sd_file.clone(),
+    ));
+    let scrape_configs = pier_testenv::monitoring::file_discovered(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/monitoring/scrape-configs.yaml"
+        ))?,
+        &sd_file,
+    )?;
+    let monitoring = Monitoring::start(
+        &logs,
+        MonitoringOptions {
+            rules_yaml: UPSCALE_RULE.into(),
+            webhook_url: webhook.url.clone(),
+            scrape_configs,
+            webhook_credentials_file: Some(token_file.clone()),
+            repeat_interval: Some("2s".into()),
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    // 1. The rule fires on the brokers' partition counts: one broker-only node is added, it
+    // becomes Ready, serves through Envoy and is filled.
+    let kc = wait_for(
+        "the upscale applied",
+        long,
+        Duration::from_secs(1),
+        || async {
+            let kc = e2e_get(&client).await.ok()?;
+            (record_of(&kc, "upscale")?.state == AlertActionState::Applied).then_some(kc)
+        },
+    )
+    .await?;
+    let added = kc
+        .spec
+        .brokers
+        .iter()
+        .find(|b| b.id == 3)
+        .expect("broker 3 added");
+    assert_eq!(added.roles, vec![pier::api::Role::Broker]);
+    wait_for(
+        "broker 3 running and filled",
+        long,
+        Duration::from_secs(1),
+        || async { settled(&e2e_get(&client).await.ok()?, &[0, 1, 2, 3]).then_some(()) },
+    )
+    .await?;
+    let listed =
+        pier_testenv::kcat(&["-b", E2E_BOOTSTRAP, "-L"], None, Duration::from_secs(30)).await?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("broker 3 at 127.0.0.1:29603"), "{text}");
+    let direct = pier_testenv::kcat(
+        &["-b", "127.0.0.1:29603", "-L"],
+        None,
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(
+        direct.status.success(),
+        "broker 3 answers through its Envoy port"
+    );
+
+    // 2. A critical alert fires; then a disk alert for broker 3: the volume is added to broker
+    // 3 only, and its restart waits while the critical alert fires.
+    let critical = {
+        let mut l = cluster_labels("KafkaCritical");
+        l["pier_blocks_roll"] = json!("true");
+        l["severity"] = json!("critical");
+        l
+    };
+    to_alertmanager(&monitoring, critical.clone(), true).await?;
+    wait_for("the critical alert recorded", WAIT, POLL, || async {
+        let kc = e2e_get(&client).await.ok()?;
+        (!kc.status?.alerts?.firing.is_empty()).then_some(())
+    })
+    .await?;
+    let before = support::broker_pods(&client, NS, E2E_NAME).await?;
+    let mut disk = cluster_labels("KafkaDiskLow");
+    disk["pier_action"] = json!("addDisk");
+    disk["broker_id"] = json!("3");
+    disk["size"] = json!("1Gi");
+    to_alertmanager(&monitoring, disk, true).await?;
+    let kc = wait_for("the disk added", WAIT, POLL, || async {
+        let kc = e2e_get(&client).await.ok()?;
+        (record_of(&kc, "addDisk")?.state == AlertActionState::Applied).then_some(kc)
+    })
+    .await?;
+    let storage: Vec<&str> = kc
+        .spec
+        .brokers
+        .iter()
+        .find(|b| b.id == 3)
+        .map(|b| b.storage.iter().map(|s| s.mount_path.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(storage, ["/kafka-data-1"]);
+    let blocked = wait_for("the roll blocked by the alert", WAIT, POLL, || async {
+        let kc = e2e_get(&client).await.ok()?;
+        let message = kc.status?.rolling_upgrade?.message?;
+        message.contains("alert(s) tagged").then_some(message)
+    })
+    .await?;
+    assert_eq!(
+        support::broker_pods(&client, NS, E2E_NAME).await?,
+        before,
+        "no broker restarted while the critical alert fires: {blocked}"
+    );
+
+    // 3. Resolved: the roll goes on, broker 3 only, with its new volume.
+    to_alertmanager(&monitoring, critical, false).await?;
+    wait_for(
+        "broker 3 restarted with two volumes",
+        long,
+        Duration::from_secs(1),
+        || async {
+            let claims = claims_per_broker(&client).await.ok()?;
+            let kc = e2e_get(&client).await.ok()?;
+            (claims.get("3") == Some(&2) && settled(&kc, &[0, 1, 2, 3])).then_some(())
+        },
+    )
+    .await?;
+    let after = support::broker_pods(&client, NS, E2E_NAME).await?;
+    for id in [0, 1, 2] {
+        assert_eq!(
+            after[&id].uid, before[&id].uid,
+            "broker {id} was not restarted"
+        );
+    }
+    assert_ne!(after[&3].uid, before[&3].uid, "broker 3 was restarted");
+    let claims = claims_per_broker(&client).await?;
+    assert_eq!(claims.get("0"), Some(&1), "{claims:?}");
+
+    // 4. A downscale alert: the least-loaded broker-only node (3) is drained, then removed.
+    to_alertmanager(
+        &monitoring,
+        {
+            let mut l = cluster_labels("KafkaIdle");
+            l["pier_action"] = json!("downscale");
+            l
+        },
+        true,
+    )
+    .await?;
+    let kc = wait_for("broker 3 removed", long, Duration::from_secs(1), || async {
+        let kc = e2e_get(&client).await.ok()?;
+        let record = record_of(&kc, "downscale")?;
+        (record.state == AlertActionState::Applied
+            && kc.spec.brokers.len() == 3
+            && settled(&kc, &[0, 1, 2]))
+        .then_some(kc)
+    })
+    .await?;
+    assert_eq!(
+        record_of(&kc, "downscale").and_then(|r| r.change.clone()),
+        Some(SpecChange::RemoveBroker { id: Some(3) })
+    );
+
+    // The upscale alert fired the whole time (re-sent every 2 s): one action.
+    let upscales: Vec<_> = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.alerts.as_ref())
+        .map(|a| a.actions.iter().filter(|r| r.action == "upscale").collect())
+        .unwrap_or_default();
+    assert_eq!(upscales.len(), 1, "{upscales:?}");
+
+    // Nothing acked was lost.
+    let acked = producer.finish().await?;
+    assert!(
+        acked.len() > 100,
+        "the producer kept producing: {}",
+        acked.len()
+    );
+    let back = support::read_topic(E2E_BOOTSTRAP, E2E_EVENTS)
+        .await
+        .unwrap_or_default();
+    let back: std::collections::BTreeSet<&str> = back.lines().collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|v| !back.contains(v.as_str()))
+        .take(10)
+        .collect();
+    assert!(lost.is_empty(), "acked but lost: {lost:?}");
+    drop(webhook);
+    discovery.abort();
     Ok(())
 }

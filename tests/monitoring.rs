@@ -241,25 +241,15 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
     // file of the same targets, see `discover_pods`), Pier's /metrics directly (honor_labels,
     // as the chart's ServiceMonitor).
     let sd_file = logs.sub("monitoring")?.join("pods-sd.json");
-    let discovery = tokio::spawn(discover_pods(client.clone(), sd_file.clone()));
-    let shipped: Value = serde_yaml_ng::from_str(&repo_file("monitoring/scrape-configs.yaml")?)?;
-    let mut scrape_configs = Vec::new();
-    for mut job in shipped["scrape_configs"]
-        .as_array()
-        .context("no scrape_configs")?
-        .clone()
-    {
-        let job_map = job.as_object_mut().context("a scrape config")?;
-        ensure!(
-            job_map.remove("kubernetes_sd_configs").is_some(),
-            "the shipped job discovers Pods: {job_map:?}"
-        );
-        job_map.insert(
-            "file_sd_configs".into(),
-            json!([{"files": [sd_file.display().to_string()], "refresh_interval": "1s"}]),
-        );
-        scrape_configs.push(job);
-    }
+    let discovery = tokio::spawn(pier_testenv::monitoring::discover_pods(
+        client.clone(),
+        NS.to_string(),
+        sd_file.clone(),
+    ));
+    let mut scrape_configs = pier_testenv::monitoring::file_discovered(
+        &repo_file("monitoring/scrape-configs.yaml")?,
+        &sd_file,
+    )?;
     scrape_configs.push(json!({
         "job_name": "pier",
         "honor_labels": true,
@@ -406,65 +396,4 @@ async fn prometheus_scrapes_brokers_and_pier_and_every_shipped_query_has_series(
     discovery.abort();
     devlet.abort();
     Ok(())
-}
-
-/// Prometheus' Kubernetes discovery (`role: pod`) as a file: every container port of every
-/// Pod of the namespace becomes a target `<Pod IP>:<port>` with the `__meta_kubernetes_*`
-/// labels that discovery gives (namespace, Pod name, labels and annotations with their names
-/// sanitized, container port name), rewritten every second.
-async fn discover_pods(client: kube::Client, file: std::path::PathBuf) {
-    use k8s_openapi::api::core::v1::Pod;
-    let sanitize = |name: &str| -> String {
-        name.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
-    let pods: Api<Pod> = Api::namespaced(client, NS);
-    loop {
-        if let Ok(list) = pods.list(&Default::default()).await {
-            let mut groups = Vec::new();
-            for p in list.items {
-                let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-                    continue;
-                };
-                let mut base = serde_json::Map::new();
-                base.insert("__meta_kubernetes_namespace".into(), json!(NS));
-                base.insert(
-                    "__meta_kubernetes_pod_name".into(),
-                    json!(p.metadata.name.clone().unwrap_or_default()),
-                );
-                for (k, v) in p.metadata.labels.iter().flatten() {
-                    base.insert(
-                        format!("__meta_kubernetes_pod_label_{}", sanitize(k)),
-                        json!(v),
-                    );
-                }
-                for (k, v) in p.metadata.annotations.iter().flatten() {
-                    base.insert(
-                        format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)),
-                        json!(v),
-                    );
-                }
-                for c in p.spec.iter().flat_map(|s| &s.containers) {
-                    for port in c.ports.iter().flatten() {
-                        let mut labels = base.clone();
-                        labels.insert("__meta_kubernetes_pod_container_name".into(), json!(c.name));
-                        labels.insert(
-                            "__meta_kubernetes_pod_container_port_name".into(),
-                            json!(port.name.clone().unwrap_or_default()),
-                        );
-                        groups.push(json!({
-                            "targets": [format!("{ip}:{}", port.container_port)],
-                            "labels": labels,
-                        }));
-                    }
-                }
-            }
-            let tmp = file.with_extension("tmp");
-            if std::fs::write(&tmp, Value::Array(groups).to_string()).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

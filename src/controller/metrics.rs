@@ -18,6 +18,14 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogDirLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub broker_id: String,
+    pub log_dir: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertActionLabels {
     pub namespace: String,
     pub cluster: String,
@@ -63,6 +71,8 @@ pub struct ClusterMetrics {
     roll_pending: Family<ClusterLabels, Gauge>,
     moves_left: Family<ClusterLabels, Gauge>,
     alert_actions: Family<AlertActionLabels, Counter>,
+    log_dir_usable: Family<LogDirLabels, Gauge>,
+    log_dir_total: Family<LogDirLabels, Gauge>,
     /// 1 while this replica leads (reconciles), else 0.
     pub leader: Gauge,
 }
@@ -100,6 +110,16 @@ impl ClusterMetrics {
             "pier_replica_moves_partitions_left",
             "Partitions a cluster's replica move (drain or rebalance) still has to move",
             self.moves_left.clone(),
+        );
+        registry.register(
+            "pier_log_dir_usable_bytes",
+            "Free bytes of a broker's log dir, as the broker reports them (DescribeLogDirs)",
+            self.log_dir_usable.clone(),
+        );
+        registry.register(
+            "pier_log_dir_total_bytes",
+            "Capacity of a broker's log dir, as the broker reports it (DescribeLogDirs)",
+            self.log_dir_total.clone(),
         );
         registry.register(
             "pier_alert_actions",
@@ -151,6 +171,28 @@ impl ClusterMetrics {
         }
     }
 
+    /// A broker's log dirs as it reports them (dirs that report no sizes are left out).
+    pub fn log_dirs(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        broker: i32,
+        dirs: &[crate::kafka::LogDir],
+    ) {
+        for d in dirs.iter().filter(|d| d.total_bytes >= 0) {
+            let labels = LogDirLabels {
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
+                broker_id: broker.to_string(),
+                log_dir: d.path.clone(),
+            };
+            self.log_dir_usable
+                .get_or_create(&labels)
+                .set(d.usable_bytes);
+            self.log_dir_total.get_or_create(&labels).set(d.total_bytes);
+        }
+    }
+
     /// Counts an alert action's result.
     pub fn alert_action(&self, namespace: &str, cluster: &str, action: &str, result: &'static str) {
         self.alert_actions
@@ -176,6 +218,10 @@ impl ClusterMetrics {
         self.roll_paused.remove(&key);
         self.roll_pending.remove(&key);
         self.moves_left.remove(&key);
+        // A Family cannot list one cluster's series: all are dropped, the other clusters' come back
+        // with their next reconcile.
+        self.log_dir_usable.clear();
+        self.log_dir_total.clear();
         // Counters of declared actions are not enumerable here; built-ins are dropped.
         for action in BUILT_IN_ACTIONS {
             for result in RESULTS {

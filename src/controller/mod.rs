@@ -76,6 +76,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`].
+    pub const METRIC_LABELS: [&'static str; 9] = [
+        "conflict",
+        "invalid",
+        "forbidden",
+        "api",
+        "transport",
+        "timeout",
+        "serialize",
+        "random",
+        "stores",
+    ];
+
     /// A short label for the errors metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -352,6 +365,10 @@ impl Context {
             "Live configuration changes applied through the Kafka admin protocol",
             self.dynamic_config_changes.clone(),
         );
+        // Every reason has a series from the start, so rules and dashboards find it.
+        for reason in Error::METRIC_LABELS {
+            let _ = self.reconcile_errors.get_or_create(&ErrorLabels { reason });
+        }
         self.metrics.register(registry);
     }
 }
@@ -804,6 +821,14 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             &desired.volume_refusals,
         )
         .await;
+    // Disk space per log dir: Kafka has no JMX metric for it, the brokers say it here.
+    for b in desired.brokers.iter().filter(|b| b.is_broker()) {
+        if admin.nodes().contains_key(&b.id)
+            && let Ok(dirs) = admin.describe_log_dirs(b.id).await
+        {
+            ctx.metrics.log_dirs(&ns, &name, b.id, &dirs);
+        }
+    }
     let step = roll::plan(kc, ctx, &admin, &pods, &desired, quorum, &mut outcome).await;
 
     let group_status = ctx.cache.group_status(&group);

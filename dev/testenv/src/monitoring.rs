@@ -215,3 +215,98 @@ impl Drop for Monitoring {
         stop_all([&mut self.prometheus, &mut self.alertmanager]);
     }
 }
+
+/// The jobs of a shipped `scrape_configs` file (`monitoring/scrape-configs.yaml`) with their
+/// Kubernetes discovery replaced by discovery from `sd_file` (see [`discover_pods`]): Debian's
+/// Prometheus is built without Kubernetes discovery; the relabeling stays as shipped.
+pub fn file_discovered(
+    shipped_yaml: &str,
+    sd_file: &std::path::Path,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let shipped: serde_json::Value = serde_yaml_ng::from_str(shipped_yaml)?;
+    let mut jobs = Vec::new();
+    for mut job in shipped["scrape_configs"]
+        .as_array()
+        .context("no scrape_configs")?
+        .clone()
+    {
+        let job_map = job.as_object_mut().context("a scrape config")?;
+        anyhow::ensure!(
+            job_map.remove("kubernetes_sd_configs").is_some(),
+            "the shipped job discovers Pods: {job_map:?}"
+        );
+        job_map.insert(
+            "file_sd_configs".into(),
+            serde_json::json!([{"files": [sd_file.display().to_string()], "refresh_interval": "1s"}]),
+        );
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+/// Prometheus' Kubernetes discovery (`role: pod`) as a file: every container port of every
+/// Pod of the namespace becomes a target `<Pod IP>:<port>` with the `__meta_kubernetes_*`
+/// labels that discovery gives (namespace, Pod name, labels and annotations with their names
+/// sanitized, container port name), rewritten every second.
+pub async fn discover_pods(client: kube::Client, namespace: String, file: std::path::PathBuf) {
+    use k8s_openapi::api::core::v1::Pod;
+    let sanitize = |name: &str| -> String {
+        name.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
+    loop {
+        if let Ok(list) = pods.list(&Default::default()).await {
+            let mut groups = Vec::new();
+            for p in list.items {
+                let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                    continue;
+                };
+                let mut base = serde_json::Map::new();
+                base.insert(
+                    "__meta_kubernetes_namespace".into(),
+                    serde_json::json!(namespace),
+                );
+                base.insert(
+                    "__meta_kubernetes_pod_name".into(),
+                    serde_json::json!(p.metadata.name.clone().unwrap_or_default()),
+                );
+                for (k, v) in p.metadata.labels.iter().flatten() {
+                    base.insert(
+                        format!("__meta_kubernetes_pod_label_{}", sanitize(k)),
+                        serde_json::json!(v),
+                    );
+                }
+                for (k, v) in p.metadata.annotations.iter().flatten() {
+                    base.insert(
+                        format!("__meta_kubernetes_pod_annotation_{}", sanitize(k)),
+                        serde_json::json!(v),
+                    );
+                }
+                for c in p.spec.iter().flat_map(|s| &s.containers) {
+                    for port in c.ports.iter().flatten() {
+                        let mut labels = base.clone();
+                        labels.insert(
+                            "__meta_kubernetes_pod_container_name".into(),
+                            serde_json::json!(c.name),
+                        );
+                        labels.insert(
+                            "__meta_kubernetes_pod_container_port_name".into(),
+                            serde_json::json!(port.name.clone().unwrap_or_default()),
+                        );
+                        groups.push(serde_json::json!({
+                            "targets": [format!("{ip}:{}", port.container_port)],
+                            "labels": labels,
+                        }));
+                    }
+                }
+            }
+            let tmp = file.with_extension("tmp");
+            if std::fs::write(&tmp, serde_json::Value::Array(groups).to_string()).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
