@@ -144,6 +144,8 @@ async fn helm_install_runs_pier_with_only_its_rbac() -> anyhow::Result<()> {
             "--namespace",
             RELEASE_NS,
             "--create-namespace",
+            "--set",
+            "alerts.enabled=true",
         ],
     )?;
     let leader = one_marked_leader(&client, 2).await?;
@@ -184,6 +186,54 @@ async fn helm_install_runs_pier_with_only_its_rbac() -> anyhow::Result<()> {
     )
     .await?;
     let brokers = broker_uids(&client).await?;
+
+    // Alertmanager's notification, with the token of the chart's Secret, to a replica's webhook:
+    // recorded in status (a dry run: the example does not enforce alerts) with the chart's RBAC.
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), RELEASE_NS)
+        .get("pier-alerts-token")
+        .await?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|t| String::from_utf8_lossy(&t.0).to_string())
+        .context("the alerts token")?;
+    let replica_ip = Api::<Pod>::namespaced(client.clone(), RELEASE_NS)
+        .get(&leader)
+        .await?
+        .status
+        .and_then(|s| s.pod_ip)
+        .context("the leader's Pod IP")?;
+    let notification = json!({
+        "receiver": "pier", "status": "firing", "version": "4", "groupKey": "{}",
+        "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "KafkaLoad", "namespace": NS, "kafkacluster": "basic", "pier_action": "upscale"},
+            "annotations": {}, "startsAt": "2026-12-03T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus:9090", "fingerprint": "00aa11bb22cc33dd"
+        }]
+    });
+    let code = reqwest::Client::new()
+        .post(format!("http://{replica_ip}:9095/alerts"))
+        .bearer_auth(token.trim())
+        .json(&notification)
+        .send()
+        .await?
+        .status();
+    ensure!(code.is_success(), "the webhook answered {code}");
+    let status = support::cluster_status(&client, NS, "basic").await?;
+    let record = status
+        .alerts
+        .as_ref()
+        .and_then(|a| a.actions.first())
+        .context("the alert recorded")?;
+    assert_eq!(
+        record.state,
+        pier::api::AlertActionState::DryRun,
+        "{record:?}"
+    );
 
     // The leader's Pod goes: the other replica leads, and a spec change still converges.
     Api::<Pod>::namespaced(client.clone(), RELEASE_NS)
