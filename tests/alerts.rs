@@ -29,6 +29,8 @@ const NS: &str = "default";
 const NAME: &str = "alerted";
 const TOKEN: &str = "s3cret-alertmanager-token";
 const LEASE: &str = "pier-operator";
+/// Where the Envoys of a test without Envoys would dial.
+const NO_ENVOY: Option<&str> = Some("pier-xds:18000");
 const WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(200);
 
@@ -134,10 +136,13 @@ impl Webhook {
     }
 }
 
+/// `pier operator` with the webhook; `xds_address` as OperatorArgs says (None: Envoys reach
+/// its xDS port directly).
 fn operator(
     plane: &pier_testenv::ControlPlane,
     name: &str,
     token_file: &std::path::Path,
+    xds_address: Option<&str>,
 ) -> anyhow::Result<(OperatorProcess, Webhook)> {
     let port = pier_testenv::net::free_ports(std::net::Ipv4Addr::LOCALHOST, 1)?[0];
     let op = OperatorProcess::start_with_args(
@@ -150,7 +155,7 @@ fn operator(
             namespace: NS,
             pod_namespace: None,
             xds_listen: None,
-            xds_address: Some("pier-xds:18000"),
+            xds_address,
         },
         &[
             format!("--alerts-listen=127.0.0.1:{port}"),
@@ -195,7 +200,7 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
 
     // This operator stands by (someone else holds the Lease): it receives, never acts.
     let foreign = ForeignLeader::hold(client.clone()).await?;
-    let (standby, webhook) = operator(&plane, "standby", &token_file)?;
+    let (standby, webhook) = operator(&plane, "standby", &token_file, NO_ENVOY)?;
     wait_for("the stand-by to be ready", WAIT, POLL, || async {
         standby.ready().await.then_some(())
     })
@@ -265,7 +270,7 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
         .delete(LEASE, &DeleteParams::default())
         .await?;
     let mark = plane.audit_mark()?;
-    let (leader, webhook) = operator(&plane, "leader", &token_file)?;
+    let (leader, webhook) = operator(&plane, "leader", &token_file, NO_ENVOY)?;
     let kc = wait_for("the recorded upscale to be applied", WAIT, POLL, || async {
         let kc = get(&client).await.ok()?;
         (records(&kc).first()?.state == AlertActionState::Applied).then_some(kc)
@@ -291,7 +296,7 @@ async fn an_alert_is_recorded_once_and_acted_on_once_by_the_leader() -> anyhow::
     // The same alert again, and the leader restarted: nothing more happens.
     assert_eq!(webhook.post(Some(TOKEN), &body).await?, 200);
     drop(leader);
-    let (leader, webhook) = operator(&plane, "leader-2", &token_file)?;
+    let (leader, webhook) = operator(&plane, "leader-2", &token_file, NO_ENVOY)?;
     wait_for("the new leader to lead", WAIT, POLL, || async {
         leader.leading().await.then_some(())
     })
@@ -487,7 +492,12 @@ fn settled(kc: &KafkaCluster, ids: &[i32]) -> bool {
         .filter(|b| b.phase == BrokerPhase::Running)
         .map(|b| b.id)
         .collect();
-    running == ids
+    let ready = s
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ready
+        && running == ids
         && s.replica_moves.is_none()
         && s.rolling_upgrade.is_none()
         && s.rebalanced_brokers.as_deref() == Some(ids)
@@ -513,7 +523,7 @@ async fn alerts_scale_add_a_disk_and_pause_a_roll_of_a_real_cluster() -> anyhow:
     let client = plane.client();
     let token_file = logs.path().join("token");
     std::fs::write(&token_file, TOKEN)?;
-    let (_operator, webhook) = operator(&plane, "op", &token_file)?;
+    let (_operator, webhook) = operator(&plane, "op", &token_file, None)?;
     let _devlet = tokio::spawn(devlet::run(
         client.clone(),
         DevletOptions::new("node-1", logs.data("devlet")?),
@@ -538,6 +548,8 @@ async fn alerts_scale_add_a_disk_and_pause_a_roll_of_a_real_cluster() -> anyhow:
             "6",
             "--replication-factor",
             "3",
+            // A retried CreateTopics (its first answer lost while Envoy warms up) finds it there.
+            "--if-not-exists",
         ],
     )
     .await?;

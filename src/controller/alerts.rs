@@ -158,20 +158,10 @@ impl AlertRecorder {
                     self.ctx
                         .metrics
                         .alert_action(&ns, &name, &record.action, result);
-                    let what = record
-                        .change
-                        .as_ref()
-                        .map(plan::describe_change)
-                        .unwrap_or_default();
+                    let note = plan::event_note(record);
                     match record.state {
                         AlertActionState::Refused => {
                             tally.refused += 1;
-                            let note = format!(
-                                "alert {} asked for {}: refused, {}",
-                                record.alertname,
-                                record.action,
-                                record.message.as_deref().unwrap_or_default()
-                            );
                             self.ctx
                                 .events
                                 .warn(&self.ctx, kc, Reason::AlertActionRefused, &note)
@@ -179,10 +169,6 @@ impl AlertRecorder {
                         }
                         AlertActionState::DryRun => {
                             tally.recorded += 1;
-                            let note = format!(
-                                "alert {} asked for {}: would {what} (alerts.mode is dryRun)",
-                                record.alertname, record.action
-                            );
                             self.ctx
                                 .events
                                 .did(&self.ctx, kc, Reason::AlertAction, &note)
@@ -197,7 +183,6 @@ impl AlertRecorder {
                         fingerprint = %record.fingerprint,
                         action = %record.action,
                         state = ?record.state,
-                        change = %what,
                         "alert recorded"
                     );
                 }
@@ -344,8 +329,19 @@ pub async fn apply_pending(
         .map(plan::describe_change)
         .unwrap_or_default();
     alerts.actions[index] = record.clone();
+    // After a spec change `written` is newer than `kc`: its status may hold alerts recorded
+    // meanwhile, which stay; only this record changes.
     let mut status = written.status.clone().unwrap_or_default();
-    status.alerts = Some(alerts);
+    let mut fresh = status.alerts.clone().unwrap_or_default();
+    match fresh
+        .actions
+        .iter_mut()
+        .find(|r| r.fingerprint == record.fingerprint && r.starts_at == record.starts_at)
+    {
+        Some(r) => *r = record.clone(),
+        None => fresh = alerts,
+    }
+    status.alerts = Some(fresh);
     status::write(&written, ctx, status).await?;
     if !record.state.pending() {
         ctx.metrics.alert_action(
@@ -355,24 +351,13 @@ pub async fn apply_pending(
             super::metrics::result_label(record.state),
         );
     }
+    let note = plan::event_note(&record);
     match record.state {
-        AlertActionState::Applied => {
-            let note = format!(
-                "alert {} asked for {}: {what}",
-                record.alertname, record.action
-            );
-            ctx.events.did(ctx, kc, Reason::AlertAction, &note).await;
-        }
+        AlertActionState::Applied => ctx.events.did(ctx, kc, Reason::AlertAction, &note).await,
         AlertActionState::Failed => {
-            let note = format!(
-                "alert {} asked for {} ({what}): failed, {}",
-                record.alertname,
-                record.action,
-                record.message.as_deref().unwrap_or_default()
-            );
             ctx.events
                 .warn(ctx, kc, Reason::AlertActionFailed, &note)
-                .await;
+                .await
         }
         _ => {}
     }
@@ -415,6 +400,9 @@ async fn write_change(
     let api: Api<KafkaCluster> =
         Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
     let name = kc.name_any();
+    // Planned on the object as it is now: the reconcile's copy may be behind the webhook's.
+    let fresh = call(format!("reading KafkaCluster {name}"), api.get(&name)).await?;
+    let kc = &fresh;
     let patch = plan::spec_patch(kc, change).map_err(|e| Error::Kube {
         what: format!("planning the alert action on {name}"),
         source: kube::Error::Service(e.into()),
@@ -426,12 +414,19 @@ async fn write_change(
     };
     let after = match patch {
         SpecPatch::Nothing => return Ok(kc.clone()),
-        SpecPatch::Apply { body, force } => {
-            let mut params = PatchParams::apply(FIELD_MANAGER);
-            params.force = force;
-            call(what, api.patch(&name, &params, &Patch::Apply(&body))).await?
+        SpecPatch::Json(p) => {
+            match call(what, api.patch(&name, &params, &Patch::<()>::Json(p))).await {
+                Ok(after) => after,
+                // A failed `test`: the object moved since it was read; plan again.
+                Err(Error::Kube {
+                    source: kube::Error::Api(e),
+                    ..
+                }) if e.code == 422 && e.message.to_lowercase().contains("test") => {
+                    return Err(Error::Conflict);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        SpecPatch::Json(p) => call(what, api.patch(&name, &params, &Patch::<()>::Json(p))).await?,
         SpecPatch::Merge(p) => call(what, api.patch(&name, &params, &Patch::Merge(&p))).await?,
     };
     ctx.wrote();

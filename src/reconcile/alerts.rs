@@ -754,6 +754,24 @@ pub fn plan_notification(
     Ok((next, outcomes))
 }
 
+/// The Event text for a record: what the alert asked for and what became of it.
+pub fn event_note(record: &AlertActionRecord) -> String {
+    let what = record
+        .change
+        .as_ref()
+        .map(describe_change)
+        .unwrap_or_default();
+    let head = format!("alert {} asked for {}", record.alertname, record.action);
+    let why = record.message.as_deref().unwrap_or_default();
+    match record.state {
+        AlertActionState::Pending => format!("{head}: recorded, to {what}"),
+        AlertActionState::Applied => format!("{head}: {what}"),
+        AlertActionState::DryRun => format!("{head}: would {what} (alerts.mode is dryRun)"),
+        AlertActionState::Refused => format!("{head}: refused, {why}"),
+        AlertActionState::Failed => format!("{head} ({what}): failed, {why}"),
+    }
+}
+
 /// A change in words, for Events.
 pub fn describe_change(change: &SpecChange) -> String {
     let list = |ids: &[i32]| {
@@ -830,13 +848,9 @@ pub fn fit_to_schema(value: &mut serde_json::Value, schema: &serde_json::Value) 
 /// How a spec change is written.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SpecPatch {
-    /// Server-side apply of these fields (owned by `pier-alerts` from then on); `force` takes
-    /// over a field another manager owns (a volume's size).
-    Apply {
-        body: serde_json::Value,
-        force: bool,
-    },
-    /// A JSON Patch whose `test` makes it fail if the spec moved meanwhile.
+    /// A JSON Patch that first tests the object's resourceVersion (and the entry it edits), so
+    /// it fails instead of applying to a spec that moved meanwhile. Not server-side apply: one
+    /// field manager applying each change alone would drop the fields of its earlier changes.
     Json(json_patch::Patch),
     /// A JSON merge patch of the object.
     Merge(serde_json::Value),
@@ -844,56 +858,69 @@ pub enum SpecPatch {
     Nothing,
 }
 
-/// The patch that makes `change` in `kc`'s spec. Applying it again changes nothing more.
+/// A JSON Pointer token (RFC 6901).
+fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// The patch that makes `change` in `kc`'s spec; `Nothing` when the spec has it already, so
+/// doing a change again changes nothing more.
 pub fn spec_patch(kc: &KafkaCluster, change: &SpecChange) -> Result<SpecPatch, String> {
-    use serde_json::json;
-    let apply = |spec: serde_json::Value, force: bool| SpecPatch::Apply {
-        body: json!({
-            "apiVersion": "kafka.pier.dev/v1alpha1",
-            "kind": "KafkaCluster",
-            "metadata": {"name": kc.metadata.name, "namespace": kc.metadata.namespace},
-            "spec": spec,
-        }),
-        force,
-    };
-    let volume = |mount_path: &str, size: &str, class: &Option<String>| {
-        let mut v = json!({"mountPath": mount_path, "size": size});
-        if let Some(c) = class {
-            v["storageClassName"] = json!(c);
+    use serde_json::{Value, json};
+    let mut ops: Vec<Value> = vec![json!({
+        "op": "test", "path": "/metadata/resourceVersion", "value": kc.metadata.resource_version,
+    })];
+    let broker_index = |id: i32| kc.spec.brokers.iter().position(|b| b.id == id);
+    // Where a target's own storage list is, and what it holds.
+    let storage_of =
+        |target: &VolumeTarget| -> Result<(String, &[crate::api::StorageSpec]), String> {
+            match target {
+                VolumeTarget::Broker(id) => {
+                    let i = broker_index(*id).ok_or(format!("the cluster has no broker {id}"))?;
+                    Ok((
+                        format!("/spec/brokers/{i}/storage"),
+                        &kc.spec.brokers[i].storage,
+                    ))
+                }
+                VolumeTarget::ConfigGroup(g) => {
+                    let group = kc
+                        .spec
+                        .broker_config_groups
+                        .get(g)
+                        .ok_or(format!("the cluster has no config group {g:?}"))?;
+                    Ok((
+                        format!("/spec/brokerConfigGroups/{}/storage", pointer_token(g)),
+                        &group.storage,
+                    ))
+                }
+            }
+        };
+    let test_broker = |ops: &mut Vec<Value>, target: &VolumeTarget| {
+        if let VolumeTarget::Broker(id) = target
+            && let Some(i) = broker_index(*id)
+        {
+            ops.push(json!({"op": "test", "path": format!("/spec/brokers/{i}/id"), "value": id}));
         }
-        v
     };
-    let on_target = |target: &VolumeTarget, storage: serde_json::Value| match target {
-        VolumeTarget::Broker(id) => json!({"brokers": [{"id": id, "storage": [storage]}]}),
-        VolumeTarget::ConfigGroup(g) => json!({"brokerConfigGroups": {g: {"storage": [storage]}}}),
-    };
-    Ok(match change {
+    match change {
         SpecChange::AddBrokers { ids, config_group } => {
-            let brokers: Vec<serde_json::Value> = ids
-                .iter()
-                .map(|id| {
-                    let mut b = json!({"id": id, "roles": ["broker"]});
-                    if let Some(g) = config_group {
-                        b["configGroup"] = json!(g);
-                    }
-                    b
-                })
-                .collect();
-            apply(json!({"brokers": brokers}), false)
+            for id in ids.iter().filter(|id| broker_index(**id).is_none()) {
+                let mut b = json!({"id": id, "roles": ["broker"]});
+                if let Some(g) = config_group {
+                    b["configGroup"] = json!(g);
+                }
+                ops.push(json!({"op": "add", "path": "/spec/brokers/-", "value": b}));
+            }
         }
         SpecChange::RemoveBroker { id: None } => {
             return Err("the broker to remove has not been chosen".into());
         }
         SpecChange::RemoveBroker { id: Some(id) } => {
-            match kc.spec.brokers.iter().position(|b| b.id == *id) {
-                None => SpecPatch::Nothing,
-                Some(index) => {
-                    let patch = json!([
-                        {"op": "test", "path": format!("/spec/brokers/{index}/id"), "value": id},
-                        {"op": "remove", "path": format!("/spec/brokers/{index}")},
-                    ]);
-                    SpecPatch::Json(serde_json::from_value(patch).map_err(|e| e.to_string())?)
-                }
+            if let Some(i) = broker_index(*id) {
+                ops.push(
+                    json!({"op": "test", "path": format!("/spec/brokers/{i}/id"), "value": id}),
+                );
+                ops.push(json!({"op": "remove", "path": format!("/spec/brokers/{i}")}));
             }
         }
         SpecChange::AddVolume {
@@ -901,20 +928,47 @@ pub fn spec_patch(kc: &KafkaCluster, change: &SpecChange) -> Result<SpecPatch, S
             mount_path,
             size,
             storage_class_name,
-        } => apply(
-            on_target(target, volume(mount_path, size, storage_class_name)),
-            false,
-        ),
+        } => {
+            let (path, storage) = storage_of(target)?;
+            if !storage.iter().any(|s| &s.mount_path == mount_path) {
+                let mut v = json!({"mountPath": mount_path, "size": size});
+                if let Some(c) = storage_class_name {
+                    v["storageClassName"] = json!(c);
+                }
+                test_broker(&mut ops, target);
+                if storage.is_empty() {
+                    ops.push(json!({"op": "add", "path": path, "value": [v]}));
+                } else {
+                    ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": v}));
+                }
+            }
+        }
         SpecChange::ResizeVolume {
             target,
             mount_path,
             size,
-        } => apply(
-            on_target(target, json!({"mountPath": mount_path, "size": size})),
-            true,
-        ),
-        SpecChange::MergePatch { patch } => SpecPatch::Merge(json!({"spec": patch})),
-    })
+        } => {
+            let (path, storage) = storage_of(target)?;
+            let j = storage
+                .iter()
+                .position(|s| &s.mount_path == mount_path)
+                .ok_or(format!("no volume at {mount_path}"))?;
+            if &storage[j].size != size {
+                test_broker(&mut ops, target);
+                ops.push(json!({"op": "test", "path": format!("{path}/{j}/mountPath"), "value": mount_path}));
+                ops.push(
+                    json!({"op": "replace", "path": format!("{path}/{j}/size"), "value": size}),
+                );
+            }
+        }
+        SpecChange::MergePatch { patch } => return Ok(SpecPatch::Merge(json!({"spec": patch}))),
+    }
+    if ops.len() == 1 {
+        return Ok(SpecPatch::Nothing);
+    }
+    serde_json::from_value(Value::Array(ops))
+        .map(SpecPatch::Json)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -1243,57 +1297,75 @@ mod tests {
     }
 
     #[test]
-    fn patches_add_entries_by_key_and_remove_only_the_tested_broker() {
-        let kc = kc();
-        let SpecPatch::Apply { body, force } = spec_patch(
-            &kc,
-            &SpecChange::AddBrokers {
+    fn patches_test_the_version_and_the_entry_they_edit_and_repeat_as_nothing() {
+        let mut kc = kc();
+        kc.metadata.resource_version = Some("42".into());
+        let json = |change: &SpecChange| match spec_patch(&kc, change).unwrap() {
+            SpecPatch::Json(p) => serde_json::to_value(&p).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let rv =
+            serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": "42"});
+        assert_eq!(
+            json(&SpecChange::AddBrokers {
                 ids: vec![5],
                 config_group: Some("default".into()),
-            },
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert!(!force);
-        assert_eq!(
-            body["spec"],
-            serde_json::json!({"brokers": [{"id": 5, "roles": ["broker"], "configGroup": "default"}]})
+            }),
+            serde_json::json!([rv, {"op": "add", "path": "/spec/brokers/-",
+                "value": {"id": 5, "roles": ["broker"], "configGroup": "default"}}])
         );
-        assert_eq!(body["metadata"]["namespace"], "kafka");
-        let SpecPatch::Json(p) =
-            spec_patch(&kc, &SpecChange::RemoveBroker { id: Some(4) }).unwrap()
-        else {
-            panic!()
-        };
         assert_eq!(
-            serde_json::to_value(&p).unwrap(),
-            serde_json::json!([
+            json(&SpecChange::RemoveBroker { id: Some(4) }),
+            serde_json::json!([rv,
                 {"op": "test", "path": "/spec/brokers/4/id", "value": 4},
-                {"op": "remove", "path": "/spec/brokers/4"}
-            ])
+                {"op": "remove", "path": "/spec/brokers/4"}])
         );
         assert_eq!(
-            spec_patch(&kc, &SpecChange::RemoveBroker { id: Some(9) }).unwrap(),
-            SpecPatch::Nothing,
-            "already gone"
+            json(&SpecChange::AddVolume {
+                target: VolumeTarget::Broker(3),
+                mount_path: "/d1".into(),
+                size: "1Gi".into(),
+                storage_class_name: None,
+            }),
+            serde_json::json!([rv,
+                {"op": "test", "path": "/spec/brokers/3/id", "value": 3},
+                {"op": "add", "path": "/spec/brokers/3/storage", "value": [{"mountPath": "/d1", "size": "1Gi"}]}])
         );
-        let SpecPatch::Apply { body, force } = spec_patch(
-            &kc,
-            &SpecChange::ResizeVolume {
+        assert_eq!(
+            json(&SpecChange::ResizeVolume {
                 target: VolumeTarget::ConfigGroup("default".into()),
-                mount_path: "/d".into(),
+                mount_path: "/var/lib/kafka/data0".into(),
                 size: "5Gi".into(),
-            },
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert!(force, "the size is the user's field");
-        assert_eq!(
-            body["spec"],
-            serde_json::json!({"brokerConfigGroups": {"default": {"storage": [{"mountPath": "/d", "size": "5Gi"}]}}})
+            }),
+            serde_json::json!([rv,
+                {"op": "test", "path": "/spec/brokerConfigGroups/default/storage/0/mountPath", "value": "/var/lib/kafka/data0"},
+                {"op": "replace", "path": "/spec/brokerConfigGroups/default/storage/0/size", "value": "5Gi"}])
         );
+        // Done already: nothing to write.
+        for done in [
+            SpecChange::AddBrokers {
+                ids: vec![3],
+                config_group: None,
+            },
+            SpecChange::RemoveBroker { id: Some(9) },
+            SpecChange::AddVolume {
+                target: VolumeTarget::ConfigGroup("default".into()),
+                mount_path: "/var/lib/kafka/data0".into(),
+                size: "1Gi".into(),
+                storage_class_name: None,
+            },
+            SpecChange::ResizeVolume {
+                target: VolumeTarget::ConfigGroup("default".into()),
+                mount_path: "/var/lib/kafka/data0".into(),
+                size: "1Gi".into(),
+            },
+        ] {
+            assert_eq!(
+                spec_patch(&kc, &done).unwrap(),
+                SpecPatch::Nothing,
+                "{done:?}"
+            );
+        }
     }
 
     #[test]
