@@ -407,7 +407,10 @@ fn e2e_cluster() -> anyhow::Result<KafkaCluster> {
                     "default.replication.factor": "3",
                     "offsets.topic.replication.factor": "3",
                     "transaction.state.log.replication.factor": "3",
-                    "transaction.state.log.min.isr": "2"
+                    "transaction.state.log.min.isr": "2",
+                    // The rule counts the partitions of the topic made below, never an
+                    // auto-created one.
+                    "auto.create.topics.enable": "false"
                 },
                 "clusterWideConfig": {"min.insync.replicas": "2"}
             },
