@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use super::events::Reason;
 use super::status::{self, WriteError};
 use super::{Context, Error, call};
+use crate::alerts::{AlertSink, RecordSummary, SinkError};
 use crate::api::{AlertActionState, AlertsMode, KafkaCluster, SpecChange};
 use crate::reconcile::alerts::{
     self as plan, AlertRequest, ClusterKey, Now, Outcome, SpecPatch, Unprocessable,
@@ -23,35 +24,10 @@ pub const FIELD_MANAGER: &str = "pier-alerts";
 /// How often a status write that lost a race is tried again before the webhook says 503.
 const WRITE_ATTEMPTS: usize = 8;
 
-/// Why alerts were not recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    /// The alerts name something that does not exist or cannot be done (HTTP 422).
-    #[error("{0}")]
-    Unprocessable(String),
-    /// The API server could not be reached or kept conflicting (HTTP 503: Alertmanager
-    /// retries).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<Unprocessable> for RecordError {
+impl From<Unprocessable> for SinkError {
     fn from(e: Unprocessable) -> Self {
-        RecordError::Unprocessable(e.to_string())
+        SinkError::Unprocessable(e.to_string())
     }
-}
-
-/// What one notification led to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Recorded {
-    /// Actions recorded (pending or dry run).
-    pub recorded: usize,
-    /// Alerts already in the log.
-    pub duplicates: usize,
-    /// Actions a guardrail refused.
-    pub refused: usize,
-    /// Alerts that ask for no action.
-    pub ignored: usize,
 }
 
 /// Records alerts in KafkaCluster statuses; one per process, shared by the webhook's requests.
@@ -73,7 +49,7 @@ impl AlertRecorder {
 
     /// Records every alert (all clusters are checked before anything is written); returns
     /// once each record is in the API server.
-    pub async fn record(&self, alerts: Vec<AlertRequest>) -> Result<Recorded, RecordError> {
+    pub async fn record(&self, alerts: Vec<AlertRequest>) -> Result<RecordSummary, SinkError> {
         let mut by_cluster: BTreeMap<ClusterKey, Vec<AlertRequest>> = BTreeMap::new();
         for alert in alerts {
             by_cluster
@@ -81,12 +57,15 @@ impl AlertRecorder {
                 .or_default()
                 .push(alert);
         }
-        // Every cluster exists and takes its alerts, or nothing is written.
-        for (key, alerts) in &by_cluster {
-            let kc = self.get(key).await?;
-            plan::plan_notification(&kc, alerts, &render, now().as_now())?;
+        // Every cluster exists and takes its alerts, or nothing is written. (One cluster's
+        // recording checks that itself before it writes.)
+        if by_cluster.len() > 1 {
+            for (key, alerts) in &by_cluster {
+                let kc = self.get(key).await?;
+                plan::plan_notification(&kc, alerts, &render, now().as_now())?;
+            }
         }
-        let mut total = Recorded::default();
+        let mut total = RecordSummary::default();
         for (key, alerts) in &by_cluster {
             let tally = self.record_cluster(key, alerts).await?;
             total.recorded += tally.recorded;
@@ -97,16 +76,16 @@ impl AlertRecorder {
         Ok(total)
     }
 
-    async fn get(&self, key: &ClusterKey) -> Result<KafkaCluster, RecordError> {
+    async fn get(&self, key: &ClusterKey) -> Result<KafkaCluster, SinkError> {
         let api: Api<KafkaCluster> = Api::namespaced(self.ctx.client.clone(), &key.namespace);
         let found = call(
             format!("reading KafkaCluster {}/{}", key.namespace, key.name),
             api.get_opt(&key.name),
         )
         .await
-        .map_err(|e| RecordError::Unavailable(e.to_string()))?;
+        .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         found.ok_or_else(|| {
-            RecordError::Unprocessable(format!(
+            SinkError::Unprocessable(format!(
                 "no KafkaCluster {} in namespace {}",
                 key.name, key.namespace
             ))
@@ -117,7 +96,7 @@ impl AlertRecorder {
         &self,
         key: &ClusterKey,
         alerts: &[AlertRequest],
-    ) -> Result<Recorded, RecordError> {
+    ) -> Result<RecordSummary, SinkError> {
         let lock = self.locks.entry(key.clone()).or_default().clone();
         let _one_at_a_time = lock.lock().await;
         for _ in 0..WRITE_ATTEMPTS {
@@ -125,34 +104,37 @@ impl AlertRecorder {
             let stamp = now();
             let (next, outcomes) = plan::plan_notification(&kc, alerts, &render, stamp.as_now())?;
             let mut status = kc.status.clone().unwrap_or_default();
-            let changed = status.alerts.as_ref() != Some(&next)
-                && !(status.alerts.is_none() && next == Default::default());
-            if changed {
+            if status.alerts.clone().unwrap_or_default() != next {
                 status.alerts = Some(next);
                 match status::write(&kc, &self.ctx, status).await {
                     Ok(()) => {}
                     Err(WriteError::Conflict) => continue,
                     Err(WriteError::Other(e)) => {
-                        return Err(RecordError::Unavailable(e.to_string()));
+                        return Err(SinkError::Unavailable(e.to_string()));
                     }
                 }
             }
             return Ok(self.report(&kc, &outcomes).await);
         }
-        Err(RecordError::Unavailable(format!(
+        Err(SinkError::Unavailable(format!(
             "the status of KafkaCluster {}/{} kept changing while the alerts were recorded",
             key.namespace, key.name
         )))
     }
 
     /// Metrics and Events for what was recorded.
-    async fn report(&self, kc: &KafkaCluster, outcomes: &[Outcome]) -> Recorded {
+    async fn report(&self, kc: &KafkaCluster, outcomes: &[Outcome]) -> RecordSummary {
         let (ns, name) = (kc.namespace().unwrap_or_default(), kc.name_any());
-        let mut tally = Recorded::default();
+        let mut tally = RecordSummary::default();
         for outcome in outcomes {
             match outcome {
                 Outcome::NoAction => tally.ignored += 1,
-                Outcome::Duplicate => tally.duplicates += 1,
+                Outcome::Duplicate { action } => {
+                    tally.duplicates += 1;
+                    self.ctx
+                        .metrics
+                        .alert_action(&ns, &name, action, "duplicate");
+                }
                 Outcome::Recorded(record) => {
                     let result = super::metrics::result_label(record.state);
                     self.ctx
@@ -213,27 +195,12 @@ fn spec_schema() -> &'static serde_json::Value {
 }
 
 /// The webhook's sink.
-impl crate::alerts::AlertSink for AlertRecorder {
+impl AlertSink for AlertRecorder {
     fn record(
         &self,
         alerts: Vec<AlertRequest>,
-    ) -> futures::future::BoxFuture<
-        '_,
-        Result<crate::alerts::RecordSummary, crate::alerts::SinkError>,
-    > {
-        use crate::alerts::{RecordSummary, SinkError};
-        Box::pin(async move {
-            match AlertRecorder::record(self, alerts).await {
-                Ok(r) => Ok(RecordSummary {
-                    recorded: r.recorded,
-                    duplicates: r.duplicates,
-                    refused: r.refused,
-                    ignored: r.ignored,
-                }),
-                Err(RecordError::Unprocessable(e)) => Err(SinkError::Unprocessable(e)),
-                Err(RecordError::Unavailable(e)) => Err(SinkError::Unavailable(e)),
-            }
-        })
+    ) -> futures::future::BoxFuture<'_, Result<RecordSummary, SinkError>> {
+        Box::pin(AlertRecorder::record(self, alerts))
     }
 }
 
@@ -305,14 +272,13 @@ pub async fn apply_pending(
                     record.state = AlertActionState::Applied;
                     written = after;
                 }
-                Err(Error::Kube {
-                    source: kube::Error::Api(e),
-                    ..
-                }) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
-                    record.state = AlertActionState::Failed;
-                    record.message = Some(format!("the API server refused it: {}", e.message));
-                }
-                Err(e) => return Err(e),
+                Err(e) => match refused_by_api(&e) {
+                    Some(reason) => {
+                        record.state = AlertActionState::Failed;
+                        record.message = Some(format!("the API server refused it: {reason}"));
+                    }
+                    None => return Err(e),
+                },
             },
             None => {
                 record.state = AlertActionState::Failed;
@@ -366,6 +332,18 @@ pub async fn apply_pending(
         state = ?record.state, change = %what, "alert action carried out"
     );
     Ok(true)
+}
+
+/// The API server's reason when it refused a request for good (a 4xx other than a conflict or
+/// throttling, which are worth retrying).
+fn refused_by_api(e: &Error) -> Option<&str> {
+    match e {
+        Error::Kube {
+            source: kube::Error::Api(e),
+            ..
+        } if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => Some(&e.message),
+        _ => None,
+    }
 }
 
 /// Replicas per broker, from Kafka's metadata.
@@ -488,18 +466,14 @@ pub async fn check_declared(
             api.patch(&kc.name_any(), &params, &Patch::Merge(&patch)),
         )
         .await;
-        match tried {
-            Ok(_) => {}
-            Err(Error::Kube {
-                source: kube::Error::Api(e),
-                ..
-            }) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
-                problems.push(format!(
-                    "action {}: its patch would make the spec invalid: {}",
-                    action.name, e.message
-                ));
+        if let Err(e) = tried {
+            match refused_by_api(&e) {
+                Some(reason) => problems.push(format!(
+                    "action {}: its patch would make the spec invalid: {reason}",
+                    action.name
+                )),
+                None => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
     if !problems.is_empty() {

@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::ClusterLabels;
 use crate::api::{AlertActionState, BrokerPhase, KafkaClusterStatus};
+// The built-in actions' series exist from the start.
+use crate::reconcile::alerts::BUILT_IN_ACTIONS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -39,9 +41,6 @@ const PHASES: [(BrokerPhase, &str); 4] = [
     (BrokerPhase::Draining, "draining"),
     (BrokerPhase::Removed, "removed"),
 ];
-
-/// The built-in alert actions, whose series exist from the start.
-const BUILT_IN_ACTIONS: [&str; 4] = ["upscale", "downscale", "addDisk", "resizeDisk"];
 
 /// What happened to an alert action, as the metric says it.
 pub fn result_label(state: AlertActionState) -> &'static str {

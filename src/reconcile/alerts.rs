@@ -80,6 +80,9 @@ impl ActionRequest {
 /// Roll-blocking alerts kept in status at most.
 const FIRING_LIMIT: usize = 200;
 
+/// The actions every cluster has without declaring them.
+pub const BUILT_IN_ACTIONS: [&str; 4] = ["upscale", "downscale", "addDisk", "resizeDisk"];
+
 /// Firing roll-blocking alerts recorded for the cluster: each is a failed roll health check.
 pub fn roll_blocking(kc: &KafkaCluster) -> u32 {
     if kc.spec.alerts.mode == AlertsMode::Off {
@@ -712,8 +715,8 @@ fn scaling_in_progress(kc: &KafkaCluster) -> Option<String> {
 pub enum Outcome {
     /// Recorded in the log (pending, dry run or refused).
     Recorded(Box<AlertActionRecord>),
-    /// Already in the log.
-    Duplicate,
+    /// Already in the log, as this action.
+    Duplicate { action: String },
     /// No action asked for (its roll-blocking state may have changed).
     NoAction,
 }
@@ -740,7 +743,13 @@ pub fn plan_notification(
             state = next;
         }
         let outcome = match decide(&working, alert, None, render, now)? {
-            Decision::Duplicate => Outcome::Duplicate,
+            Decision::Duplicate => Outcome::Duplicate {
+                action: log_of(&working)
+                    .iter()
+                    .find(|r| r.fingerprint == alert.fingerprint && r.starts_at == alert.starts_at)
+                    .map(|r| r.action.clone())
+                    .unwrap_or_default(),
+            },
             Decision::NoAction => Outcome::NoAction,
             Decision::Record(record) => {
                 append_record(&mut state.actions, (*record).clone());
