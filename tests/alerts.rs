@@ -501,6 +501,29 @@ fn settled(kc: &KafkaCluster, ids: &[i32]) -> bool {
         && s.rebalanced_brokers.as_deref() == Some(ids)
 }
 
+/// What Prometheus and Alertmanager saw, for a failure message: the rule's input series, the
+/// scrape targets' health, the rule's state and Alertmanager's alerts.
+async fn monitoring_state(monitoring: &Monitoring) -> String {
+    let http = reqwest::Client::new();
+    let prometheus = monitoring.prometheus_url();
+    let alertmanager = monitoring.alertmanager_url();
+    let urls = [
+        format!("{prometheus}/api/v1/query?query=kafka_server_replicamanager_partitioncount"),
+        format!("{prometheus}/api/v1/query?query=up"),
+        format!("{prometheus}/api/v1/rules"),
+        format!("{alertmanager}/api/v2/alerts"),
+    ];
+    let mut state = String::from("monitoring state:");
+    for url in urls {
+        let body = match http.get(&url).send().await {
+            Ok(r) => r.text().await.unwrap_or_else(|e| e.to_string()),
+            Err(e) => e.to_string(),
+        };
+        state.push_str(&format!("\n{url}: {body}"));
+    }
+    state
+}
+
 async fn claims_per_broker(client: &kube::Client) -> anyhow::Result<BTreeMap<String, usize>> {
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
         .list(&ListParams::default().labels(&format!("kafka.pier.dev/cluster={E2E_NAME}")))
@@ -584,7 +607,7 @@ async fn alerts_scale_add_a_disk_and_pause_a_roll_of_a_real_cluster() -> anyhow:
 
     // 1. The rule fires on the brokers' partition counts: one broker-only node is added, it
     // becomes Ready, serves through Envoy and is filled.
-    let kc = wait_for(
+    let upscaled = wait_for(
         "the upscale applied",
         long,
         Duration::from_secs(1),
@@ -593,7 +616,11 @@ async fn alerts_scale_add_a_disk_and_pause_a_roll_of_a_real_cluster() -> anyhow:
             (record_of(&kc, "upscale")?.state == AlertActionState::Applied).then_some(kc)
         },
     )
-    .await?;
+    .await;
+    let kc = match upscaled {
+        Ok(kc) => kc,
+        Err(e) => return Err(e.context(monitoring_state(&monitoring).await)),
+    };
     let added = kc
         .spec
         .brokers
