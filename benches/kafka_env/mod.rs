@@ -22,8 +22,10 @@ use pier_testenv::{Envoy, KafkaCluster, LogDir, Process, program, wait_for};
 /// The broker port Envoy proxies to (each node's `EXTERNAL` listener).
 pub const EXTERNAL_PORT: u16 = 9094;
 /// Envoy's bootstrap port and the base of its port per broker (broker `id` on `BASE + id`).
-pub const BOOTSTRAP_PORT: u16 = 29092;
-pub const BASE_PORT: u16 = 29100;
+/// Not the usual 29092/29100: other tests' Envoys bind those on 0.0.0.0, which would take
+/// them from every loopback address while a bench runs next to them.
+pub const BOOTSTRAP_PORT: u16 = 27092;
+pub const BASE_PORT: u16 = 27100;
 
 /// `cargo bench` passes `--bench`; `cargo test` runs the same binary without it (smoke mode).
 pub fn full_run() -> bool {
@@ -103,7 +105,7 @@ impl Bed {
                 ),
                 (
                     "advertised.listeners".into(),
-                    // Broker ids are single digits: BASE_PORT + id is "2910{id}".
+                    // Broker ids are single digits: BASE_PORT + id is "2710{id}".
                     format!(
                         "PLAINTEXT://{{ip}}:{BROKER_PORT},EXTERNAL://{envoy_ip}:{}{{id}}",
                         BASE_PORT / 10
@@ -294,6 +296,34 @@ impl PierXds {
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &self.file)?;
         Ok(())
+    }
+
+    /// `pier_xds_snapshot_updates_total` summed over groups, from `/metrics`.
+    pub async fn snapshot_updates(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("pier_xds_snapshot_updates_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
+    /// Polls `/metrics` every 5 ms until a snapshot update beyond `seen` happened; returns
+    /// when it was first seen.
+    pub async fn wait_snapshot_after(&self, seen: u64) -> anyhow::Result<std::time::Instant> {
+        wait_for(
+            "pier xds to set a new snapshot",
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || async {
+                let now = self.snapshot_updates().await.ok()?;
+                (now > seen).then(std::time::Instant::now)
+            },
+        )
+        .await
     }
 
     /// An Envoy from the repo's `envoy/bootstrap.yaml` (state-of-the-world ADS) pointed at it.
