@@ -62,6 +62,39 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
+/// CPU seconds every process on the machine has used so far (busy time of all cores, from
+/// `/proc/stat`): with [`cpu_seconds`] of the bench's own processes, what others took meanwhile.
+pub fn machine_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+    let busy: f64 = f
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(busy / hz)
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU seconds used by reaped children of this process so far (a client tool, measured
 /// around its run).
 pub fn children_cpu_seconds() -> f64 {
