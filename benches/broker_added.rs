@@ -422,10 +422,11 @@ fn report(results: &[(Case, Vec<Outcome>)], clients: usize, repeats: usize) -> S
         "\nReading: Pier adds the broker to the running Envoy: {}. Its time to serve is mostly \
          `pier xds`' file poll (0–500 ms, a broker file is its only input); from the snapshot \
          being set to broker 3 answering through Envoy took {pier_after:.0} ms (median; both \
-         sides polled every 5–10 ms). Here a bare Envoy process starts in a fraction of a second, \
-         so the static restarts serve the new broker about as fast; a real Deployment roll adds \
-         Pod scheduling, container start and readiness probes (seconds to tens of seconds), \
-         none of it measured here. What the static ways cannot avoid is the disruption: a \
+         sides polled every 5–10 ms): the operator, which has no file to poll, pays only that \
+         part. Here a bare Envoy process starts in a fraction of a second, so the static \
+         restarts serve the new broker sooner than the file poll lets `pier xds`; a real \
+         Deployment roll adds Pod scheduling, container start and readiness probes (seconds to \
+         tens of seconds), none of it measured here. What the static ways cannot avoid is the disruption: a \
          restart closes every client connection at once (and refuses connections until the new \
          Envoy listens), and a hot restart, though it keeps accepting, closes the connections \
          the old process still holds when its parent shutdown time ends (tcp_proxy connections \
