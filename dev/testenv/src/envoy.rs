@@ -1,7 +1,10 @@
 //! A real Envoy started from a given bootstrap, with helpers for its admin API.
 //!
 //! The admin listener is always put on a free loopback port by merging `--config-yaml` over the
-//! bootstrap, and `--use-dynamic-base-id` keeps several Envoys on one machine apart.
+//! bootstrap, and `--use-dynamic-base-id` keeps several Envoys on one machine apart. The base id
+//! it picked is written next to the log, so [`Envoy::hot_restart`] can start the next epoch
+//! (`--base-id <it> --restart-epoch <n>`), which takes over the listen sockets while this
+//! process drains (`--drain-time-s 2`) and exits (`--parent-shutdown-time-s 3`).
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +24,7 @@ pub struct Envoy {
     process: Process,
     admin: SocketAddr,
     bootstrap: PathBuf,
+    base_id_file: PathBuf,
     http: reqwest::Client,
     _logs: Arc<LogDir>,
 }
@@ -60,7 +64,51 @@ impl Envoy {
         overlay: Option<&str>,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::spawn(logs, name, bootstrap, overlay, extra_args, None).await
+    }
+
+    /// Starts the next epoch of this Envoy as `name` with `bootstrap` (Envoy's hot restart):
+    /// the same base id, `--restart-epoch epoch`. The new process takes over the listen
+    /// sockets; this one drains and exits by itself after the parent shutdown time.
+    pub async fn hot_restart(
+        &self,
+        logs: &Arc<LogDir>,
+        name: &str,
+        bootstrap: &Path,
+        epoch: u32,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let base_id = self.base_id()?;
+        Self::spawn(
+            logs,
+            name,
+            bootstrap,
+            None,
+            extra_args,
+            Some((base_id, epoch)),
+        )
+        .await
+    }
+
+    /// The shared-memory base id this Envoy runs with (for [`Envoy::hot_restart`]).
+    pub fn base_id(&self) -> anyhow::Result<u64> {
+        let text = std::fs::read_to_string(&self.base_id_file)
+            .with_context(|| format!("reading {}", self.base_id_file.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("base id {text:?} in {}", self.base_id_file.display()))
+    }
+
+    async fn spawn(
+        logs: &Arc<LogDir>,
+        name: &str,
+        bootstrap: &Path,
+        overlay: Option<&str>,
+        extra_args: &[&str],
+        restart_of: Option<(u64, u32)>,
+    ) -> anyhow::Result<Self> {
         let dir = logs.sub(name)?;
+        let base_id_file = dir.join("base-id");
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)?));
         // Envoy takes one --config-yaml: merge the admin address into the caller's overlay.
         let mut merged: serde_yaml_ng::Mapping = match overlay {
@@ -78,9 +126,21 @@ impl Envoy {
         cmd.arg("-c")
             .arg(bootstrap)
             .args(["--config-yaml", &admin_override])
-            .args(["--use-dynamic-base-id", "--log-level", "info"])
+            .args(["--log-level", "info"])
             .args(["--drain-time-s", "2", "--parent-shutdown-time-s", "3"])
             .args(extra_args);
+        match restart_of {
+            None => {
+                cmd.arg("--use-dynamic-base-id")
+                    .arg("--base-id-path")
+                    .arg(&base_id_file);
+            }
+            Some((base_id, epoch)) => {
+                std::fs::write(&base_id_file, base_id.to_string())?;
+                cmd.args(["--base-id", &base_id.to_string()])
+                    .args(["--restart-epoch", &epoch.to_string()]);
+            }
+        }
         let mut process =
             Process::spawn(name, cmd, &dir.join("envoy.log"), Duration::from_secs(5))?;
         let http = reqwest::Client::builder()
@@ -107,6 +167,7 @@ impl Envoy {
             process,
             admin,
             bootstrap: bootstrap.to_path_buf(),
+            base_id_file,
             http,
             _logs: logs.clone(),
         })

@@ -64,7 +64,16 @@ impl LogDir {
 
     /// `target/test-logs/<name>/`, emptied first.
     pub fn named(name: &str) -> anyhow::Result<Arc<Self>> {
-        let dir = target_dir().join("test-logs").join(name);
+        Self::under("test-logs", name)
+    }
+
+    /// `target/bench-logs/<name>/` for a benchmark, emptied first.
+    pub fn for_bench(name: &str) -> anyhow::Result<Arc<Self>> {
+        Self::under("bench-logs", name)
+    }
+
+    fn under(kind: &str, name: &str) -> anyhow::Result<Arc<Self>> {
+        let dir = target_dir().join(kind).join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let scratch = tempfile::Builder::new()
