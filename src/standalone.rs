@@ -226,12 +226,26 @@ pub async fn run(options: XdsOptions) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Reloads the file whenever its content changes.
+/// How often the file is read even without a change event: a safety net for file systems that
+/// send none (network mounts); change events make a reload immediate.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+/// Reloads the file whenever its content changes: on a change event in its directory (the
+/// directory, so a file replaced by rename — an editor's save, a ConfigMap volume's symlink
+/// swap — is seen too), or at the latest after [`FALLBACK_POLL`].
 async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String) {
-    let mut last = std::fs::read(&path).ok();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let _watcher = change_events(&path, changed);
+    // None: the first (immediate) tick reads the file again, so an edit made after `run` loaded
+    // it and before the watch began is not missed (an unchanged file sets an equal snapshot,
+    // which the cache ignores).
+    let mut last = None;
+    let mut tick = tokio::time::interval(FALLBACK_POLL);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = changes.recv() => {}
+        }
         let now = std::fs::read(&path).ok();
         if now == last {
             continue;
@@ -251,6 +265,34 @@ async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String)
             Err(e) => {
                 tracing::error!(error = %e, "invalid broker file; the last good config keeps serving");
             }
+        }
+    }
+}
+
+/// Watches the directory of `path`, sending on `changed` for every event (coalesced: a full
+/// channel already means "read it again"). None, with a warning, where the file system cannot
+/// watch: the fallback poll still reloads.
+fn change_events(
+    path: &Path,
+    changed: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = changed.try_send(());
+    })
+    .and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, poll = ?FALLBACK_POLL, "cannot watch the broker file's directory; reloading by polling");
+            None
         }
     }
 }
@@ -340,6 +382,48 @@ listeners:
                 domain: "kafka.example.com".into()
             }
         );
+    }
+
+    /// Reloads come from change events, not the fallback poll: each edit is served well
+    /// before [`FALLBACK_POLL`] ends, for an edit in place and a file replaced by rename.
+    #[tokio::test]
+    async fn edits_are_served_on_change_events() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("brokers.yaml");
+        std::fs::write(&path, GOOD).expect("write");
+        let (group, snapshot) = load(&path).expect("good file");
+        let cache = Arc::new(SnapshotCache::new(Arc::new(XdsMetrics::default())));
+        cache.set_snapshot(&group, snapshot);
+        tokio::spawn(watch_file(path.clone(), cache.clone(), group.clone()));
+        let within = FALLBACK_POLL / 2;
+        let served = |text: &str| {
+            let version = BrokersFile::parse(&path, text)
+                .and_then(|f| f.to_model(&path))
+                .map(|m| Snapshot::new(translate(&m).expect("translates")).version())
+                .expect("valid edit");
+            let cache = cache.clone();
+            let group = group.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + within;
+                while cache.group_status(&group).version.as_deref() != Some(version.as_str()) {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the edit was not served within {within:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+
+        let in_place = GOOD.replace("port: 9092}", "port: 9093}");
+        std::fs::write(&path, &in_place).expect("write");
+        served(&in_place).await;
+
+        let renamed = GOOD.replace("127.0.0.2", "127.0.0.3");
+        let tmp = dir.path().join(".brokers.yaml.tmp");
+        std::fs::write(&tmp, &renamed).expect("write");
+        std::fs::rename(&tmp, &path).expect("rename");
+        served(&renamed).await;
     }
 
     #[test]
