@@ -269,6 +269,22 @@ async fn watch_file(path: PathBuf, cache: Arc<SnapshotCache>, mut group: String)
     }
 }
 
+/// Whether a change event in the file's directory may have changed the file named `name`:
+/// a write, creation, rename or removal of that name, or of a ConfigMap volume's `..data`
+/// entries (whose symlink swap changes the file without an event naming it). Not reads: the
+/// watcher's own read of the file raises an access event, which would loop.
+fn may_change(event: &notify::Event, name: &std::ffi::OsStr) -> bool {
+    use notify::EventKind;
+    if matches!(event.kind, EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| n == name || n.as_encoded_bytes().starts_with(b".."))
+        })
+}
+
 /// Watches the directory of `path`, sending on `changed` for every event (coalesced: a full
 /// channel already means "read it again"). None, with a warning, where the file system cannot
 /// watch: the fallback poll still reloads.
@@ -281,8 +297,14 @@ fn change_events(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = changed.try_send(());
+    let name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| may_change(&e, &name)) {
+            let _ = changed.try_send(());
+        }
     })
     .and_then(|mut w| {
         w.watch(&dir, notify::RecursiveMode::NonRecursive)?;
@@ -424,6 +446,44 @@ listeners:
         std::fs::write(&tmp, &renamed).expect("write");
         std::fs::rename(&tmp, &path).expect("rename");
         served(&renamed).await;
+    }
+
+    #[test]
+    fn only_changes_of_the_file_are_reload_events() {
+        use notify::event::{AccessKind, CreateKind, DataChange, ModifyKind, RenameMode};
+        use notify::{Event, EventKind};
+        let name = std::ffi::OsStr::new("brokers.yaml");
+        let at = |kind: EventKind, file: &str| {
+            Event::new(kind).add_path(PathBuf::from(format!("/etc/pier/{file}")))
+        };
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert!(may_change(&at(write, "brokers.yaml"), name));
+        assert!(may_change(
+            &at(EventKind::Create(CreateKind::File), "brokers.yaml"),
+            name
+        ));
+        assert!(may_change(
+            &at(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "brokers.yaml"
+            ),
+            name
+        ));
+        // A ConfigMap volume swaps its `..data` symlink; the file's own name is not in the event.
+        assert!(may_change(
+            &at(EventKind::Create(CreateKind::Any), "..data_tmp"),
+            name
+        ));
+        assert!(
+            may_change(&Event::new(EventKind::Any), name),
+            "an event without paths"
+        );
+        // Reading the file (as the watcher does) and other files' writes are not changes.
+        assert!(!may_change(
+            &at(EventKind::Access(AccessKind::Any), "brokers.yaml"),
+            name
+        ));
+        assert!(!may_change(&at(write, "pier.log"), name));
     }
 
     #[test]
