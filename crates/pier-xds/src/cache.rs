@@ -365,10 +365,15 @@ impl SnapshotCache {
             }
             StreamEvent::Applied { snapshot } => {
                 tracing::debug!(node = node_id, group, snapshot, "config applied");
-                if let Some(mut entry) = self.groups.get_mut(group)
-                    && entry
-                        .current()
-                        .is_some_and(|c| c.version_str() == snapshot.as_str())
+                // Every stream tells it; only the first one needs the write lock.
+                let fresh = |e: &GroupEntry| {
+                    !e.current_applied
+                        && e.current()
+                            .is_some_and(|c| c.version_str() == snapshot.as_str())
+                };
+                if self.groups.get(group).is_some_and(|e| fresh(&e))
+                    && let Some(mut entry) = self.groups.get_mut(group)
+                    && fresh(&entry)
                 {
                     entry.current_applied = true;
                 }

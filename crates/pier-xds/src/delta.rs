@@ -208,6 +208,10 @@ impl DeltaSession {
             let settled = self.listeners_settled();
             self.state.update_hold(settled);
         }
+        // Most pushes (one per ACK) find nothing to send: tell so without building the diff.
+        if !self.pending(t) {
+            return;
+        }
         let diff = self.diff(t);
         if diff.is_empty() {
             return;

@@ -471,7 +471,11 @@ fn same_entries<'a>(
         match (a.next(), b.next()) {
             (None, None) => return true,
             (Some((na, ra)), Some((nb, rb))) => {
-                if na != nb || !(Arc::ptr_eq(ra, rb) || ra.version == rb.version) {
+                // The same resource of the same snapshot: its name is the key of both.
+                if Arc::ptr_eq(ra, rb) {
+                    continue;
+                }
+                if na != nb || ra.version != rb.version {
                     return false;
                 }
             }
