@@ -194,6 +194,7 @@ mod load {
         id: usize,
         events: mpsc::UnboundedSender<Event>,
         bodies: Option<Bodies>,
+        got: &std::sync::atomic::AtomicBool,
     ) -> anyhow::Result<()> {
         let mut grpc = connect(&args.addr).await?;
         let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
@@ -218,6 +219,7 @@ mod load {
         let mut last_key = 0;
         let eds = ResourceType::Endpoint as usize;
         while let Some(resp) = responses.message().await? {
+            got.store(true, std::sync::atomic::Ordering::Relaxed);
             let t = type_index(&resp.type_url).context("unknown type URL")?;
             let names: Vec<String> = resp
                 .resources
@@ -286,6 +288,7 @@ mod load {
         id: usize,
         events: mpsc::UnboundedSender<Event>,
         bodies: Option<Bodies>,
+        got: &std::sync::atomic::AtomicBool,
     ) -> anyhow::Result<()> {
         let mut grpc = connect(&args.addr).await?;
         let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
@@ -310,6 +313,7 @@ mod load {
         let mut last_key = 0;
         let eds = ResourceType::Endpoint as usize;
         while let Some(resp) = responses.message().await? {
+            got.store(true, std::sync::atomic::Ordering::Relaxed);
             let t = type_index(&resp.type_url).context("unknown type URL")?;
             for r in &resp.resources {
                 let body = r.resource.as_ref().context("a resource without a body")?;
@@ -392,10 +396,23 @@ mod load {
             let (args, events) = (args.clone(), ev_tx.clone());
             let bodies = (id == 0).then(|| bodies.clone());
             tokio::spawn(async move {
-                let result = if args.delta {
-                    delta(args, id, events.clone(), bodies).await
-                } else {
-                    sotw(args, id, events.clone(), bodies).await
+                // A connection reset before the first response (a listen backlog overflowing
+                // under thousands of connects) is retried, as Envoy would; later ones count.
+                let got = std::sync::atomic::AtomicBool::new(false);
+                let mut attempt = 0u64;
+                let result = loop {
+                    let r = if args.delta {
+                        delta(args.clone(), id, events.clone(), bodies.clone(), &got).await
+                    } else {
+                        sotw(args.clone(), id, events.clone(), bodies.clone(), &got).await
+                    };
+                    if r.is_err() && attempt < 10 && !got.load(std::sync::atomic::Ordering::Relaxed)
+                    {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        continue;
+                    }
+                    break r;
                 };
                 if let Err(e) = result {
                     let _ = events.send(Event::Failed {
