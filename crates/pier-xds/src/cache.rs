@@ -14,6 +14,7 @@
 //! a fresh Envoy that has nothing to fall back to. The next snapshot clears the mark.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use serde::Serialize;
@@ -58,6 +59,9 @@ pub struct GroupStatus {
     pub group: String,
     /// Version of the current snapshot, if any.
     pub version: Option<String>,
+    /// When the current snapshot was set (wall clock, microseconds since the Unix epoch): the
+    /// start of its fan-out, to compare with when Envoys applied it.
+    pub set_at_unix_micros: Option<u64>,
     /// Every connected node applied the current snapshot (some node is connected).
     pub all_acked: bool,
     /// The latest NACK of the current snapshot, if any.
@@ -77,6 +81,8 @@ pub struct Rejection {
 
 struct GroupEntry {
     tx: watch::Sender<Option<Arc<Snapshot>>>,
+    /// When the current snapshot was set.
+    set_at: Option<SystemTime>,
     /// The last good snapshot before the current one.
     previous_good: Option<Arc<Snapshot>>,
     /// Some node applied the current snapshot.
@@ -88,6 +94,7 @@ impl GroupEntry {
     fn new() -> Self {
         Self {
             tx: watch::Sender::new(None),
+            set_at: None,
             previous_good: None,
             current_applied: false,
             rejected: None,
@@ -205,17 +212,22 @@ impl SnapshotCache {
         entry.previous_good = entry.last_good();
         entry.rejected = None;
         entry.current_applied = false;
+        let set_at = SystemTime::now();
+        entry.set_at = Some(set_at);
         entry.tx.send_replace(Some(snapshot.clone()));
         drop(entry);
         if new_group {
             self.declared.notify_waiters();
         }
-        self.metrics
-            .snapshot_updates
-            .get_or_create(&GroupLabels {
-                group: group.to_string(),
-            })
-            .inc();
+        let labels = GroupLabels {
+            group: group.to_string(),
+        };
+        self.metrics.snapshot_updates.get_or_create(&labels).inc();
+        self.metrics.snapshot_set_time.get_or_create(&labels).set(
+            set_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         tracing::info!(group, version = %snapshot.version(), serial = snapshot.serial, "snapshot updated");
         snapshot
     }
@@ -229,6 +241,7 @@ impl SnapshotCache {
             };
             self.metrics.connected_streams.remove(&labels);
             self.metrics.snapshot_updates.remove(&labels);
+            self.metrics.snapshot_set_time.remove(&labels);
             tracing::info!(group, "node group removed");
         }
     }
@@ -352,10 +365,15 @@ impl SnapshotCache {
             }
             StreamEvent::Applied { snapshot } => {
                 tracing::debug!(node = node_id, group, snapshot, "config applied");
-                if let Some(mut entry) = self.groups.get_mut(group)
-                    && entry
-                        .current()
-                        .is_some_and(|c| c.version_str() == snapshot.as_str())
+                // Every stream tells it; only the first one needs the write lock.
+                let fresh = |e: &GroupEntry| {
+                    !e.current_applied
+                        && e.current()
+                            .is_some_and(|c| c.version_str() == snapshot.as_str())
+                };
+                if self.groups.get(group).is_some_and(|e| fresh(&e))
+                    && let Some(mut entry) = self.groups.get_mut(group)
+                    && fresh(&entry)
                 {
                     entry.current_applied = true;
                 }
@@ -395,9 +413,9 @@ impl SnapshotCache {
     }
 
     pub fn group_status(&self, group: &str) -> GroupStatus {
-        let (current, rejected, last_good) = match self.groups.get(group) {
-            Some(e) => (e.current(), e.rejected.clone(), e.last_good()),
-            None => (None, None, None),
+        let (current, set_at, rejected, last_good) = match self.groups.get(group) {
+            Some(e) => (e.current(), e.set_at, e.rejected.clone(), e.last_good()),
+            None => (None, None, None, None),
         };
         let mut nodes: Vec<NodeStatus> = self
             .nodes
@@ -415,6 +433,9 @@ impl SnapshotCache {
         GroupStatus {
             group: group.to_string(),
             version: current.map(|s| s.version()),
+            set_at_unix_micros: set_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
             all_acked,
             rejected,
             last_good_version: last_good.map(|s| s.version()),
@@ -568,6 +589,48 @@ mod tests {
         drop(b);
         assert!(cache.node_status("envoy-0").is_none());
         assert_eq!(cache.node_count(), 0);
+    }
+
+    #[test]
+    fn group_status_tells_when_the_current_snapshot_was_set() {
+        let micros = || {
+            u64::try_from(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_micros(),
+            )
+            .unwrap()
+        };
+        let cache = Arc::new(SnapshotCache::default());
+        cache.declare_group("g");
+        assert_eq!(cache.group_status("g").set_at_unix_micros, None);
+        let before = micros();
+        cache.set_snapshot("g", snap(&[0]));
+        let first = cache.group_status("g").set_at_unix_micros.unwrap();
+        assert!(before <= first && first <= micros());
+        // The same config again is no new snapshot: the time stays.
+        cache.set_snapshot("g", snap(&[0]));
+        assert_eq!(cache.group_status("g").set_at_unix_micros, Some(first));
+        while micros() == first {
+            std::hint::spin_loop();
+        }
+        cache.set_snapshot("g", snap(&[0, 1]));
+        let second = cache.group_status("g").set_at_unix_micros.unwrap();
+        assert!(second > first);
+        // The same time as a metric, in seconds.
+        let labels = GroupLabels { group: "g".into() };
+        let gauge = cache
+            .metrics()
+            .snapshot_set_time
+            .get_or_create(&labels)
+            .get();
+        assert!(
+            (gauge - second as f64 / 1e6).abs() < 1e-5,
+            "{gauge} vs {second}"
+        );
+        cache.remove_group("g");
+        assert_eq!(cache.group_status("g").set_at_unix_micros, None);
     }
 
     #[test]

@@ -169,13 +169,31 @@ impl DeltaSession {
         }
     }
 
+    /// Whether [`DeltaSession::diff`] has something for `t`; without building it unless
+    /// clusters are held (asked several times per request and snapshot on every stream).
+    fn pending(&self, t: ResourceType) -> bool {
+        let Some(snapshot) = self.state.snapshot() else {
+            return false;
+        };
+        let Some(changed) = self.state.any_changed(t) else {
+            return !self.diff(t).is_empty();
+        };
+        // Nothing held: whatever the client has or named that the snapshot lacks is removed.
+        let all = &snapshot.get(t).resources;
+        changed
+            || self.state.get(t).has.keys().any(|n| !all.contains_key(n))
+            || self.missing[t as usize]
+                .iter()
+                .any(|n| !all.contains_key(n))
+    }
+
     fn listeners_settled(&self) -> bool {
-        let pending = !self.diff(ResourceType::Listener).is_empty();
+        let pending = self.pending(ResourceType::Listener);
         self.state.listeners_settled(pending)
     }
 
     fn check_applied(&mut self, events: &mut Vec<StreamEvent>) {
-        let pending = ResourceType::ALL.map(|t| !self.diff(t).is_empty());
+        let pending = ResourceType::ALL.map(|t| self.pending(t));
         self.state.check_applied(pending, events);
     }
 
@@ -189,6 +207,10 @@ impl DeltaSession {
         if t == ResourceType::Cluster {
             let settled = self.listeners_settled();
             self.state.update_hold(settled);
+        }
+        // Most pushes (one per ACK) find nothing to send: tell so without building the diff.
+        if !self.pending(t) {
+            return;
         }
         let diff = self.diff(t);
         if diff.is_empty() {

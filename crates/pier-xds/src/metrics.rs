@@ -49,6 +49,8 @@ type HistogramFamily = Family<TypeLabels, Histogram, fn() -> Histogram>;
 pub struct XdsMetrics {
     pub connected_streams: Family<GroupLabels, Gauge>,
     pub snapshot_updates: Family<GroupLabels, Counter>,
+    /// When each group's current snapshot was set, in seconds since the Unix epoch.
+    pub snapshot_set_time: Family<GroupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub responses: Family<TypeLabels, Counter>,
     pub acks: Family<TypeLabels, Counter>,
     pub nacks: Family<TypeLabels, Counter>,
@@ -65,6 +67,7 @@ impl Default for XdsMetrics {
         let metrics = Self {
             connected_streams: Family::default(),
             snapshot_updates: Family::default(),
+            snapshot_set_time: Family::default(),
             responses: Family::default(),
             acks: Family::default(),
             nacks: Family::default(),
@@ -94,6 +97,11 @@ impl XdsMetrics {
             "pier_xds_snapshot_updates",
             "Snapshots that changed a node group's config",
             self.snapshot_updates.clone(),
+        );
+        registry.register(
+            "pier_xds_snapshot_set_timestamp_seconds",
+            "When each node group's current snapshot was set (Unix time): the start of its fan-out",
+            self.snapshot_set_time.clone(),
         );
         registry.register(
             "pier_xds_responses",

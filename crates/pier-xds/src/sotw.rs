@@ -19,7 +19,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 
 use super::session::{Output, StreamEvent};
-use super::subscription::{Reply, StreamState, same};
+use super::subscription::{Reply, StreamState};
 use super::{ResourceType, Snapshot};
 
 /// One SotW ADS stream.
@@ -114,11 +114,12 @@ impl SotwSession {
             let settled = self.listeners_settled();
             self.state.update_hold(settled);
         }
-        let desired = self.state.desired(t);
-        let st = self.state.get(t);
-        if same(&desired, &st.has) && !self.force[t as usize] {
+        // Most pushes (one per ACK) find nothing to send: tell so without building the map.
+        if !self.force[t as usize] && !self.state.differs(t) {
             return;
         }
+        let desired = self.state.desired(t);
+        let st = self.state.get(t);
         let mut version = snapshot.get(t).version.clone();
         if t == ResourceType::Cluster && desired.keys().any(|n| self.state.is_held(t, n)) {
             version.push_str("+held");

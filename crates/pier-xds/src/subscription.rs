@@ -341,9 +341,55 @@ impl StreamState {
         desired
     }
 
-    /// The client's resources of type `t` differ from [`StreamState::desired`].
+    /// The client's resources of type `t` differ from [`StreamState::desired`]. Asked several
+    /// times per request and snapshot on every stream, so without building the desired map
+    /// unless clusters are held.
     pub fn differs(&self, t: ResourceType) -> bool {
-        !same(&self.desired(t), &self.types[t as usize].has)
+        let st = &self.types[t as usize];
+        let Some(snapshot) = &self.snapshot else {
+            return !st.has.is_empty();
+        };
+        if t != ResourceType::Listener && !self.held.is_empty() {
+            return !same(&self.desired(t), &st.has);
+        }
+        // Nothing held: what the client should have is its subscription's part of the snapshot.
+        let all = &snapshot.get(t).resources;
+        if st.sub.is_wildcard() {
+            !same_entries(all.iter(), &st.has)
+        } else {
+            !same_entries(
+                st.sub.names().iter().filter_map(|n| all.get_key_value(n)),
+                &st.has,
+            )
+        }
+    }
+
+    /// Delta: whether some resource the client should have of type `t` is missing from what it
+    /// has or differs in version, without building the desired map; `None` while clusters are
+    /// held (ask [`StreamState::desired`] then).
+    pub fn any_changed(&self, t: ResourceType) -> Option<bool> {
+        let st = &self.types[t as usize];
+        let Some(snapshot) = &self.snapshot else {
+            return Some(false);
+        };
+        if t != ResourceType::Listener && !self.held.is_empty() {
+            return None;
+        }
+        let all = &snapshot.get(t).resources;
+        let changed = |(n, r): (&String, &Arc<Resource>)| {
+            st.has
+                .get(n)
+                .is_none_or(|h| !(Arc::ptr_eq(h, r) || h.version == r.version))
+        };
+        Some(if st.sub.is_wildcard() {
+            all.iter().any(changed)
+        } else {
+            st.sub
+                .names()
+                .iter()
+                .filter_map(|n| all.get_key_value(n))
+                .any(changed)
+        })
     }
 
     /// The client runs only listeners of the current config: it has none (a fresh client that
@@ -412,10 +458,30 @@ impl StreamState {
 
 /// Same names with the same versions.
 pub fn same(a: &BTreeMap<String, Arc<Resource>>, b: &BTreeMap<String, Arc<Resource>>) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((na, ra), (nb, rb))| na == nb && ra.version == rb.version)
+    a.len() == b.len() && same_entries(a.iter(), b)
+}
+
+/// [`same`] for entries in name order, however they are stored.
+fn same_entries<'a>(
+    mut a: impl Iterator<Item = (&'a String, &'a Arc<Resource>)>,
+    b: &BTreeMap<String, Arc<Resource>>,
+) -> bool {
+    let mut b = b.iter();
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some((na, ra)), Some((nb, rb))) => {
+                // The same resource of the same snapshot: its name is the key of both.
+                if Arc::ptr_eq(ra, rb) {
+                    continue;
+                }
+                if na != nb || ra.version != rb.version {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
 }
 
 #[cfg(test)]
