@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both install what is missing first.
 # `make test` runs the demo's smoke check before the test suite, so the suite's summary comes last.
-.PHONY: setup test demo image
+.PHONY: setup test demo image bench
 
 setup:
 	dev/setup
@@ -18,3 +18,7 @@ demo:
 # Pier's container image as an OCI archive (target/pier-image.tar), without a Docker daemon.
 image:
 	dev/image
+
+# Benchmarks (release builds, real components): writes docs/performance.md. See dev/bench.
+bench:
+	dev/bench
