@@ -417,7 +417,13 @@ fn main() {
         args.clone()
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    println!("xDS fan-out: snapshot update → ACK of the listener response by every client");
+    println!("## xDS in one process: fan-out, churn, a real Envoy\n");
+    println!(
+        "`pier::xds` and its simulated clients in one process (so CPU and RSS include both: \
+         `xds_anchor` separates them); each client a real gRPC ADS stream (SotW) on its own \
+         HTTP/2 connection that ACKs every response; updates alternate 7 and 8 brokers.\n"
+    );
+    println!("xDS fan-out: snapshot update → ACK of the listener response by every client\n");
     println!(
         "| clients | updates | per-client p50 ms | per-client p99 ms | all-ACKed p50 ms | all-ACKed p99 ms | updates/s | CPU cores | RSS MiB | peak RSS MiB |"
     );
@@ -435,7 +441,10 @@ fn main() {
     if args.is_empty() {
         let (cycles, envoy_updates) = if full { (10_000, 50) } else { (10, 2) };
         println!();
-        println!("Churn: ADS streams opened (first response received) and closed, random node ids");
+        println!(
+            "Churn: ADS streams opened (first response received) and closed, random node ids; \
+             the server's node map and the process's RSS before and after\n"
+        );
         println!(
             "| cycles | cycles/s | node map peak | node map after | RSS MiB before | RSS MiB after |"
         );
@@ -443,6 +452,10 @@ fn main() {
         runtime.block_on(churn(cycles));
         runtime.block_on(churn(cycles));
         println!();
+        println!(
+            "A real Envoy 1.40 (SotW ADS): update → the new listener in its admin API (polled \
+             every 2 ms), and a real Envoy and a simulated client in one group both applying it\n"
+        );
         println!("| path | updates | p50 ms | p99 ms |");
         println!("|---|---|---|---|");
         if let Err(e) = runtime.block_on(envoy_latency(envoy_updates)) {
