@@ -26,7 +26,7 @@
 //! No Kafka answers behind simulated Pods (their addresses refuse connections): what the
 //! operator does then is part of what is measured, and the KafkaCluster's conditions at the end
 //! are printed with the numbers. Numbers are printed, never asserted; the smoke run asserts
-//! only that every step happened. Logs: `target/test-logs/bench-operator-scale-<n>/`.
+//! only that every step happened. Logs and each cluster's final status: `target/test-logs/bench-operator-scale-<n>/`.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -48,7 +48,20 @@ use tokio_stream::wrappers::ReceiverStream;
 mod common;
 
 const NS: &str = "default";
-const NAME: &str = "scale";
+/// The most brokers one KafkaCluster may have (the CRD's `maxItems` of `spec.brokers`): a
+/// larger size is several clusters of one operator.
+const MAX_BROKERS_PER_CLUSTER: usize = 200;
+
+/// The clusters of a size: (name, brokers).
+fn clusters(brokers: usize) -> Vec<(String, usize)> {
+    let count = brokers.div_ceil(MAX_BROKERS_PER_CLUSTER).max(1);
+    (0..count)
+        .map(|i| {
+            let share = brokers / count + usize::from(i < brokers % count);
+            (format!("scale-{i}"), share)
+        })
+        .collect()
+}
 /// Kinds whose creation "every object created" waits for.
 const CREATED_KINDS: [&str; 4] = ["pods", "configmaps", "persistentvolumeclaims", "services"];
 
@@ -71,6 +84,7 @@ struct Plan {
 /// What one size measured.
 struct Outcome {
     brokers: usize,
+    clusters: usize,
     objects_created: Duration,
     created: BTreeMap<String, usize>,
     xds_complete: Duration,
@@ -148,7 +162,7 @@ fn main() -> anyhow::Result<()> {
 
 /// The KafkaCluster: three combined broker+controller nodes, the rest brokers, one volume each,
 /// one external listener routed per broker port through Envoy.
-fn cluster(brokers: usize) -> anyhow::Result<KafkaCluster> {
+fn cluster(name: &str, brokers: usize) -> anyhow::Result<KafkaCluster> {
     let nodes: Vec<serde_json::Value> = (0..brokers as i32)
         .map(|id| {
             let roles: &[&str] = if id < 3 {
@@ -162,7 +176,7 @@ fn cluster(brokers: usize) -> anyhow::Result<KafkaCluster> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "kafka.pier.dev/v1alpha1",
         "kind": "KafkaCluster",
-        "metadata": {"name": NAME, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "kafka": {"readOnlyConfig": {"default.replication.factor": "3"}},
             "brokerConfigGroups": {"default": {
@@ -198,39 +212,50 @@ async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     )
     .await?;
 
-    // The cluster's Envoy, as far as xDS goes.
-    let (listeners_tx, mut listeners) = watch::channel((0usize, Instant::now()));
-    let ads = tokio::spawn(ads_client(
-        format!("http://{}", operator.xds),
-        pier::model::group_name(NS, NAME),
-        listeners_tx,
-    ));
+    // Each cluster's Envoy, as far as xDS goes.
+    let clusters = clusters(n);
+    let mut ads = Vec::new();
+    let mut listeners = Vec::new();
+    for (name, brokers) in &clusters {
+        let (tx, rx) = watch::channel((0usize, Instant::now()));
+        ads.push(tokio::spawn(ads_client(
+            format!("http://{}", operator.xds),
+            pier::model::group_name(NS, name),
+            tx,
+        )));
+        listeners.push((rx, brokers + 1));
+    }
 
     let mark = plane.audit_mark()?;
     let cpu_start = operator.cpu()?;
     let applied = Instant::now();
-    Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &cluster(n)?)
-        .await?;
-    let want = n + 1;
-    let xds_complete = tokio::time::timeout(plan.ramp_within, async {
-        loop {
-            let (count, at) = *listeners.borrow_and_update();
-            if count >= want {
-                return Ok::<_, anyhow::Error>(at.duration_since(applied));
+    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    for (name, brokers) in &clusters {
+        kcs.create(&PostParams::default(), &cluster(name, *brokers)?)
+            .await?;
+    }
+    let mut xds_complete = Duration::ZERO;
+    for (rx, want) in listeners.iter_mut() {
+        let done = tokio::time::timeout(plan.ramp_within, async {
+            loop {
+                let (count, at) = *rx.borrow_and_update();
+                if count >= *want {
+                    return Ok::<_, anyhow::Error>(at.duration_since(applied));
+                }
+                operator.check_running()?;
+                rx.changed().await?;
             }
-            operator.check_running()?;
-            listeners.changed().await?;
-        }
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "{n} brokers in the xDS snapshot within {:?} (listeners: {})",
-            plan.ramp_within,
-            listeners.borrow().0
-        )
-    })??;
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{n} brokers in the xDS snapshots within {:?} (listeners of a cluster: {} of {want})",
+                plan.ramp_within,
+                rx.borrow().0
+            )
+        })??;
+        xds_complete = xds_complete.max(done);
+    }
     eprintln!("  every broker in xDS after {xds_complete:?}");
 
     // Every object the operator made, and when, from the audit log.
@@ -280,19 +305,20 @@ async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let cpu_before = operator.cpu()?;
     let window_mark = plane.audit_mark()?;
     let window_started = Instant::now();
-    // A reconcile per poke: an annotation of the KafkaCluster's changes, nothing Pier reads.
-    let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    // A reconcile per poke: an annotation of a KafkaCluster's changes, nothing Pier reads.
     let mut pokes = 0;
     while window_started.elapsed() < plan.window {
-        pokes += 1;
-        kcs.patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"bench.pier.dev/poke": pokes.to_string()}}}),
-            ),
-        )
-        .await?;
+        for (name, _) in &clusters {
+            pokes += 1;
+            kcs.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"bench.pier.dev/poke": pokes.to_string()}}}),
+                ),
+            )
+            .await?;
+        }
         tokio::time::sleep(plan.poke_every).await;
     }
     let window = window_started.elapsed();
@@ -338,22 +364,24 @@ async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         })
         .filter(|(_, v)| *v > 0.0)
         .collect();
-    let status = Api::<KafkaCluster>::namespaced(client.clone(), NS)
-        .get(NAME)
-        .await?
-        .status
-        .unwrap_or_default();
-    std::fs::write(
-        logs.path().join("status.json"),
-        serde_json::to_string_pretty(&status)?,
-    )?;
-    let conditions = status
-        .conditions
-        .iter()
-        .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason))
-        .collect();
+    let mut conditions = std::collections::BTreeSet::new();
+    for (name, _) in &clusters {
+        let status = kcs.get(name).await?.status.unwrap_or_default();
+        std::fs::write(
+            logs.path().join(format!("status-{name}.json")),
+            serde_json::to_string_pretty(&status)?,
+        )?;
+        conditions.extend(
+            status
+                .conditions
+                .iter()
+                .map(|c| format!("{}={} ({})", c.type_, c.status, c.reason)),
+        );
+    }
+    let conditions = conditions.into_iter().collect();
     let outcome = Outcome {
         brokers: n,
+        clusters: clusters.len(),
         objects_created,
         created,
         xds_complete,
@@ -386,7 +414,9 @@ async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         outcome.errors,
         outcome.conditions
     );
-    ads.abort();
+    for a in ads {
+        a.abort();
+    }
     operator.stop();
     devlet.abort();
     drop(plane);
@@ -537,9 +567,9 @@ fn seconds_or_ms(s: Option<f64>) -> String {
 fn report(outcomes: &[Outcome]) -> String {
     let mut s = String::from("## The operator at scale (simulated brokers)\n\n");
     s.push_str(
-        "One KafkaCluster (3 broker+controller nodes, the rest brokers, one 1 Gi volume each, one external listener routed per broker port) applied to a fresh real control plane (etcd, kube-apiserver, controller-manager, scheduler); `pier operator` runs as a process with the chart's ServiceAccount and RBAC (leader election on, the chart's timings; xDS in plaintext); `pier-devlet --simulate` reports every Pod Running and Ready on an address of its own where nothing listens, so there is no Kafka. *Objects created*: KafkaCluster create → the operator's last Pod/ConfigMap/PVC/Service creation (server-side apply answered 201; audit log). *xDS complete*: apply → an ADS client of the cluster's node group holds the bootstrap listener and one per broker (a broker enters the snapshot once its Pod has an address: scheduling, volume provisioning and binding included). Steady state: after 15 s without an operator write (leader Lease aside), a 60 s window in which the bench changes an annotation of the KafkaCluster every 2 s (each change wakes a reconcile that has nothing to do; Pier reads no such annotation): reconcile p50/p99 from the operator's histogram (interpolated within its buckets), API requests per reconcile and writes from the audit log, RSS from /proc at the end of the window, CPU from /proc. No pinning.\n\n",
+        "KafkaClusters of at most 200 brokers (the CRD's limit; 1,000 brokers are 5 clusters of one operator), each 3 broker+controller nodes and the rest brokers, one 1 Gi volume each, one external listener routed per broker port, applied to a fresh real control plane (etcd, kube-apiserver, controller-manager, scheduler); `pier operator` runs as a process with the chart's ServiceAccount and RBAC (leader election on, the chart's timings; xDS in plaintext); `pier-devlet --simulate` reports every Pod Running and Ready on an address of its own where nothing listens, so there is no Kafka. *Objects created*: first KafkaCluster create → the operator's last Pod/ConfigMap/PVC/Service creation (server-side apply answered 201; audit log). *xDS complete*: apply → an ADS client of each cluster's node group holds the bootstrap listener and one per broker (a broker enters the snapshot once its Pod has an address: scheduling, volume provisioning and binding included). Steady state: after 15 s without an operator write (leader Lease aside), a 60 s window in which the bench changes an annotation of each KafkaCluster every 2 s (each change wakes a reconcile that has nothing to do; Pier reads no such annotation): reconcile p50/p99 from the operator's histogram (interpolated within its buckets), API requests per reconcile and writes from the audit log, RSS from /proc at the end of the window, CPU from /proc. No pinning.\n\n",
     );
-    s.push_str("| Brokers | Objects created | xDS complete | Reconcile p50 | Reconcile p99 | Reconciles (pokes) | API requests / reconcile | Writes in steady state | Lease renewals / min | VmRSS | VmHWM | CPU s to steady | CPU % steady |\n");
+    s.push_str("| Brokers (clusters) | Objects created | xDS complete | Reconcile p50 | Reconcile p99 | Reconciles (pokes) | API requests / reconcile | Writes in steady state | Lease renewals / min | VmRSS | VmHWM | CPU s to steady | CPU % steady |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for o in outcomes {
         let minutes = o.window.as_secs_f64() / 60.0;
@@ -550,8 +580,9 @@ fn report(outcomes: &[Outcome]) -> String {
         };
         let writes: usize = o.writes.values().sum();
         s.push_str(&format!(
-            "| {} | {:.1} s | {:.1} s | {} | {} | {} ({}) | {} | {}{} | {:.0} | {} MiB | {} MiB | {:.1} | {:.1} |\n",
+            "| {} ({}) | {:.1} s | {:.1} s | {} | {} | {} ({}) | {} | {}{} | {:.0} | {} MiB | {} MiB | {:.1} | {:.1} |\n",
             o.brokers,
+            o.clusters,
             o.objects_created.as_secs_f64(),
             o.xds_complete.as_secs_f64(),
             seconds_or_ms(o.p50),

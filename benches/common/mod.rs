@@ -79,7 +79,18 @@ impl Operator {
         let ports = pier_testenv::net::free_ports(localhost, 2)?;
         let (xds, admin): (SocketAddr, SocketAddr) =
             ((localhost, ports[0]).into(), (localhost, ports[1]).into());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pier"));
+        let pier = env!("CARGO_BIN_EXE_pier");
+        // A profiler to run it under (e.g. `heaptrack -o /tmp/pier`); its CPU and memory
+        // figures are then the profiler's.
+        let mut cmd = match std::env::var("PIER_BENCH_OPERATOR_WRAPPER") {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut c = Command::new(words.next().unwrap_or_default());
+                c.args(words).arg(pier);
+                c
+            }
+            _ => Command::new(pier),
+        };
         cmd.arg("operator")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
