@@ -120,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut outcomes = Vec::new();
+    let mut failed = Vec::new();
     for brokers in sizes {
         let plan = if full {
             Plan {
@@ -141,7 +142,16 @@ fn main() -> anyhow::Result<()> {
             }
         };
         eprintln!("operator_scale: {brokers} brokers");
-        let outcome = runtime.block_on(run(plan))?;
+        let outcome = match runtime.block_on(run(plan)) {
+            Ok(o) => o,
+            // A full run reports the sizes that were measured and says which one failed.
+            Err(e) if full => {
+                eprintln!("operator_scale: {brokers} brokers failed: {e:#}");
+                failed.push(format!("{brokers} brokers: {e:#}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if !full {
             ensure!(
                 outcome.created.values().all(|n| *n > 0),
@@ -151,7 +161,10 @@ fn main() -> anyhow::Result<()> {
         }
         outcomes.push(outcome);
     }
-    let section = report(&outcomes);
+    let mut section = report(&outcomes);
+    for f in &failed {
+        section.push_str(&format!("- Not measured: {f}\n"));
+    }
     println!("{section}");
     if let Some(dir) = std::env::var_os("PIER_BENCH_OUT") {
         std::fs::create_dir_all(&dir)?;
