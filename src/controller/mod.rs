@@ -389,6 +389,9 @@ where
     let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=pier");
     let stream = watcher(api, config)
         .default_backoff()
+        // Nothing reads who manages which field, and the field managers of a Pod (Pier, the
+        // scheduler, the kubelet) are often more than half of what the cache would keep.
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer)
         .touched_objects();
     (reader, stream)

@@ -524,7 +524,11 @@ impl AdminClient {
             match self.round(api, target, &f, &retry).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
-                    if !retry.again(api, &e).await {
+                    // Every node asked refused the connection: nobody listens (brokers down or
+                    // starting), which a backoff of a second does not change. Retrying would
+                    // only make a caller asking each of many down brokers in turn wait for
+                    // every one's backoffs (a thousand brokers, minutes).
+                    if e.is_refused() || !retry.again(api, &e).await {
                         return Err(e);
                     }
                 }
@@ -559,7 +563,10 @@ impl AdminClient {
                 }
                 Err(e) if e.is_retriable() && target == Target::Any => {
                     tracing::debug!(api, node = slot.node, error = %e, "trying the next Kafka node");
-                    last = Some(e);
+                    // A refusal is the round's error only if every node refused.
+                    if last.as_ref().is_none_or(KafkaError::is_refused) {
+                        last = Some(e);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -839,6 +846,36 @@ mod tests {
             1,
             "a Kafka error keeps the connection"
         );
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_not_retried() {
+        // Addresses where nothing listens: a port bound, then released.
+        let refusing = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let slow = AdminOptions {
+            initial_backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(2),
+            ..quick()
+        };
+        let admin = AdminClient::new([(1, refusing()), (2, refusing())], slow.clone());
+        let started = Instant::now();
+        let err = admin.describe_log_dirs(1).await.unwrap_err();
+        assert!(err.is_refused(), "{err}");
+        let err = admin.describe_cluster().await.unwrap_err();
+        assert!(err.is_refused(), "every node refused: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no backoff: {:?}",
+            started.elapsed()
+        );
+        // One node answering with a retriable error: the round's error is that one, retried.
+        let broker = cluster_broker(&[codes::NOT_CONTROLLER]).await;
+        let admin = AdminClient::new([(1, refusing()), (2, broker.addr.clone())], quick());
+        admin.describe_cluster().await.unwrap();
+        assert_eq!(broker.requests(), 2);
     }
 
     #[tokio::test]

@@ -196,6 +196,13 @@ impl KafkaError {
     /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes, TLS
     /// and SASL failures and every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do
     /// not know) are final.
+    /// Nothing listens at the broker's address (connection refused): it is down or not
+    /// started yet, a state that lasts longer than a retry's backoff.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, KafkaError::Connect { source, .. }
+            if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+
     pub fn is_retriable(&self) -> bool {
         match self {
             KafkaError::Connect { .. }

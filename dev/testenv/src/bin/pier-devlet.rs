@@ -1,5 +1,6 @@
 //! `pier-devlet`: the dev-only node agent (see `pier_testenv::devlet`). Registers a Node, keeps
-//! it alive and provisions `pier-dev-local` volumes until Ctrl-C.
+//! it alive, provisions `pier-dev-local` volumes and runs (or, with `--simulate`, only reports)
+//! its Pods until Ctrl-C.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -26,6 +27,14 @@ struct Cli {
     /// Where volumes live (default: $PIER_CACHE/devlet/<node-name>).
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Start no processes: report every Pod Running and Ready with an address of its own
+    /// (nothing listens there), for many brokers on one machine; the Node gets room for
+    /// `--max-pods` of them.
+    #[arg(long)]
+    simulate: bool,
+    /// The Node's Pod capacity with --simulate.
+    #[arg(long, default_value_t = 5000)]
+    max_pods: usize,
 }
 
 #[tokio::main]
@@ -42,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
             .join("devlet")
             .join(&cli.node_name)
     });
-    let mut options = DevletOptions::new(&cli.node_name, root);
+    let mut options = if cli.simulate {
+        DevletOptions::simulated(&cli.node_name, root, cli.max_pods)
+    } else {
+        DevletOptions::new(&cli.node_name, root)
+    };
     options.zone = cli.zone;
     tokio::select! {
         r = run(client, options) => r,

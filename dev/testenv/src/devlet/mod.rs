@@ -5,6 +5,10 @@
 //! bound to it as local processes (Kafka, Envoy and Pier images) with their ServiceAccount
 //! tokens, plays kube-proxy for ClusterIP Services (a userspace proxy, see [`services`]), and
 //! plays the cloud's LoadBalancer provider.
+//!
+//! With [`DevletOptions::simulate`] (`pier-devlet --simulate`) it starts nothing: Pods are
+//! reported Running and Ready with an address of their own (see [`simulate`]), so a thousand
+//! brokers fit on one machine.
 mod container;
 mod image;
 mod loadbalancer;
@@ -12,6 +16,7 @@ mod node;
 mod pod_volumes;
 mod pods;
 pub mod services;
+pub mod simulate;
 mod volumes;
 
 use std::path::PathBuf;
@@ -46,6 +51,8 @@ pub struct DevletOptions {
     /// run the `pier` binary extracted from it, else `$PIER_BINARY`. Default:
     /// `$PIER_IMAGE_ARCHIVE`, else `<cargo target dir>/pier-image.tar`.
     pub pier_image: PathBuf,
+    /// Start no process: report every Pod Running and Ready at once (see [`simulate`]).
+    pub simulate: bool,
 }
 
 impl DevletOptions {
@@ -64,6 +71,19 @@ impl DevletOptions {
             pier_image: std::env::var_os("PIER_IMAGE_ARCHIVE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| crate::paths::target_dir().join("pier-image.tar")),
+            simulate: false,
+        }
+    }
+
+    /// A node of simulated Pods ([`Self::simulate`]) with room for `pods` of them: capacity
+    /// enough that the scheduler never runs out of CPU or memory for brokers that use none.
+    pub fn simulated(node_name: &str, root: PathBuf, pods: usize) -> Self {
+        Self {
+            cpu: "100000".into(),
+            memory: "1000Ti".into(),
+            pods: pods.to_string(),
+            simulate: true,
+            ..Self::new(node_name, root)
         }
     }
 }
@@ -83,6 +103,15 @@ pub async fn run(client: kube::Client, mut options: DevletOptions) -> anyhow::Re
                 )
             }
         }
+    }
+    if options.simulate {
+        tokio::try_join!(
+            heartbeat(client.clone(), options.clone()),
+            provision_volumes(client.clone(), options.clone()),
+            simulate::run_pods(client.clone(), options.clone()),
+            provide_load_balancers(client.clone()),
+        )?;
+        return Ok(());
     }
     let (addresses, proxy) = services::proxy(client.clone());
     tokio::try_join!(
