@@ -191,11 +191,6 @@ impl KafkaError {
         }
     }
 
-    /// Whether the same call may succeed later: connection failures, timeouts and the Kafka
-    /// error codes the protocol marks retriable (NOT_CONTROLLER, REQUEST_TIMED_OUT,
-    /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes, TLS
-    /// and SASL failures and every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do
-    /// not know) are final.
     /// Nothing listens at the broker's address (connection refused): it is down or not
     /// started yet, a state that lasts longer than a retry's backoff.
     pub fn is_refused(&self) -> bool {
@@ -203,6 +198,11 @@ impl KafkaError {
             if source.kind() == std::io::ErrorKind::ConnectionRefused)
     }
 
+    /// Whether the same call may succeed later: connection failures, timeouts and the Kafka
+    /// error codes the protocol marks retriable (NOT_CONTROLLER, REQUEST_TIMED_OUT,
+    /// LEADER_NOT_AVAILABLE, …). Malformed answers, unsupported versions, unknown nodes, TLS
+    /// and SASL failures and every other code (INVALID_REQUEST, POLICY_VIOLATION, codes we do
+    /// not know) are final.
     pub fn is_retriable(&self) -> bool {
         match self {
             KafkaError::Connect { .. }
