@@ -364,8 +364,8 @@ fn report(results: &[(Case, Vec<Outcome>)], clients: usize, repeats: usize) -> S
          hold a connection each through Envoy to brokers 1 and 2 (one acks=all produce of a \
          100-byte record every {} ms each, Pier's Rust Kafka client, all in the bench process). \
          Time to serve = from writing the new config (broker file or static bootstrap) to \
-         broker 3 answering ApiVersions through Envoy; Pier's includes `pier xds`' 500 ms file \
-         poll. The static bootstrap is rendered from Pier's own translated listeners and \
+         broker 3 answering ApiVersions through Envoy; Pier's includes `pier xds` noticing the \
+         file change (inotify) and reading it. The static bootstrap is rendered from Pier's own translated listeners and \
          clusters (endpoints inline). Hot restart runs with `--drain-time-s 2 \
          --parent-shutdown-time-s 3`. Load observed for {} s after broker 3 is served. Median \
          (min–max) of {repeats} run(s); counts are per run, summed over the producers. Nothing \
@@ -419,13 +419,10 @@ fn report(results: &[(Case, Vec<Outcome>)], clients: usize, repeats: usize) -> S
             .collect(),
     );
     s.push_str(&format!(
-        "\nReading: Pier adds the broker to the running Envoy: {}. Its time to serve is mostly \
-         `pier xds`' file poll (0–500 ms, a broker file is its only input); from the snapshot \
-         being set to broker 3 answering through Envoy took {pier_after:.0} ms (median; both \
-         sides polled every 5–10 ms): the operator, which has no file to poll, pays only that \
-         part. Here a bare Envoy process starts in a fraction of a second, so the static \
-         restarts serve the new broker sooner than the file poll lets `pier xds`; a real \
-         Deployment roll adds Pod scheduling, container start and readiness probes (seconds to \
+        "\nReading: Pier adds the broker to the running Envoy: {}. From the snapshot being set \
+         to broker 3 answering through Envoy took {pier_after:.0} ms (median; both sides polled \
+         every 5–10 ms), the part the operator pays too (it has no file to read). Here a bare \
+         Envoy process starts in a fraction of a second; a real Deployment roll adds Pod scheduling, container start and readiness probes (seconds to \
          tens of seconds), none of it measured here. What the static ways cannot avoid is the disruption: a \
          restart closes every client connection at once (and refuses connections until the new \
          Envoy listens), and a hot restart, though it keeps accepting, closes the connections \
