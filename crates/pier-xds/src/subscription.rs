@@ -320,19 +320,14 @@ impl StreamState {
     /// What the client should have of type `t`: the snapshot's resources it subscribes to, and
     /// the held ones it has.
     pub fn desired(&self, t: ResourceType) -> BTreeMap<String, Arc<Resource>> {
-        let (Some(snapshot), st) = (&self.snapshot, &self.types[t as usize]) else {
+        if self.snapshot.is_none() {
             return BTreeMap::new();
-        };
-        let all = &snapshot.get(t).resources;
-        let mut desired: BTreeMap<String, Arc<Resource>> = if st.sub.is_wildcard() {
-            all.clone()
-        } else {
-            st.sub
-                .names()
-                .iter()
-                .filter_map(|n| all.get(n).map(|r| (n.clone(), r.clone())))
-                .collect()
-        };
+        }
+        let st = &self.types[t as usize];
+        let mut desired: BTreeMap<String, Arc<Resource>> = self
+            .subscribed(t)
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect();
         for (name, r) in &st.has {
             if self.is_held(t, name) && st.sub.contains(name) && !desired.contains_key(name) {
                 desired.insert(name.clone(), r.clone());
@@ -341,55 +336,52 @@ impl StreamState {
         desired
     }
 
+    /// The snapshot's resources of type `t` the client subscribed to, in name order: what it
+    /// should have unless clusters are held (see [`StreamState::desired`]).
+    fn subscribed(
+        &self,
+        t: ResourceType,
+    ) -> Box<dyn Iterator<Item = (&String, &Arc<Resource>)> + '_> {
+        let Some(snapshot) = &self.snapshot else {
+            return Box::new(std::iter::empty());
+        };
+        let all = &snapshot.get(t).resources;
+        let sub = &self.types[t as usize].sub;
+        if sub.is_wildcard() {
+            Box::new(all.iter())
+        } else {
+            Box::new(sub.names().iter().filter_map(|n| all.get_key_value(n)))
+        }
+    }
+
+    /// Held clusters change what the client should have of type `t` beyond its subscription.
+    fn holds_back(&self, t: ResourceType) -> bool {
+        t != ResourceType::Listener && !self.held.is_empty()
+    }
+
     /// The client's resources of type `t` differ from [`StreamState::desired`]. Asked several
     /// times per request and snapshot on every stream, so without building the desired map
     /// unless clusters are held.
     pub fn differs(&self, t: ResourceType) -> bool {
-        let st = &self.types[t as usize];
-        let Some(snapshot) = &self.snapshot else {
-            return !st.has.is_empty();
-        };
-        if t != ResourceType::Listener && !self.held.is_empty() {
-            return !same(&self.desired(t), &st.has);
+        let has = &self.types[t as usize].has;
+        if self.holds_back(t) {
+            return !same(&self.desired(t), has);
         }
-        // Nothing held: what the client should have is its subscription's part of the snapshot.
-        let all = &snapshot.get(t).resources;
-        if st.sub.is_wildcard() {
-            !same_entries(all.iter(), &st.has)
-        } else {
-            !same_entries(
-                st.sub.names().iter().filter_map(|n| all.get_key_value(n)),
-                &st.has,
-            )
-        }
+        !same_entries(self.subscribed(t), has)
     }
 
     /// Delta: whether some resource the client should have of type `t` is missing from what it
     /// has or differs in version, without building the desired map; `None` while clusters are
     /// held (ask [`StreamState::desired`] then).
     pub fn any_changed(&self, t: ResourceType) -> Option<bool> {
-        let st = &self.types[t as usize];
-        let Some(snapshot) = &self.snapshot else {
-            return Some(false);
-        };
-        if t != ResourceType::Listener && !self.held.is_empty() {
+        if self.holds_back(t) {
             return None;
         }
-        let all = &snapshot.get(t).resources;
-        let changed = |(n, r): (&String, &Arc<Resource>)| {
-            st.has
-                .get(n)
+        let has = &self.types[t as usize].has;
+        Some(self.subscribed(t).any(|(n, r)| {
+            has.get(n)
                 .is_none_or(|h| !(Arc::ptr_eq(h, r) || h.version == r.version))
-        };
-        Some(if st.sub.is_wildcard() {
-            all.iter().any(changed)
-        } else {
-            st.sub
-                .names()
-                .iter()
-                .filter_map(|n| all.get_key_value(n))
-                .any(changed)
-        })
+        }))
     }
 
     /// The client runs only listeners of the current config: it has none (a fresh client that
