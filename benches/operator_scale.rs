@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
                 settle_within: Duration::from_secs(120),
                 window: Duration::from_secs(60),
                 poke_every: Duration::from_secs(2),
-                ramp_within: Duration::from_secs(480),
+                ramp_within: Duration::from_secs(900),
             }
         } else {
             Plan {
@@ -582,6 +582,10 @@ fn report(outcomes: &[Outcome]) -> String {
     s.push_str(
         "KafkaClusters of at most 200 brokers (the CRD's limit; 1,000 brokers are 5 clusters of one operator), each 3 broker+controller nodes and the rest brokers, one 1 Gi volume each, one external listener routed per broker port, applied to a fresh real control plane (etcd, kube-apiserver, controller-manager, scheduler); `pier operator` runs as a process with the chart's ServiceAccount and RBAC (leader election on, the chart's timings; xDS in plaintext); `pier-devlet --simulate` reports every Pod Running and Ready on an address of its own where nothing listens, so there is no Kafka. *Objects created*: first KafkaCluster create → the operator's last Pod/ConfigMap/PVC/Service creation (server-side apply answered 201; audit log). *xDS complete*: apply → an ADS client of each cluster's node group holds the bootstrap listener and one per broker (a broker enters the snapshot once its Pod has an address: scheduling, volume provisioning and binding included). Steady state: after 15 s without an operator write (leader Lease aside), a 60 s window in which the bench changes an annotation of each KafkaCluster every 2 s (each change wakes a reconcile that has nothing to do; Pier reads no such annotation): reconcile p50/p99 from the operator's histogram (interpolated within its buckets), API requests per reconcile and writes from the audit log, RSS from /proc at the end of the window, CPU from /proc. No pinning.\n\n",
     );
+    s.push_str(&format!(
+        "The operator's binary: {}.\n\n",
+        common::operator_binary_described()
+    ));
     s.push_str("| Brokers (clusters) | Objects created | xDS complete | Reconcile p50 | Reconcile p99 | Reconciles (pokes) | API requests / reconcile | Writes in steady state | Lease renewals / min | VmRSS | VmHWM | CPU s to steady | CPU % steady |\n");
     s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for o in outcomes {

@@ -5,6 +5,7 @@
 //!     cargo bench --bench xds_anchor -- 1000 pier sotw   # and only these servers / protocols
 //!                                                # (pier, typed, raw; sotw, delta)
 //!     cargo test --bench xds_anchor              # smoke: 2 streams, 2 updates, every server
+//!     XDS_ANCHOR_UPDATES=400 cargo bench ...    # more updates per run, e.g. to profile a server
 //!
 //! Three processes per run, each pinned to its own core where it matters:
 //! - the server (`taskset -c 1`): `pier xds` (CARGO_BIN_EXE_pier) on a broker file, or
@@ -1241,8 +1242,15 @@ async fn orchestrate(
         group,
         variants,
     };
+    // More updates make a run long enough to attach a profiler to the server
+    // (`perf record -p <pid>` once it is listening).
+    let updates_override: Option<usize> = std::env::var("XDS_ANCHOR_UPDATES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let updates_of = move |n: usize| {
-        if !full {
+        if let Some(updates) = updates_override {
+            updates
+        } else if !full {
             2
         } else if n >= 5000 {
             10
@@ -1284,6 +1292,7 @@ async fn orchestrate(
     if full {
         println!("{section}");
         if let Some(dir) = std::env::var_os("PIER_BENCH_OUT") {
+            std::fs::create_dir_all(&dir)?;
             std::fs::write(Path::new(&dir).join(format!("{NAME}.md")), &section)?;
         }
     } else {

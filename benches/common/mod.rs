@@ -64,6 +64,28 @@ pub async fn install_chart(plane: &ControlPlane) -> anyhow::Result<()> {
 
 /// `pier operator` as the chart runs it (leader election with the chart's timings, JSON logs at
 /// the default level), authenticated as the chart's ServiceAccount; xDS in plaintext.
+/// The `pier` binary the operator runs as: `PIER_BENCH_OPERATOR_BIN` (`make bench` sets it to
+/// the container image's static, stripped binary: what users run), else this build's.
+pub fn operator_binary() -> String {
+    std::env::var("PIER_BENCH_OPERATOR_BIN")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_pier").to_string())
+}
+
+/// Which binary [`operator_binary`] is, for a report.
+pub fn operator_binary_described() -> String {
+    let path = operator_binary();
+    let size = std::fs::metadata(&path)
+        .map(|m| format!("{:.1} MB", m.len() as f64 / 1e6))
+        .unwrap_or_else(|_| "size unknown".into());
+    if path == env!("CARGO_BIN_EXE_pier") {
+        format!("this cargo build's `pier` ({size})")
+    } else {
+        format!("`{path}` ({size})")
+    }
+}
+
 pub struct Operator {
     pub process: pier_testenv::Process,
     pub admin: SocketAddr,
@@ -79,17 +101,17 @@ impl Operator {
         let ports = pier_testenv::net::free_ports(localhost, 2)?;
         let (xds, admin): (SocketAddr, SocketAddr) =
             ((localhost, ports[0]).into(), (localhost, ports[1]).into());
-        let pier = env!("CARGO_BIN_EXE_pier");
+        let pier = operator_binary();
         // A profiler to run it under (e.g. `heaptrack -o /tmp/pier`); its CPU and memory
         // figures are then the profiler's.
         let mut cmd = match std::env::var("PIER_BENCH_OPERATOR_WRAPPER") {
             Ok(wrapper) if !wrapper.trim().is_empty() => {
                 let mut words = wrapper.split_whitespace();
                 let mut c = Command::new(words.next().unwrap_or_default());
-                c.args(words).arg(pier);
+                c.args(words).arg(&pier);
                 c
             }
-            _ => Command::new(pier),
+            _ => Command::new(&pier),
         };
         cmd.arg("operator")
             .arg("--kubeconfig")

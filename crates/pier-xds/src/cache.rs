@@ -20,9 +20,9 @@ use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use super::Snapshot;
 use super::metrics::{GroupLabels, XdsMetrics};
 use super::session::StreamEvent;
-use super::{ResourceType, Snapshot};
 
 /// What one Envoy node said about one resource type.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -318,7 +318,6 @@ impl SnapshotCache {
 
     /// Records what a stream of `node_id` sent or heard.
     pub fn record(&self, node_id: &str, group: &str, event: &StreamEvent) {
-        let labels = |t: ResourceType| XdsMetrics::type_labels(t);
         if let Some(mut node) = self.nodes.get_mut(node_id) {
             match event {
                 StreamEvent::Sent { type_, version } => {
@@ -347,19 +346,17 @@ impl SnapshotCache {
         }
         match event {
             StreamEvent::Sent { type_, .. } => {
-                self.metrics.responses.get_or_create(&labels(*type_)).inc();
+                self.metrics.of_type(*type_).responses.inc();
             }
             StreamEvent::Acked {
                 type_,
                 version,
                 snapshot_created,
             } => {
-                self.metrics.acks.get_or_create(&labels(*type_)).inc();
+                let series = self.metrics.of_type(*type_);
+                series.acks.inc();
                 if let Some(created) = snapshot_created {
-                    self.metrics
-                        .ack_latency
-                        .get_or_create(&labels(*type_))
-                        .observe(created.elapsed().as_secs_f64());
+                    series.ack_latency.observe(created.elapsed().as_secs_f64());
                 }
                 tracing::debug!(node = node_id, group, type_ = type_.short(), version, "ACK");
             }
@@ -384,7 +381,7 @@ impl SnapshotCache {
                 error,
                 snapshot,
             } => {
-                self.metrics.nacks.get_or_create(&labels(*type_)).inc();
+                self.metrics.of_type(*type_).nacks.inc();
                 tracing::warn!(
                     node = node_id,
                     group,
@@ -480,7 +477,7 @@ impl Drop for StreamGuard {
 mod tests {
     use super::*;
     use crate::model::tests::per_port;
-    use crate::translate;
+    use crate::{ResourceType, translate};
 
     fn snap(ids: &[i32]) -> Snapshot {
         Snapshot::new(translate(&[per_port(ids)]).unwrap())

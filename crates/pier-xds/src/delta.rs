@@ -3,16 +3,15 @@
 //! `removed_resources`, and a named subscription to a resource that does not exist is answered
 //! with that name as removed. Ordering, ACK/NACK and the cluster hold follow the SotW session;
 //! the removal of a held cluster's endpoints is held with it.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as PbResource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::session::{Output, Refused, StreamEvent};
 use super::subscription::{MAX_NAME_LEN, MAX_NAMES, Reply, StreamState};
+use super::wire::DeltaResponse;
 use super::{Resource, ResourceType, Snapshot};
 
 /// One delta ADS stream.
@@ -40,7 +39,7 @@ impl DeltaSession {
         Self::default()
     }
 
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DeltaDiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DeltaResponse> {
         self.state.set_snapshot(snapshot);
         let mut out = Output::default();
         for t in ResourceType::ALL {
@@ -50,7 +49,7 @@ impl DeltaSession {
         out
     }
 
-    pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Output<DeltaDiscoveryResponse> {
+    pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Output<DeltaResponse> {
         let mut out = Output::default();
         let Some(t) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(type_url = %req.type_url, "ignoring request for a type Pier does not serve");
@@ -66,7 +65,7 @@ impl DeltaSession {
         &mut self,
         t: ResourceType,
         req: &DeltaDiscoveryRequest,
-        out: &mut Output<DeltaDiscoveryResponse>,
+        out: &mut Output<DeltaResponse>,
     ) -> Result<(), Refused> {
         if !self.state.get(t).sub.requested() {
             // A reconnecting client says what it already has (only versions: no bodies).
@@ -88,6 +87,8 @@ impl DeltaSession {
                         name: name.clone(),
                         version: version.clone(),
                         body: Any::default(),
+                        wire_any: Default::default(),
+                        wire_delta: Default::default(),
                     };
                     (name.clone(), Arc::new(known))
                 })
@@ -197,7 +198,7 @@ impl DeltaSession {
         self.state.check_applied(pending, events);
     }
 
-    fn push(&mut self, t: ResourceType, out: &mut Output<DeltaDiscoveryResponse>) {
+    fn push(&mut self, t: ResourceType, out: &mut Output<DeltaResponse>) {
         let Some(snapshot) = self.state.snapshot().cloned() else {
             return;
         };
@@ -218,7 +219,8 @@ impl DeltaSession {
         }
         let nonce = self.state.next_nonce();
         let version = snapshot.get(t).version.clone();
-        let mut has: BTreeMap<String, Arc<Resource>> = self.state.get(t).has.clone();
+        // What the client will have: what it has, changed in place (`sent` puts it back).
+        let mut has = std::mem::take(&mut self.state.get_mut(t).has);
         for r in &diff.changed {
             has.insert(r.name.clone(), r.clone());
         }
@@ -226,24 +228,6 @@ impl DeltaSession {
             has.remove(n);
             self.missing[t as usize].remove(n);
         }
-        out.responses.push(DeltaDiscoveryResponse {
-            system_version_info: version.clone(),
-            resources: diff
-                .changed
-                .iter()
-                .map(|r| PbResource {
-                    name: r.name.clone(),
-                    version: r.version.clone(),
-                    resource: Some(r.body.clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: t.type_url().to_string(),
-            removed_resources: diff.removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        });
-        self.state.sent(t, nonce, version, has, &mut out.events);
         if t == ResourceType::Cluster {
             // Envoy warms an added or updated cluster only once its endpoints arrive (again).
             let eds = &mut self.state.get_mut(ResourceType::Endpoint).has;
@@ -251,6 +235,14 @@ impl DeltaSession {
                 eds.remove(&r.name);
             }
         }
+        out.responses.push(DeltaResponse {
+            system_version_info: version.clone(),
+            resources: diff.changed,
+            type_url: t.type_url(),
+            removed_resources: diff.removed,
+            nonce: nonce.clone(),
+        });
+        self.state.sent(t, nonce, version, has, &mut out.events);
     }
 }
 
@@ -274,22 +266,22 @@ mod tests {
         }
     }
 
-    fn ack(r: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    fn ack(r: &DeltaResponse) -> DeltaDiscoveryRequest {
         sub(
-            ResourceType::from_type_url(&r.type_url).unwrap(),
+            ResourceType::from_type_url(r.type_url).unwrap(),
             &[],
             &r.nonce,
         )
     }
 
-    fn types_of(out: &Output<DeltaDiscoveryResponse>) -> Vec<ResourceType> {
+    fn types_of(out: &Output<DeltaResponse>) -> Vec<ResourceType> {
         out.responses
             .iter()
-            .map(|r| ResourceType::from_type_url(&r.type_url).unwrap())
+            .map(|r| ResourceType::from_type_url(r.type_url).unwrap())
             .collect()
     }
 
-    fn names(r: &DeltaDiscoveryResponse) -> Vec<String> {
+    fn names(r: &DeltaResponse) -> Vec<String> {
         r.resources.iter().map(|r| r.name.clone()).collect()
     }
 
@@ -355,7 +347,7 @@ mod tests {
         }
     }
 
-    fn nack_of(r: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    fn nack_of(r: &DeltaResponse) -> DeltaDiscoveryRequest {
         let mut n = ack(r);
         n.error_detail = Some(Status {
             code: 3,
@@ -402,7 +394,7 @@ mod tests {
             .iter()
             .map(|r| {
                 (
-                    ResourceType::from_type_url(&r.type_url).unwrap(),
+                    ResourceType::from_type_url(r.type_url).unwrap(),
                     r.removed_resources.clone(),
                 )
             })

@@ -21,6 +21,7 @@ pub mod sotw;
 pub mod subscription;
 pub mod tls;
 pub mod translate;
+pub mod wire;
 
 pub use cache::{GroupStatus, NodeStatus, SnapshotCache};
 pub use server::{AdsServer, Limits, node_group, serve, serve_with};

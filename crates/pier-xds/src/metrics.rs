@@ -56,6 +56,19 @@ pub struct XdsMetrics {
     pub nacks: Family<TypeLabels, Counter>,
     pub ack_latency: HistogramFamily,
     pub refused_streams: Family<RefusalLabels, Counter>,
+    /// The series of each type (index: `ResourceType as usize`), looked up once.
+    per_type: [TypeSeries; 3],
+}
+
+/// One resource type's series of the families above, shared with them: every stream counts
+/// a response and an ACK per type and update, which then costs an atomic add, not a label
+/// lookup under the family's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct TypeSeries {
+    pub responses: Counter,
+    pub acks: Counter,
+    pub nacks: Counter,
+    pub ack_latency: Histogram,
 }
 
 impl Default for XdsMetrics {
@@ -64,25 +77,34 @@ impl Default for XdsMetrics {
             // 1 ms … ~33 s
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         }
-        let metrics = Self {
+        let responses: Family<TypeLabels, Counter> = Family::default();
+        let acks: Family<TypeLabels, Counter> = Family::default();
+        let nacks: Family<TypeLabels, Counter> = Family::default();
+        let ack_latency: HistogramFamily = Family::new_with_constructor(latency);
+        // Every type's series exists from the start, at zero: a counter with no sample is
+        // absent from a scrape, so `increase(pier_xds_nacks_total[5m]) > 0` could not tell
+        // "none" from "not scraped", and the first NACK would be a series appearing, not an
+        // increase.
+        let per_type = super::ResourceType::ALL.map(|t| {
+            let labels = Self::type_labels(t);
+            TypeSeries {
+                responses: responses.get_or_create(&labels).clone(),
+                acks: acks.get_or_create(&labels).clone(),
+                nacks: nacks.get_or_create(&labels).clone(),
+                ack_latency: ack_latency.get_or_create(&labels).clone(),
+            }
+        });
+        Self {
             connected_streams: Family::default(),
             snapshot_updates: Family::default(),
             snapshot_set_time: Family::default(),
-            responses: Family::default(),
-            acks: Family::default(),
-            nacks: Family::default(),
-            ack_latency: Family::new_with_constructor(latency),
+            responses,
+            acks,
+            nacks,
+            ack_latency,
             refused_streams: Family::default(),
-        };
-        // Zero for every type from the start: a counter with no sample is absent from a
-        // scrape, so `increase(pier_xds_nacks_total[5m]) > 0` could not tell "none" from
-        // "not scraped", and the first NACK would be a series appearing, not an increase.
-        for t in super::ResourceType::ALL {
-            let labels = Self::type_labels(t);
-            let _ = metrics.acks.get_or_create(&labels);
-            let _ = metrics.nacks.get_or_create(&labels);
+            per_type,
         }
-        metrics
     }
 }
 
@@ -143,6 +165,11 @@ impl XdsMetrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+
+    /// The series of type `t`.
+    pub(crate) fn of_type(&self, t: super::ResourceType) -> &TypeSeries {
+        &self.per_type[t as usize]
     }
 
     pub(crate) fn type_labels(t: super::ResourceType) -> TypeLabels {

@@ -12,12 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::value::Kind;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -31,6 +26,7 @@ use super::session::Output;
 use super::snapshot::Snapshot;
 use super::sotw::SotwSession;
 use super::tls::{PeerInfo, ServerTls};
+use super::wire::{AdsHandler, AdsService, DeltaResponse, SotwResponse};
 
 /// Node metadata key that names the node group explicitly (else `node.cluster` is used).
 pub const GROUP_METADATA_KEY: &str = "pier.dev/group";
@@ -103,30 +99,30 @@ impl Default for Limits {
 
 impl Session for SotwSession {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
+    type Resp = SotwResponse;
     const PROTOCOL: &'static str = "sotw";
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: &DiscoveryRequest) -> Output<DiscoveryResponse> {
+    fn on_request(&mut self, req: &DiscoveryRequest) -> Output<SotwResponse> {
         SotwSession::on_request(self, req)
     }
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<SotwResponse> {
         SotwSession::on_snapshot(self, snapshot)
     }
 }
 
 impl Session for DeltaSession {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
+    type Resp = DeltaResponse;
     const PROTOCOL: &'static str = "delta";
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
-    fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Output<DeltaDiscoveryResponse> {
+    fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Output<DeltaResponse> {
         DeltaSession::on_request(self, req)
     }
-    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DeltaDiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DeltaResponse> {
         DeltaSession::on_snapshot(self, snapshot)
     }
 }
@@ -210,10 +206,10 @@ impl AdsServer {
         self.streams.load(Ordering::Acquire)
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+    pub fn into_service(self) -> AdsService<Self> {
         // Envoy's requests are small, but a big cluster's responses are not: no encode limit.
         let max = self.limits.max_request_bytes;
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(max)
+        AdsService::new(self, max)
     }
 
     async fn open<S: Session>(
@@ -428,23 +424,21 @@ fn unknown_group(group: &str) -> Status {
     ))
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+impl AdsHandler for AdsServer {
+    type SotwStream = ResponseStream<SotwResponse>;
+    type DeltaStream = ResponseStream<DeltaResponse>;
 
-    async fn stream_aggregated_resources(
+    async fn sotw(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<Self::SotwStream>, Status> {
         self.open(request, SotwSession::new()).await
     }
 
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn delta_aggregated_resources(
+    async fn delta(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<Self::DeltaStream>, Status> {
         self.open(request, DeltaSession::new()).await
     }
 }
@@ -526,6 +520,7 @@ mod tests {
     use super::*;
     use crate::model::tests::per_port;
     use crate::{ResourceType, translate};
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
     use futures::StreamExt;
     use tonic::transport::Channel;

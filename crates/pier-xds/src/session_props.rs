@@ -18,6 +18,7 @@ use prost::Message;
 
 use super::delta::DeltaSession;
 use super::sotw::SotwSession;
+use super::wire::{DeltaResponse, SotwResponse, WireResponse};
 use super::{ResourceType, Snapshot, translate};
 use crate::model::tests::per_port;
 
@@ -136,8 +137,16 @@ impl Client {
     }
 }
 
-fn sotw_apply(client: &mut Client, responses: &[DiscoveryResponse]) {
+/// A response as the client decodes it from the wire.
+fn decoded<M: Message + Default>(r: &impl WireResponse) -> M {
+    let mut bytes = Vec::new();
+    r.encode_wire(&mut bytes);
+    M::decode(bytes.as_slice()).unwrap()
+}
+
+fn sotw_apply(client: &mut Client, responses: &[SotwResponse]) {
     for r in responses {
+        let r: DiscoveryResponse = decoded(r);
         let t = ResourceType::from_type_url(&r.type_url).unwrap();
         let names: Vec<String> = r.resources.iter().map(|a| name_of(t, a)).collect();
         if t == ResourceType::Cluster {
@@ -152,11 +161,9 @@ fn sotw_apply(client: &mut Client, responses: &[DiscoveryResponse]) {
     }
 }
 
-fn delta_apply(
-    client: &mut Client,
-    responses: &[DeltaDiscoveryResponse],
-) -> Result<(), TestCaseError> {
+fn delta_apply(client: &mut Client, responses: &[DeltaResponse]) -> Result<(), TestCaseError> {
     for r in responses {
+        let r: DeltaDiscoveryResponse = decoded(r);
         let t = ResourceType::from_type_url(&r.type_url).unwrap();
         prop_assert!(!r.nonce.is_empty());
         let names: Vec<String> = r.resources.iter().map(|x| x.name.clone()).collect();

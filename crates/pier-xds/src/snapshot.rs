@@ -9,6 +9,7 @@ use std::time::Instant;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use prost::Message;
+use prost::bytes::Bytes;
 
 use super::translate::EnvoyResources;
 
@@ -55,23 +56,34 @@ impl ResourceType {
     }
 }
 
-/// One named resource, packed and hashed.
+/// One named resource, packed and hashed, and encoded once for every stream that gets it
+/// (see [`crate::wire`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     pub name: String,
     /// Content hash, hex: the resource's version in delta xDS.
     pub version: String,
     pub body: Any,
+    /// `body` encoded: an entry of a SotW response's `resources`.
+    pub wire_any: Bytes,
+    /// `envoy.service.discovery.v3.Resource` (name, version, body) encoded: an entry of a
+    /// delta response's `resources`.
+    pub wire_delta: Bytes,
 }
 
 impl Resource {
-    fn new(name: String, body: Any) -> Self {
-        let version = crate::hash::hex(&body.encode_to_vec());
-        Self {
+    pub fn new(name: String, body: Any) -> Self {
+        let wire_any = Bytes::from(body.encode_to_vec());
+        let version = crate::hash::hex(&wire_any);
+        let mut r = Self {
             name,
             version,
             body,
-        }
+            wire_any,
+            wire_delta: Bytes::new(),
+        };
+        r.wire_delta = Bytes::from(r.delta_proto().encode_to_vec());
+        r
     }
 }
 

@@ -16,10 +16,11 @@
 //! is answered by the client's EDS request naming it, so an update sends endpoints once.
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use super::session::{Output, StreamEvent};
 use super::subscription::{Reply, StreamState};
+use super::wire::SotwResponse;
 use super::{ResourceType, Snapshot};
 
 /// One SotW ADS stream.
@@ -36,7 +37,7 @@ impl SotwSession {
     }
 
     /// A new snapshot for this stream's group: push what changed.
-    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: Arc<Snapshot>) -> Output<SotwResponse> {
         self.state.set_snapshot(snapshot);
         let mut out = Output::default();
         for t in ResourceType::ALL {
@@ -47,7 +48,7 @@ impl SotwSession {
     }
 
     /// A request from the client.
-    pub fn on_request(&mut self, req: &DiscoveryRequest) -> Output<DiscoveryResponse> {
+    pub fn on_request(&mut self, req: &DiscoveryRequest) -> Output<SotwResponse> {
         let mut out = Output::default();
         let Some(t) = ResourceType::from_type_url(&req.type_url) else {
             tracing::debug!(type_url = %req.type_url, "ignoring request for a type Pier does not serve");
@@ -103,7 +104,7 @@ impl SotwSession {
         self.state.check_applied(pending, events);
     }
 
-    fn push(&mut self, t: ResourceType, out: &mut Output<DiscoveryResponse>) {
+    fn push(&mut self, t: ResourceType, out: &mut Output<SotwResponse>) {
         let Some(snapshot) = self.state.snapshot().cloned() else {
             return;
         };
@@ -134,12 +135,11 @@ impl SotwSession {
             }
         }
         let nonce = self.state.next_nonce();
-        out.responses.push(DiscoveryResponse {
+        out.responses.push(SotwResponse {
             version_info: version.clone(),
-            resources: desired.values().map(|r| r.body.clone()).collect(),
-            type_url: t.type_url().to_string(),
+            resources: desired.values().cloned().collect(),
+            type_url: t.type_url(),
             nonce: nonce.clone(),
-            ..Default::default()
         });
         self.state.sent(t, nonce, version, desired, &mut out.events);
         self.force[t as usize] = false;
@@ -167,13 +167,13 @@ mod tests {
         }
     }
 
-    fn ack(r: &DiscoveryResponse, names: &[&str]) -> DiscoveryRequest {
-        let t = ResourceType::from_type_url(&r.type_url).unwrap();
+    fn ack(r: &SotwResponse, names: &[&str]) -> DiscoveryRequest {
+        let t = ResourceType::from_type_url(r.type_url).unwrap();
         req(t, names, &r.version_info, &r.nonce)
     }
 
-    fn nack(r: &DiscoveryResponse, message: &str) -> DiscoveryRequest {
-        let t = ResourceType::from_type_url(&r.type_url).unwrap();
+    fn nack(r: &SotwResponse, message: &str) -> DiscoveryRequest {
+        let t = ResourceType::from_type_url(r.type_url).unwrap();
         DiscoveryRequest {
             error_detail: Some(Status {
                 code: 3,
@@ -184,12 +184,14 @@ mod tests {
         }
     }
 
-    fn names_of(r: &DiscoveryResponse) -> Vec<String> {
+    fn names_of(r: &SotwResponse) -> Vec<String> {
         use envoy_types::pb::envoy::config::cluster::v3::Cluster;
         use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
         use envoy_types::pb::envoy::config::listener::v3::Listener;
         use prost::Message;
-        r.resources
+        // From the bodies as the client decodes them.
+        r.to_proto()
+            .resources
             .iter()
             .map(
                 |a| match ResourceType::from_type_url(&a.type_url).unwrap() {
@@ -205,10 +207,10 @@ mod tests {
             .collect()
     }
 
-    fn types_of(out: &Output<DiscoveryResponse>) -> Vec<ResourceType> {
+    fn types_of(out: &Output<SotwResponse>) -> Vec<ResourceType> {
         out.responses
             .iter()
-            .map(|r| ResourceType::from_type_url(&r.type_url).unwrap())
+            .map(|r| ResourceType::from_type_url(r.type_url).unwrap())
             .collect()
     }
 

@@ -8,6 +8,7 @@
 //! NACKed. Envoy applies a listener update per listener and keeps the previous version of one
 //! it rejects, so after a NACK it may still route through the dropped clusters. The hold ends
 //! when the client ACKs a listener response that leaves nothing to send.
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,6 +84,13 @@ impl Subscription {
 
     /// SotW: the request's list is the whole subscription.
     pub fn set(&mut self, t: ResourceType, list: &[String]) -> Result<Change, Refused> {
+        // The usual request repeats the subscription (an ACK of endpoints names every cluster
+        // again): in name order, it changes nothing, without building a set.
+        if self.requested && !list.is_empty() && list.iter().eq(self.names.iter()) {
+            self.legacy = false;
+            self.wildcard = false;
+            return Ok(Change::default());
+        }
         check_names(list)?;
         let mut names: BTreeSet<String> = list.iter().cloned().collect();
         let star = names.remove("*");
@@ -214,6 +222,10 @@ pub struct StreamState {
     /// The client resumed with resources it already had (delta `initial_resource_versions`):
     /// it may run listeners the stream has not heard of yet.
     resumed: bool,
+    /// [`StreamState::differs`] per type, as last computed; cleared by every change of the
+    /// snapshot, a type's state or the held clusters. A request or snapshot asks it several
+    /// times per type (push, pending, settled listeners, applied).
+    differs_memo: Cell<[Option<bool>; 3]>,
 }
 
 impl StreamState {
@@ -223,6 +235,11 @@ impl StreamState {
 
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.snapshot = Some(snapshot);
+        self.forget_differs();
+    }
+
+    fn forget_differs(&mut self) {
+        *self.differs_memo.get_mut() = [None; 3];
     }
 
     pub fn get(&self, t: ResourceType) -> &TypeState {
@@ -230,6 +247,7 @@ impl StreamState {
     }
 
     pub fn get_mut(&mut self, t: ResourceType) -> &mut TypeState {
+        self.forget_differs();
         &mut self.types[t as usize]
     }
 
@@ -301,6 +319,7 @@ impl StreamState {
         has: BTreeMap<String, Arc<Resource>>,
         events: &mut Vec<StreamEvent>,
     ) {
+        self.forget_differs();
         let snapshot = self.snapshot.as_ref();
         let st = &mut self.types[t as usize];
         st.last_nonce = nonce;
@@ -350,7 +369,7 @@ impl StreamState {
         if sub.is_wildcard() {
             Box::new(all.iter())
         } else {
-            Box::new(sub.names().iter().filter_map(|n| all.get_key_value(n)))
+            Box::new(sorted_join(sub.names().iter(), all))
         }
     }
 
@@ -363,11 +382,19 @@ impl StreamState {
     /// times per request and snapshot on every stream, so without building the desired map
     /// unless clusters are held.
     pub fn differs(&self, t: ResourceType) -> bool {
-        let has = &self.types[t as usize].has;
-        if self.holds_back(t) {
-            return !same(&self.desired(t), has);
+        let mut memo = self.differs_memo.get();
+        if let Some(differs) = memo[t as usize] {
+            return differs;
         }
-        !same_entries(self.subscribed(t), has)
+        let has = &self.types[t as usize].has;
+        let differs = if self.holds_back(t) {
+            !same(&self.desired(t), has)
+        } else {
+            !same_entries(self.subscribed(t), has)
+        };
+        memo[t as usize] = Some(differs);
+        self.differs_memo.set(memo);
+        differs
     }
 
     /// Delta: whether some resource the client should have of type `t` is missing from what it
@@ -402,19 +429,27 @@ impl StreamState {
         if listeners_settled {
             if !self.held.is_empty() {
                 tracing::debug!(clusters = ?self.held, "listeners settled: held clusters released");
+                self.held.clear();
+                self.forget_differs();
             }
-            self.held.clear();
             return;
         }
         let Some(snapshot) = &self.snapshot else {
             return;
         };
         let clusters = &snapshot.get(ResourceType::Cluster).resources;
+        let before = self.held.len();
         self.held.retain(|n| !clusters.contains_key(n));
-        for name in self.types[ResourceType::Cluster as usize].has.keys() {
-            if !clusters.contains_key(name) && self.held.insert(name.clone()) {
+        let has = self.types[ResourceType::Cluster as usize].has.keys();
+        let mut changed = self.held.len() != before;
+        for name in sorted_missing(has, clusters) {
+            if self.held.insert(name.clone()) {
+                changed = true;
                 tracing::debug!(cluster = %name, "cluster held until the listeners are settled");
             }
+        }
+        if changed {
+            self.forget_differs();
         }
     }
 
@@ -446,6 +481,47 @@ impl StreamState {
             events.push(StreamEvent::Applied { snapshot: version });
         }
     }
+}
+
+/// The entries of `map` whose names `names` (in order, no duplicates) lists, in name order: one
+/// walk of both, instead of a lookup per name.
+fn sorted_join<'a, V>(
+    names: impl Iterator<Item = &'a String> + 'a,
+    map: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    let mut entries = map.iter().peekable();
+    names.filter_map(move |name| {
+        while let Some((key, _)) = entries.peek() {
+            match key.as_str().cmp(name.as_str()) {
+                std::cmp::Ordering::Less => {
+                    entries.next();
+                }
+                std::cmp::Ordering::Equal => return entries.next(),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    })
+}
+
+/// The names of `names` (in order, no duplicates) that `map` lacks: one walk of both.
+fn sorted_missing<'a, V>(
+    names: impl Iterator<Item = &'a String> + 'a,
+    map: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = &'a String> + 'a {
+    let mut keys = map.keys().peekable();
+    names.filter(move |name| {
+        while let Some(key) = keys.peek() {
+            match key.as_str().cmp(name.as_str()) {
+                std::cmp::Ordering::Less => {
+                    keys.next();
+                }
+                std::cmp::Ordering::Equal => return false,
+                std::cmp::Ordering::Greater => return true,
+            }
+        }
+        true
+    })
 }
 
 /// Same names with the same versions.
@@ -723,5 +799,49 @@ mod tests {
         assert!(ev.contains(&StreamEvent::Applied {
             snapshot: dns.version()
         }));
+    }
+
+    #[test]
+    fn a_repeated_subscription_changes_nothing_in_any_order() {
+        let mut sub = Subscription::default();
+        sub.set(ResourceType::Endpoint, &s(&["a", "b"])).unwrap();
+        // In name order (the fast path) and not.
+        for list in [s(&["a", "b"]), s(&["b", "a"]), s(&["a", "b", "a"])] {
+            let c = sub.set(ResourceType::Endpoint, &list).unwrap();
+            assert_eq!(c, Change::default(), "{list:?}");
+            assert!(!sub.is_wildcard());
+        }
+        // "*" with the same names switches wildcard on, and naming them alone off again.
+        let c = sub
+            .set(ResourceType::Endpoint, &s(&["*", "a", "b"]))
+            .unwrap();
+        assert!(c.wildcard_on && sub.is_wildcard());
+        let c = sub.set(ResourceType::Endpoint, &s(&["a", "b"])).unwrap();
+        assert!(!c.grew() && !sub.is_wildcard());
+        // A longer name list still grows.
+        let c = sub
+            .set(ResourceType::Endpoint, &s(&["a", "b", "c"]))
+            .unwrap();
+        assert_eq!(c.added, ["c"]);
+    }
+
+    #[test]
+    fn sorted_walks_match_lookups() {
+        let map: BTreeMap<String, u8> = s(&["b", "d", "f"]).into_iter().map(|n| (n, 0)).collect();
+        for names in [
+            s(&[]),
+            s(&["a"]),
+            s(&["b"]),
+            s(&["a", "b", "c", "d", "e", "f", "g"]),
+            s(&["d", "g"]),
+            s(&["b", "d", "f"]),
+        ] {
+            let joined: Vec<&String> = sorted_join(names.iter(), &map).map(|(n, _)| n).collect();
+            let looked_up: Vec<&String> = names.iter().filter(|n| map.contains_key(*n)).collect();
+            assert_eq!(joined, looked_up, "{names:?}");
+            let missing: Vec<&String> = sorted_missing(names.iter(), &map).collect();
+            let not_found: Vec<&String> = names.iter().filter(|n| !map.contains_key(*n)).collect();
+            assert_eq!(missing, not_found, "{names:?}");
+        }
     }
 }
