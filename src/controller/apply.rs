@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::storage::v1::StorageClass;
 
-use super::{Cached, Context, Error, FIELD_MANAGER, Stores, call, cluster_objects};
+use super::{Cached, Context, Error, FIELD_MANAGER, Stores, call, cluster_objects_shared};
 use crate::reconcile::claims::{Resize, plan_resize, storage_class};
 use crate::reconcile::names::{APPLIED_HASH_ANNOTATION, BROKER_ID_LABEL};
 
@@ -91,17 +91,16 @@ impl<'a> Writer<'a> {
         keep_others: bool,
     ) -> Result<(), Error> {
         let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
-        let existing = by_name(cluster_objects::<K>(
+        let existing = by_name(cluster_objects_shared::<K>(
             self.stores,
             self.namespace,
             self.cluster,
         ));
         let kind = K::kind(&());
-        for obj in desired {
-            let mut obj = obj.clone();
-            let name = obj.name_any();
-            let planned = serde_json::to_value(&obj)?;
-            let hash = crate::hash::hex(&serde_json::to_vec(&obj)?);
+        for planned_obj in desired {
+            let name = planned_obj.name_any();
+            let planned = serde_json::to_value(planned_obj)?;
+            let hash = crate::hash::hex(&serde_json::to_vec(planned_obj)?);
             let current = existing.get(&name);
             let mut verb = "created";
             if let Some(cur) = current {
@@ -109,7 +108,7 @@ impl<'a> Writer<'a> {
                     continue;
                 }
                 let applied = cur.annotations().get(APPLIED_HASH_ANNOTATION);
-                let drifted = !contains(&serde_json::to_value(cur)?, &planned);
+                let drifted = !contains(&serde_json::to_value(cur.as_ref())?, &planned);
                 if applied == Some(&hash) && !drifted {
                     continue;
                 }
@@ -120,6 +119,8 @@ impl<'a> Writer<'a> {
                     "updated"
                 };
             }
+            // Copied only to be sent.
+            let mut obj = planned_obj.clone();
             obj.annotations_mut()
                 .insert(APPLIED_HASH_ANNOTATION.into(), hash);
             call(
@@ -181,7 +182,7 @@ pub async fn resize_claims(
     cluster: &str,
     planned: &[PersistentVolumeClaim],
 ) -> Result<(Vec<String>, Vec<String>), Error> {
-    let existing = by_name(cluster_objects::<PersistentVolumeClaim>(
+    let existing = by_name(cluster_objects_shared::<PersistentVolumeClaim>(
         stores, namespace, cluster,
     ));
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -258,7 +259,9 @@ fn is_empty(v: &serde_json::Value) -> bool {
 }
 
 /// Objects by name, for diffing.
-fn by_name<K: Resource>(items: Vec<K>) -> std::collections::BTreeMap<String, K> {
+fn by_name<K: Resource>(
+    items: Vec<std::sync::Arc<K>>,
+) -> std::collections::BTreeMap<String, std::sync::Arc<K>> {
     items
         .into_iter()
         .map(|o| (o.meta().name.clone().unwrap_or_default(), o))

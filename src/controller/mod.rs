@@ -176,6 +176,19 @@ pub(crate) fn cluster_objects<K: Cached>(
     namespace: &str,
     cluster: &str,
 ) -> Vec<K> {
+    cluster_objects_shared::<K>(stores, namespace, cluster)
+        .into_iter()
+        .map(|o| (*o).clone())
+        .collect()
+}
+
+/// [`cluster_objects`] as the cache holds them, not copied: for reading only (a reconcile of a
+/// big cluster would otherwise copy every object it looks at).
+pub(crate) fn cluster_objects_shared<K: Cached>(
+    stores: &Stores,
+    namespace: &str,
+    cluster: &str,
+) -> Vec<Arc<K>> {
     K::store(stores)
         .state()
         .into_iter()
@@ -183,7 +196,6 @@ pub(crate) fn cluster_objects<K: Cached>(
             o.meta().namespace.as_deref() == Some(namespace)
                 && o.labels().get(names::CLUSTER_LABEL).map(String::as_str) == Some(cluster)
         })
-        .map(|o| (*o).clone())
         .collect()
 }
 
@@ -564,9 +576,10 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     };
 
     let pods: Vec<Pod> = cluster_objects(&stores, &ns, &name);
-    let external = cluster_objects::<Service>(&stores, &ns, &name)
+    let external = cluster_objects_shared::<Service>(&stores, &ns, &name)
         .into_iter()
-        .find(|s| s.name_any() == names::external_service(kc));
+        .find(|s| s.name_any() == names::external_service(kc))
+        .map(|s| (*s).clone());
 
     // Kafka is asked before planning: a broker that left the spec keeps its objects until
     // Kafka says it holds no replica.
@@ -917,17 +930,17 @@ fn scaling_input<'a>(
     let mut objects: BTreeSet<i32> = BTreeSet::new();
     objects.extend(pods.iter().filter_map(|p| id_of(p.labels())));
     objects.extend(
-        cluster_objects::<ConfigMap>(stores, &ns, &name)
+        cluster_objects_shared::<ConfigMap>(stores, &ns, &name)
             .iter()
             .filter_map(|c| id_of(c.labels())),
     );
     objects.extend(
-        cluster_objects::<Service>(stores, &ns, &name)
+        cluster_objects_shared::<Service>(stores, &ns, &name)
             .iter()
             .filter_map(|s| id_of(s.labels())),
     );
     objects.extend(
-        cluster_objects::<PersistentVolumeClaim>(stores, &ns, &name)
+        cluster_objects_shared::<PersistentVolumeClaim>(stores, &ns, &name)
             .iter()
             .filter(|c| owned(c.owner_references()))
             .filter_map(|c| id_of(c.labels())),

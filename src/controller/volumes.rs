@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 
-use super::{Stores, cluster_objects};
+use super::{Stores, cluster_objects_shared};
 use crate::api::KafkaCluster;
 use crate::kafka::AdminClient;
 use crate::reconcile::names::{self, BROKER_ID_LABEL, MOUNT_PATH_ANNOTATION};
@@ -39,8 +39,8 @@ pub async fn observe_and_move(
 ) -> VolumesView {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
-    let claims: Vec<PersistentVolumeClaim> = cluster_objects(stores, &ns, &name);
-    let config_maps: Vec<ConfigMap> = cluster_objects(stores, &ns, &name);
+    let claims = cluster_objects_shared::<PersistentVolumeClaim>(stores, &ns, &name);
+    let config_maps = cluster_objects_shared::<ConfigMap>(stores, &ns, &name);
     // An invalid spec is reported by the plan; nothing to look at here.
     let brokers = effective_brokers(kc).unwrap_or_default();
     let mut view = VolumesView::default();
