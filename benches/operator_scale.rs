@@ -628,5 +628,35 @@ fn report(outcomes: &[Outcome]) -> String {
             o.conditions.join(", ")
         ));
     }
+    s.push_str("\nReading:\n");
+    for o in outcomes {
+        let writes: usize = o.writes.values().sum();
+        s.push_str(&format!(
+            "- {} brokers: {} API requests and {writes} writes in the steady window ({:.0} reconciles){}.\n",
+            o.brokers,
+            o.requests,
+            o.reconciles,
+            if o.requests == 0 && writes == 0 {
+                ": reconciles read only the operator's caches"
+            } else {
+                ""
+            },
+        ));
+    }
+    if let Some(o) = outcomes.iter().find(|o| o.brokers == 100) {
+        let goal = 40 * 1024 * 1024;
+        s.push_str(&format!(
+            "- Goal RSS < 40 MiB at 100 brokers: VmRSS {} MiB, peak (VmHWM) {} MiB: {}.\n",
+            mib(o.rss),
+            mib(o.hwm),
+            if o.hwm < goal {
+                "met, peak included"
+            } else if o.rss < goal {
+                "met at the end of the window, not at the peak"
+            } else {
+                "**not met**"
+            }
+        ));
+    }
     s
 }
