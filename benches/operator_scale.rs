@@ -469,7 +469,8 @@ async fn ads_client(
     let mut grpc = AggregatedDiscoveryServiceClient::connect(addr).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let node = Node {
-        id: "bench-envoy".into(),
+        // One node id per cluster, as Envoy Pods have: Pier keeps one status per node id.
+        id: format!("bench-envoy-{group}"),
         cluster: group,
         ..Default::default()
     };
