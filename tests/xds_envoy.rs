@@ -230,7 +230,7 @@ async fn forwards_and_updates_live(delta: bool) -> anyhow::Result<()> {
     xds.wait_acked(&group, &snap).await?;
     let protocol = xds
         .cache
-        .node_status("envoy-0")
+        .node_status(&group, "envoy-0")
         .context("node status")?
         .protocol;
     assert_eq!(protocol, mode(delta));
@@ -326,7 +326,10 @@ async fn nack_keeps_the_previous_config(delta: bool) -> anyhow::Result<()> {
     .await?;
     assert_eq!(rejection.r#type, "listener");
     assert!(!rejection.error.is_empty());
-    let node = xds.cache.node_status("envoy-0").context("node status")?;
+    let node = xds
+        .cache
+        .node_status(&group, "envoy-0")
+        .context("node status")?;
     let nack = node.types["listener"]
         .nacked
         .clone()
@@ -808,8 +811,8 @@ mod sni {
     }
 
     /// Nothing is in flight to `node`: every response it got was ACKed or NACKed.
-    fn settled(xds: &Xds, node: &str) -> bool {
-        xds.cache.node_status(node).is_some_and(|n| {
+    fn settled(xds: &Xds, group: &str, node: &str) -> bool {
+        xds.cache.node_status(group, node).is_some_and(|n| {
             n.types.values().all(|t| {
                 t.sent_version.is_some()
                     && (t.acked_version == t.sent_version
@@ -862,7 +865,8 @@ mod sni {
             POLL,
             || async {
                 let rejected = xds.cache.group_status(&group).rejected?;
-                (rejected.r#type == "listener" && settled(&xds, "envoy-0")).then_some(rejected)
+                (rejected.r#type == "listener" && settled(&xds, &group, "envoy-0"))
+                    .then_some(rejected)
             },
         )
         .await?;

@@ -39,7 +39,33 @@ pub struct Nack {
     pub error: String,
 }
 
-/// One connected Envoy node (by `node.id`).
+/// Which node a stream belongs to: its node group and `node.id`. Two Envoys may use the same
+/// `node.id` in different groups (two namespaces, or `pier xds` users choosing ids); each is its
+/// own node. Built once per stream, so recording an event allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeKey {
+    group: String,
+    node_id: String,
+}
+
+impl NodeKey {
+    pub fn new(group: &str, node_id: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            node_id: node_id.to_string(),
+        }
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+}
+
+/// One connected Envoy node (by node group and `node.id`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeStatus {
     pub node_id: String,
@@ -117,7 +143,7 @@ impl GroupEntry {
 #[derive(Default)]
 pub struct SnapshotCache {
     groups: DashMap<String, GroupEntry>,
-    nodes: DashMap<String, NodeStatus>,
+    nodes: DashMap<NodeKey, NodeStatus>,
     metrics: Arc<XdsMetrics>,
     /// Woken when a group is declared (streams of an unknown group wait for it).
     declared: Notify,
@@ -272,30 +298,23 @@ impl SnapshotCache {
         Some((start, rx))
     }
 
-    /// A stream of `node_id` opened; the returned guard closes it when dropped.
+    /// A stream of `node_id` in `group` opened; the returned guard closes it when dropped.
     pub fn open_stream(
         self: &Arc<Self>,
         node_id: &str,
         group: &str,
         protocol: &'static str,
     ) -> StreamGuard {
-        let mut node = self
-            .nodes
-            .entry(node_id.to_string())
-            .or_insert_with(|| NodeStatus {
-                node_id: node_id.to_string(),
-                group: group.to_string(),
-                protocol,
-                streams: 0,
-                applied_version: None,
-                types: BTreeMap::new(),
-            });
+        let key = NodeKey::new(group, node_id);
+        let mut node = self.nodes.entry(key.clone()).or_insert_with(|| NodeStatus {
+            node_id: node_id.to_string(),
+            group: group.to_string(),
+            protocol,
+            streams: 0,
+            applied_version: None,
+            types: BTreeMap::new(),
+        });
         node.streams += 1;
-        if node.group != group {
-            node.group = group.to_string();
-            node.applied_version = None;
-            node.types.clear();
-        }
         node.protocol = protocol;
         drop(node);
         self.metrics
@@ -306,8 +325,7 @@ impl SnapshotCache {
             .inc();
         StreamGuard {
             cache: self.clone(),
-            node_id: node_id.to_string(),
-            group: group.to_string(),
+            key,
         }
     }
 
@@ -316,9 +334,10 @@ impl SnapshotCache {
         self.nodes.len()
     }
 
-    /// Records what a stream of `node_id` sent or heard.
-    pub fn record(&self, node_id: &str, group: &str, event: &StreamEvent) {
-        if let Some(mut node) = self.nodes.get_mut(node_id) {
+    /// Records what a stream of node `key` sent or heard.
+    pub fn record(&self, key: &NodeKey, event: &StreamEvent) {
+        let (group, node_id) = (key.group(), key.node_id());
+        if let Some(mut node) = self.nodes.get_mut(key) {
             match event {
                 StreamEvent::Sent { type_, version } => {
                     node.types.entry(type_.short()).or_default().sent_version =
@@ -405,8 +424,10 @@ impl SnapshotCache {
         }
     }
 
-    pub fn node_status(&self, node_id: &str) -> Option<NodeStatus> {
-        self.nodes.get(node_id).map(|n| n.clone())
+    pub fn node_status(&self, group: &str, node_id: &str) -> Option<NodeStatus> {
+        self.nodes
+            .get(&NodeKey::new(group, node_id))
+            .map(|n| n.clone())
     }
 
     pub fn group_status(&self, group: &str) -> GroupStatus {
@@ -451,21 +472,25 @@ impl SnapshotCache {
 /// Closes a stream when dropped; the node is forgotten with its last stream.
 pub struct StreamGuard {
     cache: Arc<SnapshotCache>,
-    node_id: String,
-    group: String,
+    key: NodeKey,
+}
+
+impl StreamGuard {
+    /// The stream's node, for [`SnapshotCache::record`].
+    pub fn key(&self) -> &NodeKey {
+        &self.key
+    }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if let Some(mut node) = self.cache.nodes.get_mut(&self.node_id) {
+        if let Some(mut node) = self.cache.nodes.get_mut(&self.key) {
             node.streams = node.streams.saturating_sub(1);
         }
-        self.cache
-            .nodes
-            .remove_if(&self.node_id, |_, n| n.streams == 0);
+        self.cache.nodes.remove_if(&self.key, |_, n| n.streams == 0);
         // A removed group's gauge is gone; do not bring it back.
         let labels = GroupLabels {
-            group: self.group.clone(),
+            group: self.key.group.clone(),
         };
         if let Some(gauge) = self.cache.metrics.connected_streams.get(&labels) {
             gauge.dec();
@@ -488,16 +513,14 @@ mod tests {
         for t in ResourceType::ALL {
             let version = s.get(t).version.clone();
             cache.record(
-                node,
-                "g",
+                &NodeKey::new("g", node),
                 &StreamEvent::Sent {
                     type_: t,
                     version: version.clone(),
                 },
             );
             cache.record(
-                node,
-                "g",
+                &NodeKey::new("g", node),
                 &StreamEvent::Acked {
                     type_: t,
                     version,
@@ -506,8 +529,7 @@ mod tests {
             );
         }
         cache.record(
-            node,
-            "g",
+            &NodeKey::new("g", node),
             &StreamEvent::Applied {
                 snapshot: s.version(),
             },
@@ -516,8 +538,7 @@ mod tests {
 
     fn nack(cache: &SnapshotCache, node: &str, s: &Snapshot) {
         cache.record(
-            node,
-            "g",
+            &NodeKey::new("g", node),
             &StreamEvent::Nacked {
                 type_: ResourceType::Listener,
                 version: s.get(ResourceType::Listener).version.clone(),
@@ -580,11 +601,11 @@ mod tests {
         cache.declare_group("g");
         let a = cache.open_stream("envoy-0", "g", "sotw");
         let b = cache.open_stream("envoy-0", "g", "sotw");
-        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 2);
+        assert_eq!(cache.node_status("g", "envoy-0").unwrap().streams, 2);
         drop(a);
-        assert_eq!(cache.node_status("envoy-0").unwrap().streams, 1);
+        assert_eq!(cache.node_status("g", "envoy-0").unwrap().streams, 1);
         drop(b);
-        assert!(cache.node_status("envoy-0").is_none());
+        assert!(cache.node_status("g", "envoy-0").is_none());
         assert_eq!(cache.node_count(), 0);
     }
 
@@ -668,7 +689,7 @@ mod tests {
         assert!(cache.group_status("g").rejected.is_none());
 
         drop(guard);
-        assert!(cache.node_status("envoy-0").is_none());
+        assert!(cache.node_status("g", "envoy-0").is_none());
         assert!(!cache.group_status("g").all_acked, "no connected node");
     }
 
@@ -718,8 +739,7 @@ mod tests {
         assert!(dns.get(ResourceType::Endpoint).resources.is_empty());
         // The session tells Applied without any endpoint ACK.
         cache.record(
-            "a",
-            "g",
+            &NodeKey::new("g", "a"),
             &StreamEvent::Applied {
                 snapshot: dns.version(),
             },
@@ -727,5 +747,25 @@ mod tests {
         let status = cache.group_status("g");
         assert!(status.all_acked);
         assert_eq!(status.last_good_version, Some(dns.version()));
+    }
+
+    #[test]
+    fn the_same_node_id_in_two_groups_is_two_nodes() {
+        let cache = Arc::new(SnapshotCache::default());
+        let in_g = cache.open_stream("envoy-0", "g", "sotw");
+        let _in_h = cache.open_stream("envoy-0", "h", "delta");
+        let g = cache.set_snapshot("g", snap(&[0]));
+        cache.set_snapshot("h", snap(&[1]));
+        apply(&cache, "envoy-0", &g);
+        assert!(cache.group_status("g").all_acked);
+        assert!(
+            !cache.group_status("h").all_acked,
+            "h's Envoy applied nothing"
+        );
+        assert_eq!(cache.node_status("h", "envoy-0").unwrap().protocol, "delta");
+        assert_eq!(cache.node_count(), 2);
+        drop(in_g);
+        assert!(cache.node_status("g", "envoy-0").is_none());
+        assert!(cache.node_status("h", "envoy-0").is_some());
     }
 }

@@ -23,7 +23,7 @@ pub mod tls;
 pub mod translate;
 pub mod wire;
 
-pub use cache::{GroupStatus, NodeStatus, SnapshotCache};
+pub use cache::{GroupStatus, NodeKey, NodeStatus, SnapshotCache};
 pub use server::{AdsServer, Limits, node_group, serve, serve_with};
 pub use snapshot::{Resource, ResourceType, Snapshot, TypeSnapshot};
 pub use tls::{ClientTrust, ServerTls};

@@ -331,13 +331,13 @@ impl AdsServer {
         let (tx, rx) = mpsc::channel::<Result<S::Resp, Status>>(16);
         tokio::spawn(async move {
             let _slot = stream_slot;
-            let _guard = cache.open_stream(&node_id, &group, S::PROTOCOL);
+            let node = cache.open_stream(&node_id, &group, S::PROTOCOL);
             tracing::info!(node = %node_id, %group, protocol = S::PROTOCOL, "xDS stream opened");
             let send = |out: Output<S::Resp>| {
-                let (cache, tx, node_id, group) = (&cache, &tx, &node_id, &group);
+                let (cache, tx, node_id, group, node) = (&cache, &tx, &node_id, &group, &node);
                 async move {
                     for e in &out.events {
-                        cache.record(node_id, group, e);
+                        cache.record(node.key(), e);
                     }
                     for r in out.responses {
                         tx.send(Ok(r)).await.map_err(|_| ())?;
