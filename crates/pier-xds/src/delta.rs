@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use envoy_types::pb::google::protobuf::Any;
 
 use super::session::{Output, Refused, StreamEvent};
 use super::subscription::{MAX_NAME_LEN, MAX_NAMES, Reply, StreamState};
@@ -83,13 +82,7 @@ impl DeltaSession {
             self.state.get_mut(t).has = initial
                 .iter()
                 .map(|(name, version)| {
-                    let known = Resource {
-                        name: name.clone(),
-                        version: version.clone(),
-                        body: Any::default(),
-                        wire_any: Default::default(),
-                        wire_delta: Default::default(),
-                    };
+                    let known = Resource::known_version(name.clone(), version.clone());
                     (name.clone(), Arc::new(known))
                 })
                 .collect();

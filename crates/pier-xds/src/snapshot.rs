@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use envoy_types::pb::envoy::service::discovery::v3::Resource as PbResource;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use prost::Message;
@@ -84,6 +85,28 @@ impl Resource {
         };
         r.wire_delta = Bytes::from(r.delta_proto().encode_to_vec());
         r
+    }
+
+    /// A resource a delta client says it has (`initial_resource_versions`): only its name and
+    /// version are known, never sent.
+    pub fn known_version(name: String, version: String) -> Self {
+        Self {
+            name,
+            version,
+            body: Any::default(),
+            wire_any: Bytes::new(),
+            wire_delta: Bytes::new(),
+        }
+    }
+
+    /// This resource as a delta response carries it.
+    pub fn delta_proto(&self) -> PbResource {
+        PbResource {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            resource: Some(self.body.clone()),
+            ..Default::default()
+        }
     }
 }
 

@@ -483,45 +483,41 @@ impl StreamState {
     }
 }
 
-/// The entries of `map` whose names `names` (in order, no duplicates) lists, in name order: one
-/// walk of both, instead of a lookup per name.
-fn sorted_join<'a, V>(
+/// Each of `names` (in order, no duplicates) with its entry in `map`, if any: one walk of both,
+/// instead of a lookup per name.
+fn sorted_lookup<'a, V>(
     names: impl Iterator<Item = &'a String> + 'a,
     map: &'a BTreeMap<String, V>,
-) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+) -> impl Iterator<Item = (&'a String, Option<&'a V>)> + 'a {
     let mut entries = map.iter().peekable();
-    names.filter_map(move |name| {
+    names.map(move |name| {
         while let Some((key, _)) = entries.peek() {
             match key.as_str().cmp(name.as_str()) {
                 std::cmp::Ordering::Less => {
                     entries.next();
                 }
-                std::cmp::Ordering::Equal => return entries.next(),
-                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Equal => return (name, entries.next().map(|(_, v)| v)),
+                std::cmp::Ordering::Greater => break,
             }
         }
-        None
+        (name, None)
     })
 }
 
-/// The names of `names` (in order, no duplicates) that `map` lacks: one walk of both.
+/// The entries of `map` that `names` (in order, no duplicates) lists, in name order.
+fn sorted_join<'a, V>(
+    names: impl Iterator<Item = &'a String> + 'a,
+    map: &'a BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    sorted_lookup(names, map).filter_map(|(name, v)| Some((name, v?)))
+}
+
+/// The names of `names` (in order, no duplicates) that `map` lacks.
 fn sorted_missing<'a, V>(
     names: impl Iterator<Item = &'a String> + 'a,
     map: &'a BTreeMap<String, V>,
 ) -> impl Iterator<Item = &'a String> + 'a {
-    let mut keys = map.keys().peekable();
-    names.filter(move |name| {
-        while let Some(key) = keys.peek() {
-            match key.as_str().cmp(name.as_str()) {
-                std::cmp::Ordering::Less => {
-                    keys.next();
-                }
-                std::cmp::Ordering::Equal => return false,
-                std::cmp::Ordering::Greater => return true,
-            }
-        }
-        true
-    })
+    sorted_lookup(names, map).filter_map(|(name, v)| v.is_none().then_some(name))
 }
 
 /// Same names with the same versions.

@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    Resource as PbResource,
 };
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
@@ -113,18 +112,6 @@ impl DeltaResponse {
             type_url: self.type_url.to_string(),
             removed_resources: self.removed_resources.clone(),
             nonce: self.nonce.clone(),
-            ..Default::default()
-        }
-    }
-}
-
-impl Resource {
-    /// This resource as a delta response carries it.
-    pub fn delta_proto(&self) -> PbResource {
-        PbResource {
-            name: self.name.clone(),
-            version: self.version.clone(),
-            resource: Some(self.body.clone()),
             ..Default::default()
         }
     }
