@@ -1,14 +1,19 @@
-//! Pier's `AdminClient` against a real 3-node KRaft cluster (combined broker+controller
-//! nodes). One cluster for the whole file: the phases run in order, the one that stops a
-//! broker last.
+//! Pier's `AdminClient` against real KRaft clusters: a 3-node static quorum (combined
+//! broker+controller nodes), whose phases run in order, the one that stops a broker last; and
+//! a dynamic (KIP-853) quorum that a controller-only node joins and leaves, with feature
+//! levels read and changed.
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use pier::kafka::{
     AdminClient, AdminOptions, ConfigClasses, ConfigEntry, ConfigOp, ConfigResource, ConfigSource,
-    DescribeConfigsOptions, KafkaError, NewTopic, Reassignment, UpdateMode, codes,
+    DescribeConfigsOptions, FeatureUpdate, KRAFT_VERSION_FEATURE, KafkaError,
+    METADATA_VERSION_FEATURE, NewTopic, QuorumInfo, RaftEndpoint, Reassignment, UpdateMode, codes,
+    random_directory_id,
 };
+use pier_testenv::kafka::{CONTROLLER_PORT, KafkaOptions};
 use pier_testenv::{KafkaCluster, LogDir, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -133,6 +138,12 @@ async fn describe_quorum(admin: &AdminClient) -> anyhow::Result<()> {
     assert!(q.leader_epoch > 0 && q.high_watermark > 0, "{q:?}");
     let leader = q.voter(q.leader_id).context("leader")?;
     assert!(leader.log_end_offset >= q.high_watermark, "{q:?}");
+    let features = admin.features().await?;
+    assert_eq!(
+        features.level(KRAFT_VERSION_FEATURE),
+        0,
+        "a static quorum: {features:?}"
+    );
     Ok(())
 }
 
@@ -460,5 +471,237 @@ async fn stopped_broker(admin: &AdminClient, cluster: &mut KafkaCluster) -> anyh
         },
     )
     .await?;
+    Ok(())
+}
+
+/// A dynamic quorum: one combined node (the only initial voter) and one controller-only
+/// node started later, which joins as an observer, is made a voter and removed again.
+#[tokio::test]
+async fn dynamic_quorum_membership_and_features() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("kafka-dynamic-quorum")?;
+    let mut cluster = KafkaCluster::start_with(
+        &logs,
+        KafkaOptions {
+            nodes: 1,
+            dynamic_quorum: true,
+            spare_controllers: 1,
+            ..KafkaOptions::default()
+        },
+    )
+    .await?;
+    let admin = &AdminClient::new([(1, cluster.node(1)?.broker_addr())], options());
+
+    let q = wait_for("a quorum leader", WAIT, EVERY, || async move {
+        let q = admin.describe_quorum().await.ok()?;
+        (q.leader_id == 1).then_some(q)
+    })
+    .await?;
+    let node1 = cluster.node(1)?;
+    assert_eq!(voter_ids(&q), [1], "{q:?}");
+    let dir1 = node1.directory_id()?;
+    assert_eq!(
+        q.voter(1).and_then(|v| v.directory_id.as_deref()),
+        Some(dir1.as_str())
+    );
+    assert_eq!(
+        q.voter_endpoints.get(&1),
+        Some(&endpoints(node1.ip)),
+        "{q:?}"
+    );
+
+    features(admin).await.context("features")?;
+
+    cluster.start_node(2).await?;
+    let node2 = cluster.node(2)?;
+    let dir2 = node2.directory_id()?;
+    membership(admin, cluster.cluster_id(), 2, &dir2, &endpoints(node2.ip))
+        .await
+        .context("voter membership")?;
+    Ok(())
+}
+
+fn voter_ids(q: &QuorumInfo) -> Vec<i32> {
+    q.voters.iter().map(|v| v.replica_id).collect()
+}
+
+fn endpoints(ip: std::net::Ipv4Addr) -> Vec<RaftEndpoint> {
+    vec![RaftEndpoint {
+        name: "CONTROLLER".into(),
+        host: ip.to_string(),
+        port: CONTROLLER_PORT,
+    }]
+}
+
+async fn membership(
+    admin: &AdminClient,
+    cluster_id: &str,
+    id: i32,
+    dir: &str,
+    listeners: &[RaftEndpoint],
+) -> anyhow::Result<()> {
+    // The new controller fetches as an observer, under its directory id, and catches up.
+    wait_for(
+        "the new controller caught up as an observer",
+        WAIT,
+        EVERY,
+        || async move {
+            let q = admin.describe_quorum().await.ok()?;
+            let o = q.observer(id)?;
+            (o.directory_id.as_deref() == Some(dir)
+                && o.last_caught_up_timestamp.is_some()
+                && o.log_end_offset >= q.high_watermark)
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // Not a voter yet: nothing to remove.
+    let err = admin
+        .remove_raft_voter(Some(cluster_id), id, dir)
+        .await
+        .expect_err("not a voter");
+    assert_eq!(err.code(), Some(codes::VOTER_NOT_FOUND), "{err}");
+
+    // Add it; a retriable refusal (a pending change, "lagging behind") means: read the
+    // quorum, then ask again.
+    let tries = &AtomicUsize::new(0);
+    let added = &AtomicBool::new(false);
+    let q = wait_for("the new controller a voter", WAIT, EVERY, || async move {
+        let q = match admin.describe_quorum().await {
+            Ok(q) => q,
+            Err(_) => return None,
+        };
+        if q.voter(id).is_some() {
+            return Some(Ok(q));
+        }
+        if added.load(Ordering::SeqCst) {
+            return None;
+        }
+        tries.fetch_add(1, Ordering::SeqCst);
+        match admin
+            .add_raft_voter(Some(cluster_id), id, dir, listeners, 10_000)
+            .await
+        {
+            Ok(()) => {
+                added.store(true, Ordering::SeqCst);
+                None
+            }
+            Err(e) if e.is_retriable() => {
+                eprintln!("AddRaftVoter, outcome unknown: {e}");
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
+    .await??;
+    eprintln!(
+        "added after {} AddRaftVoter call(s)",
+        tries.load(Ordering::SeqCst)
+    );
+    assert_eq!(voter_ids(&q), [1, id], "{q:?}");
+    assert_eq!(
+        q.voter(id).and_then(|v| v.directory_id.as_deref()),
+        Some(dir)
+    );
+    assert_eq!(
+        q.voter_endpoints.get(&id).map(Vec::as_slice),
+        Some(listeners)
+    );
+    assert!(q.observer(id).is_none(), "{q:?}");
+
+    // Kafka's refusals come back with their code, at once.
+    let started = Instant::now();
+    let err = admin
+        .add_raft_voter(None, id, dir, listeners, 10_000)
+        .await
+        .expect_err("a voter already");
+    assert_eq!(err.code(), Some(codes::DUPLICATE_VOTER), "{err}");
+    let other_dir = random_directory_id()?;
+    let err = admin
+        .remove_raft_voter(None, id, &other_dir)
+        .await
+        .expect_err("another directory id");
+    assert_eq!(err.code(), Some(codes::VOTER_NOT_FOUND), "{err}");
+    let err = admin
+        .add_raft_voter(
+            Some("not-this-cluster-id-at-all"),
+            9,
+            &other_dir,
+            listeners,
+            10_000,
+        )
+        .await
+        .expect_err("another cluster");
+    assert_eq!(err.code(), Some(codes::INCONSISTENT_CLUSTER_ID), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+
+    let removed = &AtomicBool::new(false);
+    wait_for("the controller removed", WAIT, EVERY, || async move {
+        let q = match admin.describe_quorum().await {
+            Ok(q) => q,
+            Err(_) => return None,
+        };
+        if q.voter(id).is_none() {
+            return Some(Ok(q));
+        }
+        if removed.load(Ordering::SeqCst) {
+            return None;
+        }
+        match admin.remove_raft_voter(Some(cluster_id), id, dir).await {
+            Ok(()) => {
+                removed.store(true, Ordering::SeqCst);
+                None
+            }
+            Err(e) if e.is_retriable() => {
+                eprintln!("RemoveRaftVoter, outcome unknown: {e}");
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
+    .await??;
+    let q = admin.describe_quorum().await?;
+    assert_eq!(voter_ids(&q), [1], "{q:?}");
+    assert!(!q.voter_endpoints.contains_key(&id), "{q:?}");
+    Ok(())
+}
+
+async fn features(admin: &AdminClient) -> anyhow::Result<()> {
+    let before = admin.features().await?;
+    assert_eq!(
+        before.level(KRAFT_VERSION_FEATURE),
+        1,
+        "dynamic: {before:?}"
+    );
+    let mv = before.level(METADATA_VERSION_FEATURE);
+    // 4.0-IV1 (23) is the oldest level any 4.x release formats with.
+    assert!(mv >= 23, "{before:?}");
+    let (min, max) = before.supported[METADATA_VERSION_FEATURE];
+    assert!(min <= mv && mv <= max, "{before:?}");
+    assert!(before.finalized_epoch >= 0, "{before:?}");
+
+    let same = [FeatureUpdate::upgrade(METADATA_VERSION_FEATURE, mv)];
+    admin.update_features(&same, true).await?;
+    // Asking for the level already finalized changes nothing (what makes retries safe).
+    admin.update_features(&same, false).await?;
+
+    // Below 4.0-IV1 a downgrade would drop metadata (ELR records): refused, with Kafka's reason.
+    let down = [FeatureUpdate::safe_downgrade(METADATA_VERSION_FEATURE, 22)];
+    for validate_only in [true, false] {
+        let started = Instant::now();
+        let err = admin
+            .update_features(&down, validate_only)
+            .await
+            .expect_err("a lossy downgrade");
+        assert_eq!(err.code(), Some(codes::INVALID_UPDATE_VERSION), "{err}");
+        assert!(
+            err.broker_message()
+                .is_some_and(|m| m.contains("downgrade")),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    }
+    let after = admin.features().await?;
+    assert_eq!(after.level(METADATA_VERSION_FEATURE), mv, "{after:?}");
     Ok(())
 }

@@ -354,6 +354,25 @@ pub struct KafkaSpec {
     /// KRaft cluster id; generated once if absent and then kept in status.clusterId.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The Kafka version the image runs, e.g. `4.1.2`, for images whose tag is not a version
+    /// (default: the image's tag). Changing the image to a newer version upgrades the cluster:
+    /// nodes restart one by one (controllers first, the active controller last), then
+    /// `metadata.version` is raised once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[0-9]+\.[0-9]+(\.[0-9]+)?$")
+    )]
+    pub version: Option<String>,
+    /// Pins `metadata.version` (e.g. `4.0-IV3`, or a release such as `4.0`): Pier raises it
+    /// up to this level and no further. Default: the latest production level of the version
+    /// every node runs. Pier never lowers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 3, max = 16),
+        regex(pattern = r"^[0-9]+\.[0-9]+(-IV[0-9]+)?$")
+    )]
+    pub metadata_version: Option<String>,
     /// Read-only broker configuration of every broker (a change restarts brokers one by one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256))]
@@ -383,6 +402,8 @@ impl Default for KafkaSpec {
         Self {
             image: default_kafka_image(),
             cluster_id: None,
+            version: None,
+            metadata_version: None,
             read_only_config: BTreeMap::new(),
             cluster_wide_config: BTreeMap::new(),
             config_from: BTreeMap::new(),
@@ -641,6 +662,12 @@ pub struct KafkaClusterStatus {
     /// Alert actions taken or refused, and the roll-blocking alerts firing now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::api::AlertsStatus>,
+    /// The KRaft controller quorum: its mode (chosen once), voters, the change in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<crate::api::QuorumStatus>,
+    /// The Kafka version running and the cluster's `metadata.version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_version: Option<crate::api::KafkaVersionStatus>,
 }
 
 /// What a replica move is for.

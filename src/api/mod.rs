@@ -3,12 +3,14 @@
 mod alerts;
 mod cruise_control;
 mod kafkacluster;
+mod quorum;
 mod security;
 mod validation;
 
 pub use alerts::*;
 pub use cruise_control::*;
 pub use kafkacluster::*;
+pub use quorum::*;
 pub use security::*;
 pub use validation::*;
 

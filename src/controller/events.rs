@@ -23,6 +23,8 @@ pub enum Reason {
     ScramUsers,
     Certificates,
     AlertAction,
+    QuorumChanged,
+    MetadataVersionRaised,
     // Problems.
     InvalidSpec,
     ApplyFailed,
@@ -42,6 +44,9 @@ pub enum Reason {
     CertificatesFailed,
     AlertActionRefused,
     AlertActionFailed,
+    QuorumChangeRefused,
+    QuorumChangeFailed,
+    MetadataVersionFailed,
 }
 
 impl Reason {
@@ -74,6 +79,11 @@ impl Reason {
             Reason::AlertAction => "AlertAction",
             Reason::AlertActionRefused => "AlertActionRefused",
             Reason::AlertActionFailed => "AlertActionFailed",
+            Reason::QuorumChanged => "QuorumChanged",
+            Reason::MetadataVersionRaised => "MetadataVersionRaised",
+            Reason::QuorumChangeRefused => "QuorumChangeRefused",
+            Reason::QuorumChangeFailed => "QuorumChangeFailed",
+            Reason::MetadataVersionFailed => "MetadataVersionFailed",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod leader_pod;
 mod live_config;
 pub mod metrics;
 mod pki;
+mod quorum;
 mod roll;
 mod scaling;
 mod secrets;
@@ -576,6 +577,12 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     };
 
     let pods: Vec<Pod> = cluster_objects(&stores, &ns, &name);
+    // The quorum mode is chosen once, before the first Pod is formatted.
+    let has_nodes =
+        !pods.is_empty() || !cluster_objects_shared::<ConfigMap>(&stores, &ns, &name).is_empty();
+    if quorum::choose_mode(kc, ctx, &prior, has_nodes).await? {
+        return Ok(Action::await_change());
+    }
     let external = cluster_objects_shared::<Service>(&stores, &ns, &name)
         .into_iter()
         .find(|s| s.name_any() == names::external_service(kc))
@@ -630,8 +637,20 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             None
         }
     };
+    // Asked once per reconcile: for membership changes, the nodes they hold, the static
+    // quorum's notice and the roll's quorum gate.
+    let quorum_info = if admin.nodes().is_empty() {
+        None
+    } else {
+        Some(admin.describe_quorum().await)
+    };
+    let voters: std::collections::BTreeSet<i32> = match &quorum_info {
+        Some(Ok(q)) => q.voters.iter().map(|v| v.replica_id).collect(),
+        _ => Default::default(),
+    };
     let mut moves = reconcile::scaling::plan(&reconcile::scaling::ScalingInput {
         kafka: view.as_ref(),
+        voters,
         ..scaling_input
     });
     tracing::debug!(?moves, "replica moves planned");
@@ -804,16 +823,23 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         outcome.tls_error = (!t.errors.is_empty()).then(|| t.errors.join("; "));
         outcome.tls = Some(t.status);
     }
-    // Asked once per reconcile: for the voter notice and for the roll's quorum gate.
-    let quorum = if admin.nodes().is_empty() {
-        None
-    } else {
-        Some(admin.describe_quorum().await)
-    };
-    outcome.quorum_notice = quorum
-        .as_ref()
-        .and_then(|q| q.as_ref().ok())
-        .and_then(|q| reconcile::status::quorum_notice(q, &desired.brokers));
+    let described = quorum_info.as_ref().and_then(|q| q.as_ref().ok());
+    if reconcile::quorum::status_of(kc).mode == crate::api::QuorumMode::Static {
+        outcome.quorum_notice =
+            described.and_then(|q| reconcile::status::quorum_notice(q, &desired.brokers));
+    }
+    quorum::converge(
+        kc,
+        ctx,
+        &admin,
+        &desired,
+        &pods,
+        &cluster_id,
+        described,
+        &mut outcome,
+    )
+    .await;
+    let held = quorum::leaving_voters(&desired, described);
     outcome.replicas_moving = moves.moves.is_some();
     outcome.volumes = volumes_view.outcome.clone();
     for line in &volumes_view.events {
@@ -845,7 +871,18 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             ctx.metrics.log_dirs(&ns, &name, b.id, &dirs);
         }
     }
-    let step = roll::plan(kc, ctx, &admin, &pods, &desired, quorum, &mut outcome).await;
+    let step = roll::plan(
+        kc,
+        ctx,
+        &admin,
+        &pods,
+        &desired,
+        quorum_info,
+        &held,
+        &mut outcome,
+    )
+    .await;
+    quorum::metadata_version(kc, ctx, &admin, &desired, &pods, &mut outcome).await;
 
     let group_status = ctx.cache.group_status(&group);
     let envoy = EnvoyState {
@@ -980,6 +1017,7 @@ fn scaling_input<'a>(
         restarting: prior
             .and_then(|s| s.rolling_upgrade.as_ref())
             .is_some_and(|r| r.restarting.is_some()),
+        voters: Default::default(),
         now_ms: now_ms(),
     }
 }
@@ -1005,6 +1043,8 @@ static EMPTY_STATUS: crate::api::KafkaClusterStatus = crate::api::KafkaClusterSt
     tls: None,
     applied_secrets: std::collections::BTreeMap::new(),
     alerts: None,
+    quorum: None,
+    kafka_version: None,
 };
 
 /// Removes the finalizer of earlier versions, touching no other finalizer.

@@ -23,8 +23,7 @@ const FAILURE_INTERVAL_MS: i64 = 10_000;
 /// A broker Pod unready for longer than this serves nothing (a readiness probe that fails this
 /// long is no flap); one unready for less may be coming back from a restart.
 const UNREADY_GRACE_MS: i64 = 30_000;
-/// Kafka's default `controller.quorum.fetch.timeout.ms`.
-const QUORUM_FETCH_TIMEOUT_MS: i64 = 2_000;
+use super::quorum::QUORUM_FETCH_TIMEOUT_MS;
 
 /// What the roll does once its state is written.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +38,9 @@ pub enum Step {
     Finished,
 }
 
-/// Decides the roll's next step and records the state to persist in `outcome`.
+/// Decides the roll's next step and records the state to persist in `outcome`. `held`: voters
+/// that must leave the KRaft quorum before they restart without the controller role.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan(
     kc: &KafkaCluster,
     ctx: &Context,
@@ -47,6 +48,7 @@ pub async fn plan(
     pods: &[Pod],
     desired: &Desired,
     quorum: Option<Result<QuorumInfo, crate::kafka::KafkaError>>,
+    held: &std::collections::BTreeSet<i32>,
     outcome: &mut KafkaOutcome,
 ) -> Step {
     let now = now_ms();
@@ -83,6 +85,16 @@ pub async fn plan(
             tracing::info!(broker = n.id, %why, "restart waits for its removed volumes to empty");
             n.restart_due = None;
         }
+    }
+    for n in nodes
+        .iter_mut()
+        .filter(|n| n.restart_due.is_some() && held.contains(&n.id))
+    {
+        tracing::info!(
+            broker = n.id,
+            "restart waits until the node has left the KRaft voters"
+        );
+        n.restart_due = None;
     }
     outcome.restart_due = nodes
         .iter()

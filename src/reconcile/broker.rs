@@ -296,26 +296,35 @@ pub fn claims(
 
 /// The shell command the Kafka container runs: format the log dirs once (KRaft needs it), then
 /// start the node, with the metrics agent's option (when set, see [`super::monitoring`]) added
-/// to the node's KAFKA_OPTS only. Works with the Apache Kafka image's scripts.
-pub fn kafka_command() -> Vec<String> {
+/// to the node's KAFKA_OPTS only. Works with the Apache Kafka image's scripts. Nodes of a
+/// dynamic quorum pass their format flags from [`super::quorum::FORMAT_ARGS_ENV`] (word-split
+/// on purpose); a static quorum's command stays as it always was, so its Pods do not restart.
+pub fn kafka_command(dynamic_quorum: bool) -> Vec<String> {
     let props = format!("{CONFIG_DIR}/server.properties");
     let agent = super::monitoring::AGENT_ENV;
+    let flags = if dynamic_quorum {
+        format!(" ${{{}:-}}", super::quorum::FORMAT_ARGS_ENV)
+    } else {
+        String::new()
+    };
     vec![
         "/bin/sh".into(),
         "-c".into(),
         format!(
-            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props} && KAFKA_OPTS=\"${{KAFKA_OPTS:-}} ${{{agent}:-}}\" exec /opt/kafka/bin/kafka-server-start.sh {props}"
+            "/opt/kafka/bin/kafka-storage.sh format --ignore-formatted -t \"$KAFKA_CLUSTER_ID\" -c {props}{flags} && KAFKA_OPTS=\"${{KAFKA_OPTS:-}} ${{{agent}:-}}\" exec /opt/kafka/bin/kafka-server-start.sh {props}"
         ),
     ]
 }
 
-/// The broker's Pod.
+/// The broker's Pod. `format_args`: its `kafka-storage.sh format` flags in a dynamic quorum
+/// ([`super::quorum::format_args`]).
 pub fn pod(
     kc: &KafkaCluster,
     namespace: &str,
     b: &EffectiveBroker,
     cluster_id: &str,
     properties: &str,
+    format_args: Option<&str>,
 ) -> Pod {
     // The spec's labels first: Pier's win.
     let mut labels = b.labels.clone();
@@ -393,6 +402,13 @@ pub fn pod(
         value: Some(cluster_id.to_string()),
         ..Default::default()
     }];
+    if let Some(flags) = format_args {
+        env.push(EnvVar {
+            name: super::quorum::FORMAT_ARGS_ENV.into(),
+            value: Some(flags.to_string()),
+            ..Default::default()
+        });
+    }
     if let Some(heap) = &b.heap_opts {
         env.push(EnvVar {
             name: "KAFKA_HEAP_OPTS".into(),
@@ -428,7 +444,7 @@ pub fn pod(
                 // A broker that fails to start says why in its Pod status (the end of its log),
                 // which Pier reports as BrokerCrashLooping.
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
-                command: Some(kafka_command()),
+                command: Some(kafka_command(format_args.is_some())),
                 env: Some(env),
                 ports: Some(ports),
                 resources: b.resources.clone(),
@@ -474,10 +490,11 @@ pub(super) fn rehash(kc: &KafkaCluster, pod: &mut Pod, properties: &str) {
 
 /// What a broker's restart hash covers: its Pod (image, resources, JVM options, volumes,
 /// labels…), its `server.properties` (read-only configuration only: dynamic keys are applied
-/// live and never rendered) and the cluster's restart annotation. Not the static KRaft voter
-/// list: adding or removing a controller changes it on every node, and rolling every node for
-/// that cannot change a static quorum's membership anyway (that needs KIP-853's dynamic
-/// quorum); restarted nodes read the current list.
+/// live and never rendered) and the cluster's restart annotation. Not where a node finds the
+/// quorum (`controller.quorum.voters` or `controller.quorum.bootstrap.servers`): adding or
+/// removing a controller changes it on every node, and membership changes are made live
+/// (KIP-853) or not at all (static quorum); restarted nodes read the current list. Not the
+/// format flags either: they matter only to an empty disk, and change once the quorum forms.
 pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> String {
     // Brokers rendered before Pier turned off the token automount are not restarted for it:
     // their next restart for another reason drops the token.
@@ -488,6 +505,11 @@ pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> St
         // every Pier release: upgrading Pier does not roll the brokers for it (a broker keeps
         // the agent it copied until it restarts for another reason).
         super::monitoring::unhashed(spec);
+        for c in &mut spec.containers {
+            if let Some(env) = c.env.as_mut() {
+                env.retain(|e| e.name != super::quorum::FORMAT_ARGS_ENV);
+            }
+        }
     }
     let mut input = serde_json::to_vec(&hashed).unwrap_or_default();
     // `metadata.log.dir` naming the first log dir says what Kafka does without it: brokers
@@ -498,7 +520,9 @@ pub(super) fn restart_hash(kc: &KafkaCluster, pod: &Pod, properties: &str) -> St
         .and_then(|v| v.split(',').next())
         .map(|d| format!("metadata.log.dir={d}"));
     for line in properties.lines() {
-        if !line.starts_with("controller.quorum.voters=") && Some(line) != first_dir.as_deref() {
+        let finds_quorum = line.starts_with("controller.quorum.voters=")
+            || line.starts_with("controller.quorum.bootstrap.servers=");
+        if !finds_quorum && Some(line) != first_dir.as_deref() {
             input.extend_from_slice(line.as_bytes());
             input.push(b'\n');
         }

@@ -100,13 +100,7 @@ pub struct ConfigPlan {
 /// The Kafka version of an image reference (`repo/kafka:4.1.2` → `4.1.2`); the newest table is
 /// used when the tag says nothing.
 pub fn kafka_version(image: &str) -> &str {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    // A ':' followed by a '/' belongs to a registry port, not a tag.
-    let tag = no_digest
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| !t.contains('/'))
-        .unwrap_or("");
+    let tag = super::upgrade::image_tag(image);
     // Tags like "4.1.2-scala" or "4.1": the leading digits and dots.
     let end = tag
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -11,12 +11,14 @@ pub mod monitoring;
 pub mod names;
 pub mod pods;
 mod properties;
+pub mod quorum;
 pub mod roll;
 pub mod scaling;
 pub mod secret_refs;
 pub mod security;
 mod services;
 pub mod status;
+pub mod upgrade;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -138,6 +140,9 @@ pub enum PlanError {
         "{section}: {key:?} is not a Kafka config key (letters, digits, '.', '_' and '-', starting with a letter or digit)"
     )]
     InvalidConfigKey { section: String, key: String },
+    /// A node would run a release older than the cluster's finalized metadata.version.
+    #[error("{0}")]
+    VersionRefused(String),
     #[error("{field}: {image:?} is not a container image reference")]
     InvalidImage { field: String, image: String },
     #[error(
@@ -187,6 +192,15 @@ pub fn plan(
     properties::check_config_keys(kc)?;
     security::check(kc)?;
     broker::check(kc, &brokers)?;
+    let finalized = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.kafka_version.as_ref())
+        .and_then(|v| v.metadata_version_level)
+        .and_then(|l| i16::try_from(l).ok());
+    if let Some(why) = upgrade::refused_version(kc, &brokers, finalized) {
+        return Err(PlanError::VersionRefused(why));
+    }
     let cluster_id = kc
         .spec
         .kafka
@@ -235,6 +249,15 @@ pub fn plan(
         desired.services.push(cc.service);
     }
     let external_hosts = services::advertised_external(kc, observed);
+    let quorum_status = quorum::status_of(kc);
+    let controller_port = kc
+        .spec
+        .listeners
+        .internal
+        .iter()
+        .find(|l| l.used_for_controller)
+        .ok_or(PlanError::NoControllerListener)?
+        .port;
     // Brokers advertise their external address; without it they would need a restart later.
     desired.waiting_for_address =
         !kc.spec.listeners.external.is_empty() && external_hosts.is_none();
@@ -257,7 +280,20 @@ pub fn plan(
             let mut cm = broker::config_map(kc, &namespace, b, &props);
             monitoring::add_rules(kc, &mut cm);
             desired.config_maps.push(cm);
-            let mut pod = broker::pod(kc, &namespace, b, &cluster_id, &props);
+            let format_args = quorum::format_args(&quorum_status, b.id, |id| {
+                format!(
+                    "{}:{controller_port}",
+                    names::broker_host(kc, &namespace, id, &settings.cluster_domain)
+                )
+            });
+            let mut pod = broker::pod(
+                kc,
+                &namespace,
+                b,
+                &cluster_id,
+                &props,
+                format_args.as_deref(),
+            );
             monitoring::add_exporter(kc, &mut pod, &settings.agent_image);
             if let Some(c) = desired.config.brokers.get(&b.id) {
                 secret_refs::mount(&mut pod, &c.file_from, &observed.secret_versions);

@@ -91,19 +91,37 @@ pub fn server_properties(
             }
         }
     }
-    let voters = all
+    let controller_endpoint = |id: i32| {
+        format!(
+            "{}:{}",
+            names::broker_host(kc, namespace, id, &settings.cluster_domain),
+            controller.port
+        )
+    };
+    let quorum = super::quorum::status_of(kc);
+    let controllers: Vec<i32> = all
         .iter()
         .filter(|v| v.is_controller())
-        .map(|v| {
-            format!(
-                "{}@{}:{}",
-                v.id,
-                names::broker_host(kc, namespace, v.id, &settings.cluster_domain),
-                controller.port
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+        .map(|v| v.id)
+        .collect();
+    let finds_quorum = match quorum.mode {
+        crate::api::QuorumMode::Static => (
+            "controller.quorum.voters",
+            controllers
+                .iter()
+                .map(|id| format!("{id}@{}", controller_endpoint(*id)))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        crate::api::QuorumMode::Dynamic => (
+            "controller.quorum.bootstrap.servers",
+            super::quorum::bootstrap_nodes(&quorum, &controllers)
+                .into_iter()
+                .map(controller_endpoint)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
     let roles = b
         .roles
         .iter()
@@ -117,7 +135,7 @@ pub fn server_properties(
     let mut derived: Vec<(&str, String)> = vec![
         ("node.id", b.id.to_string()),
         ("process.roles", roles),
-        ("controller.quorum.voters", voters),
+        finds_quorum,
         ("controller.listener.names", controller.name.to_uppercase()),
         ("listeners", bound.join(",")),
         ("listener.security.protocol.map", protocols.join(",")),

@@ -319,8 +319,10 @@ pub fn plan_roll(
     if reasons.is_empty() {
         let leader = health.quorum.as_ref().map(|q| q.leader);
         let mut order = due.clone();
-        // Controller-only nodes first, then the rest by id, the active controller last.
-        order.sort_by_key(|n| (Some(n.id) == leader, n.broker, n.id));
+        // Controllers first (controller-only ones before combined nodes), then brokers, by
+        // id; the active controller last. An upgrade thus reaches the quorum before the
+        // brokers that depend on it, and costs one leader election.
+        order.sort_by_key(|n| (Some(n.id) == leader, !n.controller, n.broker, n.id));
         for n in order {
             match gates(n, health) {
                 Ok(()) => {
@@ -563,6 +565,31 @@ mod tests {
         });
         let p = plan(&nodes, Some(&h), &RollState::default());
         assert!(matches!(p.action, RollAction::Restart { id: 9, .. }));
+    }
+
+    #[test]
+    fn controllers_go_before_broker_only_nodes_and_the_leader_last() {
+        // 1 broker-only, 2 combined, 3 combined and leader, 9 controller-only.
+        let mut broker_only = node(1, true);
+        broker_only.controller = false;
+        let mut controller_only = node(9, true);
+        controller_only.broker = false;
+        let mut h = healthy(3);
+        h.quorum.as_mut().unwrap().voters.push(Voter {
+            id: 9,
+            last_caught_up_ms: Some(1_000),
+        });
+        let mut nodes = vec![broker_only, node(2, true), node(3, true), controller_only];
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let p = plan(&nodes, Some(&h), &RollState::default());
+            let RollAction::Restart { id, .. } = p.action else {
+                panic!("{p:?}")
+            };
+            order.push(id);
+            nodes.iter_mut().find(|n| n.id == id).unwrap().restart_due = None;
+        }
+        assert_eq!(order, [9, 2, 1, 3]);
     }
 
     #[test]

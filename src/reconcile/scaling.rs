@@ -104,6 +104,9 @@ pub struct ScalingInput<'a> {
     pub rebalance_annotation: Option<&'a str>,
     /// A rolling restart is restarting a broker: no new moves meanwhile.
     pub restarting: bool,
+    /// Nodes that are still KRaft voters (DescribeQuorum): a leaving one keeps its objects
+    /// until it has left the quorum (see `reconcile::quorum`).
+    pub voters: BTreeSet<i32>,
     pub now_ms: i64,
 }
 
@@ -249,6 +252,13 @@ pub fn plan(input: &ScalingInput<'_>) -> ScalingPlan {
                 BrokerPhase::Draining
             };
             out.leaving.insert(*id, phase);
+            continue;
+        }
+        // A voter leaves the quorum before its node goes.
+        if input.voters.contains(id) && input.pods.contains_key(id) {
+            out.retained.insert(*id);
+            out.draining.insert(*id);
+            out.leaving.insert(*id, BrokerPhase::Draining);
             continue;
         }
         // Holds nothing and nothing moving involves it: its objects go, then its registration.
@@ -739,6 +749,7 @@ mod tests {
         rebalance: RebalanceSpec,
         annotation: Option<String>,
         restarting: bool,
+        voters: BTreeSet<i32>,
     }
 
     impl Case {
@@ -756,6 +767,7 @@ mod tests {
                 rebalance: RebalanceSpec::default(),
                 annotation: None,
                 restarting: false,
+                voters: BTreeSet::new(),
             }
         }
 
@@ -783,6 +795,7 @@ mod tests {
                 rebalance: &self.rebalance,
                 rebalance_annotation: self.annotation.as_deref(),
                 restarting: self.restarting,
+                voters: self.voters.clone(),
                 now_ms: NOW,
             })
         }
@@ -919,6 +932,22 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_node_keeps_its_pod_while_it_is_a_voter() {
+        let kafka = view(&[0, 1, 2, 3], &[("a", 0, &[0, 1])]);
+        let mut case = Case::new(&[0, 1, 2], Some(kafka));
+        case.voters = BTreeSet::from([0, 3]);
+        let p = case.plan();
+        assert_eq!(p.leaving[&3], BrokerPhase::Draining);
+        assert!(p.retained.contains(&3), "it leaves the quorum first");
+        assert!(p.unregister.is_empty());
+        // Out of the voters: it goes.
+        case.voters = BTreeSet::from([0]);
+        let p = case.plan();
+        assert_eq!(p.leaving[&3], BrokerPhase::Removed);
+        assert!(p.retained.is_empty());
+    }
+
+    #[test]
     fn a_drained_broker_loses_its_pod_then_its_registration() {
         let kafka = view(&[0, 1, 2, 3], &[("a", 0, &[0, 1])]);
         let mut case = Case::new(&[0, 1, 2], Some(kafka));
@@ -958,6 +987,7 @@ mod tests {
             rebalance: &case.rebalance,
             rebalance_annotation: None,
             restarting: false,
+            voters: BTreeSet::new(),
             now_ms: NOW,
         });
         assert!(p.retained.is_empty());

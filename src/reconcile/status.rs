@@ -46,6 +46,8 @@ pub mod reasons {
     pub const REMOVING_VOLUMES: &str = "RemovingVolumes";
     pub const VOLUME_REMOVAL_REFUSED: &str = "VolumeRemovalRefused";
     pub const INVALID_ALERT_ACTION: &str = "InvalidAlertAction";
+    pub const QUORUM_CHANGE_REFUSED: &str = "QuorumChangeRefused";
+    pub const CHANGING_QUORUM: &str = "ChangingQuorum";
 }
 
 /// Per-broker outcome of the live configuration.
@@ -69,8 +71,18 @@ pub struct KafkaOutcome {
     pub paused: Option<String>,
     /// A roll is in progress (due, restarting or blocked).
     pub rolling: bool,
-    /// The KRaft quorum's voters differ from the spec's controllers.
+    /// A static KRaft quorum's voters differ from the spec's controllers.
     pub quorum_notice: Option<String>,
+    /// `status.quorum` after this reconcile (`None`: not chosen yet).
+    pub quorum: Option<crate::api::QuorumStatus>,
+    /// A membership change is due (made, or waiting for a node to catch up): look again soon.
+    pub quorum_changing: bool,
+    /// A membership change the quorum cannot take: the cluster is Degraded.
+    pub quorum_refused: Option<String>,
+    /// `status.kafkaVersion` after this reconcile.
+    pub kafka_version: Option<crate::api::KafkaVersionStatus>,
+    /// metadata.version is due to be raised: look again soon.
+    pub metadata_pending: bool,
     /// Replicas are moving (a drain or a rebalance): no broker restart starts meanwhile.
     pub replicas_moving: bool,
     /// Volumes being emptied, and the log dirs each broker is known to have.
@@ -280,7 +292,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let all_ready = ready_brokers == total && xds_ok && !desired.waiting_for_address;
     let removing_volumes = !kafka.volumes.removals.is_empty();
     let moving = scaling.moves.is_some() || !scaling.leaving.is_empty() || removing_volumes;
-    let settled = all_ready && !kafka.rolling && !moving;
+    let settled = all_ready && !kafka.rolling && !moving && !kafka.quorum_changing;
     let ready_message = if desired.waiting_for_address {
         "waiting for the external LoadBalancer address".to_string()
     } else if ready_brokers < total {
@@ -312,6 +324,12 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                 .refused
                 .clone()
                 .map(|why| (reasons::REMOVAL_REFUSED, why))
+        })
+        .or_else(|| {
+            kafka
+                .quorum_refused
+                .clone()
+                .map(|why| (reasons::QUORUM_CHANGE_REFUSED, why))
         })
         .or_else(|| {
             super::engine::failure(scaling).map(|why| (reasons::CRUISE_CONTROL_FAILED, why.into()))
@@ -385,12 +403,20 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
                     }
                 } else if removing_volumes {
                     reasons::REMOVING_VOLUMES
+                } else if kafka.quorum_changing {
+                    reasons::CHANGING_QUORUM
                 } else {
                     reasons::PROGRESSING
                 },
                 &roll_message
                     .or_else(|| scaling.moves.as_ref().map(moves_message))
                     .or_else(|| removing_volumes.then(|| volumes_message(&kafka.volumes)))
+                    .or_else(|| {
+                        kafka
+                            .quorum_changing
+                            .then(|| kafka.quorum.as_ref().and_then(|q| q.message.clone()))
+                            .flatten()
+                    })
                     .unwrap_or(ready_message.clone()),
                 generation,
             ),
@@ -408,6 +434,8 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         tls: kafka.tls.clone(),
         applied_secrets: kafka.applied_secrets.clone(),
         alerts: kafka.alerts.clone(),
+        quorum: kafka.quorum.clone(),
+        kafka_version: kafka.kafka_version.clone(),
     };
     if !kc.spec.alerts.actions.is_empty() {
         let problems = kafka
@@ -440,6 +468,8 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
         || !xds_ok
         || scaling.waiting
         || removing_volumes
+        || kafka.quorum_changing
+        || kafka.metadata_pending
     {
         Requeue::Soon
     } else {
@@ -470,9 +500,9 @@ fn moves_message(m: &ReplicaMovesStatus) -> String {
     line
 }
 
-/// Pier writes a static quorum (`controller.quorum.voters`): adding or removing a controller in
-/// the spec does not change the voters of a running cluster (that needs KIP-853's dynamic
-/// quorum, not supported yet). Says so when Kafka's voters and the spec's controllers differ.
+/// A static quorum (`controller.quorum.voters`, clusters formatted before Pier used KIP-853):
+/// adding or removing a controller in the spec does not change the voters of a running
+/// cluster. Says so when Kafka's voters and the spec's controllers differ.
 pub fn quorum_notice(quorum: &QuorumInfo, brokers: &[EffectiveBroker]) -> Option<String> {
     // Both sorted by id: QuorumInfo's voters are, and so are the effective brokers.
     let voters: Vec<i32> = quorum.voters.iter().map(|v| v.replica_id).collect();
@@ -484,8 +514,8 @@ pub fn quorum_notice(quorum: &QuorumInfo, brokers: &[EffectiveBroker]) -> Option
     (voters != controllers).then(|| {
         format!(
             "the KRaft quorum's voters are {voters:?} but the spec's controllers are {controllers:?}: \
-             Pier runs a static quorum and cannot change its membership; nodes restarted later \
-             read the spec's list"
+             this cluster's quorum is static and its membership cannot change; nodes restarted \
+             later read the spec's list"
         )
     })
 }
@@ -568,6 +598,7 @@ mod tests {
     fn a_voter_set_other_than_the_spec_controllers_is_a_notice() {
         let voter = |id| crate::kafka::ReplicaState {
             replica_id: id,
+            directory_id: None,
             log_end_offset: 0,
             last_fetch_timestamp: None,
             last_caught_up_timestamp: None,
@@ -578,6 +609,7 @@ mod tests {
             high_watermark: 0,
             voters: vec![voter(0), voter(1), voter(2)],
             observers: vec![],
+            voter_endpoints: Default::default(),
         };
         let node = |id, roles: &[crate::api::Role]| EffectiveBroker {
             id,

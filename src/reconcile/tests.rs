@@ -1007,3 +1007,127 @@ fn cruise_control_is_planned_only_when_enabled() {
         Err(PlanError::ReservedKey { .. })
     ));
 }
+
+/// The basic example as a new cluster Pier formatted for a dynamic quorum (status.quorum).
+fn dynamic(formed: bool) -> KafkaCluster {
+    let mut kc = example("kafkacluster-basic.yaml");
+    let initial = (0..3)
+        .map(|id| crate::api::QuorumVoter {
+            id,
+            directory_id: Some(format!("dir{id}AAAAAAAAAAAAAAAAAA")),
+        })
+        .collect();
+    kc.status = Some(crate::api::KafkaClusterStatus {
+        quorum: Some(crate::api::QuorumStatus {
+            mode: crate::api::QuorumMode::Dynamic,
+            initial_controllers: initial,
+            formed,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    kc
+}
+
+fn env_of(p: &Pod, name: &str) -> Option<String> {
+    p.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn a_dynamic_quorum_is_found_through_bootstrap_servers_and_formatted_once() {
+    let d = plan_of(&dynamic(false));
+    let p = props(&d, 1);
+    assert!(!p.contains_key("controller.quorum.voters"));
+    assert_eq!(
+        p["controller.quorum.bootstrap.servers"],
+        "basic-broker-0.basic-headless.kafka.svc.cluster.local:9093,\
+         basic-broker-1.basic-headless.kafka.svc.cluster.local:9093,\
+         basic-broker-2.basic-headless.kafka.svc.cluster.local:9093"
+    );
+    let flags = env_of(pod(&d, 1), quorum::FORMAT_ARGS_ENV).unwrap();
+    assert_eq!(
+        flags,
+        "--initial-controllers \
+         0@basic-broker-0.basic-headless.kafka.svc.cluster.local:9093:dir0AAAAAAAAAAAAAAAAAA,\
+         1@basic-broker-1.basic-headless.kafka.svc.cluster.local:9093:dir1AAAAAAAAAAAAAAAAAA,\
+         2@basic-broker-2.basic-headless.kafka.svc.cluster.local:9093:dir2AAAAAAAAAAAAAAAAAA"
+    );
+    let command = pod(&d, 1).spec.as_ref().unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        command.contains("-c /etc/pier/server.properties ${KAFKA_STORAGE_FORMAT_ARGS:-} &&"),
+        "{command}"
+    );
+    // Once formed, later formats join as observers, and no Pod restarts for that.
+    let formed = plan_of(&dynamic(true));
+    assert_eq!(
+        env_of(pod(&formed, 1), quorum::FORMAT_ARGS_ENV).as_deref(),
+        Some("--no-initial-controllers")
+    );
+    assert_eq!(
+        pod(&d, 1).annotations()[names::RESTART_HASH_ANNOTATION],
+        pod(&formed, 1).annotations()[names::RESTART_HASH_ANNOTATION]
+    );
+    // A static quorum's Pods keep the command they always had.
+    let static_pod = pod(&plan_of(&example("kafkacluster-basic.yaml")), 1).clone();
+    assert_eq!(env_of(&static_pod, quorum::FORMAT_ARGS_ENV), None);
+    let static_command = static_pod.spec.unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(!static_command.contains("KAFKA_STORAGE_FORMAT_ARGS"));
+}
+
+#[test]
+fn adding_a_controller_restarts_no_other_node() {
+    let kc = dynamic(true);
+    let mut bigger = kc.clone();
+    let mut controller = broker(3, &[Role::Controller]);
+    controller.config_group = Some("default".into());
+    bigger.spec.brokers.push(controller);
+    let (a, b) = (plan_of(&kc), plan_of(&bigger));
+    for id in 0..3 {
+        assert_eq!(
+            pod(&a, id).annotations()[names::RESTART_HASH_ANNOTATION],
+            pod(&b, id).annotations()[names::RESTART_HASH_ANNOTATION],
+            "node {id}"
+        );
+    }
+    assert!(props(&b, 0)["controller.quorum.bootstrap.servers"].contains("basic-broker-3."));
+    assert_eq!(
+        env_of(pod(&b, 3), quorum::FORMAT_ARGS_ENV).as_deref(),
+        Some("--no-initial-controllers")
+    );
+}
+
+#[test]
+fn a_release_older_than_the_finalized_metadata_version_is_refused() {
+    let mut kc = example("kafkacluster-basic.yaml");
+    kc.spec.kafka.image = "apache/kafka:4.0.2".into();
+    let status = |level: i32| crate::api::KafkaClusterStatus {
+        kafka_version: Some(crate::api::KafkaVersionStatus {
+            metadata_version_level: Some(level),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // Still at 4.0's level: going back to 4.0 is fine.
+    kc.status = Some(status(25));
+    assert!(plan(&kc, &observed(), &Settings::default()).is_ok());
+    // Raised to 4.1-IV1: refused, naming the level and the brokers.
+    kc.status = Some(status(27));
+    let err = plan(&kc, &observed(), &Settings::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("downgrade refused"), "{text}");
+    assert!(text.contains("4.1-IV1 (level 27)"), "{text}");
+    assert!(text.contains("broker 0 (4.0.2)"), "{text}");
+}

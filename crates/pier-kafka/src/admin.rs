@@ -13,8 +13,11 @@
 //! Only failures that may pass are retried ([`KafkaError::is_retriable`]): connection
 //! failures, timeouts, broken connections and the Kafka error codes the protocol marks
 //! retriable. Anything else (a malformed answer, an unsupported version, INVALID_REQUEST,
-//! POLICY_VIOLATION, an unknown code, …) is returned at once.
+//! POLICY_VIOLATION, an unknown code, …) is returned at once. Calls whose outcome is unknown
+//! after a retriable failure (adding or removing a KRaft voter) are sent again only when the
+//! request never reached a connection (`Resend::UnsentOnly`).
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,11 +25,12 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
+use super::quorum::directory_id_arg;
 use super::{
     BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOp, ConfigResource,
-    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, KafkaError, LogDir, NewTopic,
-    OngoingReassignment, QuorumInfo, Reassignment, ScramCredentialInfo, ScramMechanism,
-    TopicOutcome,
+    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, FeatureUpdate, Features, KafkaError,
+    LogDir, NewTopic, OngoingReassignment, QuorumInfo, RaftEndpoint, Reassignment,
+    ScramCredentialInfo, ScramMechanism, TopicOutcome,
 };
 
 /// Timeouts and retries of an [`AdminClient`].
@@ -70,6 +74,32 @@ enum Target {
 impl Target {
     fn for_resource(resource: &ConfigResource) -> Self {
         resource.node().map_or(Target::Any, Target::Node)
+    }
+}
+
+/// Which failures of a call may be followed by sending the request again (to the next node,
+/// or in a later round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Every retriable failure: the call is safe to repeat.
+    Retriable,
+    /// Only retriable failures before the request was handed to a connection (connecting,
+    /// TLS, SASL, version negotiation). For calls whose effect may still happen after a
+    /// failure (a timeout, a raft leader that lost leadership while the change was pending):
+    /// sending them again blindly could apply them twice or race a change already committing.
+    UnsentOnly,
+}
+
+/// A failed attempt, and whether its request had been handed to the connection.
+#[derive(Debug)]
+struct Failure {
+    error: KafkaError,
+    sent: bool,
+}
+
+impl Failure {
+    fn may_resend(&self, resend: Resend) -> bool {
+        self.error.is_retriable() && (resend == Resend::Retriable || !self.sent)
     }
 }
 
@@ -227,6 +257,99 @@ impl AdminClient {
     pub async fn describe_quorum(&self) -> Result<QuorumInfo, KafkaError> {
         self.call("DescribeQuorum", Target::Any, |c| {
             Box::pin(c.describe_quorum())
+        })
+        .await
+    }
+
+    /// Adds a voter to the KRaft quorum (AddRaftVoter, sent to any broker, which forwards it
+    /// to the active controller). `directory_id` is the new voter's metadata dir id in
+    /// Kafka's text form (as DescribeQuorum shows it for the observer); `listeners` must
+    /// include the leader's default controller listener name; `cluster_id` `None` skips
+    /// Kafka's check; the broker waits up to `timeout_ms` (capped below the call timeout).
+    ///
+    /// **Not retried once sent.** REQUEST_TIMED_OUT (another change pending, the voter
+    /// lagging or unreachable, or the commit not done in time), NOT_LEADER_OR_FOLLOWER (the
+    /// leader changed while the change was pending), a timeout or a connection lost after
+    /// sending all leave the outcome unknown: the voter may still be added. Read
+    /// [`AdminClient::describe_quorum`] before trying again. Only failures before the request
+    /// was sent (connecting, TLS, SASL) move on to another node or a later round. Kafka's
+    /// own refusals keep their code and message: DUPLICATE_VOTER (the id is a voter, with any
+    /// directory id), UNSUPPORTED_VERSION (kraft.version 0: a static quorum),
+    /// INCONSISTENT_CLUSTER_ID, INVALID_REQUEST.
+    pub async fn add_raft_voter(
+        &self,
+        cluster_id: Option<&str>,
+        voter_id: i32,
+        directory_id: &str,
+        listeners: &[RaftEndpoint],
+        timeout_ms: i32,
+    ) -> Result<(), KafkaError> {
+        let api = "AddRaftVoter";
+        directory_id_arg(api, directory_id)?;
+        self.call_with(api, Target::Any, Resend::UnsentOnly, |c| {
+            let cluster_id = cluster_id.map(str::to_string);
+            let (directory_id, listeners) = (directory_id.to_string(), listeners.to_vec());
+            Box::pin(async move {
+                c.add_raft_voter(
+                    cluster_id.as_deref(),
+                    voter_id,
+                    &directory_id,
+                    &listeners,
+                    timeout_ms,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Removes the voter with this id and directory id from the KRaft quorum
+    /// (RemoveRaftVoter, sent to any broker, which forwards it). Removing the leader is
+    /// allowed: it commits the change, then resigns (expect a new leader). VOTER_NOT_FOUND
+    /// when no voter has both (or it is the last voter).
+    ///
+    /// **Not retried once sent**, for the reasons given at [`AdminClient::add_raft_voter`]:
+    /// after REQUEST_TIMED_OUT, NOT_LEADER_OR_FOLLOWER, a timeout or a lost connection the
+    /// voter may still be removed; read [`AdminClient::describe_quorum`] before trying again.
+    pub async fn remove_raft_voter(
+        &self,
+        cluster_id: Option<&str>,
+        voter_id: i32,
+        directory_id: &str,
+    ) -> Result<(), KafkaError> {
+        let api = "RemoveRaftVoter";
+        directory_id_arg(api, directory_id)?;
+        self.call_with(api, Target::Any, Resend::UnsentOnly, |c| {
+            let cluster_id = cluster_id.map(str::to_string);
+            let directory_id = directory_id.to_string();
+            Box::pin(async move {
+                c.remove_raft_voter(cluster_id.as_deref(), voter_id, &directory_id)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Feature levels (finalized, supported, epoch) as the answering node knows them, from a
+    /// new ApiVersions request. A node may show an update a moment after the controller
+    /// accepted it; compare [`Features::finalized_epoch`] or wait for the level.
+    pub async fn features(&self) -> Result<Features, KafkaError> {
+        self.call("ApiVersions", Target::Any, |c| Box::pin(c.features()))
+            .await
+    }
+
+    /// Changes finalized feature levels (UpdateFeatures, sent to any broker, which forwards
+    /// it). All or nothing: Kafka's refusal (INVALID_UPDATE_VERSION with its reason) is the
+    /// error. Send only the features meant to change. With `validate_only` nothing changes.
+    /// Retried like other calls: asking again for the level already finalized is no change.
+    pub async fn update_features(
+        &self,
+        updates: &[FeatureUpdate],
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        self.call("UpdateFeatures", Target::Any, |c| {
+            let updates = updates.to_vec();
+            Box::pin(async move { c.update_features(&updates, validate_only).await })
         })
         .await
     }
@@ -519,37 +642,61 @@ impl AdminClient {
         F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
         T: Send,
     {
+        self.call_with(api, target, Resend::Retriable, f).await
+    }
+
+    /// Like [`AdminClient::call`], sending the request again only after the failures
+    /// `resend` allows.
+    async fn call_with<T, F>(
+        &self,
+        api: &str,
+        target: Target,
+        resend: Resend,
+        f: F,
+    ) -> Result<T, KafkaError>
+    where
+        F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
+        T: Send,
+    {
         let mut retry = Retry::new(&self.options);
         loop {
-            match self.round(api, target, &f, &retry).await {
+            match self.round(api, target, resend, &f, &retry).await {
                 Ok(v) => return Ok(v),
-                Err(e) => {
+                Err(failure) => {
                     // Every node asked refused the connection: nobody listens (brokers down or
                     // starting), which a backoff of a second does not change. Retrying would
                     // only make a caller asking each of many down brokers in turn wait for
                     // every one's backoffs (a thousand brokers, minutes).
-                    if e.is_refused() || !retry.again(api, &e).await {
-                        return Err(e);
+                    if failure.error.is_refused()
+                        || !failure.may_resend(resend)
+                        || !retry.again(api, &failure.error).await
+                    {
+                        return Err(failure.error);
                     }
                 }
             }
         }
     }
 
-    /// One round: every candidate node once, until one answers or one fails for good.
+    /// One round: every candidate node once, until one answers or one fails for good (or,
+    /// under [`Resend::UnsentOnly`], fails after its request was sent).
     async fn round<T, F>(
         &self,
         api: &str,
         target: Target,
+        resend: Resend,
         f: &F,
         retry: &Retry,
-    ) -> Result<T, KafkaError>
+    ) -> Result<T, Failure>
     where
         F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
         T: Send,
     {
-        let mut last = None;
-        for slot in self.candidates(api, target)? {
+        let mut last: Option<Failure> = None;
+        let candidates = self
+            .candidates(api, target)
+            .map_err(|error| Failure { error, sent: false })?;
+        for slot in candidates {
             let Some(remaining) = retry.remaining() else {
                 break;
             };
@@ -561,36 +708,41 @@ impl AdminClient {
                     }
                     return Ok(v);
                 }
-                Err(e) if e.is_retriable() && target == Target::Any => {
-                    tracing::debug!(api, node = slot.node, error = %e, "trying the next Kafka node");
+                Err(failure) if failure.may_resend(resend) && target == Target::Any => {
+                    tracing::debug!(api, node = slot.node, error = %failure.error, "trying the next Kafka node");
                     // A refusal is the round's error only if every node refused.
-                    if last.as_ref().is_none_or(KafkaError::is_refused) {
-                        last = Some(e);
+                    if last.as_ref().is_none_or(|l| l.error.is_refused()) {
+                        last = Some(failure);
                     }
                 }
-                Err(e) => return Err(e),
+                Err(failure) => return Err(failure),
             }
         }
-        Err(last.unwrap_or_else(|| KafkaError::Timeout {
-            addr: "any node".to_string(),
-            api: api.to_string(),
-            after: self.options.deadline,
+        Err(last.unwrap_or_else(|| Failure {
+            error: KafkaError::Timeout {
+                addr: "any node".to_string(),
+                api: api.to_string(),
+                after: self.options.deadline,
+            },
+            sent: false,
         }))
     }
 
     /// One attempt on one node, on its cached connection (connecting if there is none or it
-    /// is broken). A connection interrupted by the timeout is dropped, never reused.
+    /// is broken). A connection interrupted by the timeout is dropped, never reused. The
+    /// failure says whether `f` had started, i.e. whether the request may have been sent.
     async fn attempt<T, F>(
         &self,
         slot: &Slot,
         api: &str,
         after: Duration,
         f: &F,
-    ) -> Result<T, KafkaError>
+    ) -> Result<T, Failure>
     where
         F: for<'c> Fn(&'c mut BrokerConnection) -> Attempt<'c, T> + Sync,
         T: Send,
     {
+        let sent = AtomicBool::new(false);
         let work = async {
             let mut cached = slot.conn.lock().await;
             let mut conn = match cached.take() {
@@ -608,18 +760,25 @@ impl AdminClient {
                     .await?
                 }
             };
+            sent.store(true, Ordering::SeqCst);
             let result = f(&mut conn).await;
             if !conn.is_broken() {
                 *cached = Some(conn);
             }
             result
         };
-        match tokio::time::timeout(after, work).await {
-            Ok(result) => result,
-            Err(_) => Err(KafkaError::Timeout {
-                addr: slot.addr.clone(),
-                api: api.to_string(),
-                after,
+        let result = tokio::time::timeout(after, work).await;
+        let sent = sent.load(Ordering::SeqCst);
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(error)) => Err(Failure { error, sent }),
+            Err(_) => Err(Failure {
+                error: KafkaError::Timeout {
+                    addr: slot.addr.clone(),
+                    api: api.to_string(),
+                    after,
+                },
+                sent,
             }),
         }
     }
@@ -651,8 +810,15 @@ impl AdminClient {
         loop {
             let batch = pending.clone();
             let round = self
-                .round(api, Target::Any, &|c| send(c, batch.clone()), &retry)
-                .await;
+                .round(
+                    api,
+                    Target::Any,
+                    Resend::Retriable,
+                    &|c| send(c, batch.clone()),
+                    &retry,
+                )
+                .await
+                .map_err(|failure| failure.error);
             let err = match round {
                 Ok(outcomes) => {
                     answered = true;
@@ -769,8 +935,9 @@ mod tests {
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
     use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
     use kafka_protocol::messages::{
-        ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsResponse,
-        DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
+        AddRaftVoterResponse, ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse,
+        DeleteTopicsResponse, DescribeClusterResponse, DescribeConfigsRequest,
+        DescribeConfigsResponse, RemoveRaftVoterResponse, TopicName, UpdateFeaturesResponse,
     };
     use kafka_protocol::protocol::StrBytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -832,6 +999,10 @@ mod tests {
         spawnable(admin.delete_topics(&[]));
         spawnable(admin.describe_log_dirs(1));
         spawnable(admin.alter_replica_log_dirs(1, &[]));
+        spawnable(admin.add_raft_voter(None, 1, "3Db5QLSqSZieL3rJBUUegA", &[], 1000));
+        spawnable(admin.remove_raft_voter(None, 1, "3Db5QLSqSZieL3rJBUUegA"));
+        spawnable(admin.features());
+        spawnable(admin.update_features(&[], true));
     }
 
     #[tokio::test]
@@ -1196,5 +1367,152 @@ mod tests {
         let admin = AdminClient::new([(1, dead_addr())], quick());
         let err = admin.delete_topics(&["t"]).await.unwrap_err();
         assert!(matches!(err, KafkaError::Connect { .. }), "{err}");
+    }
+
+    const DIR: &str = "3Db5QLSqSZieL3rJBUUegA";
+
+    fn controller_endpoint() -> Vec<RaftEndpoint> {
+        vec![RaftEndpoint {
+            name: "CONTROLLER".into(),
+            host: "ctl-4".into(),
+            port: 9093,
+        }]
+    }
+
+    /// A fake broker answering AddRaftVoter and RemoveRaftVoter with these error codes in
+    /// turn (0 after them), or never answering when `silent`.
+    async fn voter_broker(codes: &'static [i16], silent: bool) -> FakeBroker {
+        fake_broker(
+            &[(ApiKey::AddRaftVoter, 0), (ApiKey::RemoveRaftVoter, 0)],
+            move |req| {
+                if silent {
+                    return Reply::Silent;
+                }
+                let code = codes.get(req.index).copied().unwrap_or(0);
+                let message = (code != 0).then(|| StrBytes::from_static_str("pending"));
+                if req.key == ApiKey::AddRaftVoter as i16 {
+                    req.respond(
+                        &AddRaftVoterResponse::default()
+                            .with_error_code(code)
+                            .with_error_message(message),
+                    )
+                } else {
+                    req.respond(
+                        &RemoveRaftVoterResponse::default()
+                            .with_error_code(code)
+                            .with_error_message(message),
+                    )
+                }
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn voter_changes_are_not_sent_again_once_their_outcome_is_unknown() {
+        for code in [codes::REQUEST_TIMED_OUT, codes::NOT_LEADER_OR_FOLLOWER] {
+            let codes: &'static [i16] = Box::leak(Box::new([code, code]));
+            let (a, b) = (
+                voter_broker(codes, false).await,
+                voter_broker(codes, false).await,
+            );
+            let admin = AdminClient::new([(1, a.addr.clone()), (2, b.addr.clone())], quick());
+            let err = admin
+                .add_raft_voter(None, 4, DIR, &controller_endpoint(), 1000)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Some(code), "{err}");
+            assert_eq!(err.broker_message(), Some("pending"));
+            assert!(
+                err.is_retriable(),
+                "the caller decides, after reading the quorum"
+            );
+            assert_eq!(a.requests() + b.requests(), 1, "sent once, to one node");
+            let err = admin.remove_raft_voter(None, 4, DIR).await.unwrap_err();
+            assert_eq!(err.code(), Some(code), "{err}");
+            assert_eq!(a.requests() + b.requests(), 2);
+        }
+
+        // No answer at all: the same.
+        let silent = voter_broker(&[], true).await;
+        let other = voter_broker(&[], false).await;
+        let options = AdminOptions {
+            call_timeout: Duration::from_millis(200),
+            ..quick()
+        };
+        let admin = AdminClient::new([(1, silent.addr.clone()), (2, other.addr.clone())], options);
+        let err = admin.remove_raft_voter(None, 4, DIR).await.unwrap_err();
+        assert!(matches!(err, KafkaError::Timeout { .. }), "{err}");
+        assert_eq!((silent.requests(), other.requests()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn voter_changes_move_on_from_nodes_that_never_got_them() {
+        let live = voter_broker(&[], false).await;
+        let admin = AdminClient::new([(1, dead_addr()), (2, live.addr.clone())], quick());
+        admin
+            .add_raft_voter(Some("cid"), 4, DIR, &controller_endpoint(), 1000)
+            .await
+            .unwrap();
+        admin.remove_raft_voter(Some("cid"), 4, DIR).await.unwrap();
+        assert_eq!(live.requests(), 2);
+
+        // Kafka's refusals are final and keep their code.
+        let refusing = voter_broker(&[codes::DUPLICATE_VOTER], false).await;
+        let admin = AdminClient::new([(1, refusing.addr.clone())], quick());
+        let err = admin
+            .add_raft_voter(None, 4, DIR, &controller_endpoint(), 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(codes::DUPLICATE_VOTER));
+        assert_eq!(refusing.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_directory_id_fails_before_connecting() {
+        let admin = AdminClient::new([(1, dead_addr())], quick());
+        let err = admin
+            .add_raft_voter(None, 4, "0000-not-base64", &controller_endpoint(), 1000)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KafkaError::InvalidArgument { .. }), "{err}");
+        let err = admin
+            .remove_raft_voter(None, 4, "AAAAAAAAAAAAAAAAAAAAAA")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KafkaError::InvalidArgument { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn feature_updates_are_retried_like_other_calls() {
+        let broker = fake_broker(&[(ApiKey::UpdateFeatures, 2)], |req| {
+            let code = if req.index == 0 {
+                codes::REQUEST_TIMED_OUT
+            } else {
+                0
+            };
+            req.respond(&UpdateFeaturesResponse::default().with_error_code(code))
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        admin
+            .update_features(&[FeatureUpdate::upgrade("metadata.version", 27)], false)
+            .await
+            .unwrap();
+        assert_eq!(broker.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn features_are_read_from_any_node() {
+        let broker = crate::connection::testing::fake_broker_with_api_versions(
+            &[],
+            |n, answer| answer.with_finalized_features_epoch(n as i64),
+            |_| panic!("only ApiVersions"),
+        )
+        .await;
+        let admin = AdminClient::new([(1, dead_addr()), (2, broker.addr.clone())], quick());
+        assert_eq!(admin.features().await.unwrap().finalized_epoch, 1);
+        assert_eq!(admin.features().await.unwrap().finalized_epoch, 2);
+        assert_eq!(broker.connections(), 1, "the connection is kept");
     }
 }

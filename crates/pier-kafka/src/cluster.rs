@@ -1,14 +1,19 @@
 //! The cluster as a whole: its brokers (DescribeCluster, UnregisterBroker) and its KRaft
 //! controller quorum (DescribeQuorum), in Pier's own types. Any broker answers them (it
-//! forwards to the controllers).
+//! forwards to the controllers). Changing the quorum is [`crate::quorum`]'s.
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-use kafka_protocol::messages::describe_quorum_response::ReplicaState as WireReplicaState;
+use kafka_protocol::messages::describe_quorum_response::{
+    Node as WireNode, ReplicaState as WireReplicaState,
+};
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeQuorumRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::error::codes::BROKER_ID_NOT_REGISTERED;
+use super::quorum::{RaftEndpoint, uuid_to_text};
 use super::{BrokerConnection, KafkaError};
 
 /// The KRaft metadata log: the topic and partition DescribeQuorum asks about.
@@ -46,9 +51,13 @@ impl ClusterDescription {
 }
 
 /// A voter's or observer's replication state in the metadata log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaState {
     pub replica_id: i32,
+    /// The directory id of its metadata log dir (Kafka's text form, see
+    /// [`crate::uuid_to_text`]): with the id, what names a replica of the quorum. `None` when
+    /// the answer has none (DescribeQuorum before v2, or a zero id).
+    pub directory_id: Option<String>,
     pub log_end_offset: i64,
     /// Milliseconds since the epoch of its last fetch from the leader; `None` if unknown.
     pub last_fetch_timestamp: Option<i64>,
@@ -57,7 +66,7 @@ pub struct ReplicaState {
 }
 
 /// The KRaft controller quorum.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuorumInfo {
     /// -1 while there is no leader.
     pub leader_id: i32,
@@ -65,13 +74,21 @@ pub struct QuorumInfo {
     pub high_watermark: i64,
     /// Sorted by id.
     pub voters: Vec<ReplicaState>,
-    /// Brokers (and non-voting controllers) replicating the log; sorted by id.
+    /// Brokers (and non-voting controllers) replicating the log; sorted by id. Kafka forgets
+    /// an observer some minutes after its last fetch.
     pub observers: Vec<ReplicaState>,
+    /// The listeners of each voter, by voter id, as the quorum stores them (DescribeQuorum
+    /// v2; empty before). Each voter's endpoints are sorted by listener name.
+    pub voter_endpoints: BTreeMap<i32, Vec<RaftEndpoint>>,
 }
 
 impl QuorumInfo {
     pub fn voter(&self, id: i32) -> Option<&ReplicaState> {
         self.voters.iter().find(|v| v.replica_id == id)
+    }
+
+    pub fn observer(&self, id: i32) -> Option<&ReplicaState> {
+        self.observers.iter().find(|o| o.replica_id == id)
     }
 }
 
@@ -126,7 +143,8 @@ impl BrokerConnection {
         Ok(true)
     }
 
-    /// The state of the KRaft quorum (`__cluster_metadata` partition 0).
+    /// The state of the KRaft quorum (`__cluster_metadata` partition 0), in DescribeQuorum
+    /// v2 (directory ids, voter endpoints) where the broker speaks it.
     pub async fn describe_quorum(&mut self) -> Result<QuorumInfo, KafkaError> {
         let api = "DescribeQuorum";
         let request = DescribeQuorumRequest::default().with_topics(vec![
@@ -141,6 +159,7 @@ impl BrokerConnection {
             response.error_code,
             response.error_message.as_ref(),
         )?;
+        let voter_endpoints = endpoints(response.nodes);
         let partition = response
             .topics
             .into_iter()
@@ -165,6 +184,7 @@ impl BrokerConnection {
             high_watermark: partition.high_watermark,
             voters: replicas(partition.current_voters),
             observers: replicas(partition.observers),
+            voter_endpoints,
         })
     }
 }
@@ -175,12 +195,28 @@ fn replicas(wire: Vec<WireReplicaState>) -> Vec<ReplicaState> {
         .into_iter()
         .map(|r| ReplicaState {
             replica_id: r.replica_id.0,
+            directory_id: (!r.replica_directory_id.is_nil())
+                .then(|| uuid_to_text(&r.replica_directory_id)),
             log_end_offset: r.log_end_offset,
             last_fetch_timestamp: known(r.last_fetch_timestamp),
             last_caught_up_timestamp: known(r.last_caught_up_timestamp),
         })
         .collect();
     out.sort_by_key(|r| r.replica_id);
+    out
+}
+
+fn endpoints(nodes: Vec<WireNode>) -> BTreeMap<i32, Vec<RaftEndpoint>> {
+    let mut out: BTreeMap<i32, Vec<RaftEndpoint>> = BTreeMap::new();
+    for node in nodes {
+        let listeners = out.entry(node.node_id.0).or_default();
+        listeners.extend(node.listeners.into_iter().map(|l| RaftEndpoint {
+            name: l.name.to_string(),
+            host: l.host.to_string(),
+            port: l.port,
+        }));
+        listeners.sort();
+    }
     out
 }
 
@@ -191,7 +227,7 @@ mod tests {
     use crate::connection::testing::{Reply, fake_broker};
     use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
     use kafka_protocol::messages::describe_quorum_response::{
-        PartitionData as WirePartition, TopicData as WireTopic,
+        Listener as WireListener, PartitionData as WirePartition, TopicData as WireTopic,
     };
     use kafka_protocol::messages::{
         ApiKey, BrokerId, DescribeClusterResponse, DescribeQuorumResponse,
@@ -247,57 +283,119 @@ mod tests {
         }
     }
 
-    fn quorum_answer(partition_error: i16) -> DescribeQuorumResponse {
-        let replica = |id: i32, ts: i64| {
+    /// Directory ids of the replicas in [`quorum_answer`], as Kafka prints them.
+    const DIR_1: &str = "ASNFZ4mrze_-3LqYdlQyEA";
+    const DIR_2: &str = "3Db5QLSqSZieL3rJBUUegA";
+
+    /// An answer in `version`: what Kafka sends in v2 (directory ids, voter nodes) is left out
+    /// before, as Kafka does.
+    fn quorum_answer(partition_error: i16, version: i16) -> DescribeQuorumResponse {
+        let dir = |text: &str| {
+            if version >= 2 {
+                crate::uuid_from_text(text).unwrap()
+            } else {
+                uuid::Uuid::nil()
+            }
+        };
+        let replica = |id: i32, ts: i64, dir_id| {
             WireReplicaState::default()
                 .with_replica_id(BrokerId(id))
+                .with_replica_directory_id(dir_id)
                 .with_log_end_offset(100)
                 .with_last_fetch_timestamp(ts)
                 .with_last_caught_up_timestamp(ts)
         };
-        DescribeQuorumResponse::default().with_topics(vec![
-            WireTopic::default()
-                .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
-                .with_partitions(vec![
-                    WirePartition::default()
-                        .with_error_code(partition_error)
-                        .with_error_message(
-                            (partition_error != 0).then(|| StrBytes::from_static_str("moved")),
-                        )
-                        .with_leader_id(BrokerId(2))
-                        .with_leader_epoch(7)
-                        .with_high_watermark(100)
-                        .with_current_voters(vec![replica(2, 5), replica(1, -1)])
-                        .with_observers(vec![replica(4, 6)]),
-                ]),
-        ])
+        let listener = |name: &'static str, host: &'static str| {
+            WireListener::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_host(StrBytes::from_static_str(host))
+                .with_port(9093)
+        };
+        let nodes = if version >= 2 {
+            vec![
+                WireNode::default()
+                    .with_node_id(BrokerId(2))
+                    .with_listeners(vec![listener("CONTROLLER", "c2")]),
+                WireNode::default()
+                    .with_node_id(BrokerId(1))
+                    .with_listeners(vec![listener("SSL", "c1"), listener("CONTROLLER", "c1")]),
+            ]
+        } else {
+            vec![]
+        };
+        DescribeQuorumResponse::default()
+            .with_nodes(nodes)
+            .with_topics(vec![
+                WireTopic::default()
+                    .with_topic_name(TopicName(StrBytes::from_static_str(METADATA_TOPIC)))
+                    .with_partitions(vec![
+                        WirePartition::default()
+                            .with_error_code(partition_error)
+                            .with_error_message(
+                                (partition_error != 0).then(|| StrBytes::from_static_str("moved")),
+                            )
+                            .with_leader_id(BrokerId(2))
+                            .with_leader_epoch(7)
+                            .with_high_watermark(100)
+                            .with_current_voters(vec![
+                                replica(2, 5, dir(DIR_2)),
+                                replica(1, -1, dir(DIR_1)),
+                            ])
+                            // An observer that has no directory id (a zero one).
+                            .with_observers(vec![replica(4, 6, uuid::Uuid::nil())]),
+                    ]),
+            ])
     }
 
     #[tokio::test]
     async fn describe_quorum_reads_the_metadata_partition() {
-        let broker = fake_broker(&[(ApiKey::DescribeQuorum, 2)], |req| {
-            let r: DescribeQuorumRequest = req.decode();
-            assert_eq!(r.topics[0].topic_name.0.as_str(), METADATA_TOPIC);
-            assert_eq!(r.topics[0].partitions[0].partition_index, 0);
-            req.respond(&quorum_answer(0))
-        })
-        .await;
-        let mut conn = BrokerConnection::connect(&broker.addr, quick())
-            .await
-            .unwrap();
-        let q = conn.describe_quorum().await.unwrap();
-        assert_eq!((q.leader_id, q.leader_epoch, q.high_watermark), (2, 7, 100));
-        let voters: Vec<i32> = q.voters.iter().map(|v| v.replica_id).collect();
-        assert_eq!(voters, [1, 2]);
-        assert_eq!(q.voter(1).unwrap().last_fetch_timestamp, None);
-        assert_eq!(q.voter(2).unwrap().last_caught_up_timestamp, Some(5));
-        assert_eq!(q.observers[0].replica_id, 4);
+        for max in [1, 2] {
+            let broker = fake_broker(&[(ApiKey::DescribeQuorum, max)], move |req| {
+                assert_eq!(req.version, max, "the highest version both speak");
+                let r: DescribeQuorumRequest = req.decode();
+                assert_eq!(r.topics[0].topic_name.0.as_str(), METADATA_TOPIC);
+                assert_eq!(r.topics[0].partitions[0].partition_index, 0);
+                req.respond(&quorum_answer(0, req.version))
+            })
+            .await;
+            let mut conn = BrokerConnection::connect(&broker.addr, quick())
+                .await
+                .unwrap();
+            let q = conn.describe_quorum().await.unwrap();
+            assert_eq!((q.leader_id, q.leader_epoch, q.high_watermark), (2, 7, 100));
+            let voters: Vec<i32> = q.voters.iter().map(|v| v.replica_id).collect();
+            assert_eq!(voters, [1, 2]);
+            assert_eq!(q.voter(1).unwrap().last_fetch_timestamp, None);
+            assert_eq!(q.voter(2).unwrap().last_caught_up_timestamp, Some(5));
+            assert_eq!(q.observers[0].replica_id, 4);
+            assert_eq!(q.observer(4).unwrap().directory_id, None, "zero is no id");
+            let dirs: Vec<Option<&str>> =
+                q.voters.iter().map(|v| v.directory_id.as_deref()).collect();
+            if max >= 2 {
+                assert_eq!(dirs, [Some(DIR_1), Some(DIR_2)]);
+                let endpoint = |name: &str, host: &str| RaftEndpoint {
+                    name: name.into(),
+                    host: host.into(),
+                    port: 9093,
+                };
+                assert_eq!(
+                    q.voter_endpoints,
+                    BTreeMap::from([
+                        (1, vec![endpoint("CONTROLLER", "c1"), endpoint("SSL", "c1")]),
+                        (2, vec![endpoint("CONTROLLER", "c2")]),
+                    ])
+                );
+            } else {
+                assert_eq!(dirs, [None, None], "v1 has no directory ids");
+                assert!(q.voter_endpoints.is_empty(), "v1 has no nodes");
+            }
+        }
     }
 
     #[tokio::test]
     async fn describe_quorum_partition_errors_are_kafka_errors() {
         let broker = fake_broker(&[(ApiKey::DescribeQuorum, 2)], |req| {
-            req.respond(&quorum_answer(6))
+            req.respond(&quorum_answer(6, req.version))
         })
         .await;
         let mut conn = BrokerConnection::connect(&broker.addr, quick())

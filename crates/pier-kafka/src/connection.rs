@@ -194,9 +194,7 @@ impl BrokerConnection {
     }
 
     async fn negotiate_versions(&mut self) -> Result<(), KafkaError> {
-        let request = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str("pier"))
-            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let request = api_versions_request();
         let mut version = ApiVersionsRequest::VERSIONS.max.min(4);
         let mut response: ApiVersionsResponse = self.round_trip(&request, version).await?;
         if response.error_code == UNSUPPORTED_VERSION && version > 0 {
@@ -219,7 +217,8 @@ impl BrokerConnection {
         Ok(())
     }
 
-    async fn round_trip<R: Request>(
+    /// Sends `request` at `version` (which the caller chose) and returns the decoded answer.
+    pub(crate) async fn round_trip<R: Request>(
         &mut self,
         request: &R,
         version: i16,
@@ -274,6 +273,13 @@ impl BrokerConnection {
         }
         decoded.map_err(|e| e.into_error(&self.addr, &api))
     }
+}
+
+/// The ApiVersions request Pier sends (v3+ needs a client software name and version).
+pub(crate) fn api_versions_request() -> ApiVersionsRequest {
+    ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("pier"))
+        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")))
 }
 
 pub(crate) async fn connect_tcp(addr: &str, after: Duration) -> Result<TcpStream, KafkaError> {
@@ -463,9 +469,15 @@ pub(crate) mod testing {
         pub addr: String,
         requests: Arc<AtomicUsize>,
         connections: Arc<AtomicUsize>,
+        api_versions: Arc<AtomicUsize>,
     }
 
     impl FakeBroker {
+        /// ApiVersions requests answered so far (the one of every connect included).
+        pub(crate) fn api_versions_requests(&self) -> usize {
+            self.api_versions.load(Ordering::SeqCst)
+        }
+
         /// Requests answered so far (ApiVersions excluded).
         pub(crate) fn requests(&self) -> usize {
             self.requests.load(Ordering::SeqCst)
@@ -482,6 +494,20 @@ pub(crate) mod testing {
     where
         F: Fn(&Received) -> Reply + Send + Sync + 'static,
     {
+        fake_broker_with_api_versions(apis, |_, answer| answer, handler).await
+    }
+
+    /// Like [`fake_broker`]; every ApiVersions answer passes through `edit` first, with the
+    /// number of ApiVersions requests before this one (e.g. to add feature levels).
+    pub(crate) async fn fake_broker_with_api_versions<E, F>(
+        apis: &[(ApiKey, i16)],
+        edit: E,
+        handler: F,
+    ) -> FakeBroker
+    where
+        E: Fn(usize, ApiVersionsResponse) -> ApiVersionsResponse + Send + Sync + 'static,
+        F: Fn(&Received) -> Reply + Send + Sync + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mut versions = vec![
@@ -496,12 +522,14 @@ pub(crate) mod testing {
         }));
         let requests = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let handler = Arc::new(handler);
-        let (reqs, conns) = (requests.clone(), connections.clone());
+        let api_versions = Arc::new(AtomicUsize::new(0));
+        let (handler, edit) = (Arc::new(handler), Arc::new(edit));
+        let (reqs, conns, avs) = (requests.clone(), connections.clone(), api_versions.clone());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 conns.fetch_add(1, Ordering::SeqCst);
                 let (handler, versions, reqs) = (handler.clone(), versions.clone(), reqs.clone());
+                let (edit, avs) = (edit.clone(), avs.clone());
                 tokio::spawn(async move {
                     loop {
                         let Ok(size) = s.read_i32().await else { return };
@@ -513,6 +541,7 @@ pub(crate) mod testing {
                         let header = decode_request_header_from_buffer(&mut req).unwrap();
                         let reply = if header.request_api_key == ApiKey::ApiVersions as i16 {
                             let r = ApiVersionsResponse::default().with_api_keys(versions.clone());
+                            let r = edit(avs.fetch_add(1, Ordering::SeqCst), r);
                             Reply::Body(encode_response(
                                 &r,
                                 header.request_api_version,
@@ -556,6 +585,7 @@ pub(crate) mod testing {
             addr,
             requests,
             connections,
+            api_versions,
         }
     }
 }
@@ -736,10 +766,11 @@ mod tests {
         //! response or an error and never panics (proptest-driven byte inputs, bounded cases).
         use super::super::decode_response;
         use kafka_protocol::messages::{
-            AlterPartitionReassignmentsRequest, ApiVersionsRequest, CreateTopicsRequest,
-            DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
-            ElectLeadersRequest, FetchRequest, IncrementalAlterConfigsRequest,
-            ListPartitionReassignmentsRequest, MetadataRequest, ProduceRequest,
+            AddRaftVoterRequest, AlterPartitionReassignmentsRequest, ApiVersionsRequest,
+            CreateTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+            DescribeQuorumRequest, ElectLeadersRequest, FetchRequest,
+            IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
+            ProduceRequest, RemoveRaftVoterRequest, UpdateFeaturesRequest,
         };
         use kafka_protocol::protocol::Request;
         use proptest::prelude::*;
@@ -782,6 +813,9 @@ mod tests {
                 decode_all::<CreateTopicsRequest>(&body, with_header);
                 decode_all::<ProduceRequest>(&body, with_header);
                 decode_all::<FetchRequest>(&body, with_header);
+                decode_all::<AddRaftVoterRequest>(&body, with_header);
+                decode_all::<RemoveRaftVoterRequest>(&body, with_header);
+                decode_all::<UpdateFeaturesRequest>(&body, with_header);
             }
         }
     }

@@ -90,6 +90,10 @@ pub enum KafkaError {
     UnknownNode { api: String, node: i32 },
     #[error("{api}: no Kafka node addresses known")]
     NoNodes { api: String },
+    /// The caller asked for something no request can carry (a directory id that is not a
+    /// Kafka Uuid, say); nothing was sent.
+    #[error("{api}: invalid argument: {message}")]
+    InvalidArgument { api: String, message: String },
 }
 
 impl KafkaError {
@@ -145,6 +149,14 @@ impl KafkaError {
         }
     }
 
+    /// A request the caller's arguments cannot make (nothing is sent).
+    pub(crate) fn invalid_argument(api: &str, message: impl Into<String>) -> Self {
+        KafkaError::InvalidArgument {
+            api: api.to_string(),
+            message: message.into(),
+        }
+    }
+
     /// A response that does not say what it should (a missing result, a wrong resource).
     pub(crate) fn malformed(addr: &str, api: &str, message: impl Into<String>) -> Self {
         KafkaError::Decode {
@@ -187,7 +199,8 @@ impl KafkaError {
             KafkaError::Encode { .. }
             | KafkaError::TlsConfig { .. }
             | KafkaError::UnknownNode { .. }
-            | KafkaError::NoNodes { .. } => None,
+            | KafkaError::NoNodes { .. }
+            | KafkaError::InvalidArgument { .. } => None,
         }
     }
 
@@ -219,6 +232,7 @@ impl KafkaError {
             | KafkaError::UnsupportedVersion { .. }
             | KafkaError::UnknownNode { .. }
             | KafkaError::NoNodes { .. }
+            | KafkaError::InvalidArgument { .. }
             | KafkaError::TlsConfig { .. }
             | KafkaError::Tls { .. }
             | KafkaError::Authentication { .. } => false,
@@ -230,6 +244,11 @@ impl KafkaError {
 pub mod codes {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    /// Also what a raft leader answers a pending AddRaftVoter/RemoveRaftVoter with when it
+    /// loses leadership: the change may still commit.
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    /// On AddRaftVoter/RemoveRaftVoter: outcome unknown (the change may still commit, or
+    /// another change was pending, or the new voter lags); read the quorum again.
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const REPLICA_NOT_AVAILABLE: i16 = 9;
     pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -246,7 +265,16 @@ pub mod codes {
     pub const ILLEGAL_SASL_STATE: i16 = 34;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const RESOURCE_NOT_FOUND: i16 = 91;
+    /// UpdateFeatures refused a level (a downgrade that would lose metadata, a level some
+    /// node does not support, kraft.version not ready).
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
+    pub const FEATURE_UPDATE_FAILED: i16 = 96;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+    /// AddRaftVoter: the id is a voter already (with any directory id).
+    pub const DUPLICATE_VOTER: i16 = 126;
+    /// RemoveRaftVoter: no voter with this id and directory id (or it is the last voter).
+    pub const VOTER_NOT_FOUND: i16 = 127;
 }
 
 #[cfg(test)]
@@ -292,5 +320,31 @@ mod tests {
         assert_eq!(e.broker_message(), Some("odd"));
         let e = KafkaError::broker("b:9092", "X", codes::NOT_CONTROLLER, Some(String::new()));
         assert!(e.to_string().ends_with("(NotController)"), "{e}");
+    }
+
+    #[test]
+    fn quorum_and_feature_codes_have_kafka_names() {
+        for (code, name, retriable) in [
+            (codes::DUPLICATE_VOTER, "DuplicateVoter", false),
+            (codes::VOTER_NOT_FOUND, "VoterNotFound", false),
+            (codes::REQUEST_TIMED_OUT, "RequestTimedOut", true),
+            (codes::NOT_LEADER_OR_FOLLOWER, "NotLeaderOrFollower", true),
+            (codes::UNSUPPORTED_VERSION, "UnsupportedVersion", false),
+            (codes::INVALID_UPDATE_VERSION, "InvalidUpdateVersion", false),
+            (codes::FEATURE_UPDATE_FAILED, "FeatureUpdateFailed", false),
+            (
+                codes::INCONSISTENT_CLUSTER_ID,
+                "InconsistentClusterId",
+                false,
+            ),
+        ] {
+            let e = KafkaError::broker("b:9092", "AddRaftVoter", code, None);
+            assert!(e.to_string().contains(&format!("({name})")), "{e}");
+            assert_eq!(e.is_retriable(), retriable, "{e}");
+        }
+        let e = KafkaError::invalid_argument("AddRaftVoter", "bad id");
+        assert!(!e.is_retriable());
+        assert_eq!(e.addr(), None);
+        assert_eq!(e.to_string(), "AddRaftVoter: invalid argument: bad id");
     }
 }

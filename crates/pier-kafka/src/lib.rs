@@ -7,13 +7,18 @@
 //!   CreateTopics/DeleteTopics, DescribeCluster, DescribeQuorum, DescribeConfigs,
 //!   IncrementalAlterConfigs, partition reassignments (and cancelling them), ElectLeaders,
 //!   UnregisterBroker, DescribeLogDirs, AlterReplicaLogDirs, Produce and Fetch, SCRAM
-//!   credentials (AlterUserScramCredentials, DescribeUserScramCredentials).
+//!   credentials (AlterUserScramCredentials, DescribeUserScramCredentials), KRaft voter
+//!   changes (AddRaftVoter, RemoveRaftVoter), feature levels (a fresh ApiVersions,
+//!   UpdateFeatures).
+//! - [`uuid_to_text`], [`uuid_from_text`], [`random_directory_id`]: Kafka's text form of a
+//!   `Uuid` (directory and cluster ids) and directory ids generated under Kafka's rules.
 //! - [`TlsConfig`], [`served_certificate`]: TLS settings from PEM; the certificate a
 //!   listener serves right now (to confirm a live keystore reload).
 //! - [`AdminClient`]: what the operator uses: node id → address map supplied by the caller
 //!   (never the advertised addresses), one cached connection per node, a timeout per attempt,
-//!   retries with exponential backoff on retriable failures only, broker-specific calls sent
-//!   to that broker.
+//!   retries with exponential backoff on retriable failures only (voter changes, whose
+//!   outcome is unknown once sent, only before sending), broker-specific calls sent to that
+//!   broker.
 //! - [`ConfigClasses`]: which broker configs are read-only, per-broker or cluster-wide, as data
 //!   generated from a real broker (`config-classes/*.tsv`).
 //! - [`plan_drain`]: pure planning of moving every replica off some brokers;
@@ -29,8 +34,10 @@ mod configs;
 mod connection;
 mod credentials;
 mod error;
+mod features;
 mod logdirs;
 mod metadata;
+mod quorum;
 mod reassign;
 mod records;
 mod sasl;
@@ -51,8 +58,15 @@ pub use configs::{
 pub use connection::{BrokerConnection, ConnectOptions, Transport};
 pub use credentials::ScramCredentialInfo;
 pub use error::{KafkaError, codes};
+pub use features::{
+    FeatureUpdate, Features, KRAFT_VERSION_FEATURE, METADATA_VERSION_FEATURE, UpgradeType,
+};
 pub use logdirs::{LogDir, LogDirMove, LogDirPlan, LogDirReplica, dirs_empty, plan_log_dir_moves};
 pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
+pub use quorum::{
+    InvalidKafkaUuid, RaftEndpoint, is_reserved_directory_id, random_directory_id, uuid_from_text,
+    uuid_to_text,
+};
 pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drain};
 pub use records::TopicRef;
 pub use sasl::{SaslMechanism, SaslOptions};

@@ -144,6 +144,7 @@ impl World {
             rebalance: &RebalanceSpec::default(),
             rebalance_annotation: self.annotation.as_deref(),
             restarting: false,
+            voters: BTreeSet::new(),
             now_ms: NOW,
         })
     }

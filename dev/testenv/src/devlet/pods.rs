@@ -1,7 +1,10 @@
 //! Runs the Pods the scheduler binds to this node as local processes. Each Pod gets its own
 //! loopback address (reported as status.podIP), so brokers bind the same ports as in a real
 //! cluster. Known images map to local launchers; volumes become directories; the Pod's DNS name
-//! resolves through a hosts file the JVM reads (`-Djdk.net.hosts.file`).
+//! resolves through a hosts file the JVM reads (`-Djdk.net.hosts.file`). A Kafka image runs the
+//! `dev/setup` install its tag names (`apache/kafka:4.0.2` → `kafka-node-4.0.2`), so a Kafka
+//! upgrade runs both versions for real; an image without a version tag runs the default
+//! `kafka-node`.
 //!
 //! As a kubelet: a container that exits (or fails its liveness probe) is restarted per restartPolicy with the crash-loop
 //! back-off (see [`super::container`]) and reported with `restartCount`, `lastState` and
@@ -429,6 +432,11 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
                 "image {image:?} has no local launcher (known: Kafka, Envoy, Pier)"
             )));
         }
+        // A Kafka version that is not installed is this node's image that cannot be pulled:
+        // Pending (dev/setup may install it meanwhile), not a run of another version.
+        if is_kafka_image(&image) {
+            kafka_program(&image).map_err(|e| StartError::Retry("ErrImagePull", e))?;
+        }
     }
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
@@ -642,6 +650,59 @@ fn has_launcher(image: &str) -> bool {
     ["kafka", "envoy", "pier"].iter().any(|k| image.contains(k))
 }
 
+/// Whether an image runs through `kafka-node` (checked first, as in [`launcher`]).
+fn is_kafka_image(image: &str) -> bool {
+    image.contains("kafka")
+}
+
+/// The tag of an image reference: `4.0.2` of `registry:5000/apache/kafka:4.0.2@sha256:…`;
+/// `None` without one (`apache/kafka`, a digest only). A registry's port is not a tag: the tag
+/// is in the last path component.
+fn image_tag(image: &str) -> Option<&str> {
+    let name = image.split_once('@').map_or(image, |(name, _digest)| name);
+    let last = name.rsplit_once('/').map_or(name, |(_, last)| last);
+    last.split_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.is_empty())
+}
+
+/// The Kafka version an image's tag names: its leading digits and dots when they hold a dot
+/// (`4.0.2`, `4.1.2-scala2.13` → `4.1.2`, `4.1` → `4.1`, as Pier reads a tag); `None` for a tag
+/// that names no version (`latest`, `dev`, `1`) or no tag.
+fn kafka_image_version(image: &str) -> Option<&str> {
+    let tag = image_tag(image)?;
+    let end = tag
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(tag.len());
+    let version = tag[..end].trim_end_matches('.');
+    (version.contains('.') && version.starts_with(|c: char| c.is_ascii_digit())).then_some(version)
+}
+
+/// The `dev/setup` program a Kafka image runs: `kafka-node-<version>` for a tag naming a
+/// version, else `kafka-node` (the default install).
+fn kafka_program_name(image: &str) -> String {
+    match kafka_image_version(image) {
+        Some(version) => format!("kafka-node-{version}"),
+        None => "kafka-node".to_string(),
+    }
+}
+
+/// The launcher of a Kafka image's install. A version that `dev/setup` did not install is an
+/// error naming it, never the default version in its place: an upgrade test must run the
+/// versions it names.
+fn kafka_program(image: &str) -> anyhow::Result<PathBuf> {
+    let name = kafka_program_name(image);
+    match kafka_image_version(image) {
+        Some(version) => program(&name).map_err(|_| {
+            anyhow::anyhow!(
+                "image {image:?} names Kafka {version}, which is not installed ({} missing): run dev/setup kafka (its KAFKA_VERSIONS lists the versions it installs)",
+                crate::paths::cache_dir().join("bin").join(&name).display()
+            )
+        }),
+        None => program(&name),
+    }
+}
+
 /// `<pod dir>/root<mount path>`, a link to `target`: the path the container's `mount_path`
 /// maps to. Every Pod (uid) has its own, so a Pod whose volumes changed since the last one
 /// maps exactly its own.
@@ -806,7 +867,7 @@ fn launcher(
     let script = c.command.clone().unwrap_or_default().join(" ")
         + " "
         + &c.args.clone().unwrap_or_default().join(" ");
-    if image.contains("kafka") {
+    if is_kafka_image(&image) {
         // The broker's properties file: the argument of kafka-server-start.sh (or -c).
         let props = script
             .split_whitespace()
@@ -830,7 +891,9 @@ fn launcher(
                 mounts,
             ));
         }
-        let mut cmd = Command::new(program("kafka-node")?);
+        // The container's env carries KAFKA_CLUSTER_ID and KAFKA_STORAGE_FORMAT_ARGS (the
+        // `kafka-storage.sh format` flags of Pier's command), which kafka-node formats with.
+        let mut cmd = Command::new(kafka_program(&image)?);
         cmd.arg(&local)
             .envs(&env)
             .env("KAFKA_LOG_DIR", dir)
@@ -1308,6 +1371,111 @@ fn probe(readiness: &Readiness, ip: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kafka_image_runs_the_install_its_version_tag_names() {
+        let cases = [
+            ("apache/kafka:4.0.2", "kafka-node-4.0.2"),
+            ("apache/kafka:4.1.2", "kafka-node-4.1.2"),
+            ("docker.io/apache/kafka:4.0.2", "kafka-node-4.0.2"),
+            ("registry.local:5000/apache/kafka:4.0.2", "kafka-node-4.0.2"),
+            ("apache/kafka:4.0.2@sha256:0123abcd", "kafka-node-4.0.2"),
+            ("apache/kafka:4.1.2-scala2.13", "kafka-node-4.1.2"),
+            // A partial version is still a version: its missing install is an error, not 4.1.2.
+            ("apache/kafka:4.1", "kafka-node-4.1"),
+            ("apache/kafka:10.20.30", "kafka-node-10.20.30"),
+            // No version in the tag: the default install.
+            ("apache/kafka", "kafka-node"),
+            ("apache/kafka:latest", "kafka-node"),
+            ("apache/kafka:", "kafka-node"),
+            ("apache/kafka@sha256:0123abcd", "kafka-node"),
+            ("registry.local:5000/apache/kafka", "kafka-node"),
+            ("example.com/team/custom-kafka:dev", "kafka-node"),
+            ("example.com/team/kafka-with-plugins:1", "kafka-node"),
+            ("example.com/team/kafka:v4.0.2", "kafka-node"),
+            ("example.com/team/kafka:.4", "kafka-node"),
+        ];
+        for (image, want) in cases {
+            assert_eq!(kafka_program_name(image), want, "{image}");
+        }
+    }
+
+    /// Needs `dev/setup kafka` (the 4.0.2 install), as every test of a real Kafka.
+    #[test]
+    fn a_kafka_container_runs_its_versions_launcher_with_its_env() {
+        let work = tempfile::tempdir().unwrap();
+        let config = work.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("server.properties"), "node.id=0\n").unwrap();
+        let (_tx, services) = tokio::sync::watch::channel(Default::default());
+        let node = Node {
+            options: DevletOptions::new("n", work.path().join("root")),
+            services,
+        };
+        let flags = "--initial-controllers 0@c-0:9093:AAAAAAAAAAAAAAAAAAAAAA";
+        let container: Container = serde_json::from_value(json!({
+            "name": "kafka", "image": "apache/kafka:4.0.2",
+            "command": ["sh", "-c", "kafka-storage.sh format ${KAFKA_STORAGE_FORMAT_ARGS:-} && exec kafka-server-start.sh /opt/kafka/config/server.properties"],
+            "env": [
+                {"name": "KAFKA_CLUSTER_ID", "value": "cluster"},
+                {"name": "KAFKA_STORAGE_FORMAT_ARGS", "value": flags},
+            ],
+        }))
+        .unwrap();
+        let mounts = [("/opt/kafka/config".to_string(), config)];
+        let cmd = launcher(
+            &node,
+            &Pod::default(),
+            &container,
+            Ipv4Addr::new(127, 9, 0, 1),
+            &mounts,
+            work.path(),
+        )
+        .unwrap();
+        assert!(
+            cmd.get_program()
+                .to_string_lossy()
+                .ends_with("/kafka-node-4.0.2"),
+            "{:?}",
+            cmd.get_program()
+        );
+        let env: BTreeMap<_, _> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        assert_eq!(
+            env.get(std::ffi::OsStr::new("KAFKA_STORAGE_FORMAT_ARGS")),
+            Some(&Some(flags.into()))
+        );
+        assert_eq!(
+            env.get(std::ffi::OsStr::new("KAFKA_CLUSTER_ID")),
+            Some(&Some("cluster".into()))
+        );
+    }
+
+    #[test]
+    fn an_image_tag_is_in_the_last_path_component() {
+        assert_eq!(image_tag("apache/kafka:4.0.2"), Some("4.0.2"));
+        assert_eq!(image_tag("registry.local:5000/apache/kafka"), None);
+        assert_eq!(
+            image_tag("registry.local:5000/kafka:4.0.2@sha256:ab"),
+            Some("4.0.2")
+        );
+        assert_eq!(image_tag("kafka@sha256:ab"), None);
+        assert_eq!(image_tag("kafka:"), None);
+    }
+
+    #[test]
+    fn a_kafka_version_that_is_not_installed_is_an_error_naming_it() {
+        // No dev/setup installs 0.0.1: the error names the image and says what to run.
+        let err = kafka_program("apache/kafka:0.0.1")
+            .expect_err("Kafka 0.0.1 is not installed")
+            .to_string();
+        assert!(err.contains("\"apache/kafka:0.0.1\""), "{err}");
+        assert!(err.contains("Kafka 0.0.1"), "{err}");
+        assert!(err.contains("kafka-node-0.0.1"), "{err}");
+        assert!(err.contains("run dev/setup kafka"), "{err}");
+    }
 
     #[test]
     fn a_claimed_volume_is_linked_at_its_container_path() {
