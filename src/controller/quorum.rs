@@ -43,7 +43,14 @@ pub async fn choose_mode(
     if prior.quorum.is_some() {
         return Ok(false);
     }
-    let brokers = crate::reconcile::effective_brokers(kc).unwrap_or_default();
+    // Without a valid list of controllers nothing is formatted yet (the plan says why):
+    // choosing now would format a quorum without its initial voters.
+    let Ok(brokers) = crate::reconcile::effective_brokers(kc) else {
+        return Ok(false);
+    };
+    if !brokers.iter().any(|b| b.is_controller()) {
+        return Ok(false);
+    }
     let old_release = brokers
         .iter()
         .any(|b| node_version(kc, b).is_some_and(|v| !v.dynamic_quorum()));
@@ -113,14 +120,7 @@ pub async fn converge(
             let running: BTreeSet<i32> = controllers
                 .iter()
                 .copied()
-                .filter(|id| {
-                    let pod = broker_pod(kc, pods, *id);
-                    let planned = desired
-                        .pods
-                        .iter()
-                        .find(|p| p.name_any() == names::broker_pod(kc, *id));
-                    pod.is_some_and(pod_ready) && restart_due(planned, pod).is_none()
-                })
+                .filter(|id| runs_its_plan(kc, desired, pods, *id))
                 .collect();
             Some(plan_quorum(&QuorumInput {
                 controllers: &controllers,
@@ -156,7 +156,10 @@ pub async fn converge(
             failure = report(ctx, kc, &step, result).await;
         }
         Some(QuorumStep::Refused(why)) => refused = Some(why.clone()),
-        Some(QuorumStep::Wait(why)) => tracing::info!(%why, "KRaft membership change waits"),
+        Some(QuorumStep::Wait(why)) if prior.message.as_deref() != Some(why.as_str()) => {
+            tracing::info!(%why, "KRaft membership change waits");
+        }
+        Some(QuorumStep::Wait(_)) => {}
         Some(QuorumStep::Settled) | None => {}
     }
     ctx.events
@@ -193,9 +196,15 @@ async fn report(
             ctx.events.did(ctx, kc, Reason::QuorumChanged, &what).await;
             None
         }
-        // The leader may have committed it anyway: the next reconcile reads the voters again
-        // before planning anything else.
-        Err(e) if e.code() == Some(codes::REQUEST_TIMED_OUT) => {
+        // The leader may have committed it anyway (it timed out, or lost leadership while
+        // the change was pending): the next reconcile reads the voters again before planning
+        // anything else.
+        Err(e)
+            if matches!(
+                e.code(),
+                Some(codes::REQUEST_TIMED_OUT | codes::NOT_LEADER_OR_FOLLOWER)
+            ) =>
+        {
             tracing::info!(change = %what, error = %e, "KRaft voter change: outcome unknown, reading the voters again");
             None
         }
@@ -204,6 +213,16 @@ async fn report(
             Some(format!("{what} failed: {e}"))
         }
     }
+}
+
+/// Node `id`'s Pod is ready and runs what the plan says (nothing to restart).
+fn runs_its_plan(kc: &KafkaCluster, desired: &Desired, pods: &[Pod], id: i32) -> bool {
+    let pod = broker_pod(kc, pods, id);
+    let planned = desired
+        .pods
+        .iter()
+        .find(|p| p.name_any() == names::broker_pod(kc, id));
+    pod.is_some_and(pod_ready) && restart_due(planned, pod).is_none()
 }
 
 /// The controller listener of node `id` as its AddRaftVoter names it: the name Kafka knows
@@ -244,14 +263,10 @@ pub async fn metadata_version(
         .map(|b| node_version(kc, b))
         .collect();
     // Every node runs its plan: Pod ready, nothing to restart, nothing moving.
-    let pods_current = desired.brokers.iter().all(|b| {
-        let pod = broker_pod(kc, pods, b.id);
-        let planned = desired
-            .pods
-            .iter()
-            .find(|p| p.name_any() == names::broker_pod(kc, b.id));
-        pod.is_some_and(pod_ready) && restart_due(planned, pod).is_none()
-    });
+    let pods_current = desired
+        .brokers
+        .iter()
+        .all(|b| runs_its_plan(kc, desired, pods, b.id));
     let settled = pods_current
         && !outcome.rolling
         && outcome.restart_due.is_empty()
@@ -299,10 +314,7 @@ pub async fn metadata_version(
     status.message = None;
     match step {
         MetadataStep::Current => {}
-        MetadataStep::Wait(why) => {
-            outcome.metadata_pending = false;
-            status.message = Some(why);
-        }
+        MetadataStep::Wait(why) => status.message = Some(why),
         MetadataStep::Raise { from, to } => {
             let update = FeatureUpdate {
                 feature: METADATA_VERSION_FEATURE.to_string(),
@@ -330,7 +342,9 @@ pub async fn metadata_version(
                     );
                     status.message = Some(line.clone());
                     failure = Some(line);
-                    outcome.metadata_pending = true;
+                    // Kafka's refusal (a node or a controller registration without the
+                    // level) stands until the cluster changes; a lost answer is retried soon.
+                    outcome.metadata_pending = e.is_retriable();
                 }
             }
         }

@@ -441,7 +441,11 @@ fn gates(node: &NodeState, health: &Health) -> Result<(), String> {
             return Err("the KRaft quorum has no leader".into());
         }
         let voters = q.voters.len();
-        if voters > 1 && q.voters.iter().any(|v| v.id == node.id) {
+        // A quorum of one or two voters loses its majority with any voter down, however
+        // caught up the others are: gating would block the roll forever (as replication
+        // factor ≤ min ISR for partitions), so it does not gate.
+        let can_keep_majority = voters > voters / 2 + 1;
+        if can_keep_majority && q.voters.iter().any(|v| v.id == node.id) {
             let others = q
                 .caught_up()
                 .into_iter()
@@ -565,6 +569,24 @@ mod tests {
         });
         let p = plan(&nodes, Some(&h), &RollState::default());
         assert!(matches!(p.action, RollAction::Restart { id: 9, .. }));
+    }
+
+    #[test]
+    fn a_quorum_of_two_never_keeps_its_majority_so_it_does_not_gate() {
+        let mut h = healthy(1);
+        h.quorum.as_mut().unwrap().voters.truncate(2);
+        // Voter 2 is the one that restarts; voter 1 is all that is left either way.
+        let nodes = [node(1, false), node(2, true), node(3, false)];
+        let p = plan(&nodes, Some(&h), &RollState::default());
+        assert!(
+            matches!(p.action, RollAction::Restart { id: 2, .. }),
+            "{p:?}"
+        );
+        // Three voters with one behind: the gate holds.
+        let mut behind = healthy(1);
+        behind.quorum.as_mut().unwrap().voters[2].last_caught_up_ms = None;
+        let p = plan(&nodes, Some(&behind), &RollState::default());
+        assert!(matches!(p.action, RollAction::Blocked { .. }), "{p:?}");
     }
 
     #[test]
