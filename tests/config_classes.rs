@@ -1,7 +1,10 @@
-//! The config update-mode table
-//! (`crates/pier-kafka/src/config-classes/kafka-<major.minor>.tsv`) is derived from a real
-//! KRaft broker and must equal the checked-in file. With `PIER_WRITE_CONFIG_CLASSES=1` the file
-//! is rewritten instead.
+//! The config update-mode tables
+//! (`crates/pier-kafka/src/config-classes/kafka-<major.minor>.tsv`), one per Kafka major.minor,
+//! are derived from real KRaft brokers and must equal the checked-in files: one broker per
+//! installed Kafka (each `kafka-node-<version>` launcher `dev/setup` put next to `kafka-node`;
+//! the newest patch of each major.minor), one after the other. A version without a table
+//! fails with the rewrite hint. With `PIER_WRITE_CONFIG_CLASSES=1` the files are rewritten
+//! instead.
 //!
 //! Derivation, per key the broker reports for its own BROKER resource (Kafka 4.x
 //! `DynamicBrokerConfig` semantics):
@@ -16,12 +19,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use pier::kafka::{
     AdminClient, AdminOptions, ConfigClasses, ConfigOp, ConfigResource, KafkaError,
     LISTENER_PREFIX_ONLY, TABLE_DIR, UpdateMode, major_minor, parse_table, render_table,
     table_file_name,
 };
+use pier_testenv::kafka::KafkaOptions;
+use pier_testenv::paths::cache_dir;
 use pier_testenv::{KafkaCluster, LogDir, program};
 
 /// What the cluster default said to a validate-only SET.
@@ -35,8 +40,8 @@ enum Verdict {
 
 /// The Kafka version the test support runs: `<kafka>/libs/kafka-clients-<version>.jar` next
 /// to the `kafka-node` launcher.
-fn kafka_version() -> anyhow::Result<String> {
-    let launcher = std::fs::canonicalize(program("kafka-node")?)?;
+fn kafka_version(launcher: &str) -> anyhow::Result<String> {
+    let launcher = std::fs::canonicalize(program(launcher)?)?;
     let libs = launcher
         .parent()
         .and_then(|bin| bin.parent())
@@ -97,12 +102,75 @@ fn table_path(major_minor: &str) -> PathBuf {
         .join(table_file_name(major_minor))
 }
 
+/// Every installed Kafka, by major.minor: the `kafka-node-<version>` launchers in the program
+/// directory, the newest patch of each major.minor (a table is per major.minor).
+fn installed_kafkas() -> anyhow::Result<BTreeMap<(u32, u32), String>> {
+    let bin = cache_dir().join("bin");
+    let mut newest: BTreeMap<(u32, u32), String> = BTreeMap::new();
+    for entry in std::fs::read_dir(&bin).with_context(|| format!("{}", bin.display()))? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        let Some(version) = name.strip_prefix("kafka-node-") else {
+            continue;
+        };
+        let Some(key) = major_minor(version) else {
+            bail!("{name} in {}: not a Kafka version", bin.display());
+        };
+        // The launcher must resolve (a dangling link is a broken install, not "no version").
+        program(&name)?;
+        let newer = newest
+            .get(&key)
+            .is_none_or(|seen| version_order(version) > version_order(seen));
+        if newer {
+            newest.insert(key, version.to_string());
+        }
+    }
+    Ok(newest)
+}
+
+/// `4.1.10` → [4, 1, 10], so patches order numerically; a part that is not a number ends it.
+fn version_order(version: &str) -> Vec<u32> {
+    version
+        .split(['.', '-'])
+        .map_while(|part| part.parse().ok())
+        .collect()
+}
+
 #[tokio::test]
-async fn config_classes_match_a_real_broker() -> anyhow::Result<()> {
-    let version = kafka_version()?;
+async fn config_classes_match_every_installed_kafka() -> anyhow::Result<()> {
+    let kafkas = installed_kafkas()?;
+    ensure!(
+        !kafkas.is_empty(),
+        "no kafka-node-<version> in {}: run dev/setup",
+        cache_dir().join("bin").display()
+    );
+    // One broker at a time (2 cores), each with its own logs.
+    for version in kafkas.values() {
+        check_one_kafka(version)
+            .await
+            .with_context(|| format!("Kafka {version}"))?;
+    }
+    Ok(())
+}
+
+/// Derives the table of one installed Kafka from a broker of it and checks it against the
+/// checked-in one.
+async fn check_one_kafka(installed: &str) -> anyhow::Result<()> {
+    let launcher = format!("kafka-node-{installed}");
+    let version = kafka_version(&launcher)?;
+    ensure!(
+        version == installed,
+        "{launcher} runs Kafka {version}, not {installed}"
+    );
     let (major, minor) = major_minor(&version).context("Kafka version")?;
-    let logs = LogDir::for_current_test("config-classes")?;
-    let cluster = KafkaCluster::start(&logs, 1).await?;
+    let cluster = KafkaCluster::start_with(
+        &LogDir::named(&format!("config_classes-kafka-{version}"))?,
+        KafkaOptions {
+            nodes: 1,
+            launcher,
+            ..KafkaOptions::default()
+        },
+    )
+    .await?;
     let node = &cluster.nodes()[0];
     let admin = AdminClient::new([(node.id, node.broker_addr())], AdminOptions::default());
 
@@ -213,7 +281,11 @@ async fn config_classes_match_a_real_broker() -> anyhow::Result<()> {
 
     // What the operator reads is what was derived.
     let classes = ConfigClasses::for_version(&version);
-    assert!(!classes.is_fallback());
+    assert!(
+        !classes.is_fallback(),
+        "{} is not in TABLE_FILES of crates/pier-kafka/src/config_classes.rs",
+        path.display()
+    );
     for (k, m) in &modes {
         assert_eq!(classes.lookup(k), Some(*m), "{k}");
     }

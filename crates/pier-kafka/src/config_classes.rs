@@ -61,11 +61,18 @@ impl FromStr for UpdateMode {
 }
 
 /// The checked-in tables: (Kafka major.minor, file name, contents), oldest first.
-const TABLE_FILES: &[(&str, &str, &str)] = &[(
-    "4.1",
-    "kafka-4.1.tsv",
-    include_str!("config-classes/kafka-4.1.tsv"),
-)];
+const TABLE_FILES: &[(&str, &str, &str)] = &[
+    (
+        "4.0",
+        "kafka-4.0.tsv",
+        include_str!("config-classes/kafka-4.0.tsv"),
+    ),
+    (
+        "4.1",
+        "kafka-4.1.tsv",
+        include_str!("config-classes/kafka-4.1.tsv"),
+    ),
+];
 
 /// Where the tables live in the source tree, relative to the workspace root.
 pub const TABLE_DIR: &str = "crates/pier-kafka/src/config-classes";
@@ -315,8 +322,72 @@ mod tests {
             let mut sorted = names.clone();
             sorted.sort();
             assert_eq!(names, sorted, "{file} is sorted");
+            // The header names the Kafka the table was derived from: one of this major.minor.
+            let derived_from = text
+                .strip_prefix("# name<TAB>mode of every Kafka ")
+                .and_then(|rest| rest.split_once(' '))
+                .map(|(v, _)| v);
+            assert_eq!(
+                derived_from.and_then(major_minor),
+                major_minor(version),
+                "{file}: header names {derived_from:?}"
+            );
         }
         assert_eq!(TABLES.len(), TABLE_FILES.len());
+        let versions: Vec<_> = TABLE_FILES.iter().map(|(v, _, _)| major_minor(v)).collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "TABLE_FILES oldest first, one per major.minor: {versions:?}"
+        );
+    }
+
+    #[test]
+    fn kafka_4_0_has_its_own_table() {
+        use UpdateMode::*;
+        let old = ConfigClasses::for_version("4.0.2");
+        assert_eq!(old.table_version(), "4.0");
+        assert!(!old.is_fallback());
+        let new = ConfigClasses::for_version("4.1.2");
+        assert_eq!(new.table_version(), "4.1");
+        // No key changed its mode from 4.0 to 4.1; the key sets differ: 4.1 dropped the
+        // share-group limit and added the streams-group and OAuth assertion configs.
+        assert_eq!(old.lookup("group.share.max.groups"), Some(ReadOnly));
+        assert_eq!(new.lookup("group.share.max.groups"), None);
+        assert_eq!(old.lookup("group.streams.session.timeout.ms"), None);
+        assert_eq!(
+            new.lookup("group.streams.session.timeout.ms"),
+            Some(ReadOnly)
+        );
+        assert_eq!(old.lookup("transaction.two.phase.commit.enable"), None);
+        for key in [
+            "log.retention.ms",
+            "num.io.threads",
+            "max.connections.per.ip",
+        ] {
+            assert_eq!(old.lookup(key), Some(ClusterWide), "{key}");
+        }
+        for key in ["listeners", "ssl.keystore.location", "sasl.jaas.config"] {
+            assert_eq!(old.lookup(key), Some(PerBroker), "{key}");
+        }
+        assert_eq!(old.lookup("advertised.listeners"), Some(ReadOnly));
+        assert_eq!(
+            old.lookup("listener.name.external.ssl.keystore.location"),
+            Some(PerBroker)
+        );
+        assert_eq!(
+            old.lookup("listener.name.external.max.connections"),
+            Some(ClusterWide)
+        );
+        // Every key the two share has one mode.
+        let changed: Vec<&str> = old
+            .entries()
+            .filter(|(k, m)| new.lookup(k).is_some_and(|n| n != *m))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed, Vec::<&str>::new(), "modes changed from 4.0 to 4.1");
+        // Any 4.0 patch finds the 4.0 table; a version older than every table falls back.
+        assert_eq!(ConfigClasses::for_version("4.0.0").table_version(), "4.0");
+        assert!(ConfigClasses::for_version("3.9.1").is_fallback());
     }
 
     #[test]

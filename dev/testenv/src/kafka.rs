@@ -49,6 +49,9 @@ pub struct KafkaOptions {
     /// refuses a controller that is not in `controller.quorum.voters`). `properties` apply
     /// to them too.
     pub spare_controllers: usize,
+    /// The program that runs a node: `kafka-node` (the default Kafka), or a version's own
+    /// `kafka-node-<version>` (dev/setup installs several).
+    pub launcher: String,
 }
 
 impl Default for KafkaOptions {
@@ -61,6 +64,7 @@ impl Default for KafkaOptions {
             ips: Vec::new(),
             dynamic_quorum: false,
             spare_controllers: 0,
+            launcher: "kafka-node".to_string(),
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct KafkaCluster {
     nodes: Vec<KafkaNode>,
     cluster_id: String,
     heap: String,
+    /// The program that runs each node.
+    launcher: PathBuf,
     _logs: Arc<LogDir>,
 }
 
@@ -149,7 +155,7 @@ impl KafkaCluster {
         if options.spare_controllers > 0 && !options.dynamic_quorum {
             bail!("spare controllers need a dynamic quorum");
         }
-        program("kafka-node")?;
+        let launcher = program(&options.launcher)?;
         let dir = logs.sub("kafka")?;
         let total = options.nodes + options.spare_controllers;
         let ips = if options.ips.is_empty() {
@@ -307,6 +313,7 @@ impl KafkaCluster {
             nodes,
             cluster_id: new_cluster_id(),
             heap: options.heap,
+            launcher,
             _logs: logs.clone(),
         };
         for i in 0..options.nodes {
@@ -384,7 +391,7 @@ impl KafkaCluster {
 
     fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
-        let mut cmd = Command::new(program("kafka-node")?);
+        let mut cmd = Command::new(&self.launcher);
         cmd.arg(&node.properties)
             .env("KAFKA_CLUSTER_ID", &self.cluster_id)
             .env("KAFKA_HEAP_OPTS", &self.heap);
