@@ -644,13 +644,13 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
     } else {
         Some(admin.describe_quorum().await)
     };
-    let voters: std::collections::BTreeSet<i32> = match &quorum_info {
-        Some(Ok(q)) => q.voters.iter().map(|v| v.replica_id).collect(),
-        _ => Default::default(),
-    };
+    let voters = reconcile::quorum::holding_voters(
+        &reconcile::quorum::status_of(kc),
+        quorum_info.as_ref().and_then(|q| q.as_ref().ok()),
+    );
     let mut moves = reconcile::scaling::plan(&reconcile::scaling::ScalingInput {
         kafka: view.as_ref(),
-        voters,
+        voters: voters.clone(),
         ..scaling_input
     });
     tracing::debug!(?moves, "replica moves planned");
@@ -839,7 +839,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         &mut outcome,
     )
     .await;
-    let held = quorum::leaving_voters(&desired, described);
+    let held = quorum::leaving_voters(&desired, &voters);
     outcome.replicas_moving = moves.moves.is_some();
     outcome.volumes = volumes_view.outcome.clone();
     for line in &volumes_view.events {

@@ -81,13 +81,10 @@ pub async fn choose_mode(
     Ok(true)
 }
 
-/// The voters that must leave before their node goes or restarts without the controller role:
-/// the controller keeps their objects and holds their restart meanwhile.
-pub fn leaving_voters(desired: &Desired, quorum: Option<&QuorumInfo>) -> BTreeSet<i32> {
-    match quorum {
-        Some(q) => crate::reconcile::quorum::leaving_voters(&spec_controllers(desired), q),
-        None => BTreeSet::new(),
-    }
+/// The voters that must leave before their node goes or restarts without the controller role
+/// (the roll holds their restart), of `voters` ([`crate::reconcile::quorum::holding_voters`]).
+pub fn leaving_voters(desired: &Desired, voters: &BTreeSet<i32>) -> BTreeSet<i32> {
+    crate::reconcile::quorum::leaving_voters(&spec_controllers(desired), voters)
 }
 
 fn spec_controllers(desired: &Desired) -> BTreeSet<i32> {

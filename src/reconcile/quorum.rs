@@ -133,13 +133,24 @@ impl QuorumStep {
 
 /// Voters that should not be: nodes left the spec or lost the controller role. They keep
 /// their Pod (and role) until they have left the voters.
-pub fn leaving_voters(controllers: &BTreeSet<i32>, quorum: &QuorumInfo) -> BTreeSet<i32> {
-    quorum
-        .voters
-        .iter()
-        .map(|v| v.replica_id)
-        .filter(|id| !controllers.contains(id))
-        .collect()
+pub fn leaving_voters(controllers: &BTreeSet<i32>, voters: &BTreeSet<i32>) -> BTreeSet<i32> {
+    voters.difference(controllers).copied().collect()
+}
+
+/// The voters that hold their node (its objects stay, its restart without the role waits):
+/// in a dynamic quorum those Kafka reports, or, Kafka not answering, those status last
+/// recorded (nothing goes on a guess). A static quorum's membership cannot change: its
+/// controllers leave as they always did.
+pub fn holding_voters(recorded: &QuorumStatus, described: Option<&QuorumInfo>) -> BTreeSet<i32> {
+    match (recorded.mode, described) {
+        (QuorumMode::Static, _) => BTreeSet::new(),
+        (QuorumMode::Dynamic, Some(q)) => voter_ids(q),
+        (QuorumMode::Dynamic, None) => recorded.voters.iter().map(|v| v.id).collect(),
+    }
+}
+
+fn voter_ids(q: &QuorumInfo) -> BTreeSet<i32> {
+    q.voters.iter().map(|v| v.replica_id).collect()
 }
 
 /// The leader's clock: its own catch-up time (the leader reports itself as caught up now),
@@ -182,7 +193,7 @@ fn majority(n: usize) -> usize {
 /// Plans the next membership change.
 pub fn plan_quorum(input: &QuorumInput<'_>) -> QuorumStep {
     let q = input.quorum;
-    let voters: BTreeSet<i32> = q.voters.iter().map(|v| v.replica_id).collect();
+    let voters = voter_ids(q);
     let observers: BTreeMap<i32, &ReplicaState> =
         q.observers.iter().map(|o| (o.replica_id, o)).collect();
     // A voter whose node now runs with another directory (its disk was replaced): that voter
@@ -206,7 +217,7 @@ pub fn plan_quorum(input: &QuorumInput<'_>) -> QuorumStep {
         .copied()
         .filter(|id| !voters.contains(id))
         .collect();
-    let to_remove: Vec<i32> = leaving_voters(input.controllers, q)
+    let to_remove: Vec<i32> = leaving_voters(input.controllers, &voters)
         .into_iter()
         .chain(replaced.iter().copied())
         .collect();
@@ -587,8 +598,25 @@ mod tests {
 
     #[test]
     fn leaving_voters_are_those_not_in_the_spec() {
-        let q = quorum(&[0, 1, 2], 0);
-        assert_eq!(leaving_voters(&set(&[0, 2, 7]), &q), set(&[1]));
+        assert_eq!(
+            leaving_voters(&set(&[0, 2, 7]), &set(&[0, 1, 2])),
+            set(&[1])
+        );
+    }
+
+    #[test]
+    fn voters_hold_their_node_as_kafka_or_else_status_says() {
+        let mut recorded = dynamic(true);
+        recorded.voters = vec![QuorumVoter {
+            id: 4,
+            directory_id: None,
+        }];
+        let q = quorum(&[0, 1], 0);
+        assert_eq!(holding_voters(&recorded, Some(&q)), set(&[0, 1]));
+        // Kafka not answering: what status saw last.
+        assert_eq!(holding_voters(&recorded, None), set(&[4]));
+        // A static quorum holds nothing.
+        assert!(holding_voters(&QuorumStatus::default(), Some(&q)).is_empty());
     }
 
     fn dynamic(formed: bool) -> QuorumStatus {
