@@ -836,6 +836,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         &pods,
         &cluster_id,
         described,
+        &moves.refused_removals(),
         &mut outcome,
     )
     .await;

@@ -97,7 +97,8 @@ fn spec_controllers(desired: &Desired) -> BTreeSet<i32> {
 }
 
 /// Plans and makes this reconcile's membership change (dynamic quorums), and records the
-/// quorum's status in `outcome`.
+/// quorum's status in `outcome`. `kept`: nodes that left the spec but whose removal was
+/// refused (a refused removal touches nothing: they stay voters).
 #[allow(clippy::too_many_arguments)]
 pub async fn converge(
     kc: &KafkaCluster,
@@ -107,12 +108,14 @@ pub async fn converge(
     pods: &[Pod],
     cluster_id: &str,
     quorum: Option<&QuorumInfo>,
+    kept: &BTreeSet<i32>,
     outcome: &mut KafkaOutcome,
 ) {
     let prior = quorum::status_of(kc);
     let step = match (prior.mode, quorum) {
         (QuorumMode::Dynamic, Some(q)) => {
-            let controllers = spec_controllers(desired);
+            let mut controllers = spec_controllers(desired);
+            controllers.extend(kept.iter().filter(|id| q.voter(**id).is_some()));
             // A node runs the controller role once its Pod is ready and runs its plan.
             let running: BTreeSet<i32> = controllers
                 .iter()

@@ -158,6 +158,18 @@ pub struct ScalingPlan {
 }
 
 impl ScalingPlan {
+    /// Nodes that left the spec but stay, their removal refused (nothing about them changes).
+    pub fn refused_removals(&self) -> BTreeSet<i32> {
+        if self.refused.is_none() {
+            return BTreeSet::new();
+        }
+        self.leaving
+            .iter()
+            .filter(|(_, phase)| **phase == BrokerPhase::Running)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Kafka refused or failed a step of this plan: status says so where the move is shown
     /// (the next reconcile plans again from what Kafka then says).
     pub fn note_failures(&mut self, failures: &[String]) {
@@ -919,6 +931,17 @@ mod tests {
         );
         assert!(p.draining.is_empty(), "still in bootstrap");
         assert!(p.moves.is_none());
+    }
+
+    #[test]
+    fn a_refused_removal_names_the_nodes_it_keeps() {
+        let kafka = view(&[0, 1, 2, 3], &[("t", 0, &[0, 2, 3])]);
+        let p = Case::new(&[0, 1], Some(kafka.clone())).plan();
+        assert!(p.refused.is_some());
+        assert_eq!(p.refused_removals(), BTreeSet::from([2, 3]));
+        let p = Case::new(&[0, 1, 2], Some(kafka)).plan();
+        assert!(p.refused.is_none());
+        assert!(p.refused_removals().is_empty());
     }
 
     #[test]
