@@ -226,7 +226,7 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
             {"id": 0, "configGroup": "default"},
             {"id": 1, "configGroup": "default"},
             {"id": 2, "configGroup": "default"},
-            // A broker only: the static KRaft quorum of 0, 1, 2 stays as it is.
+            // A broker only: the KRaft voters 0, 1, 2 stay as they are.
             {"id": 3, "configGroup": "default", "roles": ["broker"]}
         ]),
     )
@@ -301,19 +301,16 @@ async fn a_client_reaches_every_broker_through_envoy() -> anyhow::Result<()> {
     for name in ["basic-broker-0", "basic-broker-2", "basic-broker-3"] {
         assert_eq!(after[name], before[name], "{name} was not restarted");
     }
-    // Broker 1 was a KRaft voter: the static quorum keeps it, and Pier says so.
+    // Broker 1 was a KRaft voter: it left the (dynamic) quorum before its Pod went.
     let kcs: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     wait_for(
-        "a notice that the static quorum still has voter 1",
+        "voters 0 and 2 in status.quorum",
         Duration::from_secs(60),
         Duration::from_secs(1),
         || async {
-            let status = kcs.get("basic").await.ok()?.status?;
-            status
-                .config_notices
-                .iter()
-                .any(|n| n.contains("voters are [0, 1, 2]") && n.contains("static quorum"))
-                .then_some(())
+            let quorum = kcs.get("basic").await.ok()?.status?.quorum?;
+            let voters: Vec<i32> = quorum.voters.iter().map(|v| v.id).collect();
+            (quorum.mode == pier::api::QuorumMode::Dynamic && voters == [0, 2]).then_some(())
         },
     )
     .await?;
