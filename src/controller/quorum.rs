@@ -51,13 +51,12 @@ pub async fn choose_mode(
     if !brokers.iter().any(|b| b.is_controller()) {
         return Ok(false);
     }
-    let old_release = brokers
-        .iter()
-        .any(|b| node_version(kc, b).is_some_and(|v| !v.dynamic_quorum()));
-    let chosen = if has_nodes || !prior.brokers.is_empty() || old_release {
+    let static_because =
+        quorum::static_because(kc, &brokers, has_nodes || !prior.brokers.is_empty());
+    let chosen = if let Some(why) = static_because {
         QuorumStatus {
             mode: QuorumMode::Static,
-            message: Some(quorum::STATIC_NOTICE.into()),
+            message: Some(why.into()),
             ..QuorumStatus::default()
         }
     } else {

@@ -355,12 +355,50 @@ pub fn observed_status(
         }
     }
     out.message = match (prior.mode, step) {
-        (QuorumMode::Static, _) => Some(STATIC_NOTICE.into()),
+        (QuorumMode::Static, _) => prior.message.clone().or(Some(STATIC_NOTICE.into())),
         (QuorumMode::Dynamic, Some(step)) => step.describe(),
         (QuorumMode::Dynamic, None) => prior.message.clone(),
     };
     out
 }
+
+/// Why a new cluster gets a static quorum, if it does: it already has nodes (formatted static
+/// by an earlier Pier), a node runs a release before 4.0, or the controller listener uses TLS
+/// (Kafka 4.0/4.1 dial `controller.quorum.bootstrap.servers` by IP address, and the brokers'
+/// certificates name their DNS names only: every node would fail its first quorum handshake).
+pub fn static_because(
+    kc: &crate::api::KafkaCluster,
+    brokers: &[super::EffectiveBroker],
+    has_nodes: bool,
+) -> Option<&'static str> {
+    use crate::api::SecurityProtocol;
+    if has_nodes {
+        return Some(STATIC_NOTICE);
+    }
+    if brokers
+        .iter()
+        .any(|b| super::upgrade::node_version(kc, b).is_some_and(|v| !v.dynamic_quorum()))
+    {
+        return Some(OLD_RELEASE_NOTICE);
+    }
+    let tls_controller = kc.spec.listeners.internal.iter().any(|l| {
+        l.used_for_controller
+            && matches!(
+                l.protocol,
+                SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+            )
+    });
+    tls_controller.then_some(TLS_CONTROLLER_NOTICE)
+}
+
+/// Static because a node runs a release without KIP-853.
+pub const OLD_RELEASE_NOTICE: &str = "static quorum: a node runs a Kafka release before 4.0, \
+     which cannot change its controllers";
+
+/// Static because the controller listener uses TLS.
+pub const TLS_CONTROLLER_NOTICE: &str = "static quorum: the controller listener uses TLS, and \
+     Kafka 4.0/4.1 connect to controller.quorum.bootstrap.servers by IP address, which the \
+     brokers' certificates do not name; Pier cannot add or remove controllers of this cluster";
 
 /// What status says of a static quorum.
 pub const STATIC_NOTICE: &str = "static quorum (controller.quorum.voters, formatted before Pier \
@@ -671,6 +709,26 @@ mod tests {
         let out = observed_status(&QuorumStatus::default(), Some(&q), None);
         assert_eq!(out.message.as_deref(), Some(STATIC_NOTICE));
         assert!(!out.formed);
+    }
+
+    #[test]
+    fn new_clusters_are_static_only_for_a_reason() {
+        use crate::api::SecurityProtocol;
+        let mut kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
+        let brokers = crate::reconcile::effective_brokers(&kc).unwrap();
+        assert_eq!(static_because(&kc, &brokers, false), None);
+        assert_eq!(static_because(&kc, &brokers, true), Some(STATIC_NOTICE));
+        kc.spec.kafka.image = "apache/kafka:3.9.1".into();
+        let old = crate::reconcile::effective_brokers(&kc).unwrap();
+        assert_eq!(static_because(&kc, &old, false), Some(OLD_RELEASE_NOTICE));
+        kc.spec.kafka.image = "apache/kafka:4.1.2".into();
+        for l in &mut kc.spec.listeners.internal {
+            l.protocol = SecurityProtocol::Ssl;
+        }
+        assert_eq!(
+            static_because(&kc, &brokers, false),
+            Some(TLS_CONTROLLER_NOTICE)
+        );
     }
 
     #[test]
