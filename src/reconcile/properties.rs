@@ -59,6 +59,11 @@ pub fn server_properties(
         }
     }
     let host = names::broker_host(kc, namespace, b.id, &settings.cluster_domain);
+    // A dynamic quorum's voters are dialled at the endpoint each controller advertises (it
+    // updates its voter record with it): the Pod's stable name, never the address Kafka would
+    // pick (the Pod IP, which a restart changes, leaving the other voters dialling the old
+    // one). A static quorum's voter list names the hosts itself.
+    let dynamic = super::quorum::status_of(kc).mode == crate::api::QuorumMode::Dynamic;
 
     let mut bound = Vec::new();
     let mut advertised = Vec::new();
@@ -73,7 +78,7 @@ pub fn server_properties(
         };
         if serves {
             bound.push(format!("{name}://:{}", l.port));
-            if !l.used_for_controller {
+            if !l.used_for_controller || dynamic {
                 advertised.push(format!("{name}://{host}:{}", l.port));
             }
         }
@@ -142,8 +147,10 @@ pub fn server_properties(
         ("log.dirs", b.log_dirs().join(",")),
         ("metadata.log.dir", b.layout.metadata_dir.clone()),
     ];
-    if b.is_broker() {
+    if !advertised.is_empty() {
         derived.push(("advertised.listeners", advertised.join(",")));
+    }
+    if b.is_broker() {
         derived.push(("inter.broker.listener.name", inter.name.to_uppercase()));
     }
     if let Some(rack) = &b.rack {

@@ -1043,6 +1043,13 @@ fn a_dynamic_quorum_is_found_through_bootstrap_servers_and_formatted_once() {
     let d = plan_of(&dynamic(false));
     let p = props(&d, 1);
     assert!(!p.contains_key("controller.quorum.voters"));
+    // Voters are dialled at the name they advertise, which a restart keeps.
+    assert_eq!(
+        p["advertised.listeners"],
+        "INTERNAL://basic-broker-1.basic-headless.kafka.svc.cluster.local:9092,\
+         CONTROLLER://basic-broker-1.basic-headless.kafka.svc.cluster.local:9093,\
+         EXTERNAL://203.0.113.7:29101"
+    );
     assert_eq!(
         p["controller.quorum.bootstrap.servers"],
         "basic-broker-0.basic-headless.kafka.svc.cluster.local:9093,\
