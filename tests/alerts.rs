@@ -502,7 +502,7 @@ fn settled(kc: &KafkaCluster, ids: &[i32]) -> bool {
 }
 
 /// What Prometheus and Alertmanager saw, for a failure message: the rule's input series, the
-/// scrape targets' health, the rule's state and Alertmanager's alerts.
+/// scrape targets' health and last errors, the rule's state and Alertmanager's alerts.
 async fn monitoring_state(monitoring: &Monitoring) -> String {
     let http = reqwest::Client::new();
     let prometheus = monitoring.prometheus_url();
@@ -510,6 +510,8 @@ async fn monitoring_state(monitoring: &Monitoring) -> String {
     let urls = [
         format!("{prometheus}/api/v1/query?query=kafka_server_replicamanager_partitioncount"),
         format!("{prometheus}/api/v1/query?query=up"),
+        // Each target's health and last error (a timeout, a refused connection).
+        format!("{prometheus}/api/v1/targets?state=active"),
         format!("{prometheus}/api/v1/rules"),
         format!("{alertmanager}/api/v2/alerts"),
     ];
