@@ -238,10 +238,12 @@ async fn basic_cluster_lifecycle() -> anyhow::Result<()> {
             p["listeners"],
             "INTERNAL://:9092,CONTROLLER://:9093,EXTERNAL://:9094"
         );
+        // A controller of a dynamic quorum advertises its controller listener at its stable
+        // name too: voters record what it advertises.
         assert_eq!(
             p["advertised.listeners"],
             format!(
-                "INTERNAL://basic-broker-{id}.basic-headless.default.svc.cluster.local:9092,EXTERNAL://203.0.113.10:{}",
+                "INTERNAL://basic-broker-{id}.basic-headless.default.svc.cluster.local:9092,CONTROLLER://basic-broker-{id}.basic-headless.default.svc.cluster.local:9093,EXTERNAL://203.0.113.10:{}",
                 29100 + id
             )
         );
