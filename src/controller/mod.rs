@@ -18,6 +18,7 @@ mod roll;
 mod scaling;
 mod secrets;
 mod status;
+pub mod topics;
 mod volumes;
 
 use std::future::Future;
@@ -226,6 +227,8 @@ pub struct Context {
     pub writes: Counter,
     /// Reconciles run.
     pub reconciles: Counter,
+    /// KafkaTopic reconciles run.
+    pub topic_reconciles: Counter,
     /// Reconciles that failed (and are retried with backoff), by reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// How long reconciles take.
@@ -268,6 +271,7 @@ impl Context {
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
+            topic_reconciles: Counter::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -352,6 +356,11 @@ impl Context {
             "pier_reconciles",
             "KafkaCluster reconciles run",
             self.reconciles.clone(),
+        );
+        registry.register(
+            "pier_topic_reconciles",
+            "KafkaTopic reconciles run",
+            self.topic_reconciles.clone(),
         );
         registry.register(
             "pier_reconcile_errors",
@@ -447,7 +456,17 @@ pub async fn run(
     let controller = Controller::new(kcs, watcher::Config::default());
     // A referenced Secret's change wakes the clusters that read it.
     let referencing = secrets::referencing(controller.store());
+    // The KafkaTopic controller runs beside, on the same leadership, reading the clusters'
+    // cache and waking a cluster whose replicas it started moving.
+    let (wake_cluster, cluster_wakeups) = futures::channel::mpsc::unbounded();
+    let topics = topics::run(
+        ctx.clone(),
+        namespace.clone(),
+        controller.store(),
+        wake_cluster,
+    );
     let controller = controller
+        .reconcile_on(cluster_wakeups)
         .watches_stream(secrets::changes(&client, ns), referencing)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
@@ -470,6 +489,7 @@ pub async fn run(
         });
     tokio::select! {
         _ = controller => {}
+        _ = topics => {}
         _ = claims_driver => {}
         _ = budgets_driver => {}
         _ = secrets_driver => {}

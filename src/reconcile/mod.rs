@@ -18,6 +18,7 @@ pub mod secret_refs;
 pub mod security;
 mod services;
 pub mod status;
+pub mod topic;
 pub mod upgrade;
 pub mod volumes;
 
