@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use pier::api::{DeletionPolicy, KafkaCluster, KafkaClusterSpec, KafkaTopic};
+use pier::api::{DeletionPolicy, KafkaCluster, KafkaClusterSpec, KafkaTopic, KafkaUser};
 use pier_testenv::control_plane::ControlPlaneOptions;
 use pier_testenv::{ControlPlane, LogDir};
 use serde_json::json;
@@ -362,6 +362,88 @@ async fn the_apiserver_enforces_the_kafkatopic_schema() -> anyhow::Result<()> {
             }
             Err(_) => {}
         }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apiserver_enforces_the_kafkauser_schema() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("crd-user")?;
+    let plane = ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            controller_manager: false,
+            scheduler: false,
+            install_crds: true,
+        },
+    )
+    .await?;
+    let api: Api<KafkaUser> = Api::namespaced(plane.client(), "default");
+    let pp = PostParams::default();
+    let shipped: KafkaUser = serde_yaml_ng::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkauser.yaml"),
+    )?)?;
+    api.create(&pp, &shipped).await?;
+    let user = |name: &str, spec: serde_json::Value| -> KafkaUser {
+        let mut spec = spec;
+        spec["clusterRef"] = json!({"name": "c"});
+        serde_json::from_value(json!({
+            "apiVersion": "kafka.pier.dev/v1alpha1", "kind": "KafkaUser",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("a KafkaUser")
+    };
+    let acl = |resource: serde_json::Value, ops: serde_json::Value| json!({"authorization": {"acls": [{"resource": resource, "operations": ops}]}});
+    let rejected = [
+        (
+            acl(json!({"type": "topic"}), json!(["Read"])),
+            "needs a name",
+        ),
+        (
+            acl(json!({"type": "topic", "name": "t"}), json!([])),
+            "operations",
+        ),
+        (
+            json!({"quotas": {"requestPercentage": 20000}}),
+            "requestPercentage",
+        ),
+        (
+            json!({"quotas": {"producerByteRate": 0}}),
+            "producerByteRate",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (spec, message)) in rejected.into_iter().enumerate() {
+        match api.create(&pp, &user(&format!("bad-{i}"), spec)).await {
+            Ok(_) => wrong.push(format!("case {i} accepted, expected {message:?}")),
+            Err(e) if !e.to_string().contains(message) => {
+                wrong.push(format!("case {i}: expected {message:?}, got {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    api.create(
+        &pp,
+        &user(
+            "cluster-acl",
+            acl(json!({"type": "cluster"}), json!(["IdempotentWrite"])),
+        ),
+    )
+    .await?;
+    match api
+        .patch(
+            "cluster-acl",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"clusterRef": {"name": "other"}}})),
+        )
+        .await
+    {
+        Ok(_) => wrong.push("clusterRef change accepted".into()),
+        Err(e) if !e.to_string().contains("clusterRef cannot change") => {
+            wrong.push(format!("clusterRef change: {e}"))
+        }
+        Err(_) => {}
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())

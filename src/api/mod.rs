@@ -6,6 +6,7 @@ mod kafkacluster;
 mod quorum;
 mod security;
 mod topic;
+mod user;
 mod validation;
 
 pub use alerts::*;
@@ -14,6 +15,7 @@ pub use kafkacluster::*;
 pub use quorum::*;
 pub use security::*;
 pub use topic::*;
+pub use user::*;
 pub use validation::*;
 
 use kube::CustomResourceExt;
@@ -28,6 +30,7 @@ pub fn crd_files() -> Result<Vec<(&'static str, String)>, serde_yaml_ng::Error> 
     Ok(vec![
         ("kafkacluster.yaml", crd_yaml()?),
         ("kafkatopic.yaml", crd_file(&KafkaTopic::crd())?),
+        ("kafkauser.yaml", crd_file(&KafkaUser::crd())?),
     ])
 }
 

@@ -53,6 +53,14 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [kafka.pier.dev]
   resources: [kafkatopics/status]
   verbs: [patch]
+# KafkaUsers: watched (also to know whether a cluster needs its authorizer); the finalizer added
+# and removed (patch); status written (patch). Their Secrets are in the Secrets rule below.
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkausers]
+  verbs: [list, watch, patch]
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkausers/status]
+  verbs: [patch]
 # Each cluster's objects: watched (list, watch), applied server-side (create, patch), and
 # deleted when the plan no longer has them (a broker's Pod in a roll or after its drain).
 - apiGroups: [""]
