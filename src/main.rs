@@ -19,8 +19,12 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the KafkaCluster CustomResourceDefinition (YAML).
-    Crd,
+    /// Print Pier's CustomResourceDefinitions (KafkaCluster, KafkaTopic) as YAML documents, or
+    /// write each to its file in a directory (`pier crd --write crds`).
+    Crd {
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Copy the JMX exporter agent jar into a directory: the init container of broker Pods runs
     /// this from Pier's image (which has no shell or cp).
     InstallAgent {
@@ -182,6 +186,23 @@ enum LogFormat {
 }
 
 /// Copies `from` into the directory `to` (atomically: a broker never sees half a jar).
+/// Prints every CRD (documents separated by `---`), or writes each to `dir`.
+fn print_crds(dir: Option<&std::path::Path>) -> Result<(), Box<dyn std::error::Error>> {
+    let files = pier::api::crd_files()?;
+    match dir {
+        Some(dir) => {
+            for (name, yaml) in files {
+                std::fs::write(dir.join(name), yaml)?;
+            }
+        }
+        None => {
+            let docs: Vec<String> = files.into_iter().map(|(_, y)| y).collect();
+            print!("{}", docs.join("---\n"));
+        }
+    }
+    Ok(())
+}
+
 fn install_agent(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
     let target = to.join("jmx_prometheus_javaagent.jar");
     let tmp = to.join(".jmx_prometheus_javaagent.jar.tmp");
@@ -205,13 +226,10 @@ fn main() {
         }
         return;
     }
-    if let Command::Crd = command {
-        match pier::api::crd_yaml() {
-            Ok(yaml) => print!("{yaml}"),
-            Err(e) => {
-                eprintln!("pier: cannot render the CRD: {e}");
-                std::process::exit(1);
-            }
+    if let Command::Crd { write } = &command {
+        if let Err(e) = print_crds(write.as_deref()) {
+            eprintln!("pier: cannot render the CRDs: {e}");
+            std::process::exit(1);
         }
         return;
     }
@@ -241,7 +259,7 @@ fn main() {
         }
     };
     let result: Result<(), String> = match command {
-        Command::Crd | Command::InstallAgent { .. } => Ok(()),
+        Command::Crd { .. } | Command::InstallAgent { .. } => Ok(()),
         Command::Operator {
             kubeconfig,
             namespaces,

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, PostParams};
-use pier::api::KafkaCluster;
+use kube::api::{Api, DeleteParams, PostParams};
+use pier::api::{KafkaCluster, KafkaTopic, KafkaUser};
 use pier::controller::leader_pod::LEADER_LABEL;
 use pier_testenv::devlet::{self, DevletOptions};
 use pier_testenv::{ControlPlane, LogDir, wait_for};
@@ -202,6 +202,8 @@ async fn the_apiserver_accepts_what_the_chart_renders() -> anyhow::Result<()> {
             .arg(&path))?;
         for kind in [
             "customresourcedefinition.apiextensions.k8s.io/kafkaclusters.kafka.pier.dev",
+            "customresourcedefinition.apiextensions.k8s.io/kafkatopics.kafka.pier.dev",
+            "customresourcedefinition.apiextensions.k8s.io/kafkausers.kafka.pier.dev",
             "deployment.apps/pier",
             "service/pier-xds",
             "serviceaccount/pier",
@@ -322,6 +324,87 @@ async fn pier_runs_with_only_the_rbac_the_chart_grants() -> anyhow::Result<()> {
         Duration::from_secs(60),
         Duration::from_secs(1),
         || async { (read_topic(BOOTSTRAP, "rbac").await?.lines().count() == 100).then_some(()) },
+    )
+    .await?;
+
+    // A KafkaTopic: its finalizer added, its status written, the topic created, then deleted
+    // through the finalizer.
+    let topics: Api<KafkaTopic> = Api::namespaced(client.clone(), NS);
+    let topic: KafkaTopic = serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1", "kind": "KafkaTopic",
+        "metadata": {"name": "rbac-topic"},
+        "spec": {"clusterRef": {"name": "basic"}, "partitions": 2, "replicationFactor": 3},
+    }))?;
+    topics.create(&PostParams::default(), &topic).await?;
+    wait_for(
+        "the KafkaTopic Ready",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let t = topics.get("rbac-topic").await.ok()?;
+            t.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+    topics
+        .delete("rbac-topic", &DeleteParams::default())
+        .await?;
+    wait_for(
+        "the KafkaTopic deleted",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            topics
+                .get_opt("rbac-topic")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await?;
+
+    // A KafkaUser (a generated SCRAM password in its Secret, a quota): its Secret written,
+    // its status, then deleted through its finalizer.
+    let users: Api<KafkaUser> = Api::namespaced(client.clone(), NS);
+    let user: KafkaUser = serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1", "kind": "KafkaUser",
+        "metadata": {"name": "rbac-user"},
+        "spec": {"clusterRef": {"name": "basic"}, "authentication": {"type": "scram-sha-512"},
+                 "quotas": {"producerByteRate": 1048576}},
+    }))?;
+    users.create(&PostParams::default(), &user).await?;
+    wait_for(
+        "the KafkaUser Ready",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            let u = users.get("rbac-user").await.ok()?;
+            u.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await?;
+    users.delete("rbac-user", &DeleteParams::default()).await?;
+    wait_for(
+        "the KafkaUser deleted",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || async {
+            users
+                .get_opt("rbac-user")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
     )
     .await?;
 

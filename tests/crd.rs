@@ -2,27 +2,32 @@
 //! kube-apiserver (schema, defaults and CEL rules).
 use std::path::Path;
 
-use kube::api::{Api, PostParams};
-use pier::api::{KafkaCluster, KafkaClusterSpec};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use pier::api::{DeletionPolicy, KafkaCluster, KafkaClusterSpec, KafkaTopic, KafkaUser};
 use pier_testenv::control_plane::ControlPlaneOptions;
 use pier_testenv::{ControlPlane, LogDir};
 use serde_json::json;
 
 #[test]
-fn checked_in_crd_matches_the_rust_types() {
-    let generated = pier::api::crd_yaml().unwrap();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/kafkacluster.yaml");
-    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        generated == checked_in,
-        "crds/kafkacluster.yaml is stale: run `cargo run -- crd > crds/kafkacluster.yaml`"
-    );
+fn checked_in_crds_match_the_rust_types() {
+    let files = pier::api::crd_files().unwrap();
+    for (name, generated) in &files {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("crds")
+            .join(name);
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            *generated == checked_in,
+            "crds/{name} is stale: run `cargo run -- crd --write crds && cp crds/*.yaml charts/pier/crds/`"
+        );
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pier"))
         .arg("crd")
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), generated);
+    let all: Vec<&str> = files.iter().map(|(_, y)| y.as_str()).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), all.join("---\n"));
 }
 
 fn cluster(name: &str, spec: serde_json::Value) -> KafkaCluster {
@@ -260,5 +265,186 @@ async fn the_apiserver_enforces_the_schema() -> anyhow::Result<()> {
     );
     assert!(text.contains("Stable node id"), "{text}");
     assert!(text.contains("configGroup"), "{text}");
+    Ok(())
+}
+
+fn topic(name: &str, spec: serde_json::Value) -> KafkaTopic {
+    serde_json::from_value(json!({
+        "apiVersion": "kafka.pier.dev/v1alpha1",
+        "kind": "KafkaTopic",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a KafkaTopic")
+}
+
+#[tokio::test]
+async fn the_apiserver_enforces_the_kafkatopic_schema() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("crd-topic")?;
+    let plane = ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            controller_manager: false,
+            scheduler: false,
+            install_crds: true,
+        },
+    )
+    .await?;
+    let api: Api<KafkaTopic> = Api::namespaced(plane.client(), "default");
+    let pp = PostParams::default();
+    let shipped: KafkaTopic = serde_yaml_ng::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkatopic.yaml"),
+    )?)?;
+    api.create(&pp, &shipped).await?;
+    let created = api
+        .create(
+            &pp,
+            &topic(
+                "minimal",
+                json!({"clusterRef": {"name": "c"}, "partitions": 1, "replicationFactor": 1}),
+            ),
+        )
+        .await?;
+    assert_eq!(created.spec.deletion_policy, DeletionPolicy::Delete);
+
+    let ok = |extra: serde_json::Value| {
+        let mut spec =
+            json!({"clusterRef": {"name": "c"}, "partitions": 1, "replicationFactor": 1});
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            spec[k] = v;
+        }
+        spec
+    };
+    let rejected = [
+        (ok(json!({"partitions": 0})), "spec.partitions"),
+        (
+            ok(json!({"replicationFactor": 0})),
+            "spec.replicationFactor",
+        ),
+        (ok(json!({"topicName": "a/b"})), "spec.topicName"),
+        (
+            ok(json!({"topicName": ".."})),
+            "topicName cannot be '.' or '..'",
+        ),
+        (
+            ok(json!({"config": {"bad key": "1"}})),
+            "config keys are Kafka config names",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (spec, message)) in rejected.into_iter().enumerate() {
+        match api.create(&pp, &topic(&format!("bad-{i}"), spec)).await {
+            Ok(_) => wrong.push(format!("case {i} accepted, expected {message:?}")),
+            Err(e) if !e.to_string().contains(message) => {
+                wrong.push(format!("case {i}: expected {message:?}, got {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    // The topic's name and cluster are fixed once set.
+    for (patch, message) in [
+        (
+            json!({"spec": {"topicName": "other"}}),
+            "topicName cannot change",
+        ),
+        (
+            json!({"spec": {"clusterRef": {"name": "other"}}}),
+            "clusterRef cannot change",
+        ),
+    ] {
+        match api
+            .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => wrong.push(format!("{patch} accepted, expected {message:?}")),
+            Err(e) if !e.to_string().contains(message) => {
+                wrong.push(format!("{patch}: expected {message:?}, got {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_apiserver_enforces_the_kafkauser_schema() -> anyhow::Result<()> {
+    let logs = LogDir::for_current_test("crd-user")?;
+    let plane = ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            controller_manager: false,
+            scheduler: false,
+            install_crds: true,
+        },
+    )
+    .await?;
+    let api: Api<KafkaUser> = Api::namespaced(plane.client(), "default");
+    let pp = PostParams::default();
+    let shipped: KafkaUser = serde_yaml_ng::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkauser.yaml"),
+    )?)?;
+    api.create(&pp, &shipped).await?;
+    let user = |name: &str, spec: serde_json::Value| -> KafkaUser {
+        let mut spec = spec;
+        spec["clusterRef"] = json!({"name": "c"});
+        serde_json::from_value(json!({
+            "apiVersion": "kafka.pier.dev/v1alpha1", "kind": "KafkaUser",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .expect("a KafkaUser")
+    };
+    let acl = |resource: serde_json::Value, ops: serde_json::Value| json!({"authorization": {"acls": [{"resource": resource, "operations": ops}]}});
+    let rejected = [
+        (
+            acl(json!({"type": "topic"}), json!(["Read"])),
+            "needs a name",
+        ),
+        (
+            acl(json!({"type": "topic", "name": "t"}), json!([])),
+            "operations",
+        ),
+        (
+            json!({"quotas": {"requestPercentage": 20000}}),
+            "requestPercentage",
+        ),
+        (
+            json!({"quotas": {"producerByteRate": 0}}),
+            "producerByteRate",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (spec, message)) in rejected.into_iter().enumerate() {
+        match api.create(&pp, &user(&format!("bad-{i}"), spec)).await {
+            Ok(_) => wrong.push(format!("case {i} accepted, expected {message:?}")),
+            Err(e) if !e.to_string().contains(message) => {
+                wrong.push(format!("case {i}: expected {message:?}, got {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    api.create(
+        &pp,
+        &user(
+            "cluster-acl",
+            acl(json!({"type": "cluster"}), json!(["IdempotentWrite"])),
+        ),
+    )
+    .await?;
+    match api
+        .patch(
+            "cluster-acl",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"clusterRef": {"name": "other"}}})),
+        )
+        .await
+    {
+        Ok(_) => wrong.push("clusterRef change accepted".into()),
+        Err(e) if !e.to_string().contains("clusterRef cannot change") => {
+            wrong.push(format!("clusterRef change: {e}"))
+        }
+        Err(_) => {}
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }

@@ -18,6 +18,8 @@ mod roll;
 mod scaling;
 mod secrets;
 mod status;
+pub mod topics;
+pub mod users;
 mod volumes;
 
 use std::future::Future;
@@ -31,7 +33,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self as kcontroller, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,7 +42,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use tracing::Instrument;
 
-use crate::api::KafkaCluster;
+use crate::api::{KafkaCluster, KafkaUser};
 use crate::reconcile::status::{EnvoyState, KafkaOutcome, StatusInput, compute, invalid_spec};
 use crate::reconcile::{self, Observed, Settings, names};
 use crate::xds::{Snapshot, SnapshotCache};
@@ -136,6 +138,9 @@ pub struct Stores {
     pub budgets: Store<PodDisruptionBudget>,
     /// Pier's own Secrets (certificates); users' Secrets are read by name when referenced.
     pub secrets: Store<Secret>,
+    /// Every KafkaUser (not only Pier's): whether a cluster needs its authorizer. `None`
+    /// when the KafkaUser CRD is not installed (no user can exist).
+    pub users: Option<Store<KafkaUser>>,
 }
 
 impl Stores {
@@ -149,6 +154,9 @@ impl Stores {
         self.deployments.wait_until_ready().await.map_err(err)?;
         self.budgets.wait_until_ready().await.map_err(err)?;
         self.secrets.wait_until_ready().await.map_err(err)?;
+        if let Some(users) = &self.users {
+            users.wait_until_ready().await.map_err(err)?;
+        }
         Ok(())
     }
 }
@@ -226,6 +234,10 @@ pub struct Context {
     pub writes: Counter,
     /// Reconciles run.
     pub reconciles: Counter,
+    /// KafkaTopic reconciles run.
+    pub topic_reconciles: Counter,
+    /// KafkaUser reconciles run.
+    pub user_reconciles: Counter,
     /// Reconciles that failed (and are retried with backoff), by reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// How long reconciles take.
@@ -268,6 +280,8 @@ impl Context {
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
+            topic_reconciles: Counter::default(),
+            user_reconciles: Counter::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -354,6 +368,16 @@ impl Context {
             self.reconciles.clone(),
         );
         registry.register(
+            "pier_topic_reconciles",
+            "KafkaTopic reconciles run",
+            self.topic_reconciles.clone(),
+        );
+        registry.register(
+            "pier_user_reconciles",
+            "KafkaUser reconciles run",
+            self.user_reconciles.clone(),
+        );
+        registry.register(
             "pier_reconcile_errors",
             "KafkaCluster reconciles that failed, by reason",
             self.reconcile_errors.clone(),
@@ -427,6 +451,21 @@ pub async fn run(
     let (deployments, dep_events) = cached_watch(scoped::<Deployment>(&client, ns));
     let (budgets, pdb_events) = cached_watch(scoped::<PodDisruptionBudget>(&client, ns));
     let (secrets, secret_events) = cached_watch(scoped::<Secret>(&client, ns));
+    // A CRD not installed (Helm never upgrades a chart's CRDs) leaves its controller off
+    // instead of keeping every cluster waiting for a cache that never fills.
+    let users_served = served(&scoped::<KafkaUser>(&client, ns)).await;
+    let topics_served = served(&scoped::<crate::api::KafkaTopic>(&client, ns)).await;
+    let (users, user_events) = if users_served {
+        let (reader, writer) = reflector::store();
+        let stream = watcher(scoped::<KafkaUser>(&client, ns), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        (Some(reader), stream)
+    } else {
+        (None, futures::stream::empty().boxed())
+    };
     ctx.stores.insert(
         namespace.clone(),
         Stores {
@@ -437,6 +476,7 @@ pub async fn run(
             deployments,
             budgets,
             secrets,
+            users: users.clone(),
         },
     );
     // Claims and budgets only feed their caches (no reconcile reacts to their changes); their
@@ -447,7 +487,35 @@ pub async fn run(
     let controller = Controller::new(kcs, watcher::Config::default());
     // A referenced Secret's change wakes the clusters that read it.
     let referencing = secrets::referencing(controller.store());
+    // The KafkaTopic controller runs beside, on the same leadership, reading the clusters'
+    // cache and waking a cluster whose replicas it started moving.
+    let (wake_cluster, cluster_wakeups) = futures::channel::mpsc::unbounded();
+    let topics = {
+        let (ctx, ns, clusters) = (ctx.clone(), namespace.clone(), controller.store());
+        async move {
+            if topics_served {
+                topics::run(ctx, ns, clusters, wake_cluster).await;
+            }
+            std::future::pending::<()>().await
+        }
+    };
+    let users_controller = {
+        let (ctx, ns, clusters) = (ctx.clone(), namespace.clone(), controller.store());
+        async move {
+            if users_served {
+                users::run(ctx, ns, clusters).await;
+            }
+            std::future::pending::<()>().await
+        }
+    };
     let controller = controller
+        .reconcile_on(cluster_wakeups)
+        // A KafkaUser wakes its cluster: ACLs asked for turn the authorizer on.
+        .watches_stream(user_events, |u: KafkaUser| {
+            Some(
+                ObjectRef::new(&u.spec.cluster_ref.name).within(&u.namespace().unwrap_or_default()),
+            )
+        })
         .watches_stream(secrets::changes(&client, ns), referencing)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
@@ -470,9 +538,29 @@ pub async fn run(
         });
     tokio::select! {
         _ = controller => {}
+        _ = topics => {}
+        _ = users_controller => {}
         _ = claims_driver => {}
         _ = budgets_driver => {}
         _ = secrets_driver => {}
+    }
+}
+
+/// Whether the API server serves `K`: its CRD is installed (a 404 says it is not; any other
+/// answer is taken as yes, and the watch retries).
+async fn served<K>(api: &Api<K>) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::warn!(
+                kind = %K::kind(&()),
+                "CRD not installed: its controller stays off (kubectl apply -f crds/, then restart Pier)"
+            );
+            false
+        }
+        _ => true,
     }
 }
 
@@ -675,6 +763,20 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         draining: moves.draining.clone(),
         volumes: volumes_view.observed.clone(),
         secret_versions: secrets::versions(kc, &fetched, &pods),
+        authorization: reconcile::user::authorization_wanted(
+            stores
+                .users
+                .as_ref()
+                .map(|u| u.state())
+                .unwrap_or_default()
+                .iter()
+                .filter(|u| {
+                    u.namespace().as_deref() == Some(ns.as_str())
+                        && u.spec.cluster_ref.name == name
+                        && u.metadata.deletion_timestamp.is_none()
+                })
+                .map(|u| u.as_ref()),
+        ),
     };
 
     // Everything is planned and validated, the Envoy config included, before any write.

@@ -230,7 +230,10 @@ pub async fn act(admin: &AdminClient, plan: &ScalingPlan) -> Vec<String> {
 
 /// Appends the moving replicas to each topic's throttled lists and sets both rates on every
 /// broker that sends or receives.
-async fn set_throttles(admin: &AdminClient, t: &scaling::Throttles) -> Result<(), KafkaError> {
+pub(crate) async fn set_throttles(
+    admin: &AdminClient,
+    t: &scaling::Throttles,
+) -> Result<(), KafkaError> {
     let topics: BTreeSet<&String> = t.leader.keys().chain(t.follower.keys()).collect();
     for topic in topics {
         let mut ops = Vec::new();

@@ -110,9 +110,10 @@ pub async fn report_failure(kc: &KafkaCluster, ctx: &Context, error: &Error) {
 /// The status as a JSON merge patch over `old`: fields `new` no longer has, at any depth of
 /// nested objects (a finished roll, a broker no longer restarting, cleared notices), become
 /// `null`, since a merge patch keeps whatever it does not mention. Arrays are replaced whole.
-fn merge_patch(
-    old: &KafkaClusterStatus,
-    new: &KafkaClusterStatus,
+/// The JSON merge patch from `old` to `new`: fields `new` lacks become null (removed).
+pub(crate) fn merge_patch<T: serde::Serialize>(
+    old: &T,
+    new: &T,
 ) -> Result<serde_json::Value, Error> {
     let mut patch = serde_json::to_value(new)?;
     null_removed(&serde_json::to_value(old)?, &mut patch);

@@ -18,7 +18,9 @@ pub mod secret_refs;
 pub mod security;
 mod services;
 pub mod status;
+pub mod topic;
 pub mod upgrade;
+pub mod user;
 pub mod volumes;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,9 @@ pub struct Observed {
     /// [`secret_refs::versions_for_plan`]): brokers reading one from their file restart when
     /// it changes.
     pub secret_versions: BTreeMap<String, String>,
+    /// A KafkaUser of the cluster asks for ACLs: the brokers run the StandardAuthorizer
+    /// ([`user::authorizer_properties`]).
+    pub authorization: bool,
 }
 
 /// Operator settings that shape the objects.
@@ -263,6 +268,18 @@ pub fn plan(
         !kc.spec.listeners.external.is_empty() && external_hosts.is_none();
     for b in &brokers {
         if !desired.waiting_for_address {
+            let mut read_only = desired
+                .config
+                .brokers
+                .get(&b.id)
+                .map(|c| c.file.clone())
+                .unwrap_or_default();
+            if observed.authorization {
+                // A key the spec sets itself wins.
+                for (k, v) in user::authorizer_properties(kc) {
+                    read_only.entry(k).or_insert(v);
+                }
+            }
             let props = server_properties(
                 kc,
                 &namespace,
@@ -270,12 +287,7 @@ pub fn plan(
                 &brokers,
                 external_hosts.as_ref(),
                 settings,
-                &desired
-                    .config
-                    .brokers
-                    .get(&b.id)
-                    .map(|c| c.file.clone())
-                    .unwrap_or_default(),
+                &read_only,
             )?;
             let mut cm = broker::config_map(kc, &namespace, b, &props);
             monitoring::add_rules(kc, &mut cm);

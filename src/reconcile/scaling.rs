@@ -564,18 +564,15 @@ fn rebalance(input: &ScalingInput<'_>, kafka: &KafkaView, out: &mut ScalingPlan)
     }
 }
 
-/// Submits moves with their throttles, and records the throttles in status.
-fn submit(
-    input: &ScalingInput<'_>,
-    moves: Vec<(Vec<i32>, Reassignment)>,
-    status: &mut ReplicaMovesStatus,
-    out: &mut ScalingPlan,
-) {
+/// The throttles of `moves` (each with the replicas it held before) at `rate` bytes per
+/// second: the replicas sending on the leader list, the new ones on the follower list, both
+/// rates on every broker involved.
+pub fn throttles_for(rate: i64, moves: &[(Vec<i32>, Reassignment)]) -> Throttles {
     let mut throttles = Throttles {
-        rate: input.rebalance.throttle_bytes_per_second,
+        rate,
         ..Throttles::default()
     };
-    for (from, m) in &moves {
+    for (from, m) in moves {
         for b in from {
             throttles
                 .leader
@@ -593,6 +590,17 @@ fn submit(
             throttles.brokers.insert(*b);
         }
     }
+    throttles
+}
+
+/// Submits moves with their throttles, and records the throttles in status.
+fn submit(
+    input: &ScalingInput<'_>,
+    moves: Vec<(Vec<i32>, Reassignment)>,
+    status: &mut ReplicaMovesStatus,
+    out: &mut ScalingPlan,
+) {
+    let throttles = throttles_for(input.rebalance.throttle_bytes_per_second, &moves);
     let mut brokers: BTreeSet<i32> = status.throttled_brokers.iter().copied().collect();
     brokers.extend(throttles.brokers.iter().copied());
     status.throttled_brokers = brokers.into_iter().collect();

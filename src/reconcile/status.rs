@@ -579,9 +579,13 @@ pub fn apply_failed(kc: &KafkaCluster, message: &str) -> KafkaClusterStatus {
 
 /// `new` with the transition times of `old`'s conditions that kept their status.
 pub fn keep_transition_times(old: &KafkaClusterStatus, new: &mut KafkaClusterStatus) {
-    for c in &mut new.conditions {
+    keep_condition_times(&old.conditions, &mut new.conditions);
+}
+
+/// A condition whose status did not change keeps the time it last changed (of any resource).
+pub fn keep_condition_times(old: &[Condition], new: &mut [Condition]) {
+    for c in new {
         if let Some(prev) = old
-            .conditions
             .iter()
             .find(|p| p.type_ == c.type_ && p.status == c.status)
         {

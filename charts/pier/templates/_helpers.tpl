@@ -46,6 +46,21 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [kafka.pier.dev]
   resources: [kafkaclusters/status]
   verbs: [patch]
+# KafkaTopics: watched; the finalizer added and removed (patch); status written (patch).
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkatopics]
+  verbs: [list, watch, patch]
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkatopics/status]
+  verbs: [patch]
+# KafkaUsers: watched (also to know whether a cluster needs its authorizer); the finalizer added
+# and removed (patch); status written (patch). Their Secrets are in the Secrets rule below.
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkausers]
+  verbs: [list, watch, patch]
+- apiGroups: [kafka.pier.dev]
+  resources: [kafkausers/status]
+  verbs: [patch]
 # Each cluster's objects: watched (list, watch), applied server-side (create, patch), and
 # deleted when the plan no longer has them (a broker's Pod in a roll or after its drain).
 - apiGroups: [""]
@@ -64,7 +79,7 @@ kafka.pier.dev/leader: "true"
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
-# Events on KafkaClusters (kube-rs' recorder creates them and patches a repeated one).
+# Events on KafkaClusters and KafkaTopics (kube-rs' recorder creates them and patches a repeated one).
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -24,13 +24,15 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
+use super::acls::validate_bindings;
 use super::error::codes::UNKNOWN_TOPIC_OR_PARTITION;
+use super::partitions::validate_increases;
 use super::quorum::directory_id_arg;
 use super::{
-    BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOp, ConfigResource,
-    ConnectOptions, DescribeConfigsOptions, ElectionOutcome, FeatureUpdate, Features, KafkaError,
-    LogDir, NewTopic, OngoingReassignment, QuorumInfo, RaftEndpoint, Reassignment,
-    ScramCredentialInfo, ScramMechanism, TopicOutcome,
+    AclBinding, AclFilter, BrokerConnection, ClusterDescription, ClusterMetadata, ConfigEntry,
+    ConfigOp, ConfigResource, ConnectOptions, DescribeConfigsOptions, ElectionOutcome,
+    FeatureUpdate, Features, KafkaError, LogDir, NewTopic, OngoingReassignment, PartitionIncrease,
+    QuorumInfo, RaftEndpoint, Reassignment, ScramCredentialInfo, ScramMechanism, TopicOutcome,
 };
 
 /// Timeouts and retries of an [`AdminClient`].
@@ -602,6 +604,92 @@ impl AdminClient {
         .await
     }
 
+    /// Grows topics to the given partition totals (CreatePartitions, any node, forwarded to
+    /// the controller): one outcome per topic, in the order given. Invalid increases
+    /// ([`PartitionIncrease::validate`], a topic named twice) fail before anything is sent.
+    /// Topics that failed with a retriable error are retried on their own, so one grown by
+    /// an attempt that timed out may end as INVALID_PARTITIONS ("already has N partitions");
+    /// compare with Metadata. Shrinking is INVALID_PARTITIONS, a topic that does not exist
+    /// UNKNOWN_TOPIC_OR_PARTITION (neither retried).
+    pub async fn create_partitions(
+        &self,
+        increases: &[PartitionIncrease],
+    ) -> Result<Vec<TopicOutcome>, KafkaError> {
+        validate_increases(increases)?;
+        self.topic_call(
+            "CreatePartitions",
+            increases,
+            |i| &i.topic,
+            |c, batch| Box::pin(async move { c.create_partitions(&batch).await }),
+        )
+        .await
+    }
+
+    /// The ACLs `filter` selects, sorted (from any node, whose copy of the ACLs may lag the
+    /// controller's by a moment after a change). SECURITY_DISABLED
+    /// ([`KafkaError::is_security_disabled`]) when the cluster has no authorizer.
+    pub async fn describe_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, KafkaError> {
+        self.call("DescribeAcls", Target::Any, |c| {
+            let filter = filter.clone();
+            Box::pin(async move { c.describe_acls(&filter).await })
+        })
+        .await
+    }
+
+    /// Creates ACLs (any node, forwarded to the controller); creating one that exists is no
+    /// change, so retries are harmless. Invalid ones ([`AclBinding::validate`]) fail before
+    /// anything is sent; the first ACL Kafka refused is the error, named in its message.
+    pub async fn create_acls(&self, bindings: &[AclBinding]) -> Result<(), KafkaError> {
+        validate_bindings(bindings)?;
+        self.call("CreateAcls", Target::Any, |c| {
+            let bindings = bindings.to_vec();
+            Box::pin(async move { c.create_acls(&bindings).await })
+        })
+        .await
+    }
+
+    /// Deletes the ACLs the filters select (any node, forwarded to the controller) and
+    /// returns them, sorted. A retry after an attempt whose answer was lost returns only what
+    /// was left to delete. Beware: [`AclFilter::any`] selects every ACL of the cluster.
+    pub async fn delete_acls(&self, filters: &[AclFilter]) -> Result<Vec<AclBinding>, KafkaError> {
+        self.call("DeleteAcls", Target::Any, |c| {
+            let filters = filters.to_vec();
+            Box::pin(async move { c.delete_acls(&filters).await })
+        })
+        .await
+    }
+
+    /// The client quotas of `user` itself by key ([`quota_keys`](crate::quota_keys)), empty
+    /// when none is set (from any node, whose copy may lag the controller's by a moment after
+    /// a change).
+    pub async fn describe_client_quotas(
+        &self,
+        user: &str,
+    ) -> Result<BTreeMap<String, f64>, KafkaError> {
+        self.call("DescribeClientQuotas", Target::Any, |c| {
+            let user = user.to_string();
+            Box::pin(async move { c.describe_client_quotas(&user).await })
+        })
+        .await
+    }
+
+    /// Sets the quotas in `set` and removes those in `remove` for `user` itself, all or
+    /// nothing (any node, forwarded to the controller; repeating it is no change, so retries
+    /// are harmless). Unknown keys fail with INVALID_REQUEST; see
+    /// [`BrokerConnection::alter_client_quotas`] for what fails before sending.
+    pub async fn alter_client_quotas(
+        &self,
+        user: &str,
+        set: &BTreeMap<String, f64>,
+        remove: &[String],
+    ) -> Result<(), KafkaError> {
+        self.call("AlterClientQuotas", Target::Any, |c| {
+            let (user, set, remove) = (user.to_string(), set.clone(), remove.to_vec());
+            Box::pin(async move { c.alter_client_quotas(&user, &set, &remove).await })
+        })
+        .await
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is consistent after every statement; a panic elsewhere cannot tear it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -1003,6 +1091,12 @@ mod tests {
         spawnable(admin.remove_raft_voter(None, 1, "3Db5QLSqSZieL3rJBUUegA"));
         spawnable(admin.features());
         spawnable(admin.update_features(&[], true));
+        spawnable(admin.create_partitions(&[]));
+        spawnable(admin.describe_acls(&AclFilter::any()));
+        spawnable(admin.create_acls(&[]));
+        spawnable(admin.delete_acls(&[]));
+        spawnable(admin.describe_client_quotas("u"));
+        spawnable(admin.alter_client_quotas("u", &BTreeMap::new(), &[]));
     }
 
     #[tokio::test]
@@ -1514,5 +1608,90 @@ mod tests {
         assert_eq!(admin.features().await.unwrap().finalized_epoch, 1);
         assert_eq!(admin.features().await.unwrap().finalized_epoch, 2);
         assert_eq!(broker.connections(), 1, "the connection is kept");
+    }
+
+    #[tokio::test]
+    async fn acl_calls_retry_retriable_codes_only() {
+        use kafka_protocol::messages::DescribeAclsResponse;
+        // NOT_CONTROLLER, then an answer; then SECURITY_DISABLED, final.
+        let broker = fake_broker(&[(ApiKey::DescribeAcls, 3)], |req| {
+            let code = match req.index {
+                0 => codes::NOT_CONTROLLER,
+                1 => 0,
+                _ => codes::SECURITY_DISABLED,
+            };
+            req.respond(&DescribeAclsResponse::default().with_error_code(code))
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        assert_eq!(admin.describe_acls(&AclFilter::any()).await.unwrap(), []);
+        assert_eq!(broker.requests(), 2);
+        let err = admin.describe_acls(&AclFilter::any()).await.unwrap_err();
+        assert!(err.is_security_disabled(), "{err}");
+        assert_eq!(broker.requests(), 3, "SECURITY_DISABLED is not retried");
+    }
+
+    #[tokio::test]
+    async fn invalid_acls_and_increases_fail_before_connecting() {
+        use crate::{AclOperation, AclPatternType, AclPermission, AclResourceType};
+        let admin = AdminClient::new([(1, dead_addr())], quick());
+        let nameless = AclBinding::new(
+            "User:alice",
+            AclPermission::Allow,
+            AclOperation::Read,
+            AclResourceType::Topic,
+            "",
+            AclPatternType::Literal,
+        );
+        let err = admin.create_acls(&[nameless]).await.unwrap_err();
+        assert!(matches!(err, KafkaError::InvalidArgument { .. }), "{err}");
+        let err = admin
+            .create_partitions(&[PartitionIncrease::new("t", 0)])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KafkaError::InvalidArgument { .. }), "{err}");
+        assert!(admin.create_partitions(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn partition_increases_with_retriable_errors_are_retried_alone() {
+        use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+        use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+        let broker = fake_broker(&[(ApiKey::CreatePartitions, 3)], |req| {
+            let r: CreatePartitionsRequest = req.decode();
+            let results = r
+                .topics
+                .iter()
+                .map(|t| {
+                    let code = match (t.name.0.as_str(), req.index) {
+                        ("a", 0) => codes::REQUEST_TIMED_OUT,
+                        ("a", _) => 0,
+                        _ => {
+                            assert_eq!(req.index, 0, "b is not sent again");
+                            codes::INVALID_PARTITIONS
+                        }
+                    };
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(code)
+                })
+                .collect();
+            req.respond(&CreatePartitionsResponse::default().with_results(results))
+        })
+        .await;
+        let admin = AdminClient::new([(1, broker.addr.clone())], quick());
+        let out = admin
+            .create_partitions(&[
+                PartitionIncrease::new("a", 4),
+                PartitionIncrease::new("b", 1),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(broker.requests(), 2);
+        assert!(out[0].result.is_ok());
+        assert_eq!(
+            out[1].result.as_ref().unwrap_err().code(),
+            Some(codes::INVALID_PARTITIONS)
+        );
     }
 }

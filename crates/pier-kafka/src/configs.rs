@@ -276,8 +276,8 @@ impl BrokerConnection {
         Ok(entries(result.configs))
     }
 
-    /// Some configs of many topics in one request, by topic. A topic deleted meanwhile is
-    /// left out; any other error of a topic fails the call (the answer would be incomplete).
+    /// Some configs (all when `keys` is empty) of many topics in one request, by topic. A
+    /// topic deleted meanwhile is left out; any other error of a topic fails the call (the answer would be incomplete).
     pub async fn describe_topic_configs(
         &mut self,
         topics: &[String],
@@ -291,11 +291,13 @@ impl BrokerConnection {
                     DescribeConfigsResource::default()
                         .with_resource_type(topic_type)
                         .with_resource_name(StrBytes::from_string(t.clone()))
-                        .with_configuration_keys(Some(
+                        // No keys: all of them (null, as Kafka reads an empty list
+                        // differently across versions).
+                        .with_configuration_keys((!keys.is_empty()).then(|| {
                             keys.iter()
                                 .map(|k| StrBytes::from_string(k.clone()))
-                                .collect(),
-                        ))
+                                .collect()
+                        }))
                 })
                 .collect(),
         );

@@ -182,6 +182,12 @@ impl KafkaError {
         }
     }
 
+    /// The cluster has no authorizer, so there are no ACLs to read or change
+    /// (SECURITY_DISABLED).
+    pub fn is_security_disabled(&self) -> bool {
+        self.code() == Some(codes::SECURITY_DISABLED)
+    }
+
     /// The broker address involved, if any.
     pub fn addr(&self) -> Option<&str> {
         match self {
@@ -251,11 +257,20 @@ pub mod codes {
     /// another change was pending, or the new voter lags); read the quorum again.
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const REPLICA_NOT_AVAILABLE: i16 = 9;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    /// CreatePartitions: fewer partitions than the topic has, or as many.
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const NOT_CONTROLLER: i16 = 41;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
+    /// DescribeAcls, CreateAcls, DeleteAcls: the cluster has no authorizer
+    /// (`authorizer.class.name` unset).
+    pub const SECURITY_DISABLED: i16 = 54;
     pub const INVALID_CONFIG: i16 = 40;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const LOG_DIR_NOT_FOUND: i16 = 57;
@@ -323,13 +338,30 @@ mod tests {
     }
 
     #[test]
-    fn quorum_and_feature_codes_have_kafka_names() {
+    fn codes_pier_looks_at_have_kafka_names() {
         for (code, name, retriable) in [
             (codes::DUPLICATE_VOTER, "DuplicateVoter", false),
             (codes::VOTER_NOT_FOUND, "VoterNotFound", false),
             (codes::REQUEST_TIMED_OUT, "RequestTimedOut", true),
             (codes::NOT_LEADER_OR_FOLLOWER, "NotLeaderOrFollower", true),
             (codes::UNSUPPORTED_VERSION, "UnsupportedVersion", false),
+            (codes::SECURITY_DISABLED, "SecurityDisabled", false),
+            (codes::INVALID_PARTITIONS, "InvalidPartitions", false),
+            (
+                codes::TOPIC_AUTHORIZATION_FAILED,
+                "TopicAuthorizationFailed",
+                false,
+            ),
+            (
+                codes::CLUSTER_AUTHORIZATION_FAILED,
+                "ClusterAuthorizationFailed",
+                false,
+            ),
+            (
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                "InvalidReplicaAssignment",
+                false,
+            ),
             (codes::INVALID_UPDATE_VERSION, "InvalidUpdateVersion", false),
             (codes::FEATURE_UPDATE_FAILED, "FeatureUpdateFailed", false),
             (
@@ -342,7 +374,10 @@ mod tests {
             assert!(e.to_string().contains(&format!("({name})")), "{e}");
             assert_eq!(e.is_retriable(), retriable, "{e}");
         }
+        assert!(KafkaError::broker("b:9092", "DescribeAcls", 54, None).is_security_disabled());
+        assert!(!KafkaError::broker("b:9092", "DescribeAcls", 42, None).is_security_disabled());
         let e = KafkaError::invalid_argument("AddRaftVoter", "bad id");
+        assert!(!e.is_security_disabled());
         assert!(!e.is_retriable());
         assert_eq!(e.addr(), None);
         assert_eq!(e.to_string(), "AddRaftVoter: invalid argument: bad id");

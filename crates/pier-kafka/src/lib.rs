@@ -9,7 +9,14 @@
 //!   UnregisterBroker, DescribeLogDirs, AlterReplicaLogDirs, Produce and Fetch, SCRAM
 //!   credentials (AlterUserScramCredentials, DescribeUserScramCredentials), KRaft voter
 //!   changes (AddRaftVoter, RemoveRaftVoter), feature levels (a fresh ApiVersions,
-//!   UpdateFeatures).
+//!   UpdateFeatures), and those of the next three items (on [`AdminClient`] too):
+//! - CreatePartitions: [`PartitionIncrease`] grows a topic to a total, optionally placing the
+//!   new partitions; one [`TopicOutcome`] per topic.
+//! - ACLs (DescribeAcls, CreateAcls, DeleteAcls): [`AclBinding`] with Kafka's codes both
+//!   ways (unknown ones kept as `Unknown(code)`), [`AclFilter`] selecting them the way Kafka
+//!   does; SECURITY_DISABLED when the cluster has no authorizer.
+//! - Client quotas of one user (DescribeClientQuotas, AlterClientQuotas), by Kafka's keys
+//!   ([`quota_keys`]).
 //! - [`uuid_to_text`], [`uuid_from_text`], [`random_directory_id`]: Kafka's text form of a
 //!   `Uuid` (directory and cluster ids) and directory ids generated under Kafka's rules.
 //! - [`TlsConfig`], [`served_certificate`]: TLS settings from PEM; the certificate a
@@ -27,6 +34,7 @@
 //! This crate has no `kube` or `k8s-openapi` dependency, so the compiler keeps it that way.
 #![forbid(unsafe_code)]
 
+mod acls;
 mod admin;
 mod cluster;
 mod config_classes;
@@ -37,13 +45,19 @@ mod error;
 mod features;
 mod logdirs;
 mod metadata;
+mod partitions;
 mod quorum;
+mod quotas;
 mod reassign;
 mod records;
 mod sasl;
 mod scram;
 mod tls;
 
+pub use acls::{
+    AclBinding, AclFilter, AclOperation, AclPatternFilter, AclPatternType, AclPermission,
+    AclResourceType, CLUSTER_RESOURCE, UnknownAclName, WILDCARD_HOST, WILDCARD_RESOURCE,
+};
 pub use admin::{AdminClient, AdminOptions};
 pub use cluster::{ClusterBroker, ClusterDescription, METADATA_TOPIC, QuorumInfo, ReplicaState};
 pub use config_classes::{
@@ -63,10 +77,12 @@ pub use features::{
 };
 pub use logdirs::{LogDir, LogDirMove, LogDirPlan, LogDirReplica, dirs_empty, plan_log_dir_moves};
 pub use metadata::{BrokerInfo, ClusterMetadata, NewTopic, PartitionInfo, TopicInfo, TopicOutcome};
+pub use partitions::PartitionIncrease;
 pub use quorum::{
     InvalidKafkaUuid, RaftEndpoint, is_reserved_directory_id, random_directory_id, uuid_from_text,
     uuid_to_text,
 };
+pub use quotas::quota_keys;
 pub use reassign::{ElectionOutcome, OngoingReassignment, Reassignment, plan_drain};
 pub use records::TopicRef;
 pub use sasl::{SaslMechanism, SaslOptions};

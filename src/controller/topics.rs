@@ -1,0 +1,737 @@
+//! The KafkaTopic controller: asks Kafka what `reconcile::topic` needs, carries its plan out,
+//! writes each KafkaTopic's status, and deletes the topic in Kafka through a finalizer that
+//! never hangs.
+//!
+//! Kafka is asked per cluster, not per topic: one snapshot (Metadata of every topic, the
+//! configs of all managed topics in one DescribeConfigs, the reassignments in flight) serves
+//! every KafkaTopic of a cluster for [`SNAPSHOT_MAX_AGE`]; a topic Pier just changed is marked
+//! and asked about alone on its next reconcile. Thousands of KafkaTopics are then a handful of
+//! requests per period, and a topic in sync costs no request at all.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::{Context, call, scoped};
+use crate::api::{
+    DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus, Role, TOPIC_FINALIZER,
+};
+use crate::kafka::{
+    AdminClient, ConfigResource, ConfigSource, KafkaError, PartitionIncrease, codes, uuid_to_text,
+};
+use crate::reconcile::status::{condition, keep_condition_times};
+use crate::reconcile::topic::{self, ObservedTopic, TopicInput, TopicPlan, reasons};
+
+/// How old a cluster's snapshot may be before a reconcile asks Kafka again.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(10);
+/// A topic as the spec says is looked at again after this long (drift made in Kafka).
+const RESYNC: Duration = Duration::from_secs(300);
+/// While something is in progress (a move, a creation settling).
+const PROGRESS: Duration = Duration::from_secs(3);
+/// A deletion Kafka keeps failing is given up after this long: the finalizer goes, the topic
+/// stays, a Warning Event says so (a finalizer must never hold a namespace forever).
+const DELETE_GIVE_UP: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("{0}")]
+    Kube(#[from] super::Error),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("deleting topic {topic} in Kafka: {source}")]
+    Delete {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+/// What Kafka holds, for every KafkaTopic of one cluster.
+#[derive(Debug, Default)]
+struct Snapshot {
+    fetched: Option<Instant>,
+    /// Managed topics that exist, by name.
+    topics: BTreeMap<String, ObservedTopic>,
+    /// Live brokers with the replicas each holds.
+    replicas: BTreeMap<i32, usize>,
+    /// Topic config names Kafka listed for some topic.
+    known_configs: BTreeSet<String>,
+    /// Topics with a partition being reassigned.
+    moving: BTreeSet<String>,
+    /// Topics changed since they were asked about: asked alone before being planned again.
+    dirty: BTreeSet<String>,
+}
+
+/// The controller's state beside the shared [`Context`].
+pub struct Topics {
+    ctx: Arc<Context>,
+    clusters: Store<KafkaCluster>,
+    topics: Store<KafkaTopic>,
+    snapshots: dashmap::DashMap<String, Arc<tokio::sync::Mutex<Snapshot>>>,
+    /// Wakes a cluster's reconcile (it tracks the moves a topic started: throttles cleared
+    /// and leaders restored when they end).
+    wake_cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<KafkaCluster>>,
+    failures: dashmap::DashMap<String, u32>,
+}
+
+/// Runs the KafkaTopic controller for `namespace` (all when `None`) until the stream ends.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    clusters: Store<KafkaCluster>,
+    wake_cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<KafkaCluster>>,
+) {
+    let api = scoped::<KafkaTopic>(&ctx.client, namespace.as_deref());
+    let controller = Controller::new(api, watcher::Config::default());
+    let state = Arc::new(Topics {
+        ctx,
+        clusters,
+        topics: controller.store(),
+        snapshots: dashmap::DashMap::new(),
+        wake_cluster,
+        failures: dashmap::DashMap::new(),
+    });
+    controller
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "topic reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(kt: Arc<KafkaTopic>, err: &TopicError, state: Arc<Topics>) -> Action {
+    let failures = state.failures.get(&key(&kt)).map(|n| *n).unwrap_or(1);
+    let delay = super::retry_delay(failures);
+    tracing::warn!(topic = %kt.name_any(), error = %err, failures, retry_in = ?delay, "topic reconcile failed");
+    Action::requeue(delay)
+}
+
+fn key(kt: &KafkaTopic) -> String {
+    format!("{}/{}", kt.namespace().unwrap_or_default(), kt.name_any())
+}
+
+fn cluster_key(kt: &KafkaTopic) -> String {
+    format!(
+        "{}/{}",
+        kt.namespace().unwrap_or_default(),
+        kt.spec.cluster_ref.name
+    )
+}
+
+async fn reconcile(kt: Arc<KafkaTopic>, state: Arc<Topics>) -> Result<Action, TopicError> {
+    state.ctx.topic_reconciles.inc();
+    let api: Api<KafkaTopic> = Api::namespaced(
+        state.ctx.client.clone(),
+        &kt.namespace().unwrap_or_default(),
+    );
+    let span = tracing::info_span!("topic", namespace = %kt.namespace().unwrap_or_default(), name = %kt.name_any());
+    let result = finalizer(&api, TOPIC_FINALIZER, kt.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(kt) => apply(&kt, &state).await,
+            finalizer::Event::Cleanup(kt) => cleanup(&kt, &state).await,
+        }
+    })
+    .instrument(span)
+    .await;
+    match result {
+        Ok(action) => {
+            state.failures.remove(&key(&kt));
+            Ok(action)
+        }
+        Err(e) => {
+            *state.failures.entry(key(&kt)).or_insert(0) += 1;
+            Err(match e {
+                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+                other => TopicError::Finalizer(other.to_string()),
+            })
+        }
+    }
+}
+
+/// The cluster of a topic, unless it is gone or going.
+fn live_cluster(kt: &KafkaTopic, state: &Topics) -> Option<Arc<KafkaCluster>> {
+    let cluster = state.clusters.get(
+        &ObjectRef::new(&kt.spec.cluster_ref.name).within(&kt.namespace().unwrap_or_default()),
+    )?;
+    cluster
+        .metadata
+        .deletion_timestamp
+        .is_none()
+        .then_some(cluster)
+}
+
+/// Another KafkaTopic of the same cluster names the same topic and came first: this one
+/// touches nothing.
+fn conflicting(kt: &KafkaTopic, state: &Topics) -> Option<String> {
+    let ns = kt.namespace().unwrap_or_default();
+    let mine = (kt.metadata.creation_timestamp.clone(), kt.name_any());
+    state
+        .topics
+        .state()
+        .into_iter()
+        .filter(|o| {
+            o.namespace().unwrap_or_default() == ns
+                && o.name_any() != kt.name_any()
+                && o.spec.cluster_ref == kt.spec.cluster_ref
+                && o.topic_name() == kt.topic_name()
+        })
+        .filter(|o| (o.metadata.creation_timestamp.clone(), o.name_any()) < mine)
+        .map(|o| o.name_any())
+        .next()
+}
+
+/// The cluster's admin client, as the cluster's own reconcile points it at brokers: `None`
+/// before that reconcile ran in this process (just started: nothing to report yet).
+fn admin_of(kt: &KafkaTopic, state: &Topics) -> Option<Arc<AdminClient>> {
+    state.ctx.admins.get(&cluster_key(kt)).map(|a| a.clone())
+}
+
+async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
+    let name = kt.topic_name().to_string();
+    let prior = kt.status.clone().unwrap_or_default();
+    let mut status = KafkaTopicStatus {
+        topic_name: Some(name.clone()),
+        ..prior.clone()
+    };
+    let Some(cluster) = live_cluster(kt, state) else {
+        let message = format!(
+            "KafkaCluster {} not found in this namespace",
+            kt.spec.cluster_ref.name
+        );
+        write_status(
+            kt,
+            state,
+            set_ready(kt, status, false, reasons::CLUSTER_NOT_FOUND, &message),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    };
+    if let Some(first) = conflicting(kt, state) {
+        let message = format!("KafkaTopic {first} manages topic {name} of this cluster already");
+        if !has_reason(&prior, reasons::CONFLICT) {
+            publish(state, kt, EventType::Warning, "Conflict", &message).await;
+        }
+        write_status(
+            kt,
+            state,
+            set_ready(kt, status, false, reasons::CONFLICT, &message),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    let Some(admin) = admin_of(kt, state) else {
+        // The cluster's first reconcile in this process comes first; status keeps what it
+        // says (a restarted operator writes nothing for topics in sync).
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    };
+    if admin.nodes().is_empty() {
+        let message = "waiting for the cluster's brokers to be reachable";
+        write_status(
+            kt,
+            state,
+            set_ready(kt, status, false, reasons::CLUSTER_NOT_READY, message),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+
+    let snapshot = state.snapshots.entry(cluster_key(kt)).or_default().clone();
+    let mut snap = snapshot.lock().await;
+    if let Err(e) = refresh(&mut snap, &admin, kt, state).await {
+        drop(snap);
+        let message = format!("cannot read the topic from Kafka: {e}");
+        write_status(
+            kt,
+            state,
+            set_ready(kt, status, false, reasons::KAFKA_ERROR, &message),
+        )
+        .await?;
+        return Err(e.into());
+    }
+    let observed = snap.topics.get(&name).cloned();
+    let brokers: BTreeMap<i32, usize> = snap
+        .replicas
+        .iter()
+        .filter(|(id, _)| {
+            cluster
+                .spec
+                .brokers
+                .iter()
+                .any(|b| b.id == **id && b.roles.contains(&Role::Broker))
+        })
+        .map(|(id, n)| (*id, *n))
+        .collect();
+    let known = snap.known_configs.clone();
+    let cluster_moving = !snap.moving.is_empty();
+    drop(snap);
+
+    let input = TopicInput {
+        spec: &kt.spec,
+        name: &name,
+        observed: observed.as_ref(),
+        brokers: &brokers,
+        known_configs: &known,
+        cluster_moving,
+    };
+    let plan = topic::plan(&input);
+    if prior.topic_id.is_none()
+        && observed.is_some()
+        && !prior.adopted
+        && !has_reason(&prior, reasons::CREATING)
+    {
+        // Pier did not create it: an existing topic is taken over.
+        status.adopted = true;
+        publish(
+            state,
+            kt,
+            EventType::Normal,
+            "Adopted",
+            &format!("topic {name} existed in Kafka: managing it from now on"),
+        )
+        .await;
+    }
+    if let Some(o) = &observed {
+        status.topic_id = o.id.clone();
+        status.partitions = Some(i32::try_from(o.partitions.len()).unwrap_or(i32::MAX));
+        status.replication_factor = Some(i32::try_from(o.replication_factor()).unwrap_or(0));
+    }
+    let (ready, reason, message) = topic::readiness(&input, &plan);
+    if let Some(r) = plan.refused.first()
+        && !has_reason(&prior, r.reason)
+    {
+        publish(state, kt, EventType::Warning, r.reason, &r.message).await;
+    }
+
+    let failed = if plan.writes() {
+        carry_out(kt, state, &admin, &cluster, &name, &plan).await
+    } else {
+        None
+    };
+    let status = match &failed {
+        Some(e) => set_ready(kt, status, false, reasons::KAFKA_ERROR, e),
+        None => {
+            let mut s = set_ready(kt, status, ready, reason, &message);
+            if ready {
+                s.observed_generation = kt.metadata.generation;
+            }
+            s
+        }
+    };
+    write_status(kt, state, status).await?;
+    Ok(if failed.is_some() {
+        let n = state.failures.get(&key(kt)).map(|n| *n).unwrap_or(0) + 1;
+        state.failures.insert(key(kt), n);
+        Action::requeue(super::retry_delay(n))
+    } else if plan.writes() || plan.waiting.is_some() || observed.is_none() {
+        Action::requeue(PROGRESS)
+    } else {
+        Action::requeue(RESYNC)
+    })
+}
+
+/// Makes the snapshot fresh enough for `kt`: the whole cluster when it is old, the topic alone
+/// when Pier changed it since.
+async fn refresh(
+    snap: &mut Snapshot,
+    admin: &AdminClient,
+    kt: &KafkaTopic,
+    state: &Topics,
+) -> Result<(), KafkaError> {
+    let name = kt.topic_name().to_string();
+    let stale = snap
+        .fetched
+        .is_none_or(|at| at.elapsed() > SNAPSHOT_MAX_AGE);
+    if stale {
+        let managed: BTreeSet<String> = state
+            .topics
+            .state()
+            .iter()
+            .filter(|o| {
+                o.namespace() == kt.namespace() && o.spec.cluster_ref == kt.spec.cluster_ref
+            })
+            .map(|o| o.topic_name().to_string())
+            .collect();
+        let fresh = fetch(admin, Some(&managed), None).await?;
+        let dirty = std::mem::take(&mut snap.dirty);
+        let kept: BTreeMap<String, ObservedTopic> = dirty
+            .iter()
+            .filter_map(|t| snap.topics.get(t).map(|o| (t.clone(), o.clone())))
+            .collect();
+        *snap = fresh;
+        // A topic changed while the snapshot was asked for may be answered from before the
+        // change: it stays marked and is asked alone.
+        snap.topics.extend(kept);
+        snap.dirty = dirty;
+    }
+    if snap.dirty.contains(&name) {
+        let one = fetch(admin, None, Some(&name)).await?;
+        match one.topics.get(&name) {
+            Some(o) => snap.topics.insert(name.clone(), o.clone()),
+            None => snap.topics.remove(&name),
+        };
+        snap.moving = one.moving;
+        snap.known_configs.extend(one.known_configs);
+        snap.dirty.remove(&name);
+    }
+    Ok(())
+}
+
+/// Asks Kafka: all topics' metadata and the configs of `managed` ones, or one topic.
+async fn fetch(
+    admin: &AdminClient,
+    managed: Option<&BTreeSet<String>>,
+    one: Option<&str>,
+) -> Result<Snapshot, KafkaError> {
+    let moving: BTreeSet<String> = admin
+        .list_partition_reassignments()
+        .await?
+        .into_iter()
+        .map(|r| r.topic)
+        .collect();
+    let md = match one {
+        Some(t) => admin.metadata(Some(&[t])).await?,
+        None => admin.metadata(None).await?,
+    };
+    let mut replicas: BTreeMap<i32, usize> = md.brokers.iter().map(|b| (b.id, 0)).collect();
+    let mut topics = BTreeMap::new();
+    for t in &md.topics {
+        if t.error_code == codes::UNKNOWN_TOPIC_OR_PARTITION {
+            continue;
+        }
+        for p in &t.partitions {
+            for r in &p.replicas {
+                if let Some(n) = replicas.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+        let wanted = match (managed, one) {
+            (Some(m), _) => m.contains(&t.name),
+            (None, Some(o)) => t.name == o,
+            (None, None) => false,
+        };
+        if wanted {
+            topics.insert(
+                t.name.clone(),
+                ObservedTopic {
+                    id: (!t.id.is_nil()).then(|| uuid_to_text(&t.id)),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| (p.index, p.replicas.clone()))
+                        .collect(),
+                    moving: moving.contains(&t.name),
+                    overrides: BTreeMap::new(),
+                },
+            );
+        }
+    }
+    let mut known_configs = BTreeSet::new();
+    let names: Vec<String> = topics.keys().cloned().collect();
+    if !names.is_empty() {
+        for (name, entries) in admin.describe_topic_configs(&names, &[]).await? {
+            known_configs.extend(entries.iter().map(|e| e.name.clone()));
+            if let Some(t) = topics.get_mut(&name) {
+                t.overrides = entries
+                    .into_iter()
+                    .filter(|e| e.source == ConfigSource::DynamicTopicConfig)
+                    .filter_map(|e| Some((e.name, e.value?)))
+                    .collect();
+            }
+        }
+    }
+    Ok(Snapshot {
+        fetched: Some(Instant::now()),
+        topics,
+        // With one topic asked, the brokers' loads are not known: placement waits for the
+        // next full snapshot (an empty map refuses nothing: moves wait for it).
+        replicas: if one.is_some() {
+            BTreeMap::new()
+        } else {
+            replicas
+        },
+        known_configs,
+        moving,
+        dirty: BTreeSet::new(),
+    })
+}
+
+/// Does what the plan says; the first failure, for status.
+async fn carry_out(
+    kt: &KafkaTopic,
+    state: &Topics,
+    admin: &AdminClient,
+    cluster: &KafkaCluster,
+    name: &str,
+    plan: &TopicPlan,
+) -> Option<String> {
+    let mark_dirty = || async {
+        if let Some(s) = state.snapshots.get(&cluster_key(kt)).map(|s| s.clone()) {
+            s.lock().await.dirty.insert(name.to_string());
+        }
+    };
+    mark_dirty().await;
+    if let Some(new) = &plan.create {
+        match admin.create_topic(new).await {
+            Ok(()) => {
+                let note = format!(
+                    "created topic {name}: {} partitions, replication factor {}",
+                    new.partitions, new.replication_factor
+                );
+                publish(state, kt, EventType::Normal, "Created", &note).await;
+            }
+            // Created by a call whose answer was lost, or by someone else meanwhile: the next
+            // reconcile sees it.
+            Err(e) if e.code() == Some(codes::TOPIC_ALREADY_EXISTS) => {}
+            Err(e) => return Some(format!("creating topic {name}: {e}")),
+        }
+        return None;
+    }
+    if !plan.config_ops.is_empty() {
+        let resource = ConfigResource::Topic(name.to_string());
+        match admin
+            .incremental_alter_configs(&resource, &plan.config_ops, false)
+            .await
+        {
+            Ok(()) => {
+                let keys: Vec<&str> = plan.config_ops.iter().map(|o| o.key.as_str()).collect();
+                publish(
+                    state,
+                    kt,
+                    EventType::Normal,
+                    "ConfigChanged",
+                    &format!("topic {name}: changed {}", keys.join(", ")),
+                )
+                .await;
+            }
+            Err(e) => return Some(format!("changing the config of topic {name}: {e}")),
+        }
+    }
+    if let Some(total) = plan.add_partitions {
+        let increase = PartitionIncrease {
+            topic: name.to_string(),
+            total,
+            assignments: None,
+        };
+        let outcome = admin
+            .create_partitions(std::slice::from_ref(&increase))
+            .await
+            .and_then(|mut o| o.pop().map(|o| o.result).unwrap_or(Ok(())));
+        match outcome {
+            Ok(()) => {
+                publish(
+                    state,
+                    kt,
+                    EventType::Normal,
+                    "PartitionsAdded",
+                    &format!("topic {name}: {total} partitions"),
+                )
+                .await;
+            }
+            Err(e) => return Some(format!("adding partitions to topic {name}: {e}")),
+        }
+    }
+    if !plan.moves.is_empty() {
+        return move_replicas(kt, state, admin, cluster, name, plan).await;
+    }
+    None
+}
+
+/// Submits the moves of a new replication factor with throttles, like a rebalance, and wakes
+/// the cluster's reconcile, which tracks them to the end (throttles removed, leaders restored).
+async fn move_replicas(
+    kt: &KafkaTopic,
+    state: &Topics,
+    admin: &AdminClient,
+    cluster: &KafkaCluster,
+    name: &str,
+    plan: &TopicPlan,
+) -> Option<String> {
+    // Asked again right before: another move may have started since the snapshot.
+    match admin.list_partition_reassignments().await {
+        Ok(ongoing) if ongoing.is_empty() => {}
+        Ok(_) => return None,
+        Err(e) => return Some(format!("listing partition moves: {e}")),
+    }
+    let throttles = crate::reconcile::scaling::throttles_for(
+        cluster.spec.rebalance.throttle_bytes_per_second,
+        &plan.moves,
+    );
+    if let Err(e) = super::scaling::set_throttles(admin, &throttles).await {
+        return Some(format!("setting replication throttles: {e}"));
+    }
+    let moves: Vec<_> = plan.moves.iter().map(|(_, m)| m.clone()).collect();
+    if let Err(e) = admin.alter_partition_reassignments(&moves).await {
+        return Some(format!("moving replicas of topic {name}: {e}"));
+    }
+    let _ = state
+        .wake_cluster
+        .unbounded_send(ObjectRef::from_obj(cluster));
+    publish(
+        state,
+        kt,
+        EventType::Normal,
+        "ReplicationFactorChanging",
+        &format!(
+            "topic {name}: moving replicas of {} partitions for replication factor {} (throttled at {} B/s)",
+            moves.len(),
+            kt.spec.replication_factor,
+            throttles.rate
+        ),
+    )
+    .await;
+    None
+}
+
+/// Deletes the topic in Kafka unless the policy keeps it, the cluster is gone, or another
+/// KafkaTopic manages it; gives up (with a Warning) after [`DELETE_GIVE_UP`].
+async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
+    let name = kt.topic_name().to_string();
+    if kt.spec.deletion_policy == DeletionPolicy::Retain {
+        tracing::info!(topic = %name, "KafkaTopic deleted; the topic stays in Kafka (retain)");
+        return Ok(Action::await_change());
+    }
+    if live_cluster(kt, state).is_none() {
+        // The cluster and its data are going anyway.
+        return Ok(Action::await_change());
+    }
+    if conflicting(kt, state).is_some() {
+        return Ok(Action::await_change());
+    }
+    let given_up = || {
+        kt.metadata.deletion_timestamp.as_ref().is_some_and(|t| {
+            let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+            since.as_secs() >= DELETE_GIVE_UP.as_secs() as i64
+        })
+    };
+    let Some(admin) = admin_of(kt, state).filter(|a| !a.nodes().is_empty()) else {
+        if given_up() {
+            let note = format!(
+                "topic {name} was not deleted: the cluster's brokers were unreachable for {} minutes",
+                DELETE_GIVE_UP.as_secs() / 60
+            );
+            publish(state, kt, EventType::Warning, "DeleteFailed", &note).await;
+            return Ok(Action::await_change());
+        }
+        return Err(TopicError::Delete {
+            topic: name,
+            source: KafkaError::NoNodes {
+                api: "DeleteTopics".into(),
+            },
+        });
+    };
+    let outcome = admin
+        .delete_topics(&[name.as_str()])
+        .await
+        .and_then(|mut o| o.pop().map(|o| o.result).unwrap_or(Ok(())));
+    match outcome {
+        Ok(()) => {
+            if let Some(s) = state.snapshots.get(&cluster_key(kt)).map(|s| s.clone()) {
+                s.lock().await.topics.remove(&name);
+            }
+            publish(
+                state,
+                kt,
+                EventType::Normal,
+                "Deleted",
+                &format!("topic {name} deleted"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) if e.code() == Some(codes::UNKNOWN_TOPIC_OR_PARTITION) => Ok(Action::await_change()),
+        Err(e) if given_up() => {
+            let note = format!("topic {name} was not deleted, giving up: {e}");
+            publish(state, kt, EventType::Warning, "DeleteFailed", &note).await;
+            Ok(Action::await_change())
+        }
+        Err(source) => Err(TopicError::Delete {
+            topic: name,
+            source,
+        }),
+    }
+}
+
+fn has_reason(status: &KafkaTopicStatus, reason: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == reason)
+}
+
+fn set_ready(
+    kt: &KafkaTopic,
+    mut status: KafkaTopicStatus,
+    ready: bool,
+    reason: &str,
+    message: &str,
+) -> KafkaTopicStatus {
+    status.conditions = vec![condition(
+        "Ready",
+        ready,
+        reason,
+        message,
+        kt.metadata.generation,
+    )];
+    status
+}
+
+/// Writes the status when it differs from what was read (zero writes in the steady state).
+async fn write_status(
+    kt: &KafkaTopic,
+    state: &Topics,
+    mut new: KafkaTopicStatus,
+) -> Result<(), TopicError> {
+    let old = kt.status.clone().unwrap_or_default();
+    keep_condition_times(&old.conditions, &mut new.conditions);
+    if new == old {
+        return Ok(());
+    }
+    let api: Api<KafkaTopic> = Api::namespaced(
+        state.ctx.client.clone(),
+        &kt.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({ "status": super::status::merge_patch(&old, &new)? });
+    call(
+        format!("writing the status of KafkaTopic {}", kt.name_any()),
+        api.patch_status(
+            &kt.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
+    )
+    .await?;
+    state.ctx.wrote();
+    Ok(())
+}
+
+async fn publish(state: &Topics, kt: &KafkaTopic, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.to_string()),
+        action: reason.into(),
+        secondary: None,
+    };
+    let published = tokio::time::timeout(
+        super::API_TIMEOUT,
+        state.ctx.recorder.publish(&event, &kt.object_ref(&())),
+    )
+    .await;
+    if !matches!(published, Ok(Ok(()))) {
+        tracing::warn!(reason, "cannot publish an event on a KafkaTopic");
+    }
+}
