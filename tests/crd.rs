@@ -268,6 +268,35 @@ async fn the_apiserver_enforces_the_schema() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An API server with the CRDs installed (no controller manager, no scheduler) and the API of
+/// `K` in namespace `default`.
+async fn schema_plane<K>(name: &str) -> anyhow::Result<(ControlPlane, Api<K>)>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let logs = LogDir::for_current_test(name)?;
+    let plane = ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            controller_manager: false,
+            scheduler: false,
+            install_crds: true,
+        },
+    )
+    .await?;
+    let api = Api::namespaced(plane.client(), "default");
+    Ok((plane, api))
+}
+
+/// A resource of `examples/`.
+fn shipped_example<K: serde::de::DeserializeOwned>(file: &str) -> anyhow::Result<K> {
+    Ok(serde_yaml_ng::from_str(&std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(file),
+    )?)?)
+}
+
 fn topic(name: &str, spec: serde_json::Value) -> KafkaTopic {
     serde_json::from_value(json!({
         "apiVersion": "kafka.pier.dev/v1alpha1",
@@ -280,21 +309,9 @@ fn topic(name: &str, spec: serde_json::Value) -> KafkaTopic {
 
 #[tokio::test]
 async fn the_apiserver_enforces_the_kafkatopic_schema() -> anyhow::Result<()> {
-    let logs = LogDir::for_current_test("crd-topic")?;
-    let plane = ControlPlane::start_with(
-        &logs,
-        ControlPlaneOptions {
-            controller_manager: false,
-            scheduler: false,
-            install_crds: true,
-        },
-    )
-    .await?;
-    let api: Api<KafkaTopic> = Api::namespaced(plane.client(), "default");
+    let (_plane, api) = schema_plane::<KafkaTopic>("crd-topic").await?;
     let pp = PostParams::default();
-    let shipped: KafkaTopic = serde_yaml_ng::from_str(&std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkatopic.yaml"),
-    )?)?;
+    let shipped: KafkaTopic = shipped_example("kafkatopic.yaml")?;
     api.create(&pp, &shipped).await?;
     let created = api
         .create(
@@ -369,21 +386,9 @@ async fn the_apiserver_enforces_the_kafkatopic_schema() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_apiserver_enforces_the_kafkauser_schema() -> anyhow::Result<()> {
-    let logs = LogDir::for_current_test("crd-user")?;
-    let plane = ControlPlane::start_with(
-        &logs,
-        ControlPlaneOptions {
-            controller_manager: false,
-            scheduler: false,
-            install_crds: true,
-        },
-    )
-    .await?;
-    let api: Api<KafkaUser> = Api::namespaced(plane.client(), "default");
+    let (_plane, api) = schema_plane::<KafkaUser>("crd-user").await?;
     let pp = PostParams::default();
-    let shipped: KafkaUser = serde_yaml_ng::from_str(&std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kafkauser.yaml"),
-    )?)?;
+    let shipped: KafkaUser = shipped_example("kafkauser.yaml")?;
     api.create(&pp, &shipped).await?;
     let user = |name: &str, spec: serde_json::Value| -> KafkaUser {
         let mut spec = spec;

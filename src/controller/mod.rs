@@ -11,6 +11,7 @@ mod events;
 pub mod leader;
 pub mod leader_pod;
 mod live_config;
+mod member;
 pub mod metrics;
 mod pki;
 mod quorum;

@@ -12,23 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
-use tracing::Instrument;
 
-use super::{Context, call, scoped};
+use super::{Context, member, scoped};
 use crate::api::{
     DeletionPolicy, KafkaCluster, KafkaTopic, KafkaTopicStatus, Role, TOPIC_FINALIZER,
 };
 use crate::kafka::{
     AdminClient, ConfigResource, ConfigSource, KafkaError, PartitionIncrease, codes, uuid_to_text,
 };
-use crate::reconcile::status::{condition, keep_condition_times};
 use crate::reconcile::topic::{self, ObservedTopic, TopicInput, TopicPlan, reasons};
 
 /// How old a cluster's snapshot may be before a reconcile asks Kafka again.
@@ -113,64 +109,27 @@ pub async fn run(
 }
 
 fn error_policy(kt: Arc<KafkaTopic>, err: &TopicError, state: Arc<Topics>) -> Action {
-    let failures = state.failures.get(&key(&kt)).map(|n| *n).unwrap_or(1);
-    let delay = super::retry_delay(failures);
-    tracing::warn!(topic = %kt.name_any(), error = %err, failures, retry_in = ?delay, "topic reconcile failed");
-    Action::requeue(delay)
-}
-
-fn key(kt: &KafkaTopic) -> String {
-    format!("{}/{}", kt.namespace().unwrap_or_default(), kt.name_any())
-}
-
-fn cluster_key(kt: &KafkaTopic) -> String {
-    format!(
-        "{}/{}",
-        kt.namespace().unwrap_or_default(),
-        kt.spec.cluster_ref.name
-    )
+    member::retry(kt.as_ref(), err, &state.failures)
 }
 
 async fn reconcile(kt: Arc<KafkaTopic>, state: Arc<Topics>) -> Result<Action, TopicError> {
     state.ctx.topic_reconciles.inc();
-    let api: Api<KafkaTopic> = Api::namespaced(
-        state.ctx.client.clone(),
-        &kt.namespace().unwrap_or_default(),
-    );
-    let span = tracing::info_span!("topic", namespace = %kt.namespace().unwrap_or_default(), name = %kt.name_any());
-    let result = finalizer(&api, TOPIC_FINALIZER, kt.clone(), |event| async {
-        match event {
-            finalizer::Event::Apply(kt) => apply(&kt, &state).await,
-            finalizer::Event::Cleanup(kt) => cleanup(&kt, &state).await,
-        }
-    })
-    .instrument(span)
-    .await;
-    match result {
-        Ok(action) => {
-            state.failures.remove(&key(&kt));
-            Ok(action)
-        }
-        Err(e) => {
-            *state.failures.entry(key(&kt)).or_insert(0) += 1;
-            Err(match e {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-                other => TopicError::Finalizer(other.to_string()),
-            })
-        }
-    }
-}
-
-/// The cluster of a topic, unless it is gone or going.
-fn live_cluster(kt: &KafkaTopic, state: &Topics) -> Option<Arc<KafkaCluster>> {
-    let cluster = state.clusters.get(
-        &ObjectRef::new(&kt.spec.cluster_ref.name).within(&kt.namespace().unwrap_or_default()),
-    )?;
-    cluster
-        .metadata
-        .deletion_timestamp
-        .is_none()
-        .then_some(cluster)
+    member::reconcile(
+        &state.ctx,
+        TOPIC_FINALIZER,
+        kt,
+        &state.failures,
+        |kt| {
+            let state = state.clone();
+            async move { apply(&kt, &state).await }
+        },
+        |kt| {
+            let state = state.clone();
+            async move { cleanup(&kt, &state).await }
+        },
+        TopicError::Finalizer,
+    )
+    .await
 }
 
 /// Another KafkaTopic of the same cluster names the same topic and came first: this one
@@ -196,7 +155,11 @@ fn conflicting(kt: &KafkaTopic, state: &Topics) -> Option<String> {
 /// The cluster's admin client, as the cluster's own reconcile points it at brokers: `None`
 /// before that reconcile ran in this process (just started: nothing to report yet).
 fn admin_of(kt: &KafkaTopic, state: &Topics) -> Option<Arc<AdminClient>> {
-    state.ctx.admins.get(&cluster_key(kt)).map(|a| a.clone())
+    state
+        .ctx
+        .admins
+        .get(&member::cluster_key(kt))
+        .map(|a| a.clone())
 }
 
 async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
@@ -206,28 +169,28 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
         topic_name: Some(name.clone()),
         ..prior.clone()
     };
-    let Some(cluster) = live_cluster(kt, state) else {
+    let Some(cluster) = member::live_cluster(kt, &state.clusters) else {
         let message = format!(
             "KafkaCluster {} not found in this namespace",
             kt.spec.cluster_ref.name
         );
-        write_status(
+        member::write_status(
+            &state.ctx,
             kt,
-            state,
-            set_ready(kt, status, false, reasons::CLUSTER_NOT_FOUND, &message),
+            member::with_ready(kt, status, false, reasons::CLUSTER_NOT_FOUND, &message),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
     if let Some(first) = conflicting(kt, state) {
         let message = format!("KafkaTopic {first} manages topic {name} of this cluster already");
-        if !has_reason(&prior, reasons::CONFLICT) {
-            publish(state, kt, EventType::Warning, "Conflict", &message).await;
+        if !member::has_reason::<KafkaTopic>(&prior, reasons::CONFLICT) {
+            member::publish(&state.ctx, kt, EventType::Warning, "Conflict", &message).await;
         }
-        write_status(
+        member::write_status(
+            &state.ctx,
             kt,
-            state,
-            set_ready(kt, status, false, reasons::CONFLICT, &message),
+            member::with_ready(kt, status, false, reasons::CONFLICT, &message),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -239,24 +202,28 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     };
     if admin.nodes().is_empty() {
         let message = "waiting for the cluster's brokers to be reachable";
-        write_status(
+        member::write_status(
+            &state.ctx,
             kt,
-            state,
-            set_ready(kt, status, false, reasons::CLUSTER_NOT_READY, message),
+            member::with_ready(kt, status, false, reasons::CLUSTER_NOT_READY, message),
         )
         .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
 
-    let snapshot = state.snapshots.entry(cluster_key(kt)).or_default().clone();
+    let snapshot = state
+        .snapshots
+        .entry(member::cluster_key(kt))
+        .or_default()
+        .clone();
     let mut snap = snapshot.lock().await;
     if let Err(e) = refresh(&mut snap, &admin, kt, state).await {
         drop(snap);
         let message = format!("cannot read the topic from Kafka: {e}");
-        write_status(
+        member::write_status(
+            &state.ctx,
             kt,
-            state,
-            set_ready(kt, status, false, reasons::KAFKA_ERROR, &message),
+            member::with_ready(kt, status, false, reasons::KAFKA_ERROR, &message),
         )
         .await?;
         return Err(e.into());
@@ -290,12 +257,12 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     if prior.topic_id.is_none()
         && observed.is_some()
         && !prior.adopted
-        && !has_reason(&prior, reasons::CREATING)
+        && !member::has_reason::<KafkaTopic>(&prior, reasons::CREATING)
     {
         // Pier did not create it: an existing topic is taken over.
         status.adopted = true;
-        publish(
-            state,
+        member::publish(
+            &state.ctx,
             kt,
             EventType::Normal,
             "Adopted",
@@ -310,9 +277,9 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     }
     let (ready, reason, message) = topic::readiness(&input, &plan);
     if let Some(r) = plan.refused.first()
-        && !has_reason(&prior, r.reason)
+        && !member::has_reason::<KafkaTopic>(&prior, r.reason)
     {
-        publish(state, kt, EventType::Warning, r.reason, &r.message).await;
+        member::publish(&state.ctx, kt, EventType::Warning, r.reason, &r.message).await;
     }
 
     let failed = if plan.writes() {
@@ -321,19 +288,24 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
         None
     };
     let status = match &failed {
-        Some(e) => set_ready(kt, status, false, reasons::KAFKA_ERROR, e),
+        Some(e) => member::with_ready(kt, status, false, reasons::KAFKA_ERROR, e),
         None => {
-            let mut s = set_ready(kt, status, ready, reason, &message);
+            let mut s = member::with_ready(kt, status, ready, reason, &message);
             if ready {
                 s.observed_generation = kt.metadata.generation;
             }
             s
         }
     };
-    write_status(kt, state, status).await?;
+    member::write_status(&state.ctx, kt, status).await?;
     Ok(if failed.is_some() {
-        let n = state.failures.get(&key(kt)).map(|n| *n).unwrap_or(0) + 1;
-        state.failures.insert(key(kt), n);
+        let n = state
+            .failures
+            .get(&member::key(kt))
+            .map(|n| *n)
+            .unwrap_or(0)
+            + 1;
+        state.failures.insert(member::key(kt), n);
         Action::requeue(super::retry_delay(n))
     } else if plan.writes() || plan.waiting.is_some() || observed.is_none() {
         Action::requeue(PROGRESS)
@@ -479,7 +451,11 @@ async fn carry_out(
     plan: &TopicPlan,
 ) -> Option<String> {
     let mark_dirty = || async {
-        if let Some(s) = state.snapshots.get(&cluster_key(kt)).map(|s| s.clone()) {
+        if let Some(s) = state
+            .snapshots
+            .get(&member::cluster_key(kt))
+            .map(|s| s.clone())
+        {
             s.lock().await.dirty.insert(name.to_string());
         }
     };
@@ -491,7 +467,7 @@ async fn carry_out(
                     "created topic {name}: {} partitions, replication factor {}",
                     new.partitions, new.replication_factor
                 );
-                publish(state, kt, EventType::Normal, "Created", &note).await;
+                member::publish(&state.ctx, kt, EventType::Normal, "Created", &note).await;
             }
             // Created by a call whose answer was lost, or by someone else meanwhile: the next
             // reconcile sees it.
@@ -508,8 +484,8 @@ async fn carry_out(
         {
             Ok(()) => {
                 let keys: Vec<&str> = plan.config_ops.iter().map(|o| o.key.as_str()).collect();
-                publish(
-                    state,
+                member::publish(
+                    &state.ctx,
                     kt,
                     EventType::Normal,
                     "ConfigChanged",
@@ -532,8 +508,8 @@ async fn carry_out(
             .and_then(|mut o| o.pop().map(|o| o.result).unwrap_or(Ok(())));
         match outcome {
             Ok(()) => {
-                publish(
-                    state,
+                member::publish(
+                    &state.ctx,
                     kt,
                     EventType::Normal,
                     "PartitionsAdded",
@@ -580,9 +556,7 @@ async fn move_replicas(
     let _ = state
         .wake_cluster
         .unbounded_send(ObjectRef::from_obj(cluster));
-    publish(
-        state,
-        kt,
+    member::publish(&state.ctx, kt,
         EventType::Normal,
         "ReplicationFactorChanging",
         &format!(
@@ -604,7 +578,7 @@ async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> 
         tracing::info!(topic = %name, "KafkaTopic deleted; the topic stays in Kafka (retain)");
         return Ok(Action::await_change());
     }
-    if live_cluster(kt, state).is_none() {
+    if member::live_cluster(kt, &state.clusters).is_none() {
         // The cluster and its data are going anyway.
         return Ok(Action::await_change());
     }
@@ -623,7 +597,7 @@ async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> 
                 "topic {name} was not deleted: the cluster's brokers were unreachable for {} minutes",
                 DELETE_GIVE_UP.as_secs() / 60
             );
-            publish(state, kt, EventType::Warning, "DeleteFailed", &note).await;
+            member::publish(&state.ctx, kt, EventType::Warning, "DeleteFailed", &note).await;
             return Ok(Action::await_change());
         }
         return Err(TopicError::Delete {
@@ -639,11 +613,15 @@ async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> 
         .and_then(|mut o| o.pop().map(|o| o.result).unwrap_or(Ok(())));
     match outcome {
         Ok(()) => {
-            if let Some(s) = state.snapshots.get(&cluster_key(kt)).map(|s| s.clone()) {
+            if let Some(s) = state
+                .snapshots
+                .get(&member::cluster_key(kt))
+                .map(|s| s.clone())
+            {
                 s.lock().await.topics.remove(&name);
             }
-            publish(
-                state,
+            member::publish(
+                &state.ctx,
                 kt,
                 EventType::Normal,
                 "Deleted",
@@ -655,83 +633,12 @@ async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> 
         Err(e) if e.code() == Some(codes::UNKNOWN_TOPIC_OR_PARTITION) => Ok(Action::await_change()),
         Err(e) if given_up() => {
             let note = format!("topic {name} was not deleted, giving up: {e}");
-            publish(state, kt, EventType::Warning, "DeleteFailed", &note).await;
+            member::publish(&state.ctx, kt, EventType::Warning, "DeleteFailed", &note).await;
             Ok(Action::await_change())
         }
         Err(source) => Err(TopicError::Delete {
             topic: name,
             source,
         }),
-    }
-}
-
-fn has_reason(status: &KafkaTopicStatus, reason: &str) -> bool {
-    status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == reason)
-}
-
-fn set_ready(
-    kt: &KafkaTopic,
-    mut status: KafkaTopicStatus,
-    ready: bool,
-    reason: &str,
-    message: &str,
-) -> KafkaTopicStatus {
-    status.conditions = vec![condition(
-        "Ready",
-        ready,
-        reason,
-        message,
-        kt.metadata.generation,
-    )];
-    status
-}
-
-/// Writes the status when it differs from what was read (zero writes in the steady state).
-async fn write_status(
-    kt: &KafkaTopic,
-    state: &Topics,
-    mut new: KafkaTopicStatus,
-) -> Result<(), TopicError> {
-    let old = kt.status.clone().unwrap_or_default();
-    keep_condition_times(&old.conditions, &mut new.conditions);
-    if new == old {
-        return Ok(());
-    }
-    let api: Api<KafkaTopic> = Api::namespaced(
-        state.ctx.client.clone(),
-        &kt.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({ "status": super::status::merge_patch(&old, &new)? });
-    call(
-        format!("writing the status of KafkaTopic {}", kt.name_any()),
-        api.patch_status(
-            &kt.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ),
-    )
-    .await?;
-    state.ctx.wrote();
-    Ok(())
-}
-
-async fn publish(state: &Topics, kt: &KafkaTopic, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.to_string()),
-        action: reason.into(),
-        secondary: None,
-    };
-    let published = tokio::time::timeout(
-        super::API_TIMEOUT,
-        state.ctx.recorder.publish(&event, &kt.object_ref(&())),
-    )
-    .await;
-    if !matches!(published, Ok(Ok(()))) {
-        tracing::warn!(reason, "cannot publish an event on a KafkaTopic");
     }
 }

@@ -12,18 +12,15 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::Instrument;
 
-use super::{Context, call, scoped};
+use super::{Context, call, member, scoped};
 use crate::api::{AuthenticationType, KafkaCluster, KafkaUser, KafkaUserStatus, USER_FINALIZER};
 use crate::kafka::{AclBinding, AclFilter, AdminClient, KafkaError, ScramMechanism, codes};
 use crate::reconcile::names;
-use crate::reconcile::status::{condition, keep_condition_times};
 use crate::reconcile::user::{self as plan, principal, user_name};
 
 /// A user in sync is looked at again after this long (drift made in Kafka is undone then).
@@ -87,62 +84,28 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, clusters: Store<K
         .await;
 }
 
-fn key(u: &KafkaUser) -> String {
-    format!("{}/{}", u.namespace().unwrap_or_default(), u.name_any())
-}
-
-fn cluster_key(u: &KafkaUser) -> String {
-    format!(
-        "{}/{}",
-        u.namespace().unwrap_or_default(),
-        u.spec.cluster_ref.name
-    )
-}
-
 fn error_policy(u: Arc<KafkaUser>, err: &UserError, state: Arc<Users>) -> Action {
-    let failures = state.failures.get(&key(&u)).map(|n| *n).unwrap_or(1);
-    let delay = super::retry_delay(failures);
-    tracing::warn!(user = %u.name_any(), error = %err, failures, retry_in = ?delay, "user reconcile failed");
-    Action::requeue(delay)
+    member::retry(u.as_ref(), err, &state.failures)
 }
 
 async fn reconcile(u: Arc<KafkaUser>, state: Arc<Users>) -> Result<Action, UserError> {
     state.ctx.user_reconciles.inc();
-    let api: Api<KafkaUser> =
-        Api::namespaced(state.ctx.client.clone(), &u.namespace().unwrap_or_default());
-    let span = tracing::info_span!("user", namespace = %u.namespace().unwrap_or_default(), name = %u.name_any());
-    let result = finalizer(&api, USER_FINALIZER, u.clone(), |event| async {
-        match event {
-            finalizer::Event::Apply(u) => apply(&u, &state).await,
-            finalizer::Event::Cleanup(u) => cleanup(&u, &state).await,
-        }
-    })
-    .instrument(span)
-    .await;
-    match result {
-        Ok(action) => {
-            state.failures.remove(&key(&u));
-            Ok(action)
-        }
-        Err(e) => {
-            *state.failures.entry(key(&u)).or_insert(0) += 1;
-            Err(match e {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-                other => UserError::Finalizer(other.to_string()),
-            })
-        }
-    }
-}
-
-fn live_cluster(u: &KafkaUser, state: &Users) -> Option<Arc<KafkaCluster>> {
-    let cluster = state.clusters.get(
-        &ObjectRef::new(&u.spec.cluster_ref.name).within(&u.namespace().unwrap_or_default()),
-    )?;
-    cluster
-        .metadata
-        .deletion_timestamp
-        .is_none()
-        .then_some(cluster)
+    member::reconcile(
+        &state.ctx,
+        USER_FINALIZER,
+        u,
+        &state.failures,
+        |u| {
+            let state = state.clone();
+            async move { apply(&u, &state).await }
+        },
+        |u| {
+            let state = state.clone();
+            async move { cleanup(&u, &state).await }
+        },
+        UserError::Finalizer,
+    )
+    .await
 }
 
 async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
@@ -152,34 +115,39 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         principal: Some(principal(u)),
         ..prior.clone()
     };
-    let Some(cluster) = live_cluster(u, state) else {
+    let Some(cluster) = member::live_cluster(u, &state.clusters) else {
         let message = format!(
             "KafkaCluster {} not found in this namespace",
             u.spec.cluster_ref.name
         );
-        let s = with_ready(u, status, false, reasons::CLUSTER_NOT_FOUND, &message);
-        write_status(u, state, s).await?;
+        let s = member::with_ready(u, status, false, reasons::CLUSTER_NOT_FOUND, &message);
+        member::write_status(&state.ctx, u, s).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
     if let Some(message) = plan::reserved_name(&cluster.name_any(), &name) {
-        let s = with_ready(u, status, false, reasons::INVALID_SPEC, &message);
-        write_status(u, state, s).await?;
+        let s = member::with_ready(u, status, false, reasons::INVALID_SPEC, &message);
+        member::write_status(&state.ctx, u, s).await?;
         return Ok(Action::await_change());
     }
-    let Some(admin) = state.ctx.admins.get(&cluster_key(u)).map(|a| a.clone()) else {
+    let Some(admin) = state
+        .ctx
+        .admins
+        .get(&member::cluster_key(u))
+        .map(|a| a.clone())
+    else {
         // The cluster's first reconcile in this process comes first (it points the client at
         // the brokers); status keeps what it says meanwhile.
         return Ok(Action::requeue(Duration::from_secs(2)));
     };
     if admin.nodes().is_empty() {
-        let s = with_ready(
+        let s = member::with_ready(
             u,
             status,
             false,
             reasons::CLUSTER_NOT_READY,
             "waiting for the cluster's brokers to be reachable",
         );
-        write_status(u, state, s).await?;
+        member::write_status(&state.ctx, u, s).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
@@ -194,8 +162,8 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         None => Ok(()),
     };
     if let Err((reason, message)) = credential {
-        let s = with_ready(u, status, false, reason, &message);
-        write_status(u, state, s).await?;
+        let s = member::with_ready(u, status, false, reason, &message);
+        member::write_status(&state.ctx, u, s).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     if auth != Some(AuthenticationType::ScramSha512) {
@@ -229,14 +197,14 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         }
         Err(e) if e.is_security_disabled() && desired.is_empty() => status.acls.clear(),
         Err(e) if e.is_security_disabled() => {
-            let s = with_ready(
+            let s = member::with_ready(
                 u,
                 status,
                 false,
                 reasons::AUTHORIZER_PENDING,
                 "waiting for the brokers to run the authorizer (a rolling restart adds it)",
             );
-            write_status(u, state, s).await?;
+            member::write_status(&state.ctx, u, s).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
         Err(e) => return Err(e.into()),
@@ -252,9 +220,16 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
     }
 
     if !done.is_empty() {
-        publish(state, u, EventType::Normal, "Applied", &done.join("; ")).await;
+        member::publish(
+            &state.ctx,
+            u,
+            EventType::Normal,
+            "Applied",
+            &done.join("; "),
+        )
+        .await;
     }
-    let mut s = with_ready(
+    let mut s = member::with_ready(
         u,
         status,
         true,
@@ -262,7 +237,7 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         "Kafka has the user as the spec says",
     );
     s.observed_generation = u.metadata.generation;
-    write_status(u, state, s).await?;
+    member::write_status(&state.ctx, u, s).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -358,8 +333,8 @@ async fn certificate(
             write_secret(u, state, &name, data, Some(info.not_after))
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
-            publish(
-                state,
+            member::publish(
+                &state.ctx,
                 u,
                 EventType::Normal,
                 "CertificateIssued",
@@ -548,14 +523,14 @@ async fn write_secret(
 /// Removes what Kafka holds for the user: its SCRAM credential, its ACLs, its quotas. The
 /// user's Secret goes with the resource (owner reference).
 async fn cleanup(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
-    if live_cluster(u, state).is_none() {
+    if member::live_cluster(u, &state.clusters).is_none() {
         return Ok(Action::await_change());
     }
     let name = user_name(u).to_string();
     let Some(admin) = state
         .ctx
         .admins
-        .get(&cluster_key(u))
+        .get(&member::cluster_key(u))
         .map(|a| a.clone())
         .filter(|a| !a.nodes().is_empty())
     else {
@@ -581,65 +556,4 @@ async fn cleanup(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
     }
     tracing::info!(user = %name, "KafkaUser deleted: credential, ACLs and quotas removed");
     Ok(Action::await_change())
-}
-
-fn with_ready(
-    u: &KafkaUser,
-    mut status: KafkaUserStatus,
-    ready: bool,
-    reason: &str,
-    message: &str,
-) -> KafkaUserStatus {
-    status.conditions = vec![condition(
-        "Ready",
-        ready,
-        reason,
-        message,
-        u.metadata.generation,
-    )];
-    status
-}
-
-async fn write_status(
-    u: &KafkaUser,
-    state: &Users,
-    mut new: KafkaUserStatus,
-) -> Result<(), UserError> {
-    let old = u.status.clone().unwrap_or_default();
-    keep_condition_times(&old.conditions, &mut new.conditions);
-    if new == old {
-        return Ok(());
-    }
-    let api: Api<KafkaUser> =
-        Api::namespaced(state.ctx.client.clone(), &u.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": super::status::merge_patch(&old, &new)? });
-    call(
-        format!("writing the status of KafkaUser {}", u.name_any()),
-        api.patch_status(
-            &u.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ),
-    )
-    .await?;
-    state.ctx.wrote();
-    Ok(())
-}
-
-async fn publish(state: &Users, u: &KafkaUser, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.to_string()),
-        action: reason.into(),
-        secondary: None,
-    };
-    let published = tokio::time::timeout(
-        super::API_TIMEOUT,
-        state.ctx.recorder.publish(&event, &u.object_ref(&())),
-    )
-    .await;
-    if !matches!(published, Ok(Ok(()))) {
-        tracing::warn!(reason, "cannot publish an event on a KafkaUser");
-    }
 }

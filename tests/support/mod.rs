@@ -614,3 +614,40 @@ impl VerifiableProducer {
         Ok(acked)
     }
 }
+
+/// Kafka's own count of requests of these kinds (`CreateTopics`, `DescribeConfigs`, …) over
+/// every broker of a cluster, from their JMX exporters (port 9404): what reached Kafka, not
+/// what Pier says it sent.
+pub async fn broker_requests(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    kinds: &[&str],
+) -> anyhow::Result<f64> {
+    use anyhow::Context as _;
+    let pods = broker_pods(client, namespace, name).await?;
+    let http = reqwest::Client::new();
+    let mut total = 0.0;
+    for pod in pods.values() {
+        let text = http
+            .get(format!("http://{}:9404/metrics", pod.ip))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("kafka_network_requestmetrics_requests_total{")
+            else {
+                continue;
+            };
+            if kinds
+                .iter()
+                .any(|k| rest.contains(&format!("request=\"{k}\"")))
+            {
+                total += line.rsplit(' ').next().context("a value")?.parse::<f64>()?;
+            }
+        }
+    }
+    Ok(total)
+}
