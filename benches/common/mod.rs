@@ -1,6 +1,8 @@
 //! Shared by the benchmarks that run `pier operator` against a real control plane
-//! (`operator_scale.rs`, `operator_path.rs`): the chart installed for its RBAC, the operator as
-//! a process authenticated as the chart's ServiceAccount, and its CPU and memory from `/proc`.
+//! (`operator_scale.rs`, `operator_path.rs`, `topics_scale.rs`): the chart installed for its
+//! RBAC, the operator as a process authenticated as the chart's ServiceAccount (restartable on
+//! the same xDS address), its CPU and memory from `/proc`, and Kafka's own request counters
+//! from the brokers' JMX exporters.
 #![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -95,12 +97,25 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(plane: &ControlPlane, namespace: &str) -> anyhow::Result<Self> {
+        Self::start_at(plane, namespace, None)
+    }
+
+    /// [`Self::start`] with the xDS server on `xds` (a free port when `None`): a process that
+    /// replaces a stopped one serves where the cluster's Envoys dial, as after a restart. Its
+    /// log is appended to the one before's.
+    pub fn start_at(
+        plane: &ControlPlane,
+        namespace: &str,
+        xds: Option<SocketAddr>,
+    ) -> anyhow::Result<Self> {
         let kubeconfig: PathBuf =
             plane.kubeconfig_for(SERVICE_ACCOUNT, Some("system:serviceaccounts"))?;
         let localhost = Ipv4Addr::LOCALHOST;
         let ports = pier_testenv::net::free_ports(localhost, 2)?;
-        let (xds, admin): (SocketAddr, SocketAddr) =
-            ((localhost, ports[0]).into(), (localhost, ports[1]).into());
+        let (xds, admin): (SocketAddr, SocketAddr) = (
+            xds.unwrap_or_else(|| (localhost, ports[0]).into()),
+            (localhost, ports[1]).into(),
+        );
         let pier = operator_binary();
         // A profiler to run it under (e.g. `heaptrack -o /tmp/pier`); its CPU and memory
         // figures are then the profiler's.
@@ -202,4 +217,97 @@ impl Operator {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+/// Kafka's own count of requests by kind (the `request` label of
+/// `kafka_network_requestmetrics_requests_total`, every version summed), over the JMX exporters
+/// (`<Pod IP>:9404`) of cluster `name`'s broker Pods. The benches' equivalent of
+/// `tests/topics.rs`' `kafka_requests`; only the kinds `monitoring/jmx-exporter.yaml` exports
+/// are there.
+pub async fn kafka_requests(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    use kube::api::ListParams;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("kafka.pier.dev/cluster={name},app.kubernetes.io/component=broker");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let ips: Vec<String> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    ensure!(
+        !ips.is_empty(),
+        "cluster {name} has no broker Pod with an address"
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut counts = BTreeMap::new();
+    for ip in ips {
+        let url = format!("http://{ip}:9404/metrics");
+        let text = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("scraping {url}"))?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let Some(labels) = line.strip_prefix("kafka_network_requestmetrics_requests_total{")
+            else {
+                continue;
+            };
+            let Some(kind) = labels
+                .split_once("request=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(kind, _)| kind)
+            else {
+                continue;
+            };
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("a value in {line:?} of {url}"))?;
+            *counts.entry(kind.to_string()).or_insert(0.0) += value;
+        }
+    }
+    Ok(counts)
+}
+
+/// Kafka admin requests that change something, of those [`kafka_requests`] counts.
+pub const KAFKA_ADMIN_WRITES: &[&str] = &[
+    "CreateTopics",
+    "DeleteTopics",
+    "CreatePartitions",
+    "IncrementalAlterConfigs",
+    "AlterPartitionReassignments",
+    "CreateAcls",
+    "DeleteAcls",
+    "AlterClientQuotas",
+    "AlterUserScramCredentials",
+];
+
+/// `after - before` for every kind that moved.
+pub fn request_deltas(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d != 0.0)
+        .collect()
+}
+
+/// The `p` quantile of `values` by nearest rank; `None` when empty.
+pub fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
+    let mut v = values.to_vec();
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied()
 }

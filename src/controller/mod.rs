@@ -235,9 +235,9 @@ pub struct Context {
     pub writes: Counter,
     /// Reconciles run.
     pub reconciles: Counter,
-    /// KafkaTopic reconciles run.
+    /// KafkaTopic reconciles that compared the spec with Kafka.
     pub topic_reconciles: Counter,
-    /// KafkaUser reconciles run.
+    /// KafkaUser reconciles that compared the spec with Kafka.
     pub user_reconciles: Counter,
     /// Reconciles that failed (and are retried with backoff), by reason.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -370,12 +370,12 @@ impl Context {
         );
         registry.register(
             "pier_topic_reconciles",
-            "KafkaTopic reconciles run",
+            "KafkaTopic reconciles that compared the spec with Kafka",
             self.topic_reconciles.clone(),
         );
         registry.register(
             "pier_user_reconciles",
-            "KafkaUser reconciles run",
+            "KafkaUser reconciles that compared the spec with Kafka",
             self.user_reconciles.clone(),
         );
         registry.register(

@@ -88,6 +88,11 @@ pub async fn run(
     clusters: Store<KafkaCluster>,
     wake_cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<KafkaCluster>>,
 ) {
+    // A topic looked at before the clusters' cache is filled would find no cluster and say so
+    // in its status (a write, undone a moment later).
+    if clusters.wait_until_ready().await.is_err() {
+        return;
+    }
     let api = scoped::<KafkaTopic>(&ctx.client, namespace.as_deref());
     let controller = Controller::new(api, watcher::Config::default());
     let state = Arc::new(Topics {
@@ -113,7 +118,6 @@ fn error_policy(kt: Arc<KafkaTopic>, err: &TopicError, state: Arc<Topics>) -> Ac
 }
 
 async fn reconcile(kt: Arc<KafkaTopic>, state: Arc<Topics>) -> Result<Action, TopicError> {
-    state.ctx.topic_reconciles.inc();
     member::reconcile(
         &state.ctx,
         TOPIC_FINALIZER,
@@ -228,6 +232,7 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
         .await?;
         return Err(e.into());
     }
+    state.ctx.topic_reconciles.inc();
     let observed = snap.topics.get(&name).cloned();
     let brokers: BTreeMap<i32, usize> = snap
         .replicas

@@ -68,6 +68,11 @@ pub struct Users {
 
 /// Runs the KafkaUser controller for `namespace` (all when `None`) until the stream ends.
 pub async fn run(ctx: Arc<Context>, namespace: Option<String>, clusters: Store<KafkaCluster>) {
+    // A user looked at before the clusters' cache is filled would find no cluster and say so
+    // in its status (a write, undone a moment later).
+    if clusters.wait_until_ready().await.is_err() {
+        return;
+    }
     let api = scoped::<KafkaUser>(&ctx.client, namespace.as_deref());
     let state = Arc::new(Users {
         ctx,
@@ -89,7 +94,6 @@ fn error_policy(u: Arc<KafkaUser>, err: &UserError, state: Arc<Users>) -> Action
 }
 
 async fn reconcile(u: Arc<KafkaUser>, state: Arc<Users>) -> Result<Action, UserError> {
-    state.ctx.user_reconciles.inc();
     member::reconcile(
         &state.ctx,
         USER_FINALIZER,
@@ -151,6 +155,7 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
+    state.ctx.user_reconciles.inc();
     let mut done = Vec::new();
     // 1. Credentials.
     let auth = u.spec.authentication.as_ref().map(|a| a.type_);
