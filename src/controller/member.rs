@@ -91,6 +91,12 @@ pub fn live_cluster<M: Member>(m: &M, clusters: &Store<KafkaCluster>) -> Option<
         .then_some(cluster)
 }
 
+/// The cluster's admin client, as the cluster's own reconcile points it at brokers: `None`
+/// before that reconcile ran in this process (just started: nothing to report yet).
+pub fn admin<M: Member>(ctx: &Context, m: &M) -> Option<Arc<crate::kafka::AdminClient>> {
+    ctx.admins.get(&cluster_key(m)).map(|a| a.clone())
+}
+
 /// Runs `apply` (or `cleanup` once the object is being deleted) inside the finalizer
 /// `finalizer_name`, counting consecutive failures per object in `failures` for backoff.
 pub async fn reconcile<M, E, A, AF, C, CF>(

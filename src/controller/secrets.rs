@@ -93,7 +93,7 @@ pub fn referencing(
 }
 
 /// Iterations of the SCRAM credentials Pier sets (Kafka accepts 4096..=16384).
-const SCRAM_ITERATIONS: u32 = 8192;
+pub(super) const SCRAM_ITERATIONS: u32 = 8192;
 
 /// Makes Kafka's SCRAM-SHA-512 credentials what `spec.sasl.scramUsers` says
 /// ([`secret_refs::scram_steps`]), recording each applied Secret version in `applied`

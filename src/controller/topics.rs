@@ -156,16 +156,6 @@ fn conflicting(kt: &KafkaTopic, state: &Topics) -> Option<String> {
         .next()
 }
 
-/// The cluster's admin client, as the cluster's own reconcile points it at brokers: `None`
-/// before that reconcile ran in this process (just started: nothing to report yet).
-fn admin_of(kt: &KafkaTopic, state: &Topics) -> Option<Arc<AdminClient>> {
-    state
-        .ctx
-        .admins
-        .get(&member::cluster_key(kt))
-        .map(|a| a.clone())
-}
-
 async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     let name = kt.topic_name().to_string();
     let prior = kt.status.clone().unwrap_or_default();
@@ -199,7 +189,7 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
         .await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
-    let Some(admin) = admin_of(kt, state) else {
+    let Some(admin) = member::admin(&state.ctx, kt) else {
         // The cluster's first reconcile in this process comes first; status keeps what it
         // says (a restarted operator writes nothing for topics in sync).
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -596,7 +586,7 @@ async fn cleanup(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> 
             since.as_secs() >= DELETE_GIVE_UP.as_secs() as i64
         })
     };
-    let Some(admin) = admin_of(kt, state).filter(|a| !a.nodes().is_empty()) else {
+    let Some(admin) = member::admin(&state.ctx, kt).filter(|a| !a.nodes().is_empty()) else {
         if given_up() {
             let note = format!(
                 "topic {name} was not deleted: the cluster's brokers were unreachable for {} minutes",

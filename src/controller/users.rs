@@ -25,8 +25,6 @@ use crate::reconcile::user::{self as plan, principal, user_name};
 
 /// A user in sync is looked at again after this long (drift made in Kafka is undone then).
 const RESYNC: Duration = Duration::from_secs(300);
-/// Iterations of the SCRAM credentials Pier sets.
-const SCRAM_ITERATIONS: u32 = 8192;
 /// Length of a generated password (letters and digits).
 const PASSWORD_LEN: usize = 32;
 /// Keys of the user's Secret.
@@ -133,12 +131,7 @@ async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         member::write_status(&state.ctx, u, s).await?;
         return Ok(Action::await_change());
     }
-    let Some(admin) = state
-        .ctx
-        .admins
-        .get(&member::cluster_key(u))
-        .map(|a| a.clone())
-    else {
+    let Some(admin) = member::admin(&state.ctx, u) else {
         // The cluster's first reconcile in this process comes first (it points the client at
         // the brokers); status keeps what it says meanwhile.
         return Ok(Action::requeue(Duration::from_secs(2)));
@@ -429,7 +422,7 @@ async fn scram(
                 &name,
                 ScramMechanism::Sha512,
                 &password,
-                SCRAM_ITERATIONS,
+                super::secrets::SCRAM_ITERATIONS,
             )
             .await
             .map_err(|e| {
@@ -532,13 +525,7 @@ async fn cleanup(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
         return Ok(Action::await_change());
     }
     let name = user_name(u).to_string();
-    let Some(admin) = state
-        .ctx
-        .admins
-        .get(&member::cluster_key(u))
-        .map(|a| a.clone())
-        .filter(|a| !a.nodes().is_empty())
-    else {
+    let Some(admin) = member::admin(&state.ctx, u).filter(|a| !a.nodes().is_empty()) else {
         return Err(UserError::Kafka(KafkaError::NoNodes {
             api: "DeleteAcls".into(),
         }));
