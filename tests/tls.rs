@@ -83,32 +83,16 @@ fn cluster() -> anyhow::Result<KafkaCluster> {
     }))?)
 }
 
-/// A hosts file naming every SNI name after Envoy's address (the LoadBalancer's, loopback).
 fn hosts_file(logs: &LogDir) -> anyhow::Result<PathBuf> {
-    let mut names = Vec::new();
-    for domain in [DOMAIN, MTLS_DOMAIN, SASL_DOMAIN] {
-        names.push(format!("bootstrap.{domain}"));
-        names.extend((0..3).map(|id| format!("broker-{id}.{domain}")));
-    }
-    let path = logs.path().join("hosts");
-    std::fs::write(&path, format!("127.0.0.1 localhost {}\n", names.join(" ")))?;
-    Ok(path)
+    support::sni_hosts_file(logs, &[DOMAIN, MTLS_DOMAIN, SASL_DOMAIN], 3)
 }
 
-/// kcat as a user outside the cluster runs it: it resolves the SNI names through a hosts
-/// file of its own (a private mount namespace; librdkafka has no resolver setting).
 async fn kcat(
     hosts: &Path,
     args: &[&str],
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<std::process::Output> {
-    let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
-        .arg(hosts)
-        .arg(pier_testenv::program("kcat")?)
-        .args(args);
-    pier_testenv::kafka::run_with_stdin(cmd, stdin, Duration::from_secs(60)).await
+    support::kcat_with_hosts(hosts, args, stdin, Duration::from_secs(60)).await
 }
 
 /// kcat's TLS flags for a client trusting `ca` (and presenting `cert`/`key` when given).

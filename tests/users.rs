@@ -100,29 +100,15 @@ async fn wait_user_ready(client: &Client, name: &str) -> anyhow::Result<KafkaUse
 }
 
 fn hosts_file(logs: &LogDir) -> anyhow::Result<PathBuf> {
-    let mut names = Vec::new();
-    for domain in [MTLS_DOMAIN, SASL_DOMAIN] {
-        names.push(format!("bootstrap.{domain}"));
-        names.extend((0..3).map(|id| format!("broker-{id}.{domain}")));
-    }
-    let path = logs.path().join("hosts");
-    std::fs::write(&path, format!("127.0.0.1 localhost {}\n", names.join(" ")))?;
-    Ok(path)
+    support::sni_hosts_file(logs, &[MTLS_DOMAIN, SASL_DOMAIN], 3)
 }
 
-/// kcat as a client outside the cluster: SNI names from a hosts file of its own.
 async fn kcat(
     hosts: &Path,
     args: &[String],
     stdin: Option<&[u8]>,
 ) -> anyhow::Result<std::process::Output> {
-    let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
-        .arg(hosts)
-        .arg(pier_testenv::program("kcat")?)
-        .args(args);
-    pier_testenv::kafka::run_with_stdin(cmd, stdin, Duration::from_secs(120)).await
+    support::kcat_with_hosts(hosts, args, stdin, Duration::from_secs(120)).await
 }
 
 /// A client's credentials, as files kcat reads.

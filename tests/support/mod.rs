@@ -651,3 +651,37 @@ pub async fn broker_requests(
     }
     Ok(total)
 }
+
+/// A hosts file naming every SNI name (`bootstrap.<domain>`, `broker-<id>.<domain>` for ids
+/// `0..brokers`) of `domains` after Envoy's address (the LoadBalancer's, loopback).
+pub fn sni_hosts_file(
+    logs: &pier_testenv::LogDir,
+    domains: &[&str],
+    brokers: i32,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut names = Vec::new();
+    for domain in domains {
+        names.push(format!("bootstrap.{domain}"));
+        names.extend((0..brokers).map(|id| format!("broker-{id}.{domain}")));
+    }
+    let path = logs.path().join("hosts");
+    std::fs::write(&path, format!("127.0.0.1 localhost {}\n", names.join(" ")))?;
+    Ok(path)
+}
+
+/// kcat as a user outside the cluster runs it: it resolves the SNI names through a hosts
+/// file of its own (a private mount namespace; librdkafka has no resolver setting).
+pub async fn kcat_with_hosts<S: AsRef<std::ffi::OsStr>>(
+    hosts: &std::path::Path,
+    args: &[S],
+    stdin: Option<&[u8]>,
+    within: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(hosts)
+        .arg(pier_testenv::program("kcat")?)
+        .args(args);
+    pier_testenv::kafka::run_with_stdin(cmd, stdin, within).await
+}
