@@ -995,7 +995,7 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
         rejected: group_status
             .rejected
             .as_ref()
-            .map(|r| format!("{} rejected by {}: {}", r.r#type, r.node_id, r.error)),
+            .map(|r| format!("{} rejected by {}: {}", r.r#type, r.node_id, r.error.trim())),
     };
     let (new_status, requeue) = compute(&StatusInput {
         kc,

@@ -298,7 +298,10 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     } else if ready_brokers < total {
         format!("{ready_brokers}/{total} brokers ready")
     } else if !xds_ok {
-        "waiting for Envoy to take the current config".to_string()
+        match &envoy.rejected {
+            Some(why) => format!("Envoy rejected the current config: {why}"),
+            None => "waiting for Envoy to take the current config".to_string(),
+        }
     } else {
         format!("{total} brokers ready")
     };
@@ -633,6 +636,83 @@ mod tests {
         assert!(
             notice.contains("voters are [0, 1, 2]") && notice.contains("controllers are [0, 2]"),
             "{notice}"
+        );
+    }
+
+    #[test]
+    fn ready_says_why_envoy_has_not_taken_the_config() {
+        let kc = crate::reconcile::tests::example("kafkacluster-basic.yaml");
+        let observed = Observed {
+            external_address: Some("127.0.0.1".into()),
+            cluster_id: Some("MkU3OEVBNTcwNTJENDM2Qk".into()),
+            ..Default::default()
+        };
+        let desired = crate::reconcile::plan(&kc, &observed, &Default::default()).unwrap();
+        let pods: Vec<Pod> = desired
+            .pods
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                    conditions: Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                });
+                p
+            })
+            .collect();
+        let ready_message = |envoy: &EnvoyState| {
+            let (status, requeue) = compute(&StatusInput {
+                kc: &kc,
+                pods: &pods,
+                desired: &desired,
+                observed: &observed,
+                envoy,
+                cluster_id: "id",
+                kafka: &KafkaOutcome::default(),
+                volumes: &[],
+                scaling: &ScalingPlan::default(),
+            });
+            let ready = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::READY)
+                .unwrap();
+            (ready.status.clone(), ready.message.clone(), requeue)
+        };
+        let waiting = EnvoyState {
+            version: Some("v2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ready_message(&waiting),
+            (
+                "False".into(),
+                "waiting for Envoy to take the current config".into(),
+                Requeue::Soon
+            )
+        );
+        let rejected = EnvoyState {
+            rejected: Some("Listener rejected by envoy-0: cannot bind '0.0.0.0:29092'".into()),
+            ..waiting
+        };
+        let (status, message, _) = ready_message(&rejected);
+        assert_eq!(status, "False");
+        assert_eq!(
+            message,
+            "Envoy rejected the current config: Listener rejected by envoy-0: cannot bind '0.0.0.0:29092'"
+        );
+        let acked = EnvoyState {
+            version: Some("v2".into()),
+            all_acked: true,
+            rejected: None,
+        };
+        assert_eq!(
+            ready_message(&acked),
+            ("True".into(), "3 brokers ready".into(), Requeue::Idle)
         );
     }
 

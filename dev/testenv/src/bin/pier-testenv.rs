@@ -114,7 +114,8 @@ async fn demo(image: PathBuf, chart: PathBuf, example: PathBuf, smoke: bool) -> 
     let kubeconfig = plane.kubeconfig().to_path_buf();
 
     println!("Starting the dev node agent (runs Pods as local processes)…");
-    let mut options = DevletOptions::new("pier-dev", logs.data("devlet")?);
+    let devlet_root = logs.data("devlet")?;
+    let mut options = DevletOptions::new("pier-dev", devlet_root.clone());
     options.pier_image = image.clone();
     let devlet = tokio::spawn(devlet::run(plane.client(), options));
 
@@ -176,6 +177,8 @@ async fn demo(image: PathBuf, chart: PathBuf, example: PathBuf, smoke: bool) -> 
             break;
         }
         if started.elapsed() > Duration::from_secs(300) {
+            let kept = keep_pod_logs(&devlet_root, &logs.sub("pods")?);
+            eprintln!("{}", diagnose(&kubeconfig, &name, &kept));
             bail!(
                 "not Ready after 5 minutes; see the logs in {}",
                 logs.path().display()
@@ -264,6 +267,84 @@ Ready.
 }
 
 /// One produce/consume round trip with kcat.
+/// Copies every container log the devlet wrote (under `<root>/pods/<ns>_<pod>_<uid>/`) to
+/// `into/<ns>_<pod>_<container>.log` (the devlet's directory is scratch, deleted on exit), and
+/// returns the copies.
+fn keep_pod_logs(root: &std::path::Path, into: &std::path::Path) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    let Ok(pods) = std::fs::read_dir(root.join("pods")) else {
+        return kept;
+    };
+    for pod in pods.flatten() {
+        let pod_dir = pod.file_name().to_string_lossy().to_string();
+        // `<ns>_<pod>_<uid>`: the uid is dropped, names stay readable.
+        let pod_name = pod_dir
+            .rsplit_once('_')
+            .map_or(pod_dir.as_str(), |(p, _)| p);
+        let Ok(files) = std::fs::read_dir(pod.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let file = f.file_name().to_string_lossy().to_string();
+            if !file.ends_with(".log") {
+                continue;
+            }
+            let to = into.join(format!("{pod_name}_{file}"));
+            if std::fs::copy(f.path(), &to).is_ok() {
+                kept.push(to);
+            }
+        }
+    }
+    kept.sort();
+    kept
+}
+
+/// What a failed demo run prints, so that a CI log alone says why: the cluster's conditions,
+/// the Pods, and the end of the operator's and the Envoys' logs.
+fn diagnose(kubeconfig: &std::path::Path, cluster: &str, logs: &[PathBuf]) -> String {
+    let mut out = String::from("--- diagnostics ---\n");
+    let conditions = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            cluster,
+            "-o",
+            "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{\"\\n\"}{end}",
+        ],
+    );
+    let xds = kubectl(
+        kubeconfig,
+        &["get", cluster, "-o", "jsonpath={.status.xds}"],
+    );
+    let pods = kubectl(kubeconfig, &["get", "pods", "-A", "-o", "wide"]);
+    for (what, got) in [
+        ("conditions", conditions),
+        ("status.xds", xds),
+        ("pods", pods),
+    ] {
+        let text = got.unwrap_or_else(|e| format!("({e:#})"));
+        out.push_str(&format!("{what}:\n{text}\n"));
+    }
+    for log in logs {
+        let file = log.file_name().unwrap_or_default().to_string_lossy();
+        // The operator's and the Envoys' logs say why the config is not taken; brokers' logs
+        // are long and stay in the directory.
+        if !(file.starts_with("pier-system_") || file.contains("envoy")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- last lines of {file} ---\n"));
+        for line in &lines[lines.len().saturating_sub(25)..] {
+            // Long JSON lines cut: the message and the first fields are what tell.
+            let cut = line.char_indices().nth(400).map_or(line.len(), |(i, _)| i);
+            out.push_str(&line[..cut]);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn round_trip(bootstrap: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let kcat = program("kcat")?;

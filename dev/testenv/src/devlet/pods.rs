@@ -60,6 +60,11 @@ struct RunningPod {
     started_at: String,
     ready_since: String,
     restart_policy: String,
+    /// The status last written to the apiserver. The probe loop alone writes a running Pod's
+    /// status, whenever it differs from this: one writer, so an older status never lands after
+    /// a newer one (a start's "not ready" after the probe's "ready" left a Pod unready for
+    /// good), and a failed write is tried again on the next tick.
+    reported: Option<Value>,
     /// Keep the Pod's ServiceAccount tokens fresh while it runs here.
     _refreshers: Vec<AbortOnDrop>,
 }
@@ -205,7 +210,7 @@ impl RunningContainer {
         };
     }
 
-    /// Restarts the container if its back-off is over. Returns true if it tried.
+    /// Restarts the container if its back-off is over.
     fn restart_if_due(
         &mut self,
         o: &Node,
@@ -213,16 +218,16 @@ impl RunningContainer {
         ip: Ipv4Addr,
         dir: &Path,
         restart_policy: &str,
-    ) -> bool {
+    ) {
         let State::BackOff {
             until, finished, ..
         } = self.state
         else {
-            return false;
+            return;
         };
         let now = Instant::now();
         if now < until {
-            return false;
+            return;
         }
         self.backoff.restarted(finished, now);
         self.restarts += 1;
@@ -230,7 +235,6 @@ impl RunningContainer {
             tracing::warn!(pod = %pod.name_any(), container = %self.spec.name, error = format!("{e:#}"), "cannot restart container");
             self.finished(Terminated::start_error(format!("{e:#}")), restart_policy);
         }
-        true
     }
 }
 
@@ -355,7 +359,7 @@ async fn try_start(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     match start_pod(client, o, pod).await {
         Ok(started) => {
-            let status = {
+            {
                 let mut n = node.lock().await;
                 // Deleted while it was starting: stop what was started.
                 if previous.is_some() && n.waiting.remove(&uid).is_none() {
@@ -371,12 +375,10 @@ async fn try_start(
                     });
                     return Ok(());
                 }
-                let status = pod_status(&started);
                 n.running.insert(uid, started);
-                status
-            };
-            write_hosts(o, node).await?;
-            patch_status(client, pod, status).await
+            }
+            // The probe loop reports it (the one writer of a running Pod's status).
+            write_hosts(o, node).await
         }
         Err(StartError::Retry(reason, e)) => {
             let delay = previous.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
@@ -557,6 +559,7 @@ async fn start_pod(client: &kube::Client, o: &Node, pod: &Pod) -> Result<Running
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into()),
+        reported: None,
         _refreshers: refreshers,
     })
 }
@@ -1245,8 +1248,7 @@ async fn probe_loop(client: kube::Client, o: Node, node: Pods) {
                     retries.push((w.pod.clone(), w.delay));
                 }
             }
-            for p in n.running.values_mut() {
-                let mut changed = false;
+            for (uid, p) in n.running.iter_mut() {
                 for c in p.containers.iter_mut() {
                     if let Some(status) = c.process.as_mut().and_then(Process::try_exit) {
                         c.exited(status, &p.restart_policy, &p.dir);
@@ -1256,11 +1258,8 @@ async fn probe_loop(client: kube::Client, o: Node, node: Pods) {
                             reason = last.map(|t| t.reason.as_str()),
                             restarts = c.restarts, "container exited"
                         );
-                        changed = true;
                     }
-                    if c.restart_if_due(&o, &p.pod, p.ip, &p.dir, &p.restart_policy) {
-                        changed = true;
-                    }
+                    c.restart_if_due(&o, &p.pod, p.ip, &p.dir, &p.restart_policy);
                     // Liveness: a running container that fails its probe `threshold` times in
                     // a row is stopped; its exit is then handled as any other.
                     if let (Some(l), Some(process), State::Running { .. }) =
@@ -1293,16 +1292,23 @@ async fn probe_loop(client: kube::Client, o: Node, node: Pods) {
                 if ready != p.ready {
                     p.ready = ready;
                     p.ready_since = now_rfc3339();
-                    changed = true;
                 }
-                if changed {
-                    changes.push((p.pod.clone(), pod_status(p)));
+                let status = pod_status(p);
+                if p.reported.as_ref() != Some(&status) {
+                    changes.push((uid.clone(), p.pod.clone(), status));
                 }
             }
         }
-        for (pod, status) in changes {
-            if let Err(e) = patch_status(&client, &pod, status).await {
-                tracing::warn!(pod = %pod.name_any(), error = %e, "cannot report the pod status");
+        for (uid, pod, status) in changes {
+            match patch_status(&client, &pod, status.clone()).await {
+                Ok(()) => {
+                    if let Some(p) = node.lock().await.running.get_mut(&uid) {
+                        p.reported = Some(status);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "cannot report the pod status; trying again")
+                }
             }
         }
         for (pod, delay) in retries {
