@@ -198,6 +198,7 @@ pub async fn run(options: OperatorOptions) -> Result<(), OperatorError> {
                 tracing::error!(error = %e, "xDS server failed");
             }
         }));
+        let _ = ctx.xds_serving_since.set(std::time::Instant::now());
         health.leading.store(true, Ordering::Relaxed);
         ctx.metrics.leader.set(1);
         let marking = async {

@@ -195,15 +195,18 @@ const ADMIN_WRITES: &[&str] = &[
     "AlterPartitionReassignments",
 ];
 
+/// A metric of the operator: the sum of its series (the value, for an unlabelled one).
 fn operator_metric(op: &OperatorProcess, name: &str) -> Option<f64> {
     let text = std::process::Command::new("curl")
         .args(["-sf", &format!("http://{}/metrics", op.metrics)])
         .output()
         .ok()?;
-    String::from_utf8_lossy(&text.stdout)
+    let values: Vec<f64> = String::from_utf8_lossy(&text.stdout)
         .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// `xds_listen`: a restarted operator serves where the one before did (the Envoys' bootstrap
@@ -449,15 +452,23 @@ async fn kafka_topics_against_real_brokers() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // The Envoy reconnects to the restarted operator and takes its config (the same as
+    // before): the cluster's status says Ready throughout, no flip to "waiting for Envoy".
+    wait_for(
+        "the Envoy reconnected and ACKed the restarted operator's config",
+        WAIT,
+        POLL,
+        || async { (operator_metric(&op, "pier_xds_acks_total")? >= 1.0).then_some(()) },
+    )
+    .await?;
     let kafka_writes = kafka_requests(&client, ADMIN_WRITES).await? - writes_before;
     let describes = kafka_requests(&client, &["DescribeConfigs"]).await? - describes_before;
     let kube_writes: BTreeMap<String, usize> = plane
         .audit_write_counts(OPERATOR_USER, &mark)?
         .into_iter()
-        // The topics' own writes (an Event of theirs comes with a Kafka write, counted below).
-        // The cluster's status may say Envoy has not yet taken the restarted operator's xDS
-        // config: not the topics' business.
-        .filter(|(what, _)| what.contains("kafkatopics"))
+        // The topics' own writes (an Event of theirs comes with a Kafka write, counted below)
+        // and the cluster's (its status keeps the Envoys' prior ACK while they reconnect).
+        .filter(|(what, _)| what.contains("kafkatopics") || what.contains("kafkaclusters"))
         .collect();
     ensure!(
         kube_writes.is_empty(),

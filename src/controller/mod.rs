@@ -56,6 +56,9 @@ pub const FIELD_MANAGER: &str = "pier";
 pub const LEGACY_FINALIZER: &str = "kafka.pier.dev/cleanup";
 /// Longest wait for one Kubernetes API call (kube's client has no read timeout).
 pub const API_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long after this process began serving xDS a cluster's prior ACK counts while its Envoys
+/// reconnect: Envoy retries a closed xDS stream with a jittered back-off of at most 30 s.
+const ENVOY_RECONNECT_GRACE: Duration = Duration::from_secs(60);
 
 /// Errors of one reconcile; they are retried with backoff, and reported in status when they
 /// persist.
@@ -230,6 +233,9 @@ pub struct Context {
     pub xds_trust: std::sync::OnceLock<crate::xds::ClientTrust>,
     /// The CA file of the xDS serving certificate, given to each cluster's Envoys.
     pub xds_server_ca: std::sync::OnceLock<std::path::PathBuf>,
+    /// When this process began serving xDS (it leads): Envoys reconnect within a back-off
+    /// after that, and a cluster's prior ACK counts meanwhile ([`EnvoyState::after_restart`]).
+    pub xds_serving_since: std::sync::OnceLock<std::time::Instant>,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
     pub writes: Counter,
@@ -278,6 +284,7 @@ impl Context {
             settings,
             xds_trust: std::sync::OnceLock::new(),
             xds_server_ca: std::sync::OnceLock::new(),
+            xds_serving_since: std::sync::OnceLock::new(),
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),
@@ -996,7 +1003,15 @@ async fn reconcile_once(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Erro
             .rejected
             .as_ref()
             .map(|r| format!("{} rejected by {}: {}", r.r#type, r.node_id, r.error.trim())),
-    };
+        reconnecting: false,
+    }
+    .after_restart(
+        kc.status.as_ref().and_then(|s| s.xds.as_ref()),
+        !group_status.nodes.is_empty(),
+        ctx.xds_serving_since
+            .get()
+            .is_some_and(|since| since.elapsed() < ENVOY_RECONNECT_GRACE),
+    );
     let (new_status, requeue) = compute(&StatusInput {
         kc,
         pods: &pods,

@@ -105,6 +105,37 @@ pub struct EnvoyState {
     pub version: Option<String>,
     pub all_acked: bool,
     pub rejected: Option<String>,
+    /// `all_acked` is the prior status's: this process began serving xDS a moment ago and no
+    /// Envoy has reconnected yet (see [`EnvoyState::after_restart`]).
+    pub reconnecting: bool,
+}
+
+impl EnvoyState {
+    /// The state while the Envoys reconnect to a process that just began serving xDS (an
+    /// operator restart, a new leader): until one of the group's Envoys is back, the ACK the
+    /// prior status recorded counts if it was for the same snapshot version (versions are
+    /// content hashes, so the same config has the same version in every process). Without
+    /// this, each restart flipped Ready to False ("waiting for Envoy") and back: two status
+    /// writes and a false alarm. Once an Envoy is connected, or the grace is over, what the
+    /// Envoys say counts again.
+    pub fn after_restart(
+        self,
+        prior: Option<&XdsStatus>,
+        envoys_connected: bool,
+        in_reconnect_grace: bool,
+    ) -> Self {
+        let prior_acked_this = prior.is_some_and(|p| {
+            p.all_acked && p.rejected.is_none() && p.snapshot_version == self.version
+        });
+        if self.all_acked || envoys_connected || !in_reconnect_grace || !prior_acked_this {
+            return self;
+        }
+        Self {
+            all_acked: true,
+            reconnecting: true,
+            ..self
+        }
+    }
 }
 
 /// Everything the status is computed from.
@@ -469,6 +500,7 @@ pub fn compute(input: &StatusInput<'_>) -> (KafkaClusterStatus, Requeue) {
     let requeue = if waiting_on_kafka
         || kafka.tls_pending
         || !xds_ok
+        || envoy.reconnecting
         || scaling.waiting
         || removing_volumes
         || kafka.quorum_changing
@@ -708,11 +740,49 @@ mod tests {
         let acked = EnvoyState {
             version: Some("v2".into()),
             all_acked: true,
-            rejected: None,
+            ..Default::default()
         };
         assert_eq!(
             ready_message(&acked),
             ("True".into(), "3 brokers ready".into(), Requeue::Idle)
+        );
+    }
+
+    #[test]
+    fn a_restarted_operator_keeps_the_ack_of_the_same_config_until_envoys_reconnect() {
+        let prior = |version: &str, all_acked: bool| XdsStatus {
+            snapshot_version: Some(version.into()),
+            all_acked,
+            rejected: None,
+        };
+        let none_yet = EnvoyState {
+            version: Some("v1".into()),
+            ..Default::default()
+        };
+        let kept = none_yet
+            .clone()
+            .after_restart(Some(&prior("v1", true)), false, true);
+        assert!(kept.all_acked && kept.reconnecting);
+        // Anything else: what the Envoys say now.
+        for (prior, connected, grace) in [
+            (Some(prior("v1", true)), true, true), // an Envoy is back: it says
+            (Some(prior("v1", true)), false, false), // grace over: none is there
+            (Some(prior("v0", true)), false, true), // another config: not taken yet
+            (Some(prior("v1", false)), false, true), // it was not taken before either
+            (None, false, true),
+        ] {
+            let got = none_yet
+                .clone()
+                .after_restart(prior.as_ref(), connected, grace);
+            assert_eq!(got, none_yet, "{prior:?} {connected} {grace}");
+        }
+        let rejected = XdsStatus {
+            rejected: Some("bad".into()),
+            ..prior("v1", true)
+        };
+        assert_eq!(
+            none_yet.clone().after_restart(Some(&rejected), false, true),
+            none_yet
         );
     }
 
