@@ -10,6 +10,7 @@ pub mod api;
 pub mod controller;
 pub mod listen;
 pub mod operator;
+pub mod random;
 pub mod reconcile;
 pub mod shutdown;
 pub mod standalone;

@@ -4,7 +4,8 @@
 //! a `tls` user and a `scram-sha-512` user may produce to the topic their ACLs allow and are
 //! denied on another; a 100 KiB/s quota holds its user's producer near that rate; 20 users in sync cost no
 //! Kubernetes write (the apiserver's audit log) and no Kafka admin write (the brokers' request
-//! metrics) when a restarted operator reconciles them; deleting a user revokes its access.
+//! metrics) when a restarted operator reconciles them; deleting a user revokes its access; a new
+//! password in a user's referenced Secret replaces the old one at once.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -507,5 +508,61 @@ async fn kafka_users_against_real_brokers() -> anyhow::Result<()> {
     );
     // The deleted tls user's certificate is still valid, but no ACL lets it write.
     produce_denied(&hosts, &ca, &tls_login, "orders").await?;
+
+    // 6. A password from a Secret of the user's: a new password there is the credential at
+    // once (the Secret is watched; the user's own resync is 5 minutes away).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let password_secret = |password: &str| -> anyhow::Result<Secret> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "rotating-password"},
+            "stringData": {"pw": password},
+        }))?)
+    };
+    secrets
+        .create(&post, &password_secret("first-password-1")?)
+        .await?;
+    users(&client)
+        .create(
+            &post,
+            &user(
+                "rotating",
+                json!({"authentication": {"type": "scram-sha-512", "password": {"valueFrom":
+                        {"secretKeyRef": {"name": "rotating-password", "key": "pw"}}}},
+                       "authorization": writes_orders()}),
+            )?,
+        )
+        .await?;
+    let first = wait_user_ready(&client, "rotating").await?;
+    let first_version = first.status.and_then(|s| s.credential_version);
+    let login = |password: &str| Login::Scram {
+        name: "rotating".into(),
+        password: password.into(),
+    };
+    produce_allowed(&hosts, &ca, &login("first-password-1"), "orders", "r-1\n").await?;
+    secrets
+        .replace(
+            "rotating-password",
+            &PostParams::default(),
+            &password_secret("second-password-2")?,
+        )
+        .await?;
+    wait_for(
+        "the new password applied",
+        Duration::from_secs(60),
+        POLL,
+        || async {
+            let u = users(&client).get("rotating").await.ok()?;
+            let version = u.status?.credential_version;
+            (version.is_some() && version != first_version).then_some(())
+        },
+    )
+    .await?;
+    produce_allowed(&hosts, &ca, &login("second-password-2"), "orders", "r-2\n").await?;
+    let (ok, err) = produce(&hosts, &ca, &login("first-password-1"), "orders", "r-3\n").await?;
+    ensure!(
+        !ok && err.contains("SaslAuthenticationException"),
+        "the old password is refused: {err}"
+    );
     Ok(())
 }

@@ -98,10 +98,8 @@ fn identity_from(pod_name: Option<String>, hostname: Option<String>, suffix: &st
 
 /// 16 hex digits from the kernel's random source; time and PID if that cannot be read.
 fn random_suffix() -> String {
-    use std::io::Read;
     let mut bytes = [0u8; 8];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if random.is_err() {
+    if crate::random::fill(&mut bytes).is_err() {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

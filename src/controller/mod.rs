@@ -1198,11 +1198,9 @@ async fn remove_legacy_finalizer(kc: &KafkaCluster, ctx: &Context) -> Result<(),
 /// Kafka's own `Uuid.randomUuid()`), never starting with '-'.
 pub fn new_cluster_id() -> std::io::Result<String> {
     use base64::Engine;
-    use std::io::Read;
-    let mut urandom = std::fs::File::open("/dev/urandom")?;
     loop {
         let mut bytes = [0u8; 16];
-        urandom.read_exact(&mut bytes)?;
+        crate::random::fill(&mut bytes)?;
         let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         if !id.starts_with('-') {
             return Ok(id);

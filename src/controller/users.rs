@@ -10,10 +10,10 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
@@ -77,7 +77,24 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, clusters: Store<K
         clusters,
         failures: dashmap::DashMap::new(),
     });
-    Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    // A changed credential Secret (a new password in a referenced one, the user's own Secret
+    // edited or deleted) is applied at once, not at the next resync.
+    let users = controller.store();
+    let reading = move |secret: PartialObjectMeta<Secret>| {
+        let (ns, name) = (secret.namespace(), secret.name_any());
+        users
+            .state()
+            .iter()
+            .filter(|u| u.namespace() == ns && plan::credential_secrets(u).contains(&name.as_str()))
+            .map(|u| ObjectRef::from_obj(u.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches_stream(
+            super::secrets::changes(&state.ctx.client, namespace.as_deref()),
+            reading,
+        )
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {
             if let Err(e) = res {
@@ -460,15 +477,24 @@ async fn remove_scram(admin: &AdminClient, name: &str) -> Result<(), KafkaError>
 
 fn generate_password() -> Result<String, String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    use std::io::Read;
-    let mut bytes = [0u8; PASSWORD_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("no randomness for a password: {e}"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect())
+    // Bytes at or above the largest multiple of the alphabet's size are skipped: every
+    // character is then equally likely.
+    let limit = 256 - 256 % ALPHABET.len();
+    let mut password = String::with_capacity(PASSWORD_LEN);
+    while password.len() < PASSWORD_LEN {
+        let mut bytes = [0u8; PASSWORD_LEN];
+        crate::random::fill(&mut bytes)
+            .map_err(|e| format!("no randomness for a password: {e}"))?;
+        password.extend(
+            bytes
+                .iter()
+                .map(|b| usize::from(*b))
+                .filter(|b| *b < limit)
+                .map(|b| ALPHABET[b % ALPHABET.len()] as char)
+                .take(PASSWORD_LEN - password.len()),
+        );
+    }
+    Ok(password)
 }
 
 /// Creates or replaces the user's own Secret, owned by the KafkaUser (it goes with it).
@@ -548,4 +574,18 @@ async fn cleanup(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
     }
     tracing::info!(user = %name, "KafkaUser deleted: credential, ACLs and quotas removed");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_passwords_are_long_alphanumeric_and_differ() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), PASSWORD_LEN);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+    }
 }

@@ -31,6 +31,19 @@ pub fn user_name(user: &KafkaUser) -> &str {
     user.metadata.name.as_deref().unwrap_or_default()
 }
 
+/// The Secrets (by name, in the user's namespace) the user's credential is read from or
+/// written to: the password Secret it references, else its own Secret (named after it: the
+/// generated password, or its certificate). A change of one of them is a change of the user.
+pub fn credential_secrets(user: &KafkaUser) -> Vec<&str> {
+    let Some(auth) = &user.spec.authentication else {
+        return Vec::new();
+    };
+    match &auth.password {
+        Some(p) => vec![p.value_from.secret_key_ref.name.as_str()],
+        None => vec![user_name(user)],
+    }
+}
+
 /// The principal every broker of `cluster` authenticates as (its certificates' common names
 /// `<cluster>-broker-<id>` are mapped to it).
 pub fn broker_principal_name(cluster: &str) -> String {
@@ -248,6 +261,40 @@ mod tests {
                 quotas: None,
             },
         )
+    }
+
+    #[test]
+    fn a_user_reads_the_secret_it_references_or_its_own() {
+        use crate::api::{
+            AuthenticationType, PasswordSource, PasswordValueFrom, UserAuthentication,
+        };
+        let mut u = user("app", vec![]);
+        assert!(
+            credential_secrets(&u).is_empty(),
+            "no credential, no Secret"
+        );
+        u.spec.authentication = Some(UserAuthentication {
+            type_: AuthenticationType::Tls,
+            password: None,
+        });
+        assert_eq!(credential_secrets(&u), ["app"]);
+        u.spec.authentication = Some(UserAuthentication {
+            type_: AuthenticationType::ScramSha512,
+            password: None,
+        });
+        assert_eq!(credential_secrets(&u), ["app"], "the generated password");
+        u.spec.authentication = Some(UserAuthentication {
+            type_: AuthenticationType::ScramSha512,
+            password: Some(PasswordSource {
+                value_from: PasswordValueFrom {
+                    secret_key_ref: crate::api::SecretKeyRef {
+                        name: "app-password".into(),
+                        key: "pw".into(),
+                    },
+                },
+            }),
+        });
+        assert_eq!(credential_secrets(&u), ["app-password"]);
     }
 
     fn rule(
