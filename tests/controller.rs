@@ -791,3 +791,49 @@ async fn object_count(client: &Client, cluster: &str) -> anyhow::Result<usize> {
             .await?
             .len())
 }
+
+/// Helm installs a chart's CRDs once and never upgrades them: an operator upgraded on a cluster
+/// that has only the KafkaCluster CRD runs its clusters as before, with the KafkaTopic and
+/// KafkaUser controllers off (their caches would never fill and hold every cluster back).
+#[tokio::test]
+async fn clusters_are_run_without_the_topic_and_user_crds() -> anyhow::Result<()> {
+    use pier_testenv::control_plane::{ControlPlaneOptions, repo_crds_dir};
+    let logs = pier_testenv::LogDir::for_current_test("controller-old-crds")?;
+    let plane = pier_testenv::ControlPlane::start_with(
+        &logs,
+        ControlPlaneOptions {
+            scheduler: false,
+            install_crds: false,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let crds = logs.sub("crds")?;
+    std::fs::copy(
+        repo_crds_dir().join("kafkacluster.yaml"),
+        crds.join("kafkacluster.yaml"),
+    )?;
+    plane.install_crds(&crds).await?;
+    let client = plane.client();
+    let mut kc = example("kafkacluster-basic.yaml")?;
+    kc.spec.listeners.external[0].advertised_host = Some("kafka.example.com".into());
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await?;
+    let _operator = Operator::start(client.clone(), NS).await?;
+    wait_names::<Pod>(
+        &client,
+        "basic",
+        &["basic-broker-0", "basic-broker-1", "basic-broker-2"],
+    )
+    .await?;
+    wait_for("the cluster's status", WAIT, POLL, || async {
+        let kc = Api::<KafkaCluster>::namespaced(client.clone(), NS)
+            .get("basic")
+            .await
+            .ok()?;
+        (kc.status?.broker_count == 3).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -30,7 +30,7 @@ pub trait Member:
     + Sync
     + 'static
 {
-    type Status: Serialize + PartialEq + Clone + Default + Send + Sync;
+    type Status: Serialize + DeserializeOwned + PartialEq + Clone + Default + Send + Sync;
     /// The KafkaCluster's name (same namespace).
     fn cluster_name(&self) -> &str;
     fn status(&self) -> Option<&Self::Status>;
@@ -134,6 +134,10 @@ where
     match result {
         Ok(action) => {
             failures.remove(&key(m.as_ref()));
+            if m.meta().deletion_timestamp.is_some() {
+                // Cleaned up: its finalizer is gone, and so is the object soon.
+                ctx.statuses_written.remove(&written_key(m.as_ref()));
+            }
             Ok(action)
         }
         Err(e) => {
@@ -183,14 +187,30 @@ pub fn has_reason<M: Member>(status: &M::Status, reason: &str) -> bool {
         .any(|c| c.type_ == "Ready" && c.reason == reason)
 }
 
-/// Writes the status when it differs from what was read (a condition that kept its status
-/// keeps its time): zero writes in the steady state.
+/// The object's status as this process knows it: the one it last wrote, else the cached
+/// object's. A reconcile woken by another watch (a Secret, say) may read the object from a
+/// cache that has not seen this process's last write yet; only this process (the leader)
+/// writes these statuses, so its last write is the newest.
+pub fn prior_status<M: Member>(ctx: &Context, m: &M) -> M::Status {
+    ctx.statuses_written
+        .get(&written_key(m))
+        .and_then(|w| serde_json::from_value(w.clone()).ok())
+        .or_else(|| m.status().cloned())
+        .unwrap_or_default()
+}
+
+fn written_key<M: Member>(m: &M) -> String {
+    format!("{}/{}", M::kind(&()), m.uid().unwrap_or_default())
+}
+
+/// Writes the status when it differs from the prior one ([`prior_status`]; a condition that
+/// kept its status keeps its time): zero writes in the steady state.
 pub async fn write_status<M: Member>(
     ctx: &Context,
     m: &M,
     mut new: M::Status,
 ) -> Result<(), super::Error> {
-    let old = m.status().cloned().unwrap_or_default();
+    let old = prior_status(ctx, m);
     keep_condition_times(M::conditions(&old), M::conditions_mut(&mut new));
     if new == old {
         return Ok(());
@@ -207,6 +227,9 @@ pub async fn write_status<M: Member>(
     )
     .await?;
     ctx.wrote();
+    if let Ok(written) = serde_json::to_value(&new) {
+        ctx.statuses_written.insert(written_key(m), written);
+    }
     Ok(())
 }
 

@@ -236,6 +236,9 @@ pub struct Context {
     /// When this process began serving xDS (it leads): Envoys reconnect within a back-off
     /// after that, and a cluster's prior ACK counts meanwhile ([`EnvoyState::after_restart`]).
     pub xds_serving_since: std::sync::OnceLock<std::time::Instant>,
+    /// The status this process last wrote for each KafkaTopic and KafkaUser (`<kind>/<uid>`),
+    /// so that a reconcile reading a cache that lags behind it does not write it again.
+    pub statuses_written: dashmap::DashMap<String, serde_json::Value>,
     pub recorder: Recorder,
     /// Write calls made to the API server (create/apply/patch/delete).
     pub writes: Counter,
@@ -285,6 +288,7 @@ impl Context {
             xds_trust: std::sync::OnceLock::new(),
             xds_server_ca: std::sync::OnceLock::new(),
             xds_serving_since: std::sync::OnceLock::new(),
+            statuses_written: dashmap::DashMap::new(),
             recorder,
             writes: Counter::default(),
             reconciles: Counter::default(),

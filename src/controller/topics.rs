@@ -65,8 +65,11 @@ struct Snapshot {
     known_configs: BTreeSet<String>,
     /// Topics with a partition being reassigned.
     moving: BTreeSet<String>,
-    /// Topics changed since they were asked about: asked alone before being planned again.
+    /// Topics changed since they were asked about: asked again before being planned again.
     dirty: BTreeSet<String>,
+    /// Topics whose change is being made now: an answer about them may be from before it, so
+    /// they stay dirty until their change is made and they are asked after it.
+    changing: BTreeSet<String>,
 }
 
 /// The controller's state beside the shared [`Context`].
@@ -79,6 +82,28 @@ pub struct Topics {
     /// and leaders restored when they end).
     wake_cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<KafkaCluster>>,
     failures: dashmap::DashMap<String, u32>,
+}
+
+impl Topics {
+    /// Marks `name` as being changed (`true`: before the change is made; it is also dirty
+    /// from then on) or as changed (`false`: asked about again by the next reconcile that
+    /// refreshes).
+    async fn changing(&self, kt: &KafkaTopic, name: &str, starting: bool) {
+        let Some(snapshot) = self
+            .snapshots
+            .get(&member::cluster_key(kt))
+            .map(|s| s.clone())
+        else {
+            return;
+        };
+        let mut snap = snapshot.lock().await;
+        if starting {
+            snap.dirty.insert(name.to_string());
+            snap.changing.insert(name.to_string());
+        } else {
+            snap.changing.remove(name);
+        }
+    }
 }
 
 /// Runs the KafkaTopic controller for `namespace` (all when `None`) until the stream ends.
@@ -158,7 +183,7 @@ fn conflicting(kt: &KafkaTopic, state: &Topics) -> Option<String> {
 
 async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     let name = kt.topic_name().to_string();
-    let prior = kt.status.clone().unwrap_or_default();
+    let prior = member::prior_status(&state.ctx, kt);
     let mut status = KafkaTopicStatus {
         topic_name: Some(name.clone()),
         ..prior.clone()
@@ -278,7 +303,10 @@ async fn apply(kt: &KafkaTopic, state: &Topics) -> Result<Action, TopicError> {
     }
 
     let failed = if plan.writes() {
-        carry_out(kt, state, &admin, &cluster, &name, &plan).await
+        state.changing(kt, &name, true).await;
+        let failed = carry_out(kt, state, &admin, &cluster, &name, &plan).await;
+        state.changing(kt, &name, false).await;
+        failed
     } else {
         None
     };
@@ -337,30 +365,45 @@ async fn refresh(
             .iter()
             .filter_map(|t| snap.topics.get(t).map(|o| (t.clone(), o.clone())))
             .collect();
+        let changing = std::mem::take(&mut snap.changing);
         *snap = fresh;
         // A topic changed while the snapshot was asked for may be answered from before the
-        // change: it stays marked and is asked alone.
+        // change: it stays marked and is asked again.
         snap.topics.extend(kept);
         snap.dirty = dirty;
+        snap.changing = changing;
     }
     if snap.dirty.contains(&name) {
-        let one = fetch(admin, None, Some(&name)).await?;
-        match one.topics.get(&name) {
-            Some(o) => snap.topics.insert(name.clone(), o.clone()),
-            None => snap.topics.remove(&name),
-        };
-        snap.moving = one.moving;
-        snap.known_configs.extend(one.known_configs);
-        snap.dirty.remove(&name);
+        // Every changed topic is asked about in one go (a burst of creations costs one
+        // Metadata and one DescribeConfigs, not one of each per topic), except those whose
+        // change is still being made. `name` is not among them: a topic's reconciles never
+        // overlap, so its own change is done.
+        let asked: BTreeSet<String> = snap
+            .dirty
+            .iter()
+            .filter(|t| **t == name || !snap.changing.contains(*t))
+            .cloned()
+            .collect();
+        let fresh = fetch(admin, None, Some(&asked)).await?;
+        for t in &asked {
+            match fresh.topics.get(t) {
+                Some(o) => snap.topics.insert(t.clone(), o.clone()),
+                None => snap.topics.remove(t),
+            };
+            snap.dirty.remove(t);
+        }
+        snap.moving = fresh.moving;
+        snap.known_configs.extend(fresh.known_configs);
     }
     Ok(())
 }
 
-/// Asks Kafka: all topics' metadata and the configs of `managed` ones, or one topic.
+/// Asks Kafka: all topics' metadata and the configs of `managed` ones, or only the topics
+/// `only` names.
 async fn fetch(
     admin: &AdminClient,
     managed: Option<&BTreeSet<String>>,
-    one: Option<&str>,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<Snapshot, KafkaError> {
     let moving: BTreeSet<String> = admin
         .list_partition_reassignments()
@@ -368,8 +411,11 @@ async fn fetch(
         .into_iter()
         .map(|r| r.topic)
         .collect();
-    let md = match one {
-        Some(t) => admin.metadata(Some(&[t])).await?,
+    let md = match only {
+        Some(names) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            admin.metadata(Some(&names)).await?
+        }
         None => admin.metadata(None).await?,
     };
     let mut replicas: BTreeMap<i32, usize> = md.brokers.iter().map(|b| (b.id, 0)).collect();
@@ -385,9 +431,9 @@ async fn fetch(
                 }
             }
         }
-        let wanted = match (managed, one) {
+        let wanted = match (managed, only) {
             (Some(m), _) => m.contains(&t.name),
-            (None, Some(o)) => t.name == o,
+            (None, Some(o)) => o.contains(&t.name),
             (None, None) => false,
         };
         if wanted {
@@ -423,9 +469,9 @@ async fn fetch(
     Ok(Snapshot {
         fetched: Some(Instant::now()),
         topics,
-        // With one topic asked, the brokers' loads are not known: placement waits for the
+        // With some topics asked, the brokers' loads are not known: placement waits for the
         // next full snapshot (an empty map refuses nothing: moves wait for it).
-        replicas: if one.is_some() {
+        replicas: if only.is_some() {
             BTreeMap::new()
         } else {
             replicas
@@ -433,6 +479,7 @@ async fn fetch(
         known_configs,
         moving,
         dirty: BTreeSet::new(),
+        changing: BTreeSet::new(),
     })
 }
 
@@ -445,16 +492,6 @@ async fn carry_out(
     name: &str,
     plan: &TopicPlan,
 ) -> Option<String> {
-    let mark_dirty = || async {
-        if let Some(s) = state
-            .snapshots
-            .get(&member::cluster_key(kt))
-            .map(|s| s.clone())
-        {
-            s.lock().await.dirty.insert(name.to_string());
-        }
-    };
-    mark_dirty().await;
     if let Some(new) = &plan.create {
         match admin.create_topic(new).await {
             Ok(()) => {

@@ -129,7 +129,7 @@ async fn reconcile(u: Arc<KafkaUser>, state: Arc<Users>) -> Result<Action, UserE
 
 async fn apply(u: &KafkaUser, state: &Users) -> Result<Action, UserError> {
     let name = user_name(u).to_string();
-    let prior = u.status.clone().unwrap_or_default();
+    let prior = member::prior_status(&state.ctx, u);
     let mut status = KafkaUserStatus {
         principal: Some(principal(u)),
         ..prior.clone()
