@@ -1087,7 +1087,7 @@ fn report(plan: &Plan, o: &Outcome) -> String {
         .iter()
         .any(|k| count(&r.kafka, k) - count(&b.kafka, k) >= n as f64 / 2.0);
     s.push_str(&format!(
-        "\nReading: creating {n} topics cost Kafka {:.2} Metadata and {:.2} DescribeConfigs requests per topic (a topic Pier created is asked about alone before it says Ready). After the restart the {n} KafkaTopics in sync ({} topic reconciles) cost {} Kubernetes writes to KafkaTopics and {} Kafka admin writes, and Kafka saw {} Metadata and {} DescribeConfigs requests from every client together (the same restart without KafkaTopics: {} and {}): {}. A change of one topic among {n} was Ready again after {} (p50; a reconcile that finds the cluster's snapshot expired asks for all {n} topics again, alters the config, then asks for the changed topic alone).\n",
+        "\nReading: creating {n} topics cost Kafka {:.2} Metadata and {:.2} DescribeConfigs requests per topic (topics Pier created are asked about again, together, before they say Ready). After the restart the {n} KafkaTopics in sync ({} topic reconciles) cost {} Kubernetes writes to KafkaTopics and {} Kafka admin writes, and Kafka saw {} Metadata and {} DescribeConfigs requests from every client together (the same restart without KafkaTopics: {} and {}): {}. A change of one topic among {n} was Ready again after {} (p50; a reconcile that finds the cluster's snapshot expired asks for all {n} topics again, alters the config, then asks for the changed topics again).\n",
         count(&a.kafka, "Metadata") / n as f64,
         count(&a.kafka, "DescribeConfigs") / n as f64,
         r.topic_reconciles,
