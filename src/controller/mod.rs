@@ -511,11 +511,21 @@ pub async fn run(
             std::future::pending::<()>().await
         }
     };
+    // One metadata watch of Secrets serves both controllers: the cluster controller's stream
+    // passes each change on to the user controller (credential Secrets) when that one runs.
+    let (to_users, users_secret_changes) = futures::channel::mpsc::unbounded();
+    let to_users = users_served.then_some(to_users);
+    let secret_changes = secrets::changes(&client, ns).inspect(move |change| {
+        if let (Some(tx), Ok(secret)) = (&to_users, change) {
+            // The user controller gone (its stream ended): nothing to tell.
+            let _ = tx.unbounded_send(secret.clone());
+        }
+    });
     let users_controller = {
         let (ctx, ns, clusters) = (ctx.clone(), namespace.clone(), controller.store());
         async move {
             if users_served {
-                users::run(ctx, ns, clusters).await;
+                users::run(ctx, ns, clusters, users_secret_changes).await;
             }
             std::future::pending::<()>().await
         }
@@ -528,7 +538,7 @@ pub async fn run(
                 ObjectRef::new(&u.spec.cluster_ref.name).within(&u.namespace().unwrap_or_default()),
             )
         })
-        .watches_stream(secrets::changes(&client, ns), referencing)
+        .watches_stream(secret_changes, referencing)
         .owns_stream(pod_events)
         .owns_stream(cm_events)
         .owns_stream(svc_events)

@@ -65,7 +65,13 @@ pub struct Users {
 }
 
 /// Runs the KafkaUser controller for `namespace` (all when `None`) until the stream ends.
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>, clusters: Store<KafkaCluster>) {
+/// `secret_changes`: the Secrets (metadata) that changed, from the cluster controller's watch.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    clusters: Store<KafkaCluster>,
+    secret_changes: impl futures::Stream<Item = PartialObjectMeta<Secret>> + Send + 'static,
+) {
     // A user looked at before the clusters' cache is filled would find no cluster and say so
     // in its status (a write, undone a moment later).
     if clusters.wait_until_ready().await.is_err() {
@@ -86,15 +92,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>, clusters: Store<K
         users
             .state()
             .iter()
-            .filter(|u| u.namespace() == ns && plan::credential_secrets(u).contains(&name.as_str()))
+            .filter(|u| u.namespace() == ns && plan::credential_secret(u) == Some(name.as_str()))
             .map(|u| ObjectRef::from_obj(u.as_ref()))
             .collect::<Vec<_>>()
     };
     controller
-        .watches_stream(
-            super::secrets::changes(&state.ctx.client, namespace.as_deref()),
-            reading,
-        )
+        .watches_stream(secret_changes.map(Ok::<_, watcher::Error>), reading)
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {
             if let Err(e) = res {

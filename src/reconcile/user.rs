@@ -31,17 +31,15 @@ pub fn user_name(user: &KafkaUser) -> &str {
     user.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// The Secrets (by name, in the user's namespace) the user's credential is read from or
+/// The Secret (by name, in the user's namespace) the user's credential is read from or
 /// written to: the password Secret it references, else its own Secret (named after it: the
-/// generated password, or its certificate). A change of one of them is a change of the user.
-pub fn credential_secrets(user: &KafkaUser) -> Vec<&str> {
-    let Some(auth) = &user.spec.authentication else {
-        return Vec::new();
-    };
-    match &auth.password {
-        Some(p) => vec![p.value_from.secret_key_ref.name.as_str()],
-        None => vec![user_name(user)],
-    }
+/// generated password, or its certificate). A change of it is a change of the user.
+pub fn credential_secret(user: &KafkaUser) -> Option<&str> {
+    let auth = user.spec.authentication.as_ref()?;
+    Some(match &auth.password {
+        Some(p) => p.value_from.secret_key_ref.name.as_str(),
+        None => user_name(user),
+    })
 }
 
 /// The principal every broker of `cluster` authenticates as (its certificates' common names
@@ -269,20 +267,17 @@ mod tests {
             AuthenticationType, PasswordSource, PasswordValueFrom, UserAuthentication,
         };
         let mut u = user("app", vec![]);
-        assert!(
-            credential_secrets(&u).is_empty(),
-            "no credential, no Secret"
-        );
+        assert!(credential_secret(&u).is_none(), "no credential, no Secret");
         u.spec.authentication = Some(UserAuthentication {
             type_: AuthenticationType::Tls,
             password: None,
         });
-        assert_eq!(credential_secrets(&u), ["app"]);
+        assert_eq!(credential_secret(&u), Some("app"));
         u.spec.authentication = Some(UserAuthentication {
             type_: AuthenticationType::ScramSha512,
             password: None,
         });
-        assert_eq!(credential_secrets(&u), ["app"], "the generated password");
+        assert_eq!(credential_secret(&u), Some("app"), "the generated password");
         u.spec.authentication = Some(UserAuthentication {
             type_: AuthenticationType::ScramSha512,
             password: Some(PasswordSource {
@@ -294,7 +289,7 @@ mod tests {
                 },
             }),
         });
-        assert_eq!(credential_secrets(&u), ["app-password"]);
+        assert_eq!(credential_secret(&u), Some("app-password"));
     }
 
     fn rule(
