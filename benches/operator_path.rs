@@ -524,13 +524,6 @@ async fn start_producers(
     Ok(tasks)
 }
 
-fn percentile(values: &[Duration], p: f64) -> Option<Duration> {
-    let mut v = values.to_vec();
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v.get(i).copied()
-}
-
 fn ms(d: Option<Duration>) -> String {
     d.map_or("n/a".into(), |d| {
         format!("{:.0} ms", d.as_secs_f64() * 1000.0)
@@ -541,8 +534,8 @@ fn row(what: &str, values: Vec<Duration>) -> String {
     format!(
         "| {what} | {} | {} | {} | {} |\n",
         values.len(),
-        ms(percentile(&values, 0.5)),
-        ms(percentile(&values, 0.99)),
+        ms(common::percentile(&values, 0.5)),
+        ms(common::percentile(&values, 0.99)),
         ms(values.iter().max().copied()),
     )
 }

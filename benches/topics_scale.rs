@@ -813,6 +813,16 @@ fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// "p50 / p99 / max" of `values`.
+fn p50_p99_max(values: &[Duration]) -> String {
+    format!(
+        "{} / {} / {}",
+        secs_of(common::percentile(values, 0.5)),
+        secs_of(common::percentile(values, 0.99)),
+        secs_of(values.iter().max().copied())
+    )
+}
+
 fn secs_of(d: Option<Duration>) -> String {
     d.map_or("n/a".into(), |d| {
         if d < Duration::from_secs(1) {
@@ -913,22 +923,12 @@ fn report(plan: &Plan, o: &Outcome) -> String {
     row(
         "",
         "per topic, create → Ready: p50 / p99 / max",
-        format!(
-            "{} / {} / {}",
-            secs_of(common::percentile(&a.per_topic, 0.5)),
-            secs_of(common::percentile(&a.per_topic, 0.99)),
-            secs_of(a.per_topic.iter().max().copied())
-        ),
+        p50_p99_max(&a.per_topic),
     );
     row(
         "",
         "per topic, create → Pier's first status write (its CreateTopics answered): p50 / p99 / max",
-        format!(
-            "{} / {} / {}",
-            secs_of(common::percentile(&a.first_status, 0.5)),
-            secs_of(common::percentile(&a.first_status, 0.99)),
-            secs_of(a.first_status.iter().max().copied())
-        ),
+        p50_p99_max(&a.first_status),
     );
     row(
         "",

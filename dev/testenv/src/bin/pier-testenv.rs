@@ -332,10 +332,8 @@ fn diagnose(kubeconfig: &std::path::Path, cluster: &str, logs: &[PathBuf]) -> St
         if !(file.starts_with("pier-system_") || file.contains("envoy")) {
             continue;
         }
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
         out.push_str(&format!("--- last lines of {file} ---\n"));
-        for line in &lines[lines.len().saturating_sub(25)..] {
+        for line in pier_testenv::process::file_tail(log, 25).lines() {
             // Long JSON lines cut: the message and the first fields are what tell.
             let cut = line.char_indices().nth(400).map_or(line.len(), |(i, _)| i);
             out.push_str(&line[..cut]);
